@@ -1,6 +1,43 @@
-//! placeholder crate docs (written with the codec)
+//! Sans-io MQTT 3.1.1 and 5.0: packets, the codec, topic names and filters, and the client
+//! session state machine.
+//!
+//! # Why sans-io
+//! The same bytes must mean the same thing in the broker (tokio, Linux) and in the browser
+//! client (wasm, no threads, no `Instant::now`). So this crate does no I/O and reads no
+//! clock: bytes and the current time come in as arguments, packets and deadlines go out.
+//! The broker and the wasm client both drive it; neither has a codec of its own.
+//!
+//! # Layout
+//! - [`packet`]: every control packet of both versions, one family per file, and the
+//!   [`Packet`] enum with `decode` / `encode`.
+//! - [`decoder`]: the streaming [`Decoder`] fed with chunks of any size, bounded by a
+//!   maximum packet size, resolving 5.0 topic aliases.
+//! - [`properties`]: the 5.0 properties and which packet may carry which.
+//! - [`reason`]: 5.0 reason codes and their 3.1.1 equivalents.
+//! - [`topic`]: validated [`TopicName`] and [`TopicFilter`], matching, shared subscriptions.
+//! - [`error`]: [`DecodeError`] (each knows its reason code) and [`EncodeError`].
+//! - [`wire`]: variable byte integers, strings and binary data.
+//! - [`client`]: the client session state machine.
 
+pub mod client;
+pub mod decoder;
+pub mod error;
+pub mod packet;
+pub mod properties;
+pub mod reason;
 pub mod topic;
+pub mod wire;
+
+pub use decoder::Decoder;
+pub use error::{DecodeError, EncodeError};
+pub use packet::{
+    Auth, ConnAck, Connect, Disconnect, FixedHeader, Packet, PacketId, PacketType, ProtocolVersion,
+    PubResp, Publish, QoS, RetainHandling, SubAck, Subscribe, Subscription, SubscriptionOptions,
+    UnsubAck, Unsubscribe, Will,
+};
+pub use properties::Properties;
+pub use reason::ReasonCode;
+pub use topic::{TopicError, TopicFilter, TopicName};
 
 /// The version of this crate.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

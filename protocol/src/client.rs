@@ -1,0 +1,1 @@
+//! The client session state machine (in progress).
