@@ -1,1 +1,1657 @@
-//! The client session state machine (in progress).
+//! The client session state machine, sans-io.
+//!
+//! [`Client`] holds everything an MQTT client must remember: the connect handshake, packet
+//! identifiers, the QoS 1 and 2 flows in both directions within the server's Receive
+//! Maximum, what to resend when a session resumes, the subscriptions it holds, and the
+//! keep-alive deadline. It owns no socket and reads no clock: the driver (the wasm client in
+//! the browser, the Rust test client in tests) feeds it bytes and the current time, and takes
+//! from it packets to send, events for the application and the next deadline.
+//!
+//! ```text
+//!  driver                          Client
+//!  ──────                          ──────
+//!  socket opened        ──────▶  connect(now)
+//!  bytes received       ──────▶  handle_bytes(bytes, now)     ──▶ Err = connection is over
+//!  timer fired          ──────▶  handle_timeout(now)          ──▶ Err = connection is over
+//!  socket closed        ──────▶  connection_lost()
+//!  app calls            ──────▶  publish / subscribe / unsubscribe / disconnect
+//!  after each call      ◀──────  poll_transmit() / encode_transmit(buf), poll_event(),
+//!                                poll_timeout()
+//! ```
+//!
+//! When a `handle_*` call returns an error the connection is finished: the machine is already
+//! disconnected and may have queued a DISCONNECT (5.0) that the driver should send before it
+//! closes the socket. In-flight messages stay and are resent on the next connection.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes};
+
+use crate::decoder::Decoder;
+use crate::error::{DecodeError, EncodeError};
+use crate::packet::{
+    ConnAck, Connect, Disconnect, Packet, PacketId, ProtocolVersion, PubResp, Publish, QoS, SubAck,
+    Subscribe, Subscription, UnsubAck, Unsubscribe, Will,
+};
+use crate::properties::Properties;
+use crate::reason::ReasonCode;
+use crate::topic::{TopicFilter, TopicName};
+
+/// A point in time, in milliseconds since an origin the driver chooses (`performance.now()`
+/// in a browser, an `Instant` in tests). Only differences matter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// The time `ms` milliseconds after the origin.
+    pub fn from_millis(ms: u64) -> Self {
+        Timestamp(ms)
+    }
+
+    /// Milliseconds since the origin.
+    pub fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    fn after(self, d: Duration) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        )
+    }
+}
+
+/// How the client connects and what it accepts.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// MQTT 3.1.1 or 5.0.
+    pub version: ProtocolVersion,
+    /// May be empty with `clean_start` (the server assigns one in 5.0).
+    pub client_id: String,
+    /// Clean Session (3.1.1) / Clean Start (5.0).
+    pub clean_start: bool,
+    /// Seconds; 0 = off. The server's Server Keep Alive replaces it (5.0).
+    pub keep_alive: u16,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<Bytes>,
+    /// The will.
+    pub will: Option<Will>,
+    /// 5.0 Session Expiry Interval in seconds (absent = 0: the session ends with the
+    /// connection).
+    pub session_expiry_interval: Option<u32>,
+    /// 5.0: how many QoS 2 messages from the server may await PUBREL at once (our Receive
+    /// Maximum). QoS 1 messages are acknowledged on arrival.
+    pub receive_maximum: u16,
+    /// The largest packet we accept (5.0 announces it as Maximum Packet Size).
+    pub max_packet_size: u32,
+    /// 5.0: the highest Topic Alias the server may use towards us.
+    pub topic_alias_maximum: u16,
+    /// Extra CONNECT properties (user properties, authentication, ...).
+    pub connect_properties: Properties,
+    /// Messages waiting to be sent (offline, or beyond the server's Receive Maximum). When
+    /// full, `publish` fails with [`ClientError::QueueFull`]: nothing is dropped silently.
+    pub max_queued: usize,
+    /// Subscribe again to every known subscription when the server has no session for us
+    /// (CONNACK session present = 0), whatever `clean_start` was.
+    pub resubscribe: bool,
+    /// How long to wait for CONNACK.
+    pub connect_timeout: Duration,
+}
+
+impl ClientOptions {
+    /// Options with the given version, client id and clean flag, and defaults otherwise:
+    /// keep-alive 60 s, receive maximum 65 535, 256 KiB packets, 16 aliases, 1 000 queued.
+    pub fn new(version: ProtocolVersion, client_id: impl Into<String>, clean_start: bool) -> Self {
+        ClientOptions {
+            version,
+            client_id: client_id.into(),
+            clean_start,
+            keep_alive: 60,
+            username: None,
+            password: None,
+            will: None,
+            session_expiry_interval: None,
+            receive_maximum: u16::MAX,
+            max_packet_size: 256 * 1024,
+            topic_alias_maximum: 16,
+            connect_properties: Properties::default(),
+            max_queued: 1000,
+            resubscribe: true,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Identifies one `publish` call until its outcome arrives as [`Event::Published`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublishToken(pub u64);
+
+/// What the application learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// CONNACK accepted the connection.
+    Connected {
+        /// The server resumed our session.
+        session_present: bool,
+        /// The whole CONNACK (assigned client id, server limits, ...).
+        connack: ConnAck,
+    },
+    /// An application message arrived (once per message, also at QoS 2).
+    Message(Publish),
+    /// A publish finished: QoS 0 sent, QoS 1 PUBACK, QoS 2 PUBCOMP, or refused by the
+    /// server (an error reason in PUBACK / PUBREC), or too large for the server.
+    Published {
+        /// Which publish call.
+        token: PublishToken,
+        /// Success (or No matching subscribers), or why it failed.
+        reason: ReasonCode,
+    },
+    /// SUBACK for a `subscribe` call.
+    SubAck(SubAck),
+    /// UNSUBACK for an `unsubscribe` call.
+    UnsubAck(UnsubAck),
+}
+
+/// Why an operation failed or why the connection ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// `connect` while a connection is open or being opened.
+    #[error("already connected or connecting")]
+    AlreadyConnected,
+    /// The queue of unsent messages is full ([`ClientOptions::max_queued`]).
+    #[error("the outgoing queue is full")]
+    QueueFull,
+    /// Every packet identifier is in use.
+    #[error("no packet identifier is free")]
+    NoPacketId,
+    /// The server said it cannot take this QoS (CONNACK Maximum QoS) [MQTT-3.2.2-11].
+    #[error("the server does not support QoS {0:?}")]
+    QoSNotSupported(QoS),
+    /// The server said it does not keep retained messages [MQTT-3.2.2-14].
+    #[error("the server does not support retained messages")]
+    RetainNotSupported,
+    /// The packet cannot be encoded (too large for the server, a field too long, ...).
+    #[error("cannot encode: {0}")]
+    Encode(#[from] EncodeError),
+    /// The server sent bytes that are not MQTT.
+    #[error("bad packet from the server: {0}")]
+    Decode(#[from] DecodeError),
+    /// The server refused the connection (CONNACK with an error).
+    #[error("connection refused: {0}")]
+    Refused(ReasonCode),
+    /// The server closed the connection with DISCONNECT (5.0).
+    #[error("disconnected by the server: {reason}{}", reason_string.as_deref().map(|s| format!(" ({s})")).unwrap_or_default())]
+    DisconnectedByServer {
+        /// Its reason code.
+        reason: ReasonCode,
+        /// Its reason string.
+        reason_string: Option<String>,
+    },
+    /// The server broke the protocol.
+    #[error("protocol error by the server: {0}")]
+    Protocol(&'static str),
+    /// No PINGRESP within the keep-alive after a PINGREQ.
+    #[error("keep-alive timeout")]
+    KeepAliveTimeout,
+    /// No CONNACK within the connect timeout.
+    #[error("no CONNACK in time")]
+    ConnectTimeout,
+}
+
+/// Where an outgoing QoS 1/2 message is in its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundStage {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    AwaitingAck,
+    /// PUBREL sent, waiting for PUBCOMP (QoS 2).
+    AwaitingComp,
+}
+
+#[derive(Debug, Clone)]
+struct Outbound {
+    token: PublishToken,
+    publish: Publish,
+    stage: OutboundStage,
+}
+
+#[derive(Debug, Clone)]
+enum Request {
+    Subscribe(Subscribe),
+    Unsubscribe(Unsubscribe),
+}
+
+#[derive(Debug, Clone)]
+struct PendingRequest {
+    request: Request,
+    /// Sent by the machine itself (resubscription): its answer is not an event.
+    internal: bool,
+    /// Sent on the current connection.
+    sent: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Disconnected,
+    Connecting { since: Timestamp },
+    Connected,
+}
+
+/// One outgoing message as [`Client::session`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundView {
+    /// Its packet identifier.
+    pub packet_id: PacketId,
+    /// Its topic.
+    pub topic: TopicName,
+    /// Its QoS.
+    pub qos: QoS,
+    /// Its payload size.
+    pub size: usize,
+    /// Where it is.
+    pub stage: OutboundStage,
+}
+
+/// The client's own view of its session (for `client.session()` in JavaScript).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    /// Connected (CONNACK accepted).
+    pub connected: bool,
+    /// The last CONNACK's session present flag.
+    pub session_present: bool,
+    /// The subscriptions granted, with the options asked and the QoS granted.
+    pub subscriptions: Vec<(TopicFilter, crate::packet::SubscriptionOptions)>,
+    /// Outgoing QoS 1/2 messages in flight, oldest first.
+    pub outbound_inflight: Vec<OutboundView>,
+    /// Incoming QoS 2 messages received and awaiting PUBREL.
+    pub inbound_awaiting_pubrel: Vec<PacketId>,
+    /// Messages waiting to be sent.
+    pub queued: usize,
+    /// The server's Receive Maximum (our sending window).
+    pub send_window: u16,
+}
+
+/// The client session state machine. See the [module docs](self).
+#[derive(Debug)]
+pub struct Client {
+    opts: ClientOptions,
+    state: State,
+    decoder: Decoder,
+    session_present: bool,
+    /// From CONNACK: how many QoS 1/2 PUBLISHes may be unacknowledged [MQTT-4.9.0-2].
+    send_window: u16,
+    /// From CONNACK: the largest packet the server accepts.
+    server_max_packet: usize,
+    server_max_qos: QoS,
+    server_retain: bool,
+    /// The keep-alive in force (ours, or the server's Server Keep Alive).
+    keep_alive: Duration,
+    next_packet_id: u16,
+    next_token: u64,
+    /// Outgoing QoS 1/2 in flight, in the order first sent (resent in that order
+    /// [MQTT-4.6.0-1]). Keyed by a sequence number; `by_id` maps packet ids to it.
+    outbound: BTreeMap<u64, Outbound>,
+    by_id: HashMap<u16, u64>,
+    next_seq: u64,
+    /// Publishes not yet sent: offline, or the window is full. Bounded by `max_queued`.
+    queued: VecDeque<(PublishToken, Publish)>,
+    /// SUBSCRIBE / UNSUBSCRIBE awaiting their acknowledgement, by packet id.
+    requests: BTreeMap<u16, PendingRequest>,
+    /// Incoming QoS 2 packet ids delivered and awaiting PUBREL: a duplicate PUBLISH with one
+    /// of these is not delivered again [MQTT-4.3.3-10].
+    inbound_qos2: HashSet<u16>,
+    subscriptions: BTreeMap<TopicFilter, crate::packet::SubscriptionOptions>,
+    transmit: VecDeque<Packet>,
+    events: VecDeque<Event>,
+    last_sent: Timestamp,
+    ping_sent: Option<Timestamp>,
+}
+
+impl Client {
+    /// A disconnected client.
+    pub fn new(opts: ClientOptions) -> Self {
+        let mut decoder = Decoder::with_version(opts.version, opts.max_packet_size);
+        decoder.set_topic_alias_maximum(opts.topic_alias_maximum);
+        Client {
+            state: State::Disconnected,
+            decoder,
+            session_present: false,
+            send_window: u16::MAX,
+            server_max_packet: usize::MAX,
+            server_max_qos: QoS::ExactlyOnce,
+            server_retain: true,
+            keep_alive: Duration::from_secs(u64::from(opts.keep_alive)),
+            next_packet_id: 1,
+            next_token: 0,
+            outbound: BTreeMap::new(),
+            by_id: HashMap::new(),
+            next_seq: 0,
+            queued: VecDeque::new(),
+            requests: BTreeMap::new(),
+            inbound_qos2: HashSet::new(),
+            subscriptions: BTreeMap::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            last_sent: Timestamp::default(),
+            ping_sent: None,
+            opts,
+        }
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ClientOptions {
+        &self.opts
+    }
+
+    /// Changes the client id (after the server assigned one, to resume that session).
+    pub fn set_client_id(&mut self, id: impl Into<String>) {
+        self.opts.client_id = id.into();
+    }
+
+    /// CONNACK accepted and the connection not yet ended.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// Starts a connection on a freshly opened transport: queues CONNECT.
+    pub fn connect(&mut self, now: Timestamp) -> Result<(), ClientError> {
+        if self.state != State::Disconnected {
+            return Err(ClientError::AlreadyConnected);
+        }
+        self.decoder.reset();
+        self.transmit.clear();
+        self.ping_sent = None;
+        let mut properties = self.opts.connect_properties.clone();
+        if self.opts.version == ProtocolVersion::V5 {
+            properties.session_expiry_interval = self.opts.session_expiry_interval;
+            if self.opts.receive_maximum != u16::MAX {
+                properties.receive_maximum = Some(self.opts.receive_maximum.max(1));
+            }
+            properties.maximum_packet_size = Some(self.opts.max_packet_size);
+            if self.opts.topic_alias_maximum > 0 {
+                properties.topic_alias_maximum = Some(self.opts.topic_alias_maximum);
+            }
+        }
+        let connect = Connect {
+            protocol: self.opts.version,
+            clean_start: self.opts.clean_start,
+            keep_alive: self.opts.keep_alive,
+            client_id: self.opts.client_id.clone(),
+            will: self.opts.will.clone(),
+            username: self.opts.username.clone(),
+            password: self.opts.password.clone(),
+            properties,
+        };
+        self.keep_alive = Duration::from_secs(u64::from(self.opts.keep_alive));
+        self.send(Packet::Connect(Box::new(connect)), now);
+        self.state = State::Connecting { since: now };
+        Ok(())
+    }
+
+    /// The transport closed (or failed). In-flight messages are kept for the next connection.
+    pub fn connection_lost(&mut self) {
+        self.state = State::Disconnected;
+        self.transmit.clear();
+        self.ping_sent = None;
+        for r in self.requests.values_mut() {
+            r.sent = false;
+        }
+    }
+
+    /// Sends DISCONNECT and ends the connection; the will is not published. A persistent
+    /// session's in-flight messages are kept.
+    pub fn disconnect(&mut self, reason: ReasonCode, now: Timestamp) {
+        if self.state == State::Connected {
+            self.send(Packet::Disconnect(Disconnect::new(reason)), now);
+        }
+        self.state = State::Disconnected;
+        self.ping_sent = None;
+        for r in self.requests.values_mut() {
+            r.sent = false;
+        }
+    }
+
+    /// Publishes a message. QoS 0 is done once sent; QoS 1 and 2 end with an
+    /// [`Event::Published`] carrying the returned token. While offline or when the server's
+    /// Receive Maximum is reached, the message waits in a bounded queue.
+    pub fn publish(
+        &mut self,
+        topic: TopicName,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        properties: Properties,
+        now: Timestamp,
+    ) -> Result<PublishToken, ClientError> {
+        if self.state == State::Connected {
+            if qos > self.server_max_qos {
+                return Err(ClientError::QoSNotSupported(qos));
+            }
+            if retain && !self.server_retain {
+                return Err(ClientError::RetainNotSupported);
+            }
+        }
+        if self.queued.len() >= self.opts.max_queued {
+            return Err(ClientError::QueueFull);
+        }
+        let publish = Publish {
+            dup: false,
+            qos,
+            retain,
+            topic,
+            packet_id: None,
+            payload,
+            properties,
+        };
+        // Refuse now what can never be sent, rather than fail later.
+        let size = Packet::Publish(Publish {
+            packet_id: (qos != QoS::AtMostOnce).then_some(PacketId::MIN),
+            ..publish.clone()
+        })
+        .encoded_len(self.opts.version)?;
+        if size > self.server_max_packet {
+            return Err(EncodeError::PacketTooLarge {
+                size,
+                max: self.server_max_packet,
+            }
+            .into());
+        }
+        let token = PublishToken(self.next_token);
+        self.next_token += 1;
+        self.queued.push_back((token, publish));
+        self.drain_queue(now);
+        Ok(token)
+    }
+
+    /// Subscribes; the answer comes as [`Event::SubAck`] with the returned packet id. Sent at
+    /// once when connected, else on the next connection.
+    pub fn subscribe(
+        &mut self,
+        subscriptions: Vec<Subscription>,
+        properties: Properties,
+        now: Timestamp,
+    ) -> Result<PacketId, ClientError> {
+        if subscriptions.is_empty() {
+            return Err(EncodeError::NoTopicFilters.into());
+        }
+        let packet_id = self.alloc_packet_id()?;
+        let sub = Subscribe {
+            packet_id,
+            subscriptions,
+            properties,
+        };
+        self.request(Request::Subscribe(sub), false, now);
+        Ok(packet_id)
+    }
+
+    /// Unsubscribes; the answer comes as [`Event::UnsubAck`] with the returned packet id.
+    pub fn unsubscribe(
+        &mut self,
+        filters: Vec<TopicFilter>,
+        properties: Properties,
+        now: Timestamp,
+    ) -> Result<PacketId, ClientError> {
+        if filters.is_empty() {
+            return Err(EncodeError::NoTopicFilters.into());
+        }
+        let packet_id = self.alloc_packet_id()?;
+        let unsub = Unsubscribe {
+            packet_id,
+            filters,
+            properties,
+        };
+        self.request(Request::Unsubscribe(unsub), false, now);
+        Ok(packet_id)
+    }
+
+    fn request(&mut self, request: Request, internal: bool, now: Timestamp) {
+        let packet_id = match &request {
+            Request::Subscribe(s) => s.packet_id,
+            Request::Unsubscribe(u) => u.packet_id,
+        };
+        let connected = self.state == State::Connected;
+        if connected {
+            self.send(request_packet(&request), now);
+        }
+        self.requests.insert(
+            packet_id.get(),
+            PendingRequest {
+                request,
+                internal,
+                sent: connected,
+            },
+        );
+    }
+
+    /// Feeds bytes read from the transport.
+    pub fn handle_bytes(&mut self, mut bytes: &[u8], now: Timestamp) -> Result<(), ClientError> {
+        loop {
+            match self.decoder.decode(&mut bytes) {
+                Ok(Some(packet)) => self.handle_packet(packet, now)?,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.fail(e.reason_code(), ClientError::Decode(e), now)),
+            }
+        }
+    }
+
+    /// Feeds one decoded packet.
+    pub fn handle_packet(&mut self, packet: Packet, now: Timestamp) -> Result<(), ClientError> {
+        match (self.state, packet) {
+            (State::Connecting { .. }, Packet::ConnAck(ack)) => self.on_connack(ack, now),
+            (State::Connecting { .. }, _) => Err(self.fail(
+                ReasonCode::ProtocolError,
+                ClientError::Protocol("the first packet from the server must be CONNACK"),
+                now,
+            )),
+            (State::Disconnected, _) => Ok(()),
+            (State::Connected, Packet::Publish(p)) => self.on_publish(p, now),
+            (State::Connected, Packet::PubAck(ack)) => {
+                self.on_puback(ack, now);
+                Ok(())
+            }
+            (State::Connected, Packet::PubRec(rec)) => {
+                self.on_pubrec(rec, now);
+                Ok(())
+            }
+            (State::Connected, Packet::PubRel(rel)) => {
+                let known = self.inbound_qos2.remove(&rel.packet_id.get());
+                let reason = if known || self.opts.version == ProtocolVersion::V311 {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::PacketIdentifierNotFound
+                };
+                self.send(
+                    Packet::PubComp(PubResp::with_reason(rel.packet_id, reason)),
+                    now,
+                );
+                Ok(())
+            }
+            (State::Connected, Packet::PubComp(comp)) => {
+                self.on_pubcomp(comp, now);
+                Ok(())
+            }
+            (State::Connected, Packet::SubAck(ack)) => {
+                self.on_suback(ack);
+                Ok(())
+            }
+            (State::Connected, Packet::UnsubAck(ack)) => {
+                self.on_unsuback(ack);
+                Ok(())
+            }
+            (State::Connected, Packet::PingResp) => {
+                self.ping_sent = None;
+                Ok(())
+            }
+            (State::Connected, Packet::Disconnect(d)) => {
+                self.connection_lost();
+                Err(ClientError::DisconnectedByServer {
+                    reason: d.reason,
+                    reason_string: d.properties.reason_string,
+                })
+            }
+            (State::Connected, Packet::Auth(_)) => Err(self.fail(
+                ReasonCode::ProtocolError,
+                ClientError::Protocol("AUTH without an authentication method"),
+                now,
+            )),
+            (State::Connected, _) => Err(self.fail(
+                ReasonCode::ProtocolError,
+                ClientError::Protocol("a packet only a client may send"),
+                now,
+            )),
+        }
+    }
+
+    /// Runs the timers: sends PINGREQ when the keep-alive is due, ends the connection when
+    /// the PINGRESP or the CONNACK is late.
+    pub fn handle_timeout(&mut self, now: Timestamp) -> Result<(), ClientError> {
+        match self.state {
+            State::Disconnected => Ok(()),
+            State::Connecting { since } => {
+                if now >= since.after(self.opts.connect_timeout) {
+                    self.connection_lost();
+                    return Err(ClientError::ConnectTimeout);
+                }
+                Ok(())
+            }
+            State::Connected => {
+                if self.keep_alive.is_zero() {
+                    return Ok(());
+                }
+                if let Some(sent) = self.ping_sent {
+                    if now >= sent.after(self.keep_alive) {
+                        self.connection_lost();
+                        return Err(ClientError::KeepAliveTimeout);
+                    }
+                } else if now >= self.last_sent.after(self.keep_alive) {
+                    self.ping_sent = Some(now);
+                    self.send(Packet::PingReq, now);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// When [`Client::handle_timeout`] next has work to do.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        match self.state {
+            State::Disconnected => None,
+            State::Connecting { since } => Some(since.after(self.opts.connect_timeout)),
+            State::Connected if self.keep_alive.is_zero() => None,
+            State::Connected => Some(match self.ping_sent {
+                Some(sent) => sent.after(self.keep_alive),
+                None => self.last_sent.after(self.keep_alive),
+            }),
+        }
+    }
+
+    /// The next packet to send.
+    pub fn poll_transmit(&mut self) -> Option<Packet> {
+        self.transmit.pop_front()
+    }
+
+    /// Encodes every packet waiting to be sent into `buf`; returns how many.
+    pub fn encode_transmit(&mut self, buf: &mut impl BufMut) -> Result<usize, ClientError> {
+        let mut n = 0;
+        while let Some(p) = self.transmit.pop_front() {
+            p.encode(self.opts.version, buf)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The client's view of its session.
+    pub fn session(&self) -> SessionView {
+        SessionView {
+            connected: self.is_connected(),
+            session_present: self.session_present,
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|(f, o)| (f.clone(), *o))
+                .collect(),
+            outbound_inflight: self
+                .outbound
+                .values()
+                .filter_map(|o| {
+                    Some(OutboundView {
+                        packet_id: o.publish.packet_id?,
+                        topic: o.publish.topic.clone(),
+                        qos: o.publish.qos,
+                        size: o.publish.payload.len(),
+                        stage: o.stage,
+                    })
+                })
+                .collect(),
+            inbound_awaiting_pubrel: {
+                let mut ids: Vec<PacketId> = self
+                    .inbound_qos2
+                    .iter()
+                    .filter_map(|&id| PacketId::new(id))
+                    .collect();
+                ids.sort_unstable();
+                ids
+            },
+            queued: self.queued.len(),
+            send_window: self.send_window,
+        }
+    }
+
+    // ----- internals -----
+
+    fn send(&mut self, packet: Packet, now: Timestamp) {
+        self.transmit.push_back(packet);
+        self.last_sent = now;
+    }
+
+    /// Ends the connection because of an error of the server's: in 5.0 a DISCONNECT with the
+    /// reason is queued first [MQTT-4.13.1-1].
+    fn fail(&mut self, reason: ReasonCode, err: ClientError, now: Timestamp) -> ClientError {
+        let was_connected = self.state == State::Connected;
+        self.connection_lost();
+        if was_connected && self.opts.version == ProtocolVersion::V5 {
+            self.send(Packet::Disconnect(Disconnect::new(reason)), now);
+        }
+        err
+    }
+
+    fn alloc_packet_id(&mut self) -> Result<PacketId, ClientError> {
+        for _ in 0..=u16::MAX {
+            let candidate = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if let Some(id) = PacketId::new(candidate) {
+                if !self.by_id.contains_key(&candidate) && !self.requests.contains_key(&candidate) {
+                    return Ok(id);
+                }
+            }
+        }
+        Err(ClientError::NoPacketId)
+    }
+
+    fn on_connack(&mut self, ack: ConnAck, now: Timestamp) -> Result<(), ClientError> {
+        if ack.reason.is_error() {
+            self.connection_lost();
+            return Err(ClientError::Refused(ack.reason));
+        }
+        self.state = State::Connected;
+        self.session_present = ack.session_present;
+        let p = &ack.properties;
+        self.send_window = p.receive_maximum.unwrap_or(u16::MAX);
+        self.server_max_packet = p.maximum_packet_size.map_or(usize::MAX, |m| m as usize);
+        self.server_max_qos = p.maximum_qos.unwrap_or(QoS::ExactlyOnce);
+        self.server_retain = p.retain_available.unwrap_or(true);
+        if let Some(ka) = p.server_keep_alive {
+            self.keep_alive = Duration::from_secs(u64::from(ka));
+        }
+        if let Some(id) = &p.assigned_client_identifier {
+            self.opts.client_id = id.clone();
+        }
+        if ack.session_present {
+            // Resend what is unacknowledged, in the original order, PUBLISH with DUP set
+            // [MQTT-4.4.0-1], [MQTT-3.3.1-1].
+            let resend: Vec<Packet> = self
+                .outbound
+                .values_mut()
+                .filter_map(|o| match (o.stage, o.publish.packet_id) {
+                    (OutboundStage::AwaitingAck, _) => {
+                        o.publish.dup = true;
+                        Some(Packet::Publish(o.publish.clone()))
+                    }
+                    (OutboundStage::AwaitingComp, Some(id)) => {
+                        Some(Packet::PubRel(PubResp::new(id)))
+                    }
+                    (OutboundStage::AwaitingComp, None) => None,
+                })
+                .collect();
+            for p in resend {
+                self.send(p, now);
+            }
+        } else {
+            // No session on the server: our session state is void [MQTT-3.2.2-5]. A message
+            // the server already took (PUBREC received) is done; the others are sent again
+            // as new messages, first in line.
+            self.inbound_qos2.clear();
+            self.by_id.clear();
+            let old = std::mem::take(&mut self.outbound);
+            for o in old.into_values().rev() {
+                match o.stage {
+                    OutboundStage::AwaitingComp => self.events.push_back(Event::Published {
+                        token: o.token,
+                        reason: ReasonCode::Success,
+                    }),
+                    OutboundStage::AwaitingAck => {
+                        let mut p = o.publish;
+                        p.dup = false;
+                        p.packet_id = None;
+                        self.queued.push_front((o.token, p));
+                    }
+                }
+            }
+            if self.opts.resubscribe && !self.subscriptions.is_empty() {
+                let subs: Vec<Subscription> = self
+                    .subscriptions
+                    .iter()
+                    .map(|(filter, options)| Subscription {
+                        filter: filter.clone(),
+                        options: *options,
+                    })
+                    .collect();
+                for s in subs {
+                    let packet_id = self.alloc_packet_id()?;
+                    let sub = Subscribe {
+                        packet_id,
+                        subscriptions: vec![s],
+                        properties: Properties::default(),
+                    };
+                    self.requests.insert(
+                        packet_id.get(),
+                        PendingRequest {
+                            request: Request::Subscribe(sub),
+                            internal: true,
+                            sent: false,
+                        },
+                    );
+                }
+            }
+        }
+        let unsent: Vec<Packet> = self
+            .requests
+            .values_mut()
+            .filter(|r| !r.sent)
+            .map(|r| {
+                r.sent = true;
+                request_packet(&r.request)
+            })
+            .collect();
+        for p in unsent {
+            self.send(p, now);
+        }
+        self.events.push_back(Event::Connected {
+            session_present: ack.session_present,
+            connack: ack,
+        });
+        self.drain_queue(now);
+        Ok(())
+    }
+
+    /// Sends queued publishes while connected and the window allows.
+    fn drain_queue(&mut self, now: Timestamp) {
+        while self.state == State::Connected {
+            let Some((_, front)) = self.queued.front() else {
+                break;
+            };
+            let needs_slot = front.qos != QoS::AtMostOnce;
+            if needs_slot && self.outbound.len() >= usize::from(self.send_window) {
+                break;
+            }
+            let Some((token, mut publish)) = self.queued.pop_front() else {
+                break;
+            };
+            if !needs_slot {
+                self.send(Packet::Publish(publish), now);
+                self.events.push_back(Event::Published {
+                    token,
+                    reason: ReasonCode::Success,
+                });
+                continue;
+            }
+            let id = match self.alloc_packet_id() {
+                Ok(id) => id,
+                Err(_) => {
+                    self.queued.push_front((token, publish));
+                    break;
+                }
+            };
+            publish.packet_id = Some(id);
+            let size = Packet::Publish(publish.clone()).encoded_len(self.opts.version);
+            if !matches!(size, Ok(s) if s <= self.server_max_packet) {
+                self.events.push_back(Event::Published {
+                    token,
+                    reason: ReasonCode::PacketTooLarge,
+                });
+                continue;
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.by_id.insert(id.get(), seq);
+            self.send(Packet::Publish(publish.clone()), now);
+            self.outbound.insert(
+                seq,
+                Outbound {
+                    token,
+                    publish,
+                    stage: OutboundStage::AwaitingAck,
+                },
+            );
+        }
+    }
+
+    fn take_outbound(&mut self, id: PacketId, stage: OutboundStage, qos: QoS) -> Option<Outbound> {
+        let seq = *self.by_id.get(&id.get())?;
+        let o = self.outbound.get(&seq)?;
+        if o.stage != stage || o.publish.qos != qos {
+            return None;
+        }
+        self.by_id.remove(&id.get());
+        self.outbound.remove(&seq)
+    }
+
+    fn on_puback(&mut self, ack: PubResp, now: Timestamp) {
+        if let Some(o) =
+            self.take_outbound(ack.packet_id, OutboundStage::AwaitingAck, QoS::AtLeastOnce)
+        {
+            self.events.push_back(Event::Published {
+                token: o.token,
+                reason: ack.reason,
+            });
+            self.drain_queue(now);
+        }
+    }
+
+    fn on_pubrec(&mut self, rec: PubResp, now: Timestamp) {
+        let id = rec.packet_id;
+        let Some(&seq) = self.by_id.get(&id.get()) else {
+            // Not ours (any more): release it so the server can end the flow.
+            let reason = match self.opts.version {
+                ProtocolVersion::V5 => ReasonCode::PacketIdentifierNotFound,
+                ProtocolVersion::V311 => ReasonCode::Success,
+            };
+            self.send(Packet::PubRel(PubResp::with_reason(id, reason)), now);
+            return;
+        };
+        let Some(o) = self.outbound.get_mut(&seq) else {
+            return;
+        };
+        if o.publish.qos != QoS::ExactlyOnce {
+            return;
+        }
+        if rec.reason.is_error() {
+            // The flow ends here: the server refused the message [MQTT-4.3.3-4] (5.0).
+            let stage = o.stage;
+            if let Some(o) = self.take_outbound(id, stage, QoS::ExactlyOnce) {
+                self.events.push_back(Event::Published {
+                    token: o.token,
+                    reason: rec.reason,
+                });
+            }
+            self.drain_queue(now);
+            return;
+        }
+        // Once PUBREC is in, the message is never sent again, only PUBREL [MQTT-4.3.3-5].
+        o.stage = OutboundStage::AwaitingComp;
+        o.publish.payload = Bytes::new();
+        self.send(Packet::PubRel(PubResp::new(id)), now);
+    }
+
+    fn on_pubcomp(&mut self, comp: PubResp, now: Timestamp) {
+        if let Some(o) = self.take_outbound(
+            comp.packet_id,
+            OutboundStage::AwaitingComp,
+            QoS::ExactlyOnce,
+        ) {
+            self.events.push_back(Event::Published {
+                token: o.token,
+                reason: comp.reason,
+            });
+            self.drain_queue(now);
+        }
+    }
+
+    fn on_publish(&mut self, p: Publish, now: Timestamp) -> Result<(), ClientError> {
+        match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) => self.events.push_back(Event::Message(p)),
+            (QoS::AtLeastOnce, Some(id)) => {
+                self.send(Packet::PubAck(PubResp::new(id)), now);
+                self.events.push_back(Event::Message(p));
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                if !self.inbound_qos2.contains(&id.get()) {
+                    if self.inbound_qos2.len() >= usize::from(self.opts.receive_maximum) {
+                        return Err(self.fail(
+                            ReasonCode::ReceiveMaximumExceeded,
+                            ClientError::Protocol("the server exceeded our Receive Maximum"),
+                            now,
+                        ));
+                    }
+                    self.inbound_qos2.insert(id.get());
+                    self.events.push_back(Event::Message(p));
+                }
+                // A duplicate is acknowledged again, not delivered again [MQTT-4.3.3-10].
+                self.send(Packet::PubRec(PubResp::new(id)), now);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_suback(&mut self, ack: SubAck) {
+        let Some(req) = self.requests.remove(&ack.packet_id.get()) else {
+            return;
+        };
+        if let Request::Subscribe(sub) = &req.request {
+            for (s, reason) in sub.subscriptions.iter().zip(&ack.reasons) {
+                if reason.is_error() {
+                    self.subscriptions.remove(&s.filter);
+                } else {
+                    let mut options = s.options;
+                    options.qos = match reason {
+                        ReasonCode::GrantedQoS2 => QoS::ExactlyOnce,
+                        ReasonCode::GrantedQoS1 => QoS::AtLeastOnce,
+                        _ => QoS::AtMostOnce,
+                    };
+                    self.subscriptions.insert(s.filter.clone(), options);
+                }
+            }
+        }
+        if !req.internal {
+            self.events.push_back(Event::SubAck(ack));
+        }
+    }
+
+    fn on_unsuback(&mut self, ack: UnsubAck) {
+        let Some(req) = self.requests.remove(&ack.packet_id.get()) else {
+            return;
+        };
+        if let Request::Unsubscribe(unsub) = &req.request {
+            for f in &unsub.filters {
+                self.subscriptions.remove(f);
+            }
+        }
+        if !req.internal {
+            self.events.push_back(Event::UnsubAck(ack));
+        }
+    }
+}
+
+fn request_packet(r: &Request) -> Packet {
+    match r {
+        Request::Subscribe(s) => Packet::Subscribe(s.clone()),
+        Request::Unsubscribe(u) => Packet::Unsubscribe(u.clone()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::packet::SubscriptionOptions;
+
+    fn t(ms: u64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
+
+    fn topic(s: &str) -> TopicName {
+        TopicName::new(s).unwrap()
+    }
+
+    fn pid(n: u16) -> PacketId {
+        PacketId::new(n).unwrap()
+    }
+
+    fn sent(c: &mut Client) -> Vec<Packet> {
+        std::iter::from_fn(|| c.poll_transmit()).collect()
+    }
+
+    fn events(c: &mut Client) -> Vec<Event> {
+        std::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    /// A client of `version` that has connected and got CONNACK with `props`.
+    fn connected(version: ProtocolVersion, clean: bool, props: Properties) -> Client {
+        let mut c = Client::new(ClientOptions::new(version, "c1", clean));
+        c.connect(t(0)).unwrap();
+        sent(&mut c);
+        let mut ack = ConnAck::new(false, ReasonCode::Success);
+        ack.properties = props;
+        c.handle_packet(Packet::ConnAck(ack), t(1)).unwrap();
+        events(&mut c);
+        c
+    }
+
+    fn publish(c: &mut Client, qos: QoS, now: u64) -> PublishToken {
+        c.publish(
+            topic("a/b"),
+            Bytes::from_static(b"hi"),
+            qos,
+            false,
+            Properties::default(),
+            t(now),
+        )
+        .unwrap()
+    }
+
+    fn published(packets: &[Packet]) -> Vec<(PacketId, bool)> {
+        packets
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some((p.packet_id.unwrap(), p.dup)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn connect_sends_connect_with_the_options_and_connack_connects() {
+        let mut opts = ClientOptions::new(ProtocolVersion::V5, "dev-1", false);
+        opts.session_expiry_interval = Some(3600);
+        opts.keep_alive = 30;
+        let mut c = Client::new(opts);
+        c.connect(t(0)).unwrap();
+        let out = sent(&mut c);
+        let [Packet::Connect(connect)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(connect.client_id, "dev-1");
+        assert!(!connect.clean_start);
+        assert_eq!(connect.keep_alive, 30);
+        assert_eq!(connect.properties.session_expiry_interval, Some(3600));
+        assert!(!c.is_connected());
+        c.handle_packet(
+            Packet::ConnAck(ConnAck::new(true, ReasonCode::Success)),
+            t(5),
+        )
+        .unwrap();
+        assert!(c.is_connected());
+        assert!(matches!(
+            &events(&mut c)[..],
+            [Event::Connected {
+                session_present: true,
+                ..
+            }]
+        ));
+        assert_eq!(c.connect(t(6)), Err(ClientError::AlreadyConnected));
+    }
+
+    #[test]
+    fn the_first_packet_from_the_server_must_be_connack_mqtt_3_2_0_1() {
+        let mut c = Client::new(ClientOptions::new(ProtocolVersion::V311, "c", true));
+        c.connect(t(0)).unwrap();
+        let err = c.handle_packet(Packet::PingResp, t(1)).unwrap_err();
+        assert!(matches!(err, ClientError::Protocol(_)));
+        assert!(!c.is_connected());
+    }
+
+    #[test]
+    fn a_refused_connection_reports_its_reason() {
+        let mut c = Client::new(ClientOptions::new(ProtocolVersion::V311, "c", true));
+        c.connect(t(0)).unwrap();
+        let err = c
+            .handle_packet(
+                Packet::ConnAck(ConnAck::new(false, ReasonCode::NotAuthorized)),
+                t(1),
+            )
+            .unwrap_err();
+        assert_eq!(err, ClientError::Refused(ReasonCode::NotAuthorized));
+        // The machine is disconnected and may connect again.
+        c.connect(t(2)).unwrap();
+    }
+
+    #[test]
+    fn qos1_publish_completes_on_puback_mqtt_4_3_2() {
+        let mut c = connected(ProtocolVersion::V311, true, Properties::default());
+        let token = publish(&mut c, QoS::AtLeastOnce, 10);
+        let out = sent(&mut c);
+        assert_eq!(published(&out), vec![(pid(1), false)]);
+        assert!(events(&mut c).is_empty());
+        c.handle_packet(Packet::PubAck(PubResp::new(pid(1))), t(11))
+            .unwrap();
+        assert_eq!(
+            events(&mut c),
+            vec![Event::Published {
+                token,
+                reason: ReasonCode::Success
+            }]
+        );
+        assert!(c.session().outbound_inflight.is_empty());
+    }
+
+    #[test]
+    fn qos2_publish_goes_through_pubrec_pubrel_pubcomp_mqtt_4_3_3() {
+        let mut c = connected(ProtocolVersion::V5, true, Properties::default());
+        let token = publish(&mut c, QoS::ExactlyOnce, 10);
+        sent(&mut c);
+        c.handle_packet(Packet::PubRec(PubResp::new(pid(1))), t(11))
+            .unwrap();
+        assert_eq!(sent(&mut c), vec![Packet::PubRel(PubResp::new(pid(1)))]);
+        assert_eq!(
+            c.session().outbound_inflight[0].stage,
+            OutboundStage::AwaitingComp
+        );
+        assert!(events(&mut c).is_empty());
+        c.handle_packet(Packet::PubComp(PubResp::new(pid(1))), t(12))
+            .unwrap();
+        assert_eq!(
+            events(&mut c),
+            vec![Event::Published {
+                token,
+                reason: ReasonCode::Success
+            }]
+        );
+    }
+
+    #[test]
+    fn a_pubrec_with_an_error_ends_the_qos2_flow_without_pubrel() {
+        let mut c = connected(ProtocolVersion::V5, true, Properties::default());
+        let token = publish(&mut c, QoS::ExactlyOnce, 10);
+        sent(&mut c);
+        let rec = PubResp::with_reason(pid(1), ReasonCode::QuotaExceeded);
+        c.handle_packet(Packet::PubRec(rec), t(11)).unwrap();
+        assert!(sent(&mut c).is_empty());
+        assert_eq!(
+            events(&mut c),
+            vec![Event::Published {
+                token,
+                reason: ReasonCode::QuotaExceeded
+            }]
+        );
+    }
+
+    #[test]
+    fn no_more_than_receive_maximum_publishes_are_in_flight_mqtt_4_9_0_2() {
+        let props = Properties {
+            receive_maximum: Some(2),
+            ..Default::default()
+        };
+        let mut c = connected(ProtocolVersion::V5, true, props);
+        for i in 0..4 {
+            publish(&mut c, QoS::AtLeastOnce, 10 + i);
+        }
+        assert_eq!(
+            published(&sent(&mut c)),
+            vec![(pid(1), false), (pid(2), false)]
+        );
+        assert_eq!(c.session().queued, 2);
+        c.handle_packet(Packet::PubAck(PubResp::new(pid(1))), t(20))
+            .unwrap();
+        assert_eq!(published(&sent(&mut c)), vec![(pid(3), false)]);
+        assert_eq!(c.session().queued, 1);
+    }
+
+    #[test]
+    fn qos0_is_not_held_back_by_the_window() {
+        let props = Properties {
+            receive_maximum: Some(1),
+            ..Default::default()
+        };
+        let mut c = connected(ProtocolVersion::V5, true, props);
+        publish(&mut c, QoS::AtLeastOnce, 10);
+        let token = publish(&mut c, QoS::AtMostOnce, 11);
+        let out = sent(&mut c);
+        assert_eq!(out.len(), 2);
+        assert!(events(&mut c).contains(&Event::Published {
+            token,
+            reason: ReasonCode::Success
+        }));
+    }
+
+    #[test]
+    fn resuming_a_session_resends_unacknowledged_publishes_with_dup_and_pubrels_mqtt_4_4_0_1() {
+        let mut c = connected(ProtocolVersion::V311, false, Properties::default());
+        publish(&mut c, QoS::AtLeastOnce, 10); // id 1: no PUBACK
+        publish(&mut c, QoS::ExactlyOnce, 11); // id 2: PUBREC received, PUBREL unanswered
+        publish(&mut c, QoS::ExactlyOnce, 12); // id 3: no PUBREC
+        sent(&mut c);
+        c.handle_packet(Packet::PubRec(PubResp::new(pid(2))), t(13))
+            .unwrap();
+        sent(&mut c);
+        c.connection_lost();
+        c.connect(t(100)).unwrap();
+        sent(&mut c);
+        c.handle_packet(
+            Packet::ConnAck(ConnAck::new(true, ReasonCode::Success)),
+            t(101),
+        )
+        .unwrap();
+        let out = sent(&mut c);
+        // In the original order [MQTT-4.6.0-1]; PUBLISH with DUP [MQTT-3.3.1-1]; never the
+        // PUBLISH again once PUBREC arrived [MQTT-4.3.3-5].
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert!(matches!(&out[0], Packet::Publish(p) if p.packet_id == Some(pid(1)) && p.dup));
+        assert_eq!(out[1], Packet::PubRel(PubResp::new(pid(2))));
+        assert!(matches!(&out[2], Packet::Publish(p) if p.packet_id == Some(pid(3)) && p.dup));
+    }
+
+    #[test]
+    fn without_a_session_on_the_server_unacknowledged_messages_are_sent_as_new_and_subscriptions_renewed(
+    ) {
+        let mut c = connected(ProtocolVersion::V311, false, Properties::default());
+        let sub = Subscription::new(TopicFilter::new("seed/#").unwrap(), QoS::AtLeastOnce);
+        let id = c.subscribe(vec![sub], Properties::default(), t(5)).unwrap();
+        sent(&mut c);
+        let ack = SubAck {
+            packet_id: id,
+            reasons: vec![ReasonCode::GrantedQoS1],
+            properties: Properties::default(),
+        };
+        c.handle_packet(Packet::SubAck(ack), t(6)).unwrap();
+        events(&mut c);
+        let t1 = publish(&mut c, QoS::AtLeastOnce, 10);
+        let t2 = publish(&mut c, QoS::ExactlyOnce, 11);
+        sent(&mut c);
+        let rec_id = c.session().outbound_inflight[1].packet_id;
+        c.handle_packet(Packet::PubRec(PubResp::new(rec_id)), t(12))
+            .unwrap();
+        sent(&mut c);
+        c.connection_lost();
+        c.connect(t(100)).unwrap();
+        sent(&mut c);
+        c.handle_packet(
+            Packet::ConnAck(ConnAck::new(false, ReasonCode::Success)),
+            t(101),
+        )
+        .unwrap();
+        let out = sent(&mut c);
+        // [MQTT-3.2.2-5]: the old session state is discarded.
+        assert!(
+            matches!(&out[0], Packet::Subscribe(s) if s.subscriptions[0].filter.as_str() == "seed/#")
+        );
+        assert!(matches!(&out[1], Packet::Publish(p) if !p.dup && p.qos == QoS::AtLeastOnce));
+        assert_eq!(out.len(), 2);
+        let ev = events(&mut c);
+        assert!(ev.contains(&Event::Published {
+            token: t2,
+            reason: ReasonCode::Success
+        }));
+        assert!(!ev
+            .iter()
+            .any(|e| matches!(e, Event::Published { token, .. } if *token == t1)));
+        // The resubscription's SUBACK is not an application event.
+        let Packet::Subscribe(s) = &out[0] else {
+            unreachable!()
+        };
+        let ack = SubAck {
+            packet_id: s.packet_id,
+            reasons: vec![ReasonCode::GrantedQoS1],
+            properties: Properties::default(),
+        };
+        c.handle_packet(Packet::SubAck(ack), t(102)).unwrap();
+        assert!(!events(&mut c).iter().any(|e| matches!(e, Event::SubAck(_))));
+    }
+
+    #[test]
+    fn publishes_made_offline_wait_in_the_bounded_queue() {
+        let mut opts = ClientOptions::new(ProtocolVersion::V311, "c", false);
+        opts.max_queued = 2;
+        let mut c = Client::new(opts);
+        publish(&mut c, QoS::AtLeastOnce, 0);
+        publish(&mut c, QoS::AtMostOnce, 0);
+        let err = c
+            .publish(
+                topic("x"),
+                Bytes::new(),
+                QoS::AtLeastOnce,
+                false,
+                Properties::default(),
+                t(0),
+            )
+            .unwrap_err();
+        assert_eq!(err, ClientError::QueueFull);
+        assert!(sent(&mut c).is_empty());
+        c.connect(t(1)).unwrap();
+        sent(&mut c);
+        c.handle_packet(
+            Packet::ConnAck(ConnAck::new(false, ReasonCode::Success)),
+            t(2),
+        )
+        .unwrap();
+        assert_eq!(sent(&mut c).len(), 2);
+        assert_eq!(c.session().queued, 0);
+    }
+
+    #[test]
+    fn incoming_qos1_is_acknowledged_and_delivered() {
+        let mut c = connected(ProtocolVersion::V311, true, Properties::default());
+        let mut p = Publish::new(topic("a"), Bytes::from_static(b"x"));
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = Some(pid(7));
+        c.handle_packet(Packet::Publish(p.clone()), t(5)).unwrap();
+        assert_eq!(sent(&mut c), vec![Packet::PubAck(PubResp::new(pid(7)))]);
+        assert_eq!(events(&mut c), vec![Event::Message(p)]);
+    }
+
+    #[test]
+    fn incoming_qos2_is_delivered_once_even_when_resent_mqtt_4_3_3_10() {
+        let mut c = connected(ProtocolVersion::V311, false, Properties::default());
+        let mut p = Publish::new(topic("a"), Bytes::from_static(b"x"));
+        p.qos = QoS::ExactlyOnce;
+        p.packet_id = Some(pid(9));
+        c.handle_packet(Packet::Publish(p.clone()), t(5)).unwrap();
+        let mut dup = p.clone();
+        dup.dup = true;
+        c.handle_packet(Packet::Publish(dup), t(6)).unwrap();
+        assert_eq!(events(&mut c), vec![Event::Message(p.clone())]);
+        assert_eq!(sent(&mut c), vec![Packet::PubRec(PubResp::new(pid(9))); 2]);
+        assert_eq!(c.session().inbound_awaiting_pubrel, vec![pid(9)]);
+        // Also across a reconnection with the session kept.
+        c.connection_lost();
+        c.connect(t(10)).unwrap();
+        c.handle_packet(
+            Packet::ConnAck(ConnAck::new(true, ReasonCode::Success)),
+            t(11),
+        )
+        .unwrap();
+        events(&mut c);
+        c.handle_packet(Packet::Publish(Publish { dup: true, ..p }), t(12))
+            .unwrap();
+        assert!(events(&mut c).is_empty());
+        c.handle_packet(Packet::PubRel(PubResp::new(pid(9))), t(13))
+            .unwrap();
+        assert_eq!(
+            sent(&mut c).last(),
+            Some(&Packet::PubComp(PubResp::new(pid(9))))
+        );
+        assert!(c.session().inbound_awaiting_pubrel.is_empty());
+    }
+
+    #[test]
+    fn more_qos2_messages_than_our_receive_maximum_is_a_protocol_error_mqtt_3_3_4_9() {
+        let mut opts = ClientOptions::new(ProtocolVersion::V5, "c", true);
+        opts.receive_maximum = 1;
+        let mut c = Client::new(opts);
+        c.connect(t(0)).unwrap();
+        c.handle_packet(
+            Packet::ConnAck(ConnAck::new(false, ReasonCode::Success)),
+            t(1),
+        )
+        .unwrap();
+        sent(&mut c);
+        let mut p = Publish::new(topic("a"), Bytes::new());
+        p.qos = QoS::ExactlyOnce;
+        p.packet_id = Some(pid(1));
+        c.handle_packet(Packet::Publish(p.clone()), t(2)).unwrap();
+        p.packet_id = Some(pid(2));
+        assert!(c.handle_packet(Packet::Publish(p), t(3)).is_err());
+        let out = sent(&mut c);
+        assert_eq!(
+            out.last(),
+            Some(&Packet::Disconnect(Disconnect::new(
+                ReasonCode::ReceiveMaximumExceeded
+            )))
+        );
+        assert!(!c.is_connected());
+    }
+
+    #[test]
+    fn keep_alive_sends_pingreq_when_idle_and_gives_up_without_pingresp_mqtt_3_1_2_23() {
+        let mut c = Client::new(ClientOptions::new(ProtocolVersion::V311, "c", true));
+        c.connect(t(0)).unwrap();
+        c.handle_packet(
+            Packet::ConnAck(ConnAck::new(false, ReasonCode::Success)),
+            t(10),
+        )
+        .unwrap();
+        sent(&mut c);
+        assert_eq!(c.poll_timeout(), Some(t(60_000)));
+        c.handle_timeout(t(59_999)).unwrap();
+        assert!(sent(&mut c).is_empty());
+        c.handle_timeout(t(60_000)).unwrap();
+        assert_eq!(sent(&mut c), vec![Packet::PingReq]);
+        c.handle_packet(Packet::PingResp, t(60_100)).unwrap();
+        assert_eq!(c.poll_timeout(), Some(t(120_000)));
+        c.handle_timeout(t(120_000)).unwrap();
+        assert_eq!(sent(&mut c), vec![Packet::PingReq]);
+        assert_eq!(
+            c.handle_timeout(t(180_000)),
+            Err(ClientError::KeepAliveTimeout)
+        );
+        assert!(!c.is_connected());
+    }
+
+    #[test]
+    fn sending_anything_postpones_the_pingreq() {
+        let mut c = connected(ProtocolVersion::V311, true, Properties::default());
+        publish(&mut c, QoS::AtMostOnce, 30_000);
+        assert_eq!(c.poll_timeout(), Some(t(90_000)));
+    }
+
+    #[test]
+    fn server_keep_alive_replaces_ours_mqtt_3_2_2_21() {
+        let props = Properties {
+            server_keep_alive: Some(5),
+            ..Default::default()
+        };
+        let c = connected(ProtocolVersion::V5, true, props);
+        assert_eq!(c.poll_timeout(), Some(t(5_000)));
+    }
+
+    #[test]
+    fn a_missing_connack_times_out() {
+        let mut c = Client::new(ClientOptions::new(ProtocolVersion::V311, "c", true));
+        c.connect(t(0)).unwrap();
+        assert_eq!(c.poll_timeout(), Some(t(30_000)));
+        assert_eq!(
+            c.handle_timeout(t(30_000)),
+            Err(ClientError::ConnectTimeout)
+        );
+    }
+
+    #[test]
+    fn the_server_limits_from_connack_are_respected_mqtt_3_2_2_11_and_14() {
+        let props = Properties {
+            maximum_qos: Some(QoS::AtLeastOnce),
+            retain_available: Some(false),
+            maximum_packet_size: Some(20),
+            ..Default::default()
+        };
+        let mut c = connected(ProtocolVersion::V5, true, props);
+        let err = c.publish(
+            topic("a"),
+            Bytes::new(),
+            QoS::ExactlyOnce,
+            false,
+            Properties::default(),
+            t(2),
+        );
+        assert_eq!(err, Err(ClientError::QoSNotSupported(QoS::ExactlyOnce)));
+        let err = c.publish(
+            topic("a"),
+            Bytes::new(),
+            QoS::AtMostOnce,
+            true,
+            Properties::default(),
+            t(2),
+        );
+        assert_eq!(err, Err(ClientError::RetainNotSupported));
+        let big = Bytes::from(vec![0u8; 64]);
+        let err = c.publish(
+            topic("a"),
+            big,
+            QoS::AtMostOnce,
+            false,
+            Properties::default(),
+            t(2),
+        );
+        assert!(matches!(
+            err,
+            Err(ClientError::Encode(EncodeError::PacketTooLarge { .. }))
+        ));
+    }
+
+    #[test]
+    fn packet_ids_are_never_zero_and_never_reused_while_in_flight_mqtt_2_2_1_3() {
+        let mut c = connected(ProtocolVersion::V311, true, Properties::default());
+        c.next_packet_id = u16::MAX;
+        publish(&mut c, QoS::AtLeastOnce, 2); // 65535
+        publish(&mut c, QoS::AtLeastOnce, 2); // wraps to 1, never 0
+        c.next_packet_id = 1;
+        publish(&mut c, QoS::AtLeastOnce, 2); // 1 is taken: 2
+        assert_eq!(
+            published(&sent(&mut c)),
+            vec![(pid(u16::MAX), false), (pid(1), false), (pid(2), false)]
+        );
+    }
+
+    #[test]
+    fn suback_updates_the_session_view_with_the_granted_qos() {
+        let mut c = connected(ProtocolVersion::V5, true, Properties::default());
+        let subs = vec![
+            Subscription::new(TopicFilter::new("a/+").unwrap(), QoS::ExactlyOnce),
+            Subscription::new(TopicFilter::new("b").unwrap(), QoS::AtLeastOnce),
+        ];
+        let id = c.subscribe(subs, Properties::default(), t(2)).unwrap();
+        let ack = SubAck {
+            packet_id: id,
+            reasons: vec![ReasonCode::GrantedQoS1, ReasonCode::NotAuthorized],
+            properties: Properties::default(),
+        };
+        c.handle_packet(Packet::SubAck(ack.clone()), t(3)).unwrap();
+        assert_eq!(events(&mut c), vec![Event::SubAck(ack)]);
+        let view = c.session();
+        let granted = SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            ..Default::default()
+        };
+        assert_eq!(
+            view.subscriptions,
+            vec![(TopicFilter::new("a/+").unwrap(), granted)]
+        );
+        let id = c
+            .unsubscribe(
+                vec![TopicFilter::new("a/+").unwrap()],
+                Properties::default(),
+                t(4),
+            )
+            .unwrap();
+        let ack = UnsubAck {
+            packet_id: id,
+            reasons: vec![ReasonCode::Success],
+            properties: Properties::default(),
+        };
+        c.handle_packet(Packet::UnsubAck(ack), t(5)).unwrap();
+        assert!(c.session().subscriptions.is_empty());
+    }
+
+    #[test]
+    fn a_server_disconnect_ends_the_connection_with_its_reason() {
+        let mut c = connected(ProtocolVersion::V5, true, Properties::default());
+        let mut d = Disconnect::new(ReasonCode::SessionTakenOver);
+        d.properties.reason_string = Some("another client".into());
+        let err = c.handle_packet(Packet::Disconnect(d), t(5)).unwrap_err();
+        assert_eq!(
+            err,
+            ClientError::DisconnectedByServer {
+                reason: ReasonCode::SessionTakenOver,
+                reason_string: Some("another client".into())
+            }
+        );
+        assert!(!c.is_connected());
+    }
+
+    #[test]
+    fn bytes_are_decoded_across_chunks_and_topic_aliases_resolved() {
+        let mut c = connected(ProtocolVersion::V5, true, Properties::default());
+        let mut wire = Vec::new();
+        let mut p = Publish::new(topic("long/topic/name"), Bytes::from_static(b"1"));
+        p.properties.topic_alias = Some(3);
+        Packet::Publish(p.clone())
+            .encode(ProtocolVersion::V5, &mut wire)
+            .unwrap();
+        let mut q = p.clone();
+        q.topic = TopicName::alias_placeholder();
+        q.payload = Bytes::from_static(b"2");
+        Packet::Publish(q)
+            .encode(ProtocolVersion::V5, &mut wire)
+            .unwrap();
+        for chunk in wire.chunks(3) {
+            c.handle_bytes(chunk, t(5)).unwrap();
+        }
+        let got: Vec<(String, Bytes)> = events(&mut c)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Message(p) => Some((p.topic.to_string(), p.payload)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("long/topic/name".to_string(), Bytes::from_static(b"1")),
+                ("long/topic/name".to_string(), Bytes::from_static(b"2"))
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_bytes_end_the_connection_with_disconnect_0x81() {
+        let mut c = connected(ProtocolVersion::V5, true, Properties::default());
+        // PUBLISH QoS 3.
+        let err = c
+            .handle_bytes(&[0x36, 0x03, 0x00, 0x01, b'a'], t(5))
+            .unwrap_err();
+        assert_eq!(err, ClientError::Decode(DecodeError::InvalidQoS));
+        assert_eq!(
+            sent(&mut c),
+            vec![Packet::Disconnect(Disconnect::new(
+                ReasonCode::MalformedPacket
+            ))]
+        );
+    }
+}

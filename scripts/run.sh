@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The one run command: sets up what running needs, builds the bridge in release and runs it
+# with the dashboard on the embedded default store. Its exit code is the bridge's.
+#
+#   HTTP_ADDR  dashboard, WebSocket /mqtt and HTTP API   (default 127.0.0.1:8080)
+#   MQTT_ADDR  MQTT over TCP                              (default 127.0.0.1:1883)
+#   DATA_DIR   the embedded store's directory             (default ./data)
+#
+# Any arguments are passed on to the bridge after these.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+http_addr="${HTTP_ADDR:-127.0.0.1:8080}"
+mqtt_addr="${MQTT_ADDR:-127.0.0.1:1883}"
+data_dir="${DATA_DIR:-./data}"
+
+scripts/setup.sh run
+
+echo "==> building the bridge (release)"
+cargo build --release -p bridge
+# --- Dashboard assets (client-wasm built with wasm-bindgen + wasm-opt into web/): add here ---
+
+bridge="${CARGO_TARGET_DIR:-$root/target}/release/bridge"
+
+echo "==> starting the bridge"
+echo "    dashboard: http://${http_addr}/"
+echo "    http:      ${http_addr}   (WebSocket MQTT at ws://${http_addr}/mqtt)"
+echo "    mqtt:      ${mqtt_addr}"
+echo "    data:      ${data_dir}"
+exec "$bridge" --http "$http_addr" --mqtt "$mqtt_addr" --data "$data_dir" "$@"

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The one test command: sets up the machine (scripts/setup.sh), then runs every test.
+# `.ci/run` calls exactly this. It stops at the first failing step and names it.
+#
+# To add a step, put one `step "what it checks" command args...` line in the section it
+# belongs to below. Keep this command fast: debug builds only, no release builds.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+started=$SECONDS
+current="setup"
+
+finish() {
+    local status=$?
+    local elapsed=$((SECONDS - started))
+    if [ "$status" -eq 0 ]; then
+        echo "==> all tests passed in ${elapsed}s"
+    else
+        echo "==> FAILED in step: ${current} (exit ${status}) after ${elapsed}s" >&2
+    fi
+}
+trap finish EXIT
+
+# step "title" command args...: prints a header line, then runs the command.
+step() {
+    current="$1"
+    shift
+    echo
+    echo "==> ${current}: $*"
+    "$@"
+}
+
+step "setup" scripts/setup.sh
+
+# --- Rust: format, lints, wasm build of the protocol crate ------------------------------------
+step "format" cargo fmt --all -- --check
+step "clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "protocol builds for wasm" cargo build -p protocol --target wasm32-unknown-unknown
+
+# --- Rust: unit, integration, property and doc tests ------------------------------------------
+# --all-targets includes the criterion benches in test mode (each bench body runs once) and the
+# replay of the fuzz seed corpus, which is an ordinary test of the protocol crate.
+step "cargo test" cargo test --workspace --all-targets
+step "doc tests" cargo test --workspace --doc
+
+# --- Browser tests (wasm-bindgen-test in headless Chromium): add here -------------------------
+# The runner is wasm-bindgen-test-runner (.cargo/config.toml) with /usr/bin/chromedriver.
+
+# --- End-to-end tests (a real bridge process on 127.0.0.1): add here ---------------------------
+
+# --- Interop tests (mosquitto_pub/sub, MQTT.js, paho-mqtt against the bridge): add here --------
