@@ -1,11 +1,39 @@
-//! The broker engine: sessions, subscriptions, routing, retained messages, wills and the
-//! storage trait with its embedded default.
+//! The broker engine: sessions, subscriptions, routing, retained messages and wills, for
+//! MQTT 3.1.1 and 5.0 clients alike.
 //!
 //! # Why a crate of its own
-//! The engine knows no transport. Bytes arrive at a connection task in `bridge` (from TCP or
-//! from a WebSocket, it does not matter), are decoded by [`protocol`], and reach this crate as
-//! packets; what it sends back is encoded by the same `protocol` crate. Keeping sockets out
-//! lets the whole engine be tested with plain channels and lets every transport share it.
+//! The engine knows no transport. Bytes arrive at a connection task (from TCP or from a
+//! WebSocket, it does not matter: [`Broker::serve`] takes any `Stream`/`Sink` of byte
+//! chunks), are decoded by [`protocol`], and reach the [`engine`] as packets; what goes back
+//! is encoded by the same `protocol` crate. The bridge binary only adapts its sockets.
 //!
-//! This crate is laid down by the foundation issue; the engine itself comes with the broker
-//! issue.
+//! # Layout
+//! - [`engine`]: the single owner of all session state, synchronous, time passed in.
+//! - [`server`]: the engine task and the connection task ([`Broker`]).
+//! - [`session`]: one client id's session: subscriptions, queue, in-flight messages.
+//! - [`subscriptions`]: the topic trie and shared subscription groups.
+//! - [`message`]: a published message as held once for all its subscribers.
+//! - [`auth`]: the authentication / authorization hook on the connection path.
+//! - [`config`]: limits and policies.
+//!
+//! # Flow control and the queue policy
+//! Every queue is bounded. An offline session's queue holds at most
+//! `max_queued_messages` / `max_queued_bytes`; beyond that the `overflow_policy` drops the
+//! oldest or the newest message and counts it. An online session that cannot keep up is
+//! never made to lose a QoS 1/2 message a publisher had acknowledged: the message is queued
+//! past the limit and the publisher's PUBACK / PUBREC is held back until the slow session
+//! drains, so the publisher's own in-flight window (our Receive Maximum) stops it. QoS 0
+//! towards a slow reader is dropped once its connection's channel is full.
+
+pub mod auth;
+pub mod config;
+pub mod engine;
+pub mod message;
+pub mod server;
+pub mod session;
+pub mod subscriptions;
+
+pub use auth::{AllowAll, Authenticator, ConnectionInfo, Transport};
+pub use config::{BrokerConfig, OverflowPolicy};
+pub use engine::{CloseReason, Command, Engine, Outgoing};
+pub use server::{Broker, ConnectionError};

@@ -17,8 +17,10 @@
 //! - [`topic`]: validated [`TopicName`] and [`TopicFilter`], matching, shared subscriptions.
 //! - [`error`]: [`DecodeError`] (each knows its reason code) and [`EncodeError`].
 //! - [`wire`]: variable byte integers, strings and binary data.
+//! - [`alias`]: topic aliases on the sending side.
 //! - [`client`]: the client session state machine.
 
+pub mod alias;
 pub mod client;
 pub mod decoder;
 pub mod error;
@@ -28,6 +30,7 @@ pub mod reason;
 pub mod topic;
 pub mod wire;
 
+pub use alias::OutboundAliases;
 pub use decoder::Decoder;
 pub use error::{DecodeError, EncodeError};
 pub use packet::{

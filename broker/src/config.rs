@@ -1,0 +1,105 @@
+//! The broker's settings: limits, queue policy and what it announces to clients.
+//!
+//! Every field has a default that suits a small server; the bridge reads overrides from its
+//! TOML configuration file (the `[broker]` table), so field names are the TOML keys.
+
+use serde::Deserialize;
+
+/// What happens when a session's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverflowPolicy {
+    /// Drop the oldest queued message to make room for the new one.
+    #[default]
+    DropOldest,
+    /// Drop the new message.
+    DropNewest,
+}
+
+/// Broker settings. See the README's configuration section for each key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// The largest packet accepted from a client (bytes, fixed header included); announced
+    /// as Maximum Packet Size in 5.0 CONNACK.
+    pub max_packet_size: u32,
+    /// How many QoS 1/2 PUBLISHes a client may have unacknowledged towards the broker
+    /// (announced as Receive Maximum); more is a protocol error (0x93).
+    pub receive_maximum: u16,
+    /// How many QoS 1/2 messages the broker has in flight to one client at most (the
+    /// client's own Receive Maximum lowers it).
+    pub max_inflight: u16,
+    /// Messages queued per session (offline, or waiting for the in-flight window).
+    pub max_queued_messages: usize,
+    /// Bytes of payload queued per session.
+    pub max_queued_bytes: usize,
+    /// Which message goes when an offline session's queue is full.
+    pub overflow_policy: OverflowPolicy,
+    /// Queue QoS 0 messages for offline sessions too (off: they are not queued, as the
+    /// spec allows).
+    pub queue_qos0: bool,
+    /// Highest QoS the broker accepts and grants (0, 1 or 2).
+    pub maximum_qos: u8,
+    /// Retained messages supported.
+    pub retain_available: bool,
+    /// Topic aliases a client may use towards the broker (5.0 Topic Alias Maximum).
+    pub topic_alias_maximum: u16,
+    /// Longest session expiry interval granted, in seconds (also the lifetime of a 3.1.1
+    /// clean-session = 0 session). `None`: as long as the client asks.
+    pub max_session_expiry: Option<u32>,
+    /// Longest keep-alive accepted, in seconds; a longer or zero request is answered with
+    /// this value as Server Keep Alive (5.0). `None`: whatever the client asks.
+    pub max_keep_alive: Option<u16>,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Most simultaneous client connections; more are refused with Server busy / Server
+    /// unavailable.
+    pub max_connections: usize,
+    /// Retained messages kept at most; a new topic beyond it is not retained.
+    pub max_retained_messages: usize,
+    /// Commands queued from all connections to the engine (backpressure on readers).
+    pub engine_queue: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 256,
+            max_inflight: 256,
+            max_queued_messages: 10_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            overflow_policy: OverflowPolicy::DropOldest,
+            queue_qos0: false,
+            maximum_qos: 2,
+            retain_available: true,
+            topic_alias_maximum: 64,
+            max_session_expiry: None,
+            max_keep_alive: None,
+            connect_timeout_secs: 10,
+            max_connections: 100_000,
+            max_retained_messages: 100_000,
+            engine_queue: 4096,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The keep-alive in force for a client asking for `requested` seconds: capped by
+    /// `max_keep_alive` (0, "no keep-alive", is capped too), else as asked.
+    pub fn effective_keep_alive(&self, requested: u16) -> u16 {
+        match self.max_keep_alive {
+            Some(max) if requested == 0 || requested > max => max,
+            _ => requested,
+        }
+    }
+
+    /// The highest QoS granted.
+    pub fn max_qos(&self) -> protocol::QoS {
+        match self.maximum_qos {
+            0 => protocol::QoS::AtMostOnce,
+            1 => protocol::QoS::AtLeastOnce,
+            _ => protocol::QoS::ExactlyOnce,
+        }
+    }
+}

@@ -1,0 +1,1086 @@
+//! The broker engine: one owner for all session state.
+//!
+//! Connection tasks decode bytes into packets and send them here as [`Command`]s over one
+//! bounded channel; the engine routes, queues and acknowledges, and answers each
+//! connection through that connection's own bounded channel of [`Outgoing`] items. The
+//! engine itself is synchronous and takes the time as an argument, so every rule below is
+//! unit-tested without sockets or sleeping.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protocol::{
+    ConnAck, Connect, Disconnect, Packet, PacketId, ProtocolVersion, PubResp, Publish, QoS,
+    ReasonCode, RetainHandling, SubAck, Subscribe, TopicName, UnsubAck, Unsubscribe, Will,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::{Authenticator, ConnectionInfo};
+use crate::config::{BrokerConfig, OverflowPolicy};
+use crate::message::{Message, Msg};
+use crate::session::{ConnId, Delivery, HeldAck, Inflight, Online, Session, SessionId, Stage};
+use crate::subscriptions::{SubEntry, Subscriptions};
+
+/// What a connection task sends the engine.
+#[derive(Debug)]
+pub enum Command {
+    /// A CONNECT arrived on a new connection; answers go to `tx`.
+    Connect {
+        /// The connection.
+        conn: ConnId,
+        /// The packet.
+        connect: Box<Connect>,
+        /// What the transport knows.
+        info: ConnectionInfo,
+        /// The connection's outgoing channel.
+        tx: mpsc::Sender<Outgoing>,
+    },
+    /// Any later packet.
+    Packet {
+        /// The connection.
+        conn: ConnId,
+        /// The packet.
+        packet: Packet,
+    },
+    /// The connection ended.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Run a query on the engine (the HTTP API's view of sessions).
+    Inspect(Inspector),
+    /// Close every connection (5.0: DISCONNECT 0x8B) and stop accepting.
+    Shutdown {
+        /// Answered when done.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A query run on the engine's task.
+pub struct Inspector(pub Box<dyn FnOnce(&Engine) + Send>);
+
+impl std::fmt::Debug for Inspector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inspector")
+    }
+}
+
+/// Why a connection ended, as its task saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed, or the socket failed.
+    NetworkLoss,
+    /// Nothing received within 1.5 times the keep-alive [MQTT-3.1.2-24].
+    KeepAliveTimeout,
+    /// The peer sent something invalid; the task already sent DISCONNECT (5.0).
+    ProtocolError,
+    /// The engine asked it to close.
+    ServerClosed,
+}
+
+/// What the engine sends a connection task.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Encode and send.
+    Packet(Packet),
+    /// Flush what was sent before, then close the connection.
+    Close,
+}
+
+/// The channel capacity a connection needs for `config`: a full window of messages, the
+/// acknowledgements of a full inbound window, QoS 0 headroom and control packets.
+pub fn connection_channel_capacity(config: &BrokerConfig) -> usize {
+    usize::from(config.max_inflight) + usize::from(config.receive_maximum) + QOS0_BUDGET + 16
+}
+
+/// QoS 0 messages that may wait in a connection's channel; beyond it they are dropped
+/// (QoS 0 is at most once), so that a slow reader never makes room run out for QoS 1/2.
+const QOS0_BUDGET: usize = 1024;
+
+/// Totals for the stats API.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineStats {
+    /// Messages received from clients.
+    pub msgs_in: u64,
+    /// Messages sent to clients.
+    pub msgs_out: u64,
+    /// Messages dropped (queue overflow, expiry, too large, slow QoS 0 reader).
+    pub dropped: u64,
+}
+
+/// The broker engine. See the [module docs](self).
+#[derive(Debug)]
+pub struct Engine {
+    config: Arc<BrokerConfig>,
+    auth: Arc<dyn Authenticator>,
+    sessions: HashMap<SessionId, Session>,
+    by_client: HashMap<Arc<str>, SessionId>,
+    conns: HashMap<ConnId, SessionId>,
+    subs: Subscriptions,
+    retained: HashMap<TopicName, Msg>,
+    next_session: u64,
+    next_assigned: u64,
+    /// Sessions whose connection must be dropped after the current command (channel full).
+    to_drop: Vec<SessionId>,
+    shutting_down: bool,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// An engine with no sessions.
+    pub fn new(config: Arc<BrokerConfig>, auth: Arc<dyn Authenticator>) -> Self {
+        Engine {
+            config,
+            auth,
+            sessions: HashMap::new(),
+            by_client: HashMap::new(),
+            conns: HashMap::new(),
+            subs: Subscriptions::default(),
+            retained: HashMap::new(),
+            next_session: 0,
+            next_assigned: 0,
+            to_drop: Vec::new(),
+            shutting_down: false,
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// Totals.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// All sessions, for inspection.
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values()
+    }
+
+    /// A session by client id.
+    pub fn session(&self, client_id: &str) -> Option<&Session> {
+        self.by_client
+            .get(client_id)
+            .and_then(|id| self.sessions.get(id))
+    }
+
+    /// Retained messages.
+    pub fn retained(&self) -> impl Iterator<Item = &Msg> {
+        self.retained.values()
+    }
+
+    /// Applies one command.
+    pub fn handle(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Connect {
+                conn,
+                connect,
+                info,
+                tx,
+            } => self.on_connect(conn, *connect, info, tx, now),
+            Command::Packet { conn, packet } => {
+                if let Some(&sid) = self.conns.get(&conn) {
+                    self.on_packet(sid, packet, now);
+                }
+            }
+            Command::Closed { conn, .. } => {
+                if let Some(&sid) = self.conns.get(&conn) {
+                    self.go_offline(sid, now);
+                }
+            }
+            Command::Inspect(Inspector(f)) => f(self),
+            Command::Shutdown { done } => {
+                self.shutdown(now);
+                let _ = done.send(());
+            }
+        }
+        while let Some(sid) = self.to_drop.pop() {
+            if self.sessions.get(&sid).is_some_and(|s| s.online.is_some()) {
+                tracing::warn!(client_id = %self.sessions[&sid].client_id, "connection cannot keep up; closing it");
+                self.go_offline(sid, now);
+            }
+        }
+    }
+
+    /// Runs the clocks: ends expired sessions, publishes delayed wills.
+    pub fn tick(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        let mut wills = Vec::new();
+        for s in self.sessions.values_mut() {
+            if s.online.is_none() && s.expires_at.is_some_and(|t| now >= t) {
+                expired.push(s.id);
+            } else if s.pending_will.as_ref().is_some_and(|(_, at)| now >= *at) {
+                if let Some((will, _)) = s.pending_will.take() {
+                    wills.push((will, s.client_id.clone()));
+                }
+            }
+        }
+        for (will, client) in wills {
+            self.publish_will(will, client, now);
+        }
+        for sid in expired {
+            self.end_session(sid, now);
+        }
+    }
+
+    // ----- sending -----
+
+    fn send(&mut self, sid: SessionId, packet: Packet) {
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        let Some(online) = &s.online else { return };
+        if online.tx.try_send(Outgoing::Packet(packet)).is_err() {
+            self.to_drop.push(sid);
+        }
+    }
+
+    fn close(&mut self, sid: SessionId, reason: Option<ReasonCode>) {
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        let Some(online) = &s.online else { return };
+        if let (Some(reason), ProtocolVersion::V5) = (reason, s.version) {
+            let _ = online
+                .tx
+                .try_send(Outgoing::Packet(Packet::Disconnect(Disconnect::new(
+                    reason,
+                ))));
+        }
+        let _ = online.tx.try_send(Outgoing::Close);
+    }
+
+    /// Ends the connection because of the client's error: DISCONNECT with the reason (5.0),
+    /// close, and the will is published [MQTT-3.1.2-8].
+    fn fail(&mut self, sid: SessionId, reason: ReasonCode, now: Instant) {
+        if let Some(s) = self.sessions.get(&sid) {
+            tracing::debug!(client_id = %s.client_id, %reason, "closing connection");
+        }
+        self.close(sid, Some(reason));
+        self.go_offline(sid, now);
+    }
+
+    // ----- CONNECT -----
+
+    fn on_connect(
+        &mut self,
+        conn: ConnId,
+        connect: Connect,
+        info: ConnectionInfo,
+        tx: mpsc::Sender<Outgoing>,
+        now: Instant,
+    ) {
+        let v = connect.protocol;
+        let refuse = |reason: ReasonCode| {
+            let _ = tx.try_send(Outgoing::Packet(Packet::ConnAck(ConnAck::new(
+                false, reason,
+            ))));
+            let _ = tx.try_send(Outgoing::Close);
+        };
+        if self.shutting_down {
+            return refuse(ReasonCode::ServerUnavailable);
+        }
+        if self.conns.len() >= self.config.max_connections {
+            return refuse(match v {
+                ProtocolVersion::V5 => ReasonCode::ServerBusy,
+                ProtocolVersion::V311 => ReasonCode::ServerUnavailable,
+            });
+        }
+        let mut assigned = None;
+        let client_id: Arc<str> = if connect.client_id.is_empty() {
+            if v == ProtocolVersion::V311 && !connect.clean_start {
+                // [MQTT-3.1.3-8]: a zero-byte client id needs clean session = 1.
+                return refuse(ReasonCode::ClientIdentifierNotValid);
+            }
+            self.next_assigned += 1;
+            let id = format!(
+                "auto-{:x}-{}",
+                now.elapsed().as_nanos() as u32 ^ 0x5bd1_e995,
+                self.next_assigned
+            );
+            assigned = Some(id.clone());
+            id.into()
+        } else {
+            connect.client_id.as_str().into()
+        };
+        if let Err(reason) = self.auth.authenticate(&connect, &info) {
+            return refuse(reason);
+        }
+        if let Some(will) = &connect.will {
+            if will.qos as u8 > self.config.maximum_qos {
+                return refuse(ReasonCode::QoSNotSupported); // [MQTT-3.2.2-12]
+            }
+            if will.retain && !self.config.retain_available {
+                return refuse(ReasonCode::RetainNotSupported); // [MQTT-3.2.2-13]
+            }
+            if !self
+                .auth
+                .authorize_publish(&client_id, connect.username.as_deref(), &will.topic)
+            {
+                return refuse(ReasonCode::NotAuthorized);
+            }
+        }
+
+        // Takeover: the existing connection is closed [MQTT-3.1.4-3] (5.0: DISCONNECT 0x8E).
+        if let Some(&old) = self.by_client.get(&client_id) {
+            if self.sessions.get(&old).is_some_and(|s| s.online.is_some()) {
+                self.close(old, Some(ReasonCode::SessionTakenOver));
+                self.go_offline(old, now);
+            }
+        }
+        let existing = self.by_client.get(&client_id).copied();
+        if let (Some(sid), true) = (existing, connect.clean_start) {
+            self.end_session(sid, now);
+        }
+        let session_present = existing.is_some() && !connect.clean_start;
+        let sid = match self.by_client.get(&client_id) {
+            Some(&sid) => sid,
+            None => {
+                let sid = SessionId(self.next_session);
+                self.next_session += 1;
+                self.sessions
+                    .insert(sid, Session::new(sid, client_id.clone(), v));
+                self.by_client.insert(client_id.clone(), sid);
+                sid
+            }
+        };
+
+        let cfg = self.config.clone();
+        let requested_expiry = match v {
+            ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+            ProtocolVersion::V311 if connect.clean_start => 0,
+            ProtocolVersion::V311 => u32::MAX,
+        };
+        let expiry = cfg
+            .max_session_expiry
+            .map_or(requested_expiry, |m| requested_expiry.min(m));
+        let keep_alive = cfg.effective_keep_alive(connect.keep_alive);
+        let client_window = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        s.version = v;
+        s.clean_start = connect.clean_start;
+        s.username = connect.username.clone();
+        s.expiry_interval = expiry;
+        s.expires_at = None;
+        // Back before the will delay ran out: no will [MQTT-3.1.3-9].
+        s.pending_will = None;
+        s.online = Some(Online {
+            conn,
+            tx,
+            window: usize::from(client_window.min(cfg.max_inflight).max(1)),
+            max_packet_size: connect.properties.maximum_packet_size,
+            inbound_unacked: u16::try_from(s.inbound_qos2.len()).unwrap_or(u16::MAX),
+            will: connect.will,
+            connected_at: now,
+            peer: info.peer,
+            keep_alive,
+            disconnected_normally: false,
+        });
+        self.conns.insert(conn, sid);
+
+        let mut ack = ConnAck::new(session_present, ReasonCode::Success);
+        if v == ProtocolVersion::V5 {
+            let p = &mut ack.properties;
+            if expiry != requested_expiry {
+                p.session_expiry_interval = Some(expiry);
+            }
+            p.receive_maximum = (cfg.receive_maximum != u16::MAX).then_some(cfg.receive_maximum);
+            p.maximum_qos = match cfg.maximum_qos {
+                0 => Some(QoS::AtMostOnce),
+                1 => Some(QoS::AtLeastOnce),
+                _ => None,
+            };
+            p.retain_available = (!cfg.retain_available).then_some(false);
+            p.maximum_packet_size = Some(cfg.max_packet_size);
+            p.assigned_client_identifier = assigned;
+            p.topic_alias_maximum =
+                (cfg.topic_alias_maximum > 0).then_some(cfg.topic_alias_maximum);
+            if keep_alive != connect.keep_alive {
+                p.server_keep_alive = Some(keep_alive);
+            }
+        }
+        self.send(sid, Packet::ConnAck(ack));
+
+        // Resume: resend what is unacknowledged, in order, PUBLISH with DUP [MQTT-4.4.0-1].
+        if session_present {
+            let mut inflight: Vec<(u64, u16, Stage)> = self.sessions[&sid]
+                .inflight
+                .iter()
+                .map(|(&id, f)| (f.seq, id, f.stage))
+                .collect();
+            inflight.sort_unstable_by_key(|&(seq, _, _)| seq);
+            for (_, id, stage) in inflight {
+                let Some(pid) = PacketId::new(id) else {
+                    continue;
+                };
+                let packet = match stage {
+                    Stage::AwaitingComp => Packet::PubRel(PubResp::new(pid)),
+                    Stage::AwaitingAck => {
+                        let f = &self.sessions[&sid].inflight[&id];
+                        let mut p = f.delivery.msg.to_publish(
+                            f.delivery.qos,
+                            f.delivery.retain,
+                            &f.delivery.sub_ids,
+                            now,
+                        );
+                        p.packet_id = Some(pid);
+                        p.dup = true;
+                        Packet::Publish(p)
+                    }
+                };
+                self.send(sid, packet);
+            }
+        }
+        self.drain(sid, now);
+    }
+
+    // ----- packets on an open connection -----
+
+    fn on_packet(&mut self, sid: SessionId, packet: Packet, now: Instant) {
+        match packet {
+            Packet::Publish(p) => self.on_publish(sid, p, now),
+            Packet::PubAck(a) => {
+                self.on_ack(sid, a.packet_id, Stage::AwaitingAck, QoS::AtLeastOnce, now)
+            }
+            Packet::PubRec(r) => self.on_pubrec(sid, r, now),
+            Packet::PubRel(r) => self.on_pubrel(sid, r),
+            Packet::PubComp(c) => {
+                self.on_ack(sid, c.packet_id, Stage::AwaitingComp, QoS::ExactlyOnce, now)
+            }
+            Packet::Subscribe(s) => self.on_subscribe(sid, s, now),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(sid, u),
+            Packet::PingReq => self.send(sid, Packet::PingResp),
+            Packet::Disconnect(d) => self.on_disconnect(sid, d, now),
+            // A second CONNECT is a protocol error [MQTT-3.1.0-2]; the others are the
+            // server's packets, or AUTH without an authentication method in use.
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp
+            | Packet::Auth(_) => self.fail(sid, ReasonCode::ProtocolError, now),
+        }
+    }
+
+    fn on_publish(&mut self, sid: SessionId, p: Publish, now: Instant) {
+        let cfg = self.config.clone();
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let Some(online) = s.online.as_mut() else {
+            return;
+        };
+        let v = s.version;
+        if !p.properties.subscription_identifiers.is_empty() {
+            return self.fail(sid, ReasonCode::ProtocolError, now); // [MQTT-3.3.4-6]
+        }
+        if p.qos as u8 > cfg.maximum_qos {
+            return self.fail(sid, ReasonCode::QoSNotSupported, now); // [MQTT-3.2.2-11]
+        }
+        if p.retain && !cfg.retain_available {
+            return self.fail(sid, ReasonCode::RetainNotSupported, now); // [MQTT-3.2.2-14]
+        }
+        let pid = p.packet_id;
+        if let (QoS::ExactlyOnce, Some(id)) = (p.qos, pid) {
+            if s.inbound_qos2.contains(&id.get()) {
+                // Already routed: acknowledge again, do not route again [MQTT-4.3.3-9].
+                return self.send(sid, Packet::PubRec(PubResp::new(id)));
+            }
+        }
+        if p.qos != QoS::AtMostOnce {
+            if online.inbound_unacked >= cfg.receive_maximum {
+                return self.fail(sid, ReasonCode::ReceiveMaximumExceeded, now); // [MQTT-3.3.4-9]
+            }
+            online.inbound_unacked += 1;
+        }
+        s.stats.msgs_in += 1;
+        s.stats.bytes_in += p.payload.len() as u64;
+        self.stats.msgs_in += 1;
+        let conn = online.conn;
+        let client_id = s.client_id.clone();
+        let allowed = self
+            .auth
+            .authorize_publish(&client_id, s.username.as_deref(), &p.topic);
+        let qos = p.qos;
+        let (matched, congested) = if allowed {
+            if let (QoS::ExactlyOnce, Some(id)) = (qos, pid) {
+                s.inbound_qos2.insert(id.get());
+            }
+            let msg = Arc::new(Message::from_publish(p, Some(client_id), now));
+            self.route(msg, Some(sid), now)
+        } else {
+            (0, None)
+        };
+        let Some(id) = pid else { return };
+        let reason = match (allowed, v) {
+            (false, ProtocolVersion::V5) => ReasonCode::NotAuthorized,
+            // 3.1.1 cannot refuse a PUBLISH: acknowledge and drop [MQTT-3.3.5-2].
+            (false, ProtocolVersion::V311) => ReasonCode::Success,
+            (true, ProtocolVersion::V5) if matched == 0 => ReasonCode::NoMatchingSubscribers,
+            (true, _) => ReasonCode::Success,
+        };
+        if let (Some(target), ReasonCode::Success | ReasonCode::NoMatchingSubscribers) =
+            (congested, reason)
+        {
+            // Backpressure: the acknowledgement waits until the slow session drains.
+            if let Some(t) = self.sessions.get_mut(&target) {
+                t.held_acks.push_back(HeldAck {
+                    conn,
+                    packet_id: id,
+                    qos,
+                });
+                return;
+            }
+        }
+        self.ack_publish(sid, id, qos, reason);
+    }
+
+    /// Sends PUBACK / PUBREC for an incoming message and frees its Receive Maximum slot
+    /// (QoS 1; a QoS 2 slot frees at PUBCOMP).
+    fn ack_publish(&mut self, sid: SessionId, id: PacketId, qos: QoS, reason: ReasonCode) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let Some(online) = s.online.as_mut() else {
+            return;
+        };
+        let packet = match qos {
+            QoS::AtLeastOnce => {
+                online.inbound_unacked = online.inbound_unacked.saturating_sub(1);
+                Packet::PubAck(PubResp::with_reason(id, reason))
+            }
+            _ => {
+                if reason.is_error() {
+                    // A refused QoS 2 message ends its flow here.
+                    s.inbound_qos2.remove(&id.get());
+                    online.inbound_unacked = online.inbound_unacked.saturating_sub(1);
+                }
+                Packet::PubRec(PubResp::with_reason(id, reason))
+            }
+        };
+        self.send(sid, packet);
+    }
+
+    fn on_pubrel(&mut self, sid: SessionId, rel: PubResp) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let known = s.inbound_qos2.remove(&rel.packet_id.get());
+        if known {
+            if let Some(o) = s.online.as_mut() {
+                o.inbound_unacked = o.inbound_unacked.saturating_sub(1);
+            }
+        }
+        let reason = if known || s.version == ProtocolVersion::V311 {
+            ReasonCode::Success
+        } else {
+            ReasonCode::PacketIdentifierNotFound
+        };
+        self.send(
+            sid,
+            Packet::PubComp(PubResp::with_reason(rel.packet_id, reason)),
+        );
+    }
+
+    fn on_ack(&mut self, sid: SessionId, id: PacketId, stage: Stage, qos: QoS, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let matches = s
+            .inflight
+            .get(&id.get())
+            .is_some_and(|f| f.stage == stage && f.delivery.qos == qos);
+        if matches {
+            s.inflight.remove(&id.get());
+            self.drain(sid, now);
+        }
+    }
+
+    fn on_pubrec(&mut self, sid: SessionId, rec: PubResp, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let id = rec.packet_id;
+        match s.inflight.get_mut(&id.get()) {
+            Some(f) if f.delivery.qos == QoS::ExactlyOnce && f.stage == Stage::AwaitingAck => {
+                if rec.reason.is_error() {
+                    s.inflight.remove(&id.get());
+                    self.drain(sid, now);
+                } else {
+                    f.stage = Stage::AwaitingComp;
+                    self.send(sid, Packet::PubRel(PubResp::new(id)));
+                }
+            }
+            Some(f) if f.stage == Stage::AwaitingComp => {
+                self.send(sid, Packet::PubRel(PubResp::new(id)))
+            }
+            _ => {
+                let reason = match s.version {
+                    ProtocolVersion::V5 => ReasonCode::PacketIdentifierNotFound,
+                    ProtocolVersion::V311 => ReasonCode::Success,
+                };
+                self.send(sid, Packet::PubRel(PubResp::with_reason(id, reason)));
+            }
+        }
+    }
+
+    fn on_subscribe(&mut self, sid: SessionId, sub: Subscribe, now: Instant) {
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        let client_id = s.client_id.clone();
+        let username = s.username.clone();
+        let max_qos = self.config.max_qos();
+        let sub_id = sub.properties.subscription_identifiers.first().copied();
+        let mut reasons = Vec::with_capacity(sub.subscriptions.len());
+        let mut retained: Vec<(Msg, SubEntry)> = Vec::new();
+        for wanted in &sub.subscriptions {
+            if !self
+                .auth
+                .authorize_subscribe(&client_id, username.as_deref(), &wanted.filter)
+            {
+                reasons.push(ReasonCode::NotAuthorized);
+                continue;
+            }
+            let shared = matches!(wanted.filter.shared(), Ok(Some(_)));
+            let mut options = wanted.options;
+            options.qos = options.qos.min(max_qos);
+            let entry = SubEntry {
+                options,
+                id: sub_id,
+            };
+            // A subscription to the same filter replaces the old one [MQTT-3.8.4-3].
+            let existed = self.subs.insert(sid, &wanted.filter, entry);
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.subscriptions.insert(wanted.filter.clone(), entry);
+            }
+            reasons.push(match options.qos {
+                QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
+                QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+                QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+            });
+            // Retained messages per Retain Handling [MQTT-3.3.1-9], [MQTT-3.3.1-10],
+            // [MQTT-3.3.1-11]; none for a shared subscription [MQTT-4.8.2-?].
+            let send_retained = !shared
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                let filter = wanted.filter.as_str();
+                let start = retained.len();
+                retained.extend(
+                    self.retained
+                        .values()
+                        .filter(|m| {
+                            protocol::topic::matches(filter, m.topic.as_str()) && !m.is_expired(now)
+                        })
+                        .map(|m| (m.clone(), entry)),
+                );
+                retained[start..].sort_by_key(|(m, _)| m.received_at);
+            }
+        }
+        let ack = SubAck {
+            packet_id: sub.packet_id,
+            reasons,
+            properties: Default::default(),
+        };
+        self.send(sid, Packet::SubAck(ack));
+        for (msg, entry) in retained {
+            let d = Delivery {
+                qos: msg.qos.min(entry.options.qos),
+                // Sent because of a new subscription: RETAIN is 1 [MQTT-3.3.1-8].
+                retain: true,
+                sub_ids: entry.id.into_iter().collect(),
+                msg,
+                queued_at: now,
+            };
+            self.deliver(sid, d, now);
+        }
+    }
+
+    fn on_unsubscribe(&mut self, sid: SessionId, unsub: Unsubscribe) {
+        let mut reasons = Vec::with_capacity(unsub.filters.len());
+        for f in &unsub.filters {
+            let removed = self.subs.remove(sid, f);
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.subscriptions.remove(f);
+            }
+            reasons.push(if removed {
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
+            });
+        }
+        let ack = UnsubAck {
+            packet_id: unsub.packet_id,
+            reasons,
+            properties: Default::default(),
+        };
+        self.send(sid, Packet::UnsubAck(ack));
+    }
+
+    fn on_disconnect(&mut self, sid: SessionId, d: Disconnect, now: Instant) {
+        let max_expiry = self.config.max_session_expiry;
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if let Some(new) = d.properties.session_expiry_interval {
+            if s.expiry_interval == 0 && new != 0 {
+                // [MQTT-3.14.2-2]: a session that ends with its connection cannot be
+                // extended at DISCONNECT.
+                return self.fail(sid, ReasonCode::ProtocolError, now);
+            }
+            s.expiry_interval = max_expiry.map_or(new, |m| new.min(m));
+        }
+        if let Some(o) = s.online.as_mut() {
+            // Normal disconnection: the will is discarded [MQTT-3.1.2-10]; 0x04 keeps it.
+            o.disconnected_normally = d.reason != ReasonCode::DisconnectWithWill;
+        }
+        // The server closes the connection after DISCONNECT [MQTT-3.14.4-1].
+        self.close(sid, None);
+        self.go_offline(sid, now);
+    }
+
+    // ----- routing and delivery -----
+
+    /// Routes a message to every matching session: retained store, normal subscriptions
+    /// (one delivery per session at the highest matching QoS, with every matching
+    /// subscription identifier), and one member of each matching shared group. Returns how
+    /// many deliveries were made and a session now over its queue limit, if any.
+    fn route(
+        &mut self,
+        msg: Msg,
+        publisher: Option<SessionId>,
+        now: Instant,
+    ) -> (usize, Option<SessionId>) {
+        if msg.retain {
+            self.retain(&msg);
+        }
+        let mut targets: Vec<(SessionId, QoS, bool, Vec<u32>)> = Vec::new();
+        self.subs.for_each_match(msg.topic.as_str(), |sid, e| {
+            if e.options.no_local && Some(sid) == publisher {
+                return; // [MQTT-3.8.3-3]
+            }
+            match targets.iter_mut().find(|t| t.0 == sid) {
+                Some(t) => {
+                    t.1 = t.1.max(e.options.qos);
+                    t.2 |= e.options.retain_as_published;
+                    t.3.extend(e.id);
+                }
+                None => targets.push((
+                    sid,
+                    e.options.qos,
+                    e.options.retain_as_published,
+                    e.id.into_iter().collect(),
+                )),
+            }
+        });
+        let sessions = &self.sessions;
+        for group in self.subs.matching_groups(msg.topic.as_str()) {
+            let n = group.members.len();
+            if n == 0 {
+                continue;
+            }
+            // Take turns, preferring a member that is online with room in its window.
+            let pick = (0..n)
+                .map(|i| (group.next + i) % n)
+                .find(|&i| {
+                    sessions
+                        .get(&group.members[i].0)
+                        .is_some_and(Session::window_open)
+                })
+                .or_else(|| {
+                    (0..n).map(|i| (group.next + i) % n).find(|&i| {
+                        sessions
+                            .get(&group.members[i].0)
+                            .is_some_and(|s| s.online.is_some())
+                    })
+                })
+                .unwrap_or(group.next % n);
+            group.next = pick + 1;
+            let (sid, e) = group.members[pick];
+            targets.push((
+                sid,
+                e.options.qos,
+                e.options.retain_as_published,
+                e.id.into_iter().collect(),
+            ));
+        }
+        let mut congested = None;
+        let count = targets.len();
+        for (sid, sub_qos, rap, sub_ids) in targets {
+            let d = Delivery {
+                qos: msg.qos.min(sub_qos),
+                // [MQTT-3.3.1-12], [MQTT-3.3.1-13]; 3.1.1 always 0 here [MQTT-3.3.1-9].
+                retain: rap && msg.retain,
+                sub_ids,
+                msg: msg.clone(),
+                queued_at: now,
+            };
+            if self.deliver(sid, d, now) && congested.is_none() {
+                congested = Some(sid);
+            }
+        }
+        (count, congested)
+    }
+
+    /// Keeps, replaces or deletes (empty payload) the retained message of a topic
+    /// [MQTT-3.3.1-5], [MQTT-3.3.1-6], [MQTT-3.3.1-7].
+    fn retain(&mut self, msg: &Msg) {
+        if msg.payload.is_empty() {
+            self.retained.remove(&msg.topic);
+        } else if self.retained.len() < self.config.max_retained_messages
+            || self.retained.contains_key(&msg.topic)
+        {
+            self.retained.insert(msg.topic.clone(), msg.clone());
+        } else {
+            tracing::warn!(topic = %msg.topic, "retained message limit reached; not retained");
+        }
+    }
+
+    /// Delivers to one session: sends now if online and the window allows, else queues.
+    /// Returns true if an online session is now over its queue limit (backpressure).
+    fn deliver(&mut self, sid: SessionId, d: Delivery, now: Instant) -> bool {
+        let cfg = self.config.clone();
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return false;
+        };
+        if s.online.is_some() {
+            if d.qos == QoS::AtMostOnce || (s.queue.is_empty() && s.window_open()) {
+                self.transmit(sid, d, now);
+                return false;
+            }
+            let over = s.queue.len() >= cfg.max_queued_messages
+                || s.queued_bytes + d.msg.payload.len() > cfg.max_queued_bytes;
+            s.push_queue(d);
+            return over;
+        }
+        if d.qos == QoS::AtMostOnce && !cfg.queue_qos0 {
+            return false;
+        }
+        let size = d.msg.payload.len();
+        while !s.queue.is_empty()
+            && (s.queue.len() >= cfg.max_queued_messages
+                || s.queued_bytes + size > cfg.max_queued_bytes)
+        {
+            match cfg.overflow_policy {
+                OverflowPolicy::DropOldest => {
+                    s.pop_queue();
+                    s.stats.dropped += 1;
+                    self.stats.dropped += 1;
+                }
+                OverflowPolicy::DropNewest => {
+                    s.stats.dropped += 1;
+                    self.stats.dropped += 1;
+                    return false;
+                }
+            }
+        }
+        if size > cfg.max_queued_bytes || cfg.max_queued_messages == 0 {
+            s.stats.dropped += 1;
+            self.stats.dropped += 1;
+            return false;
+        }
+        s.push_queue(d);
+        false
+    }
+
+    /// Sends one delivery on an online session: QoS 0 directly, QoS 1/2 with a packet id,
+    /// into the in-flight set.
+    fn transmit(&mut self, sid: SessionId, d: Delivery, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let Some(online) = &s.online else { return };
+        if d.msg.is_expired(now) {
+            // [MQTT-3.3.2-5]: an expired message is not delivered.
+            s.stats.dropped += 1;
+            self.stats.dropped += 1;
+            return;
+        }
+        let mut p = d.msg.to_publish(d.qos, d.retain, &d.sub_ids, now);
+        let qos0 = d.qos == QoS::AtMostOnce;
+        let max_packet_size = online.max_packet_size;
+        if qos0 && online.tx.capacity() <= connection_reserve(&self.config) {
+            s.stats.dropped += 1;
+            self.stats.dropped += 1;
+            return;
+        }
+        let id = if qos0 {
+            None
+        } else {
+            match s.alloc_packet_id() {
+                Some(id) => Some(id),
+                None => {
+                    s.push_queue(d);
+                    return;
+                }
+            }
+        };
+        p.packet_id = id;
+        if let Some(max) = max_packet_size {
+            let fits = Packet::Publish(p.clone())
+                .encoded_len(s.version)
+                .is_ok_and(|n| n <= max as usize);
+            if !fits {
+                // Too large for the client: discarded as if sent [MQTT-3.1.2-25].
+                s.stats.dropped += 1;
+                self.stats.dropped += 1;
+                return;
+            }
+        }
+        s.stats.msgs_out += 1;
+        s.stats.bytes_out += p.payload.len() as u64;
+        self.stats.msgs_out += 1;
+        if let Some(id) = id {
+            let seq = s.next_seq;
+            s.next_seq += 1;
+            s.inflight.insert(
+                id.get(),
+                Inflight {
+                    seq,
+                    delivery: d,
+                    stage: Stage::AwaitingAck,
+                },
+            );
+        }
+        self.send(sid, Packet::Publish(p));
+    }
+
+    /// Moves queued messages into the window, then releases held acknowledgements once the
+    /// queue is back under its limit.
+    fn drain(&mut self, sid: SessionId, now: Instant) {
+        loop {
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                return;
+            };
+            if !s.window_open() {
+                break;
+            }
+            let Some(d) = s.pop_queue() else { break };
+            self.transmit(sid, d, now);
+        }
+        let limit = self.config.max_queued_messages;
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.queue.len() >= limit || s.held_acks.is_empty() {
+            return;
+        }
+        let held: Vec<HeldAck> = s.held_acks.drain(..).collect();
+        for h in held {
+            if let Some(&publisher) = self.conns.get(&h.conn) {
+                let reason = ReasonCode::Success;
+                self.ack_publish(publisher, h.packet_id, h.qos, reason);
+            }
+        }
+    }
+
+    // ----- ends of connections and sessions -----
+
+    /// The session's connection is gone: will per its delay, session kept or ended per its
+    /// expiry interval.
+    fn go_offline(&mut self, sid: SessionId, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let Some(online) = s.online.take() else {
+            return;
+        };
+        self.conns.remove(&online.conn);
+        s.disconnected_at = Some(now);
+        let mut will_now = None;
+        if !online.disconnected_normally {
+            if let Some(will) = online.will {
+                let delay = will.properties.will_delay_interval.unwrap_or(0);
+                if delay == 0 || s.version == ProtocolVersion::V311 {
+                    will_now = Some(will);
+                } else {
+                    s.pending_will = Some((will, now + Duration::from_secs(u64::from(delay))));
+                }
+            }
+        }
+        let client = s.client_id.clone();
+        s.expires_at = match s.expiry_interval {
+            u32::MAX => None,
+            secs => Some(now + Duration::from_secs(u64::from(secs))),
+        };
+        let ends = s.expiry_interval == 0;
+        // Acks held for publishers: the slow reader is gone, so they are released.
+        let held: Vec<HeldAck> = s.held_acks.drain(..).collect();
+        if let Some(will) = will_now {
+            self.publish_will(will, client, now);
+        }
+        for h in held {
+            if let Some(&publisher) = self.conns.get(&h.conn) {
+                self.ack_publish(publisher, h.packet_id, h.qos, ReasonCode::Success);
+            }
+        }
+        if ends {
+            self.end_session(sid, now);
+        }
+    }
+
+    /// Removes a session and its subscriptions; a will still waiting for its delay is
+    /// published now (the session ended first) [MQTT-3.1.3-9].
+    fn end_session(&mut self, sid: SessionId, now: Instant) {
+        if self.sessions.get(&sid).is_some_and(|s| s.online.is_some()) {
+            self.go_offline(sid, now);
+        }
+        let Some(s) = self.sessions.remove(&sid) else {
+            return;
+        };
+        self.by_client.remove(&s.client_id);
+        for f in s.subscriptions.keys() {
+            self.subs.remove(sid, f);
+        }
+        if let Some((will, _)) = s.pending_will {
+            self.publish_will(will, s.client_id.clone(), now);
+        }
+    }
+
+    fn publish_will(&mut self, will: Will, client: Arc<str>, now: Instant) {
+        let mut properties = will.properties;
+        properties.will_delay_interval = None;
+        let p = Publish {
+            dup: false,
+            qos: will.qos,
+            retain: will.retain,
+            topic: will.topic,
+            packet_id: None,
+            payload: will.payload,
+            properties,
+        };
+        let msg = Arc::new(Message::from_publish(p, Some(client), now));
+        self.route(msg, None, now);
+    }
+
+    fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        let online: Vec<SessionId> = self
+            .sessions
+            .values()
+            .filter(|s| s.online.is_some())
+            .map(|s| s.id)
+            .collect();
+        for sid in online {
+            self.close(sid, Some(ReasonCode::ServerShuttingDown));
+            // Not a network loss of the client's making: keep the will unpublished, as the
+            // session continues after a restart.
+            if let Some(o) = self.sessions.get_mut(&sid).and_then(|s| s.online.as_mut()) {
+                o.disconnected_normally = true;
+            }
+            self.go_offline(sid, now);
+        }
+    }
+}
+
+/// Channel slots kept free for QoS 1/2 and control packets.
+fn connection_reserve(config: &BrokerConfig) -> usize {
+    usize::from(config.max_inflight) + usize::from(config.receive_maximum) + 16
+}

@@ -1,0 +1,220 @@
+//! A session: what the broker keeps for one client id, online or not.
+//!
+//! Its subscriptions live in the [`crate::subscriptions::Subscriptions`] index (and a copy
+//! here, to list and to remove them); its outgoing messages are either in flight (sent,
+//! unacknowledged, within the client's Receive Maximum) or queued (bounded by message count
+//! and bytes).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use protocol::{PacketId, ProtocolVersion, QoS, TopicFilter, Will};
+use tokio::sync::mpsc;
+
+use crate::message::Msg;
+use crate::subscriptions::SubEntry;
+use crate::Outgoing;
+
+/// A session's number, stable for its life (client ids are looked up once, at CONNECT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// A network connection's number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// One message waiting for a session, with the QoS and flags of its delivery.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The message.
+    pub msg: Msg,
+    /// min(published QoS, subscription QoS).
+    pub qos: QoS,
+    /// The RETAIN flag to send (Retain As Published, or a retained message on subscribe).
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions.
+    pub sub_ids: Vec<u32>,
+    /// When it was queued.
+    pub queued_at: Instant,
+}
+
+/// Where an outgoing QoS 1/2 message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// PUBLISH sent; PUBACK or PUBREC due.
+    AwaitingAck,
+    /// PUBREC received, PUBREL sent; PUBCOMP due.
+    AwaitingComp,
+}
+
+/// An outgoing message in flight.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    /// Send order, for resending in order [MQTT-4.6.0-1].
+    pub seq: u64,
+    /// What was sent.
+    pub delivery: Delivery,
+    /// Where it is.
+    pub stage: Stage,
+}
+
+/// An acknowledgement held back from a publisher while a session its message went to is
+/// over its queue limit (the backpressure policy, see the README).
+#[derive(Debug, Clone, Copy)]
+pub struct HeldAck {
+    /// The publisher's connection.
+    pub conn: ConnId,
+    /// The publisher's packet id.
+    pub packet_id: PacketId,
+    /// QoS 1 (PUBACK) or 2 (PUBREC).
+    pub qos: QoS,
+}
+
+/// The state of an online session's network connection.
+#[derive(Debug)]
+pub struct Online {
+    /// The connection.
+    pub conn: ConnId,
+    /// Its outgoing channel (bounded); a full channel closes the connection.
+    pub tx: mpsc::Sender<Outgoing>,
+    /// Our sending window: min(client's Receive Maximum, `max_inflight`).
+    pub window: usize,
+    /// The client's Maximum Packet Size.
+    pub max_packet_size: Option<u32>,
+    /// QoS 1/2 PUBLISHes received and not yet fully acknowledged (our Receive Maximum).
+    pub inbound_unacked: u16,
+    /// The will, published if the connection ends without a normal DISCONNECT.
+    pub will: Option<Will>,
+    /// When it connected.
+    pub connected_at: Instant,
+    /// The peer address.
+    pub peer: Option<SocketAddr>,
+    /// Keep-alive in force, seconds.
+    pub keep_alive: u16,
+    /// A normal DISCONNECT came: no will.
+    pub disconnected_normally: bool,
+}
+
+/// Counters shown by the dashboard.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionStats {
+    /// Messages received from this client.
+    pub msgs_in: u64,
+    /// Messages sent to this client.
+    pub msgs_out: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Payload bytes sent.
+    pub bytes_out: u64,
+    /// Messages dropped by the queue's overflow policy, by expiry or for being too large.
+    pub dropped: u64,
+}
+
+/// Everything the broker keeps for one client id.
+#[derive(Debug)]
+pub struct Session {
+    /// Its number.
+    pub id: SessionId,
+    /// The client id.
+    pub client_id: Arc<str>,
+    /// The protocol of its last connection.
+    pub version: ProtocolVersion,
+    /// The clean start flag of its last connection.
+    pub clean_start: bool,
+    /// The user name of its last connection.
+    pub username: Option<String>,
+    /// Seconds it outlives its connection: 0 = ends with it, `u32::MAX` = never.
+    pub expiry_interval: u32,
+    /// When it ends, while offline (`None` online, or never).
+    pub expires_at: Option<Instant>,
+    /// When it last went offline.
+    pub disconnected_at: Option<Instant>,
+    /// Subscriptions (also in the index).
+    pub subscriptions: HashMap<TopicFilter, SubEntry>,
+    /// Messages waiting, oldest first.
+    pub queue: VecDeque<Delivery>,
+    /// Payload bytes in `queue`.
+    pub queued_bytes: usize,
+    /// Outgoing QoS 1/2 in flight, by packet id.
+    pub inflight: HashMap<u16, Inflight>,
+    /// Next packet id to try.
+    pub next_packet_id: u16,
+    /// Next send sequence number.
+    pub next_seq: u64,
+    /// Incoming QoS 2 packet ids routed and awaiting PUBREL: a resent PUBLISH with one of
+    /// these is not routed again [MQTT-4.3.3-9].
+    pub inbound_qos2: HashSet<u16>,
+    /// A will waiting for its Will Delay Interval (5.0), and when it is due.
+    pub pending_will: Option<(Will, Instant)>,
+    /// Acks of other clients held while this session is over its queue limit.
+    pub held_acks: VecDeque<HeldAck>,
+    /// The connection, while online.
+    pub online: Option<Online>,
+    /// Counters.
+    pub stats: SessionStats,
+}
+
+impl Session {
+    /// A new, empty, offline session.
+    pub fn new(id: SessionId, client_id: Arc<str>, version: ProtocolVersion) -> Self {
+        Session {
+            id,
+            client_id,
+            version,
+            clean_start: true,
+            username: None,
+            expiry_interval: 0,
+            expires_at: None,
+            disconnected_at: None,
+            subscriptions: HashMap::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            inflight: HashMap::new(),
+            next_packet_id: 1,
+            next_seq: 0,
+            inbound_qos2: HashSet::new(),
+            pending_will: None,
+            held_acks: VecDeque::new(),
+            online: None,
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// A free packet id for an outgoing message: never zero, never one in flight
+    /// [MQTT-2.2.1-3].
+    pub fn alloc_packet_id(&mut self) -> Option<PacketId> {
+        for _ in 0..=u16::MAX {
+            let candidate = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if let Some(id) = PacketId::new(candidate) {
+                if !self.inflight.contains_key(&candidate) {
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    /// Room in the sending window.
+    pub fn window_open(&self) -> bool {
+        match &self.online {
+            Some(o) => self.inflight.len() < o.window,
+            None => false,
+        }
+    }
+
+    /// Removes the oldest queued message.
+    pub fn pop_queue(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        self.queued_bytes -= d.msg.payload.len();
+        Some(d)
+    }
+
+    /// Appends to the queue (limits are the caller's business).
+    pub fn push_queue(&mut self, d: Delivery) {
+        self.queued_bytes += d.msg.payload.len();
+        self.queue.push_back(d);
+    }
+}

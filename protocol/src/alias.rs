@@ -1,0 +1,77 @@
+//! Topic aliases for the sending side (MQTT 5.0, spec 3.3.2.3.4).
+//!
+//! The receiving side lives in [`crate::Decoder`]. Here the sender gives the first `max`
+//! distinct topics an alias each (the receiver's Topic Alias Maximum); a later message to
+//! one of them goes out with the alias and an empty topic, saving the topic's bytes.
+
+use std::collections::HashMap;
+
+use crate::packet::Publish;
+use crate::topic::TopicName;
+
+/// Assigns and applies outgoing topic aliases for one network connection (aliases do not
+/// outlive it [MQTT-3.3.2-7]).
+#[derive(Debug, Default)]
+pub struct OutboundAliases {
+    max: u16,
+    map: HashMap<TopicName, u16>,
+}
+
+impl OutboundAliases {
+    /// Aliases 1 to `max` (the receiver's Topic Alias Maximum; 0 = none [MQTT-3.3.2-8]).
+    pub fn new(max: u16) -> Self {
+        OutboundAliases {
+            max,
+            map: HashMap::new(),
+        }
+    }
+
+    /// Rewrites `p` to use an alias when it can: a known topic becomes its alias and an
+    /// empty topic; a new topic gets the next free alias and keeps its name, so the
+    /// receiver learns the mapping. Only for MQTT 5.0 connections.
+    pub fn apply(&mut self, p: &mut Publish) {
+        if self.max == 0 || p.topic.is_empty() {
+            return;
+        }
+        if let Some(&alias) = self.map.get(&p.topic) {
+            p.properties.topic_alias = Some(alias);
+            p.topic = TopicName::alias_placeholder();
+        } else if self.map.len() < usize::from(self.max) {
+            let alias = u16::try_from(self.map.len() + 1).unwrap_or(u16::MAX);
+            self.map.insert(p.topic.clone(), alias);
+            p.properties.topic_alias = Some(alias);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{Decoder, Packet, ProtocolVersion};
+    use bytes::Bytes;
+
+    #[test]
+    fn aliased_publishes_decode_back_to_their_topics_mqtt_3_3_2_3_4() {
+        let mut aliases = OutboundAliases::new(1);
+        let mut decoder = Decoder::with_version(ProtocolVersion::V5, 1024);
+        decoder.set_topic_alias_maximum(1);
+        let mut wire = Vec::new();
+        for topic in ["a/b", "a/b", "c", "a/b"] {
+            let mut p = Publish::new(TopicName::new(topic).unwrap(), Bytes::from_static(b"x"));
+            aliases.apply(&mut p);
+            Packet::Publish(p)
+                .encode(ProtocolVersion::V5, &mut wire)
+                .unwrap();
+        }
+        // The second "a/b" went out without its name; "c" had no alias left.
+        let mut input = &wire[..];
+        let mut topics = Vec::new();
+        while let Some(Packet::Publish(p)) = decoder.decode(&mut input).unwrap() {
+            assert_eq!(p.properties.topic_alias, None);
+            topics.push(p.topic.to_string());
+        }
+        assert_eq!(topics, ["a/b", "a/b", "c", "a/b"]);
+        assert!(wire.len() < 4 * 10);
+    }
+}
