@@ -23,7 +23,11 @@ use crate::session::{ConnId, Delivery, HeldAck, Inflight, Online, Session, Sessi
 use crate::subscriptions::{SubEntry, Subscriptions};
 
 /// What a connection task sends the engine.
+///
+/// Packets move by value through the bounded channels: boxing them would cost an
+/// allocation per packet on the hot path to save a memcpy.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// A CONNECT arrived on a new connection; answers go to `tx`.
     Connect {
@@ -83,6 +87,7 @@ pub enum CloseReason {
 
 /// What the engine sends a connection task.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Outgoing {
     /// Encode and send.
     Packet(Packet),
@@ -969,7 +974,7 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        if s.queue.len() >= limit || s.held_acks.is_empty() {
+        if s.queue.len() > limit || s.held_acks.is_empty() {
             return;
         }
         let held: Vec<HeldAck> = s.held_acks.drain(..).collect();
@@ -1083,4 +1088,687 @@ impl Engine {
 /// Channel slots kept free for QoS 1/2 and control packets.
 fn connection_reserve(config: &BrokerConfig) -> usize {
     usize::from(config.max_inflight) + usize::from(config.receive_maximum) + 16
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::auth::{AllowAll, Transport};
+    use bytes::Bytes;
+    use protocol::{Properties, Subscription, SubscriptionOptions, TopicFilter};
+
+    struct Conn {
+        id: ConnId,
+        rx: mpsc::Receiver<Outgoing>,
+        buf: std::collections::VecDeque<Packet>,
+        closed: bool,
+    }
+
+    impl Conn {
+        fn fill(&mut self) {
+            while let Ok(item) = self.rx.try_recv() {
+                match item {
+                    Outgoing::Packet(p) => self.buf.push_back(p),
+                    Outgoing::Close => self.closed = true,
+                }
+            }
+        }
+
+        /// Everything sent to this connection since the last call.
+        fn packets(&mut self) -> Vec<Packet> {
+            self.fill();
+            self.buf.drain(..).collect()
+        }
+
+        /// The first SUBACK, leaving what came after it.
+        fn suback(&mut self) -> SubAck {
+            self.fill();
+            let i = self
+                .buf
+                .iter()
+                .position(|p| matches!(p, Packet::SubAck(_)))
+                .unwrap();
+            let rest = self.buf.split_off(i + 1);
+            let ack = self.buf.pop_back();
+            self.buf = rest;
+            match ack {
+                Some(Packet::SubAck(a)) => a,
+                _ => unreachable!(),
+            }
+        }
+
+        fn publishes(&mut self) -> Vec<Publish> {
+            self.packets()
+                .into_iter()
+                .filter_map(|p| match p {
+                    Packet::Publish(p) => Some(p),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    struct World {
+        engine: Engine,
+        now: Instant,
+        next_conn: u64,
+    }
+
+    fn world(config: BrokerConfig) -> World {
+        World {
+            engine: Engine::new(Arc::new(config), Arc::new(AllowAll)),
+            now: Instant::now(),
+            next_conn: 0,
+        }
+    }
+
+    impl World {
+        fn advance(&mut self, secs: u64) {
+            self.now += Duration::from_secs(secs);
+            self.engine.tick(self.now);
+        }
+
+        fn connect_with(&mut self, connect: Connect) -> (Conn, ConnAck) {
+            let (tx, rx) = mpsc::channel(connection_channel_capacity(&self.engine.config));
+            let id = ConnId(self.next_conn);
+            self.next_conn += 1;
+            let info = ConnectionInfo {
+                peer: None,
+                transport: Transport::Tcp,
+            };
+            self.engine.handle(
+                Command::Connect {
+                    conn: id,
+                    connect: Box::new(connect),
+                    info,
+                    tx,
+                },
+                self.now,
+            );
+            let mut conn = Conn {
+                id,
+                rx,
+                buf: Default::default(),
+                closed: false,
+            };
+            let ack = match conn.rx.try_recv() {
+                Ok(Outgoing::Packet(Packet::ConnAck(ack))) => ack,
+                other => panic!("expected CONNACK, got {other:?}"),
+            };
+            (conn, ack)
+        }
+
+        fn connect(
+            &mut self,
+            v: ProtocolVersion,
+            id: &str,
+            clean: bool,
+            expiry: Option<u32>,
+        ) -> (Conn, ConnAck) {
+            let mut c = Connect::new(v, id, clean);
+            c.properties.session_expiry_interval = expiry;
+            self.connect_with(c)
+        }
+
+        fn packet(&mut self, conn: &Conn, packet: Packet) {
+            self.engine.handle(
+                Command::Packet {
+                    conn: conn.id,
+                    packet,
+                },
+                self.now,
+            );
+        }
+
+        fn subscribe(&mut self, conn: &mut Conn, filter: &str, qos: QoS) -> SubAck {
+            self.subscribe_with(
+                conn,
+                filter,
+                SubscriptionOptions {
+                    qos,
+                    ..Default::default()
+                },
+                None,
+            )
+        }
+
+        fn subscribe_with(
+            &mut self,
+            conn: &mut Conn,
+            filter: &str,
+            options: SubscriptionOptions,
+            id: Option<u32>,
+        ) -> SubAck {
+            let mut properties = Properties::default();
+            properties.subscription_identifiers.extend(id);
+            let sub = Subscribe {
+                packet_id: pid(100),
+                subscriptions: vec![Subscription {
+                    filter: TopicFilter::new(filter).unwrap(),
+                    options,
+                }],
+                properties,
+            };
+            self.packet(conn, Packet::Subscribe(sub));
+            conn.suback()
+        }
+
+        fn publish(
+            &mut self,
+            conn: &Conn,
+            topic: &str,
+            payload: &'static [u8],
+            qos: QoS,
+            retain: bool,
+            id: u16,
+        ) {
+            let mut p = Publish::new(TopicName::new(topic).unwrap(), Bytes::from_static(payload));
+            p.qos = qos;
+            p.retain = retain;
+            p.packet_id = (qos != QoS::AtMostOnce).then(|| pid(id));
+            self.packet(conn, Packet::Publish(p));
+        }
+
+        fn close(&mut self, conn: &Conn) {
+            self.engine.handle(
+                Command::Closed {
+                    conn: conn.id,
+                    reason: CloseReason::NetworkLoss,
+                },
+                self.now,
+            );
+        }
+
+        fn disconnect(&mut self, conn: &Conn) {
+            self.packet(conn, Packet::Disconnect(Disconnect::default()));
+        }
+    }
+
+    fn pid(n: u16) -> PacketId {
+        PacketId::new(n).unwrap()
+    }
+
+    fn payloads(ps: &[Publish]) -> Vec<&[u8]> {
+        ps.iter().map(|p| &p.payload[..]).collect()
+    }
+
+    const V3: ProtocolVersion = ProtocolVersion::V311;
+    const V5: ProtocolVersion = ProtocolVersion::V5;
+
+    #[test]
+    fn a_persistent_session_keeps_subscriptions_and_queues_qos1_while_offline() {
+        let mut w = world(BrokerConfig::default());
+        let (mut a, ack) = w.connect(V3, "A", false, None);
+        assert!(!ack.session_present);
+        w.subscribe(&mut a, "seed/cmd", QoS::AtLeastOnce);
+        w.disconnect(&a);
+        let (b, _) = w.connect(V3, "B", true, None);
+        for (i, m) in [b"1", b"2", b"3"].into_iter().enumerate() {
+            w.publish(&b, "seed/cmd", m, QoS::AtLeastOnce, false, i as u16 + 1);
+        }
+        assert_eq!(w.engine.session("A").unwrap().queue.len(), 3);
+        // [MQTT-3.2.2-3]: session present = 1 on resume; queued messages follow in order.
+        let (mut a, ack) = w.connect(V3, "A", false, None);
+        assert!(ack.session_present);
+        let got = a.publishes();
+        assert_eq!(payloads(&got), [b"1", b"2", b"3"]);
+        assert!(got.iter().all(|p| p.qos == QoS::AtLeastOnce && !p.dup));
+    }
+
+    #[test]
+    fn a_clean_session_keeps_nothing_mqtt_3_1_2_6() {
+        let mut w = world(BrokerConfig::default());
+        let (mut a, _) = w.connect(V3, "A", true, None);
+        w.subscribe(&mut a, "seed/cmd", QoS::AtLeastOnce);
+        w.disconnect(&a);
+        assert!(w.engine.session("A").is_none());
+        let (b, _) = w.connect(V3, "B", true, None);
+        w.publish(&b, "seed/cmd", b"1", QoS::AtLeastOnce, false, 1);
+        let (mut a, ack) = w.connect(V3, "A", true, None);
+        assert!(!ack.session_present);
+        assert!(a.publishes().is_empty());
+    }
+
+    #[test]
+    fn clean_start_discards_an_existing_session_mqtt_3_1_2_4() {
+        let mut w = world(BrokerConfig::default());
+        let (mut a, _) = w.connect(V5, "A", false, Some(600));
+        w.subscribe(&mut a, "t", QoS::AtLeastOnce);
+        w.disconnect(&a);
+        let (_a, ack) = w.connect(V5, "A", true, Some(600));
+        assert!(!ack.session_present);
+        assert!(w.engine.session("A").unwrap().subscriptions.is_empty());
+    }
+
+    #[test]
+    fn unacknowledged_messages_are_resent_with_dup_on_resume_mqtt_4_4_0_1() {
+        let mut w = world(BrokerConfig::default());
+        let (mut a, _) = w.connect(V5, "A", false, Some(600));
+        w.subscribe(&mut a, "t", QoS::ExactlyOnce);
+        let (b, _) = w.connect(V5, "B", true, None);
+        w.publish(&b, "t", b"q1", QoS::AtLeastOnce, false, 1);
+        w.publish(&b, "t", b"q2", QoS::ExactlyOnce, false, 2);
+        let first = a.publishes();
+        assert_eq!(first.len(), 2);
+        // PUBREC for the QoS 2 one: it moves to awaiting PUBCOMP.
+        w.packet(
+            &a,
+            Packet::PubRec(PubResp::new(first[1].packet_id.unwrap())),
+        );
+        w.close(&a);
+        let (mut a, ack) = w.connect(V5, "A", false, Some(600));
+        assert!(ack.session_present);
+        let again = a.packets();
+        assert!(
+            matches!(&again[0], Packet::Publish(p) if p.dup && p.packet_id == first[0].packet_id)
+        );
+        assert_eq!(
+            again[1],
+            Packet::PubRel(PubResp::new(first[1].packet_id.unwrap()))
+        );
+        assert_eq!(again.len(), 2);
+    }
+
+    #[test]
+    fn a_resent_qos2_publish_is_routed_once_mqtt_4_3_3_9() {
+        let mut w = world(BrokerConfig::default());
+        let (mut s, _) = w.connect(V3, "S", true, None);
+        w.subscribe(&mut s, "t", QoS::ExactlyOnce);
+        let (mut p, _) = w.connect(V3, "P", false, None);
+        w.publish(&p, "t", b"x", QoS::ExactlyOnce, false, 7);
+        w.publish(&p, "t", b"x", QoS::ExactlyOnce, false, 7);
+        assert_eq!(p.packets(), vec![Packet::PubRec(PubResp::new(pid(7))); 2]);
+        assert_eq!(s.publishes().len(), 1);
+        w.packet(&p, Packet::PubRel(PubResp::new(pid(7))));
+        assert_eq!(p.packets(), vec![Packet::PubComp(PubResp::new(pid(7)))]);
+        // After PUBREL the id is free again: a new message with it is routed.
+        w.publish(&p, "t", b"y", QoS::ExactlyOnce, false, 7);
+        assert_eq!(s.publishes().len(), 1);
+    }
+
+    #[test]
+    fn a_takeover_closes_the_old_connection_with_0x8e_mqtt_3_1_4_3() {
+        let mut w = world(BrokerConfig::default());
+        let (mut old, _) = w.connect(V5, "A", false, Some(600));
+        w.subscribe(&mut old, "t", QoS::AtLeastOnce);
+        let (_new, ack) = w.connect(V5, "A", false, Some(600));
+        assert!(ack.session_present);
+        assert_eq!(
+            old.packets(),
+            vec![Packet::Disconnect(Disconnect::new(
+                ReasonCode::SessionTakenOver
+            ))]
+        );
+        assert!(old.closed);
+    }
+
+    #[test]
+    fn overlapping_subscriptions_deliver_once_at_the_highest_qos_with_every_identifier() {
+        let mut w = world(BrokerConfig::default());
+        let (mut s, _) = w.connect(V5, "S", true, None);
+        let o = |qos| SubscriptionOptions {
+            qos,
+            ..Default::default()
+        };
+        w.subscribe_with(&mut s, "a/+", o(QoS::AtMostOnce), Some(1));
+        w.subscribe_with(&mut s, "a/#", o(QoS::AtLeastOnce), Some(2));
+        let (p, _) = w.connect(V5, "P", true, None);
+        w.publish(&p, "a/b", b"x", QoS::ExactlyOnce, false, 1);
+        let got = s.publishes();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].qos, QoS::AtLeastOnce);
+        let mut ids = got[0].properties.subscription_identifiers.clone();
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2]); // [MQTT-3.3.4-3]
+    }
+
+    #[test]
+    fn no_local_keeps_a_clients_own_messages_away_from_it_mqtt_3_8_3_3() {
+        let mut w = world(BrokerConfig::default());
+        let (mut s, _) = w.connect(V5, "S", true, None);
+        w.subscribe_with(
+            &mut s,
+            "t",
+            SubscriptionOptions {
+                no_local: true,
+                ..Default::default()
+            },
+            None,
+        );
+        w.publish(&s, "t", b"own", QoS::AtMostOnce, false, 0);
+        assert!(s.publishes().is_empty());
+        let (p, _) = w.connect(V5, "P", true, None);
+        w.publish(&p, "t", b"other", QoS::AtMostOnce, false, 0);
+        assert_eq!(payloads(&s.publishes()), [b"other"]);
+    }
+
+    #[test]
+    fn retained_messages_are_set_replaced_deleted_and_sent_on_subscribe_mqtt_3_3_1_5_to_8() {
+        let mut w = world(BrokerConfig::default());
+        let (p, _) = w.connect(V3, "P", true, None);
+        w.publish(&p, "r/1", b"old", QoS::AtMostOnce, true, 0);
+        w.publish(&p, "r/1", b"new", QoS::AtMostOnce, true, 0);
+        w.publish(&p, "r/2", b"gone", QoS::AtMostOnce, true, 0);
+        w.publish(&p, "r/2", b"", QoS::AtMostOnce, true, 0);
+        let (mut s, _) = w.connect(V3, "S", true, None);
+        w.subscribe(&mut s, "r/#", QoS::AtLeastOnce);
+        let got = s.publishes();
+        assert_eq!(payloads(&got), [b"new"]);
+        assert!(got[0].retain);
+        // A live retained message to an established subscription has RETAIN 0 (3.1.1).
+        w.publish(&p, "r/1", b"live", QoS::AtMostOnce, true, 0);
+        assert!(!s.publishes()[0].retain); // [MQTT-3.3.1-9] (3.1.1)
+    }
+
+    #[test]
+    fn retain_handling_1_sends_retained_only_for_a_new_subscription_and_2_never() {
+        let mut w = world(BrokerConfig::default());
+        let (p, _) = w.connect(V5, "P", true, None);
+        w.publish(&p, "r", b"x", QoS::AtMostOnce, true, 0);
+        let (mut s, _) = w.connect(V5, "S", true, None);
+        let rh = |retain_handling| SubscriptionOptions {
+            retain_handling,
+            ..Default::default()
+        };
+        w.subscribe_with(&mut s, "r", rh(RetainHandling::SendIfNew), None);
+        assert_eq!(s.publishes().len(), 1);
+        w.subscribe_with(&mut s, "r", rh(RetainHandling::SendIfNew), None);
+        assert!(s.publishes().is_empty()); // [MQTT-3.3.1-10]
+        let (mut t, _) = w.connect(V5, "T", true, None);
+        w.subscribe_with(&mut t, "r", rh(RetainHandling::DoNotSend), None);
+        assert!(t.publishes().is_empty()); // [MQTT-3.3.1-11]
+    }
+
+    #[test]
+    fn retain_as_published_keeps_the_flag_on_forwarded_messages_mqtt_3_3_1_12() {
+        let mut w = world(BrokerConfig::default());
+        let (mut s, _) = w.connect(V5, "S", true, None);
+        let rap = SubscriptionOptions {
+            retain_as_published: true,
+            retain_handling: RetainHandling::DoNotSend,
+            ..Default::default()
+        };
+        w.subscribe_with(&mut s, "r", rap, None);
+        let (p, _) = w.connect(V5, "P", true, None);
+        w.publish(&p, "r", b"x", QoS::AtMostOnce, true, 0);
+        assert!(s.publishes()[0].retain);
+    }
+
+    fn connect_with_will(
+        w: &mut World,
+        v: ProtocolVersion,
+        id: &str,
+        delay: Option<u32>,
+        expiry: Option<u32>,
+    ) -> Conn {
+        let mut c = Connect::new(v, id, false);
+        c.properties.session_expiry_interval = expiry;
+        let mut will = Will {
+            topic: TopicName::new("will/t").unwrap(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::default(),
+        };
+        will.properties.will_delay_interval = delay;
+        c.will = Some(will);
+        w.connect_with(c).0
+    }
+
+    #[test]
+    fn the_will_is_published_on_network_loss_but_not_after_a_normal_disconnect_mqtt_3_1_2_8_and_10()
+    {
+        let mut w = world(BrokerConfig::default());
+        let (mut s, _) = w.connect(V3, "S", true, None);
+        w.subscribe(&mut s, "will/#", QoS::AtLeastOnce);
+        let a = connect_with_will(&mut w, V3, "A", None, None);
+        w.disconnect(&a);
+        assert!(s.publishes().is_empty());
+        let a = connect_with_will(&mut w, V3, "A", None, None);
+        w.close(&a);
+        assert_eq!(payloads(&s.publishes()), [b"gone"]);
+    }
+
+    #[test]
+    fn disconnect_with_will_message_publishes_the_will() {
+        let mut w = world(BrokerConfig::default());
+        let (mut s, _) = w.connect(V5, "S", true, None);
+        w.subscribe(&mut s, "will/#", QoS::AtLeastOnce);
+        let a = connect_with_will(&mut w, V5, "A", None, None);
+        w.packet(
+            &a,
+            Packet::Disconnect(Disconnect::new(ReasonCode::DisconnectWithWill)),
+        );
+        assert_eq!(payloads(&s.publishes()), [b"gone"]);
+    }
+
+    #[test]
+    fn a_delayed_will_waits_and_a_reconnect_in_time_cancels_it_mqtt_3_1_3_9() {
+        let mut w = world(BrokerConfig::default());
+        let (mut s, _) = w.connect(V5, "S", true, None);
+        w.subscribe(&mut s, "will/#", QoS::AtLeastOnce);
+        let a = connect_with_will(&mut w, V5, "A", Some(10), Some(600));
+        w.close(&a);
+        w.advance(5);
+        assert!(s.publishes().is_empty());
+        let _a = w.connect(V5, "A", false, Some(600));
+        w.advance(10);
+        assert!(s.publishes().is_empty());
+        // Without a reconnect it is published when the delay runs out.
+        let b = connect_with_will(&mut w, V5, "B", Some(10), Some(600));
+        w.close(&b);
+        w.advance(9);
+        assert!(s.publishes().is_empty());
+        w.advance(1);
+        assert_eq!(payloads(&s.publishes()), [b"gone"]);
+    }
+
+    #[test]
+    fn a_session_ends_when_its_expiry_interval_runs_out() {
+        let mut w = world(BrokerConfig::default());
+        let (a, _) = w.connect(V5, "A", false, Some(30));
+        w.disconnect(&a);
+        w.advance(29);
+        assert!(w.engine.session("A").is_some());
+        w.advance(1);
+        assert!(w.engine.session("A").is_none());
+    }
+
+    #[test]
+    fn a_non_zero_expiry_at_disconnect_after_zero_at_connect_is_a_protocol_error_mqtt_3_14_2_2() {
+        let mut w = world(BrokerConfig::default());
+        let (mut a, _) = w.connect(V5, "A", true, None);
+        let mut d = Disconnect::default();
+        d.properties.session_expiry_interval = Some(60);
+        w.packet(&a, Packet::Disconnect(d));
+        assert_eq!(
+            a.packets(),
+            vec![Packet::Disconnect(Disconnect::new(
+                ReasonCode::ProtocolError
+            ))]
+        );
+    }
+
+    #[test]
+    fn offline_queues_are_bounded_with_drop_oldest_and_count_drops() {
+        let config = BrokerConfig {
+            max_queued_messages: 2,
+            ..Default::default()
+        };
+        let mut w = world(config);
+        let (mut a, _) = w.connect(V3, "A", false, None);
+        w.subscribe(&mut a, "t", QoS::AtLeastOnce);
+        w.disconnect(&a);
+        let (p, _) = w.connect(V3, "P", true, None);
+        for (i, m) in [b"1", b"2", b"3"].into_iter().enumerate() {
+            w.publish(&p, "t", m, QoS::AtLeastOnce, false, i as u16 + 1);
+        }
+        w.publish(&p, "t", b"q0", QoS::AtMostOnce, false, 0);
+        assert_eq!(w.engine.session("A").unwrap().stats.dropped, 1);
+        let (mut a, _) = w.connect(V3, "A", false, None);
+        assert_eq!(payloads(&a.publishes()), [b"2", b"3"]);
+    }
+
+    #[test]
+    fn drop_newest_keeps_the_oldest_messages() {
+        let config = BrokerConfig {
+            max_queued_messages: 2,
+            overflow_policy: OverflowPolicy::DropNewest,
+            ..Default::default()
+        };
+        let mut w = world(config);
+        let (mut a, _) = w.connect(V3, "A", false, None);
+        w.subscribe(&mut a, "t", QoS::AtLeastOnce);
+        w.disconnect(&a);
+        let (p, _) = w.connect(V3, "P", true, None);
+        for (i, m) in [b"1", b"2", b"3"].into_iter().enumerate() {
+            w.publish(&p, "t", m, QoS::AtLeastOnce, false, i as u16 + 1);
+        }
+        let (mut a, _) = w.connect(V3, "A", false, None);
+        assert_eq!(payloads(&a.publishes()), [b"1", b"2"]);
+    }
+
+    #[test]
+    fn qos0_is_queued_for_offline_sessions_only_when_configured() {
+        for queue_qos0 in [false, true] {
+            let mut w = world(BrokerConfig {
+                queue_qos0,
+                ..Default::default()
+            });
+            let (mut a, _) = w.connect(V3, "A", false, None);
+            w.subscribe(&mut a, "t", QoS::AtMostOnce);
+            w.disconnect(&a);
+            let (p, _) = w.connect(V3, "P", true, None);
+            w.publish(&p, "t", b"x", QoS::AtMostOnce, false, 0);
+            let (mut a, _) = w.connect(V3, "A", false, None);
+            assert_eq!(a.publishes().len(), usize::from(queue_qos0));
+        }
+    }
+
+    #[test]
+    fn the_broker_keeps_within_the_clients_receive_maximum_mqtt_3_3_4_9() {
+        let mut w = world(BrokerConfig::default());
+        let mut c = Connect::new(V5, "S", true);
+        c.properties.receive_maximum = Some(2);
+        let (mut s, _) = w.connect_with(c);
+        w.subscribe(&mut s, "t", QoS::AtLeastOnce);
+        let (p, _) = w.connect(V5, "P", true, None);
+        for i in 1..=5 {
+            w.publish(&p, "t", b"x", QoS::AtLeastOnce, false, i);
+        }
+        let first = s.publishes();
+        assert_eq!(first.len(), 2);
+        w.packet(
+            &s,
+            Packet::PubAck(PubResp::new(first[0].packet_id.unwrap())),
+        );
+        assert_eq!(s.publishes().len(), 1);
+    }
+
+    #[test]
+    fn a_slow_subscriber_holds_back_the_publishers_acknowledgements_instead_of_dropping() {
+        let config = BrokerConfig {
+            max_queued_messages: 1,
+            ..Default::default()
+        };
+        let mut w = world(config);
+        let mut c = Connect::new(V3, "S", true);
+        c.properties.receive_maximum = Some(1);
+        let (mut s, _) = w.connect_with(c);
+        w.subscribe(&mut s, "t", QoS::AtLeastOnce);
+        let (mut p, _) = w.connect(V3, "P", true, None);
+        w.publish(&p, "t", b"1", QoS::AtLeastOnce, false, 1); // sent (window 1)
+        w.publish(&p, "t", b"2", QoS::AtLeastOnce, false, 2); // queued (at limit)
+        w.publish(&p, "t", b"3", QoS::AtLeastOnce, false, 3); // queued past limit: ack held
+        let acks = p.packets();
+        assert_eq!(
+            acks,
+            vec![
+                Packet::PubAck(PubResp::new(pid(1))),
+                Packet::PubAck(PubResp::new(pid(2)))
+            ]
+        );
+        let sent = s.publishes();
+        assert_eq!(payloads(&sent), [b"1"]);
+        w.packet(&s, Packet::PubAck(PubResp::new(sent[0].packet_id.unwrap())));
+        // "2" goes out, the queue is back under its limit, the held ack is released.
+        assert_eq!(payloads(&s.publishes()), [b"2"]);
+        assert_eq!(p.packets(), vec![Packet::PubAck(PubResp::new(pid(3)))]);
+        assert_eq!(w.engine.stats().dropped, 0);
+    }
+
+    #[test]
+    fn exceeding_the_brokers_receive_maximum_closes_with_0x93() {
+        let config = BrokerConfig {
+            receive_maximum: 1,
+            ..Default::default()
+        };
+        let mut w = world(config);
+        let (mut p, _) = w.connect(V5, "P", false, Some(60));
+        w.publish(&p, "t", b"1", QoS::ExactlyOnce, false, 1);
+        w.publish(&p, "t", b"2", QoS::ExactlyOnce, false, 2);
+        let out = p.packets();
+        assert_eq!(
+            out.last(),
+            Some(&Packet::Disconnect(Disconnect::new(
+                ReasonCode::ReceiveMaximumExceeded
+            )))
+        );
+    }
+
+    #[test]
+    fn expired_queued_messages_are_not_delivered_and_the_rest_have_their_expiry_lowered() {
+        let mut w = world(BrokerConfig::default());
+        let (mut a, _) = w.connect(V5, "A", false, Some(600));
+        w.subscribe(&mut a, "t", QoS::AtLeastOnce);
+        w.disconnect(&a);
+        let (p, _) = w.connect(V5, "P", true, None);
+        for (expiry, body, id) in [(5u32, &b"short"[..], 1u16), (100, &b"long"[..], 2)] {
+            let mut m = Publish::new(TopicName::new("t").unwrap(), Bytes::from_static(body));
+            m.qos = QoS::AtLeastOnce;
+            m.packet_id = Some(pid(id));
+            m.properties.message_expiry_interval = Some(expiry);
+            w.packet(&p, Packet::Publish(m));
+        }
+        w.advance(10);
+        let (mut a, _) = w.connect(V5, "A", false, Some(600));
+        let got = a.publishes();
+        assert_eq!(payloads(&got), [b"long"]); // [MQTT-3.3.2-5]
+        assert_eq!(got[0].properties.message_expiry_interval, Some(90)); // [MQTT-3.3.2-6]
+    }
+
+    #[test]
+    fn shared_subscriptions_give_each_message_to_one_member_in_turn() {
+        let mut w = world(BrokerConfig::default());
+        let (mut a, _) = w.connect(V5, "A", true, None);
+        let (mut b, _) = w.connect(V5, "B", true, None);
+        w.subscribe(&mut a, "$share/g/jobs/#", QoS::AtLeastOnce);
+        w.subscribe(&mut b, "$share/g/jobs/#", QoS::AtLeastOnce);
+        let (p, _) = w.connect(V5, "P", true, None);
+        for i in 1..=4 {
+            w.publish(&p, "jobs/x", b"j", QoS::AtMostOnce, false, i);
+        }
+        assert_eq!(a.publishes().len(), 2);
+        assert_eq!(b.publishes().len(), 2);
+    }
+
+    #[test]
+    fn an_empty_client_id_gets_an_assigned_one_in_5_0_and_is_refused_with_clean_0_in_3_1_1() {
+        let mut w = world(BrokerConfig::default());
+        let (_c, ack) = w.connect(V5, "", true, None);
+        assert!(ack.properties.assigned_client_identifier.is_some()); // [MQTT-3.2.2-16]
+        let (_c, ack) = w.connect(V3, "", false, None);
+        assert_eq!(ack.reason, ReasonCode::ClientIdentifierNotValid); // [MQTT-3.1.3-8]
+    }
+
+    #[test]
+    fn dollar_topics_are_not_matched_by_leading_wildcards_mqtt_4_7_2_1() {
+        let mut w = world(BrokerConfig::default());
+        let (mut s, _) = w.connect(V3, "S", true, None);
+        w.subscribe(&mut s, "#", QoS::AtMostOnce);
+        let (p, _) = w.connect(V3, "P", true, None);
+        w.publish(&p, "$SYS/x", b"x", QoS::AtMostOnce, false, 0);
+        assert!(s.publishes().is_empty());
+    }
 }

@@ -194,8 +194,7 @@ impl ReasonCode {
         match ctx {
             C::ConnAck => {
                 matches!(self, Success)
-                    || (b >= 0x80
-                        && b <= 0x9F
+                    || ((0x80..=0x9F).contains(&b)
                         && !matches!(
                             self,
                             KeepAliveTimeout
