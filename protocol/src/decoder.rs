@@ -114,7 +114,10 @@ impl Decoder {
                     self.partial.extend_from_slice(input);
                     self.partial_len = Some(len);
                 }
-                None => self.partial.extend_from_slice(input),
+                None => {
+                    self.check_unfinished_header(input.len())?;
+                    self.partial.extend_from_slice(input)
+                }
             }
             *input = &[];
             return Ok(None);
@@ -135,6 +138,8 @@ impl Decoder {
                 self.partial
                     .reserve_exact(header.packet_len() - self.partial.len());
                 self.partial_len = Some(header.packet_len());
+            } else {
+                self.check_unfinished_header(self.partial.len())?;
             }
         };
         let want = len - self.partial.len();
@@ -156,6 +161,19 @@ impl Decoder {
             self.partial.clear();
         }
         result.map(Some)
+    }
+
+    /// A fixed header still unfinished after `held` bytes belongs to a packet of at least
+    /// `held + 1` bytes: refuse it now if that is over the limit, so that the buffer never
+    /// holds more than the maximum packet size, even when the limit is below five bytes.
+    fn check_unfinished_header(&self, held: usize) -> Result<(), DecodeError> {
+        if held > 0 && held >= self.max_packet_size as usize {
+            return Err(DecodeError::PacketTooLarge {
+                size: u32::try_from(held + 1).unwrap_or(u32::MAX),
+                max: self.max_packet_size,
+            });
+        }
+        Ok(())
     }
 
     fn finish(&mut self, byte1: u8, body: &[u8]) -> Result<Packet, DecodeError> {

@@ -222,7 +222,6 @@ impl TopicName {
 
     /// For the codec only: a name that is allowed to be empty, used for an MQTT 5.0 PUBLISH
     /// that carries only a Topic Alias; the codec replaces it before any user sees it.
-    #[allow(dead_code)] // used by the codec, which may not be compiled in yet
     pub(crate) fn alias_placeholder() -> Self {
         Self(Arc::from(""))
     }
@@ -533,7 +532,8 @@ mod tests {
         assert!(TopicName::new("/").is_ok());
         assert!(m("+/+", "/"));
         assert!(!m("+", "/"));
-        let levels: Vec<_> = name("/a//b/").levels().collect();
+        let n = name("/a//b/");
+        let levels: Vec<_> = n.levels().collect();
         assert_eq!(levels, ["", "a", "", "b", ""]);
     }
 
@@ -732,7 +732,10 @@ mod tests {
 
         #[test]
         fn matches_agrees_with_reference(f in small_filter(), t in small_topic()) {
+            // A single empty level joins to "", which is neither a valid filter nor name.
+            prop_assume!(!f.is_empty() && !t.is_empty());
             prop_assert!(TopicFilter::new(&f).is_ok());
+            prop_assert!(TopicName::new(&t).is_ok());
             prop_assert_eq!(matches(&f, &t), naive_matches(&f, &t), "filter {} topic {}", f, t);
         }
 

@@ -111,7 +111,8 @@ pub(crate) fn check_utf8(raw: &[u8]) -> Result<&str, DecodeError> {
 }
 
 /// Decodes a variable byte integer at the start of `buf`: `Ok(None)` if more bytes are
-/// needed, else the value and how many bytes it took. More than four bytes is malformed.
+/// needed, else the value and how many bytes it took. More than four bytes, or more bytes
+/// than the value needs [MQTT-1.5.5-1], is malformed.
 pub fn read_var_int(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
     let mut value: u32 = 0;
     for i in 0..4 {
@@ -120,6 +121,11 @@ pub fn read_var_int(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
         };
         value |= u32::from(byte & 0x7F) << (7 * i);
         if byte & 0x80 == 0 {
+            // A last byte of 0 after a continuation byte is a longer form than the value
+            // needs [MQTT-1.5.5-1].
+            if byte == 0 && i > 0 {
+                return Err(DecodeError::MalformedVarInt);
+            }
             return Ok(Some((value, i + 1)));
         }
     }
@@ -200,6 +206,19 @@ mod tests {
             read_var_int(&[0xFF, 0xFF, 0xFF, 0xFF, 0x01]),
             Err(DecodeError::MalformedVarInt)
         );
+    }
+
+    #[test]
+    fn a_var_int_longer_than_its_value_needs_is_malformed_mqtt_1_5_5_1() {
+        assert_eq!(
+            read_var_int(&[0x80, 0x00]),
+            Err(DecodeError::MalformedVarInt)
+        );
+        assert_eq!(
+            read_var_int(&[0xFF, 0x80, 0x00]),
+            Err(DecodeError::MalformedVarInt)
+        );
+        assert_eq!(read_var_int(&[0x80, 0x80, 0x01]), Ok(Some((16_384, 3))));
     }
 
     #[test]

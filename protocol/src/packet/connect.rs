@@ -254,7 +254,9 @@ impl ConnAck {
             ProtocolVersion::V311 => Properties::default(),
         };
         Ok(ConnAck {
-            session_present: flags & 1 != 0,
+            // A refused connection has no session [MQTT-3.2.2-4] (3.1.1), [MQTT-3.2.2-6]
+            // (5.0): a server that says otherwise is read as the encoder writes it.
+            session_present: flags & 1 != 0 && !reason.is_error(),
             reason,
             properties,
         })

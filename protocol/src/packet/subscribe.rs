@@ -338,6 +338,10 @@ impl UnsubAck {
             let code = ReasonCode::from_u8(b).filter(|c| c.allowed_in(ReasonContext::UnsubAck));
             reasons.push(code.ok_or(DecodeError::InvalidReasonCode(b))?);
         }
+        // One reason code per topic filter, and there is at least one [MQTT-3.11.3-1].
+        if reasons.is_empty() {
+            return Err(DecodeError::NoTopicFilters);
+        }
         Ok(UnsubAck {
             packet_id,
             reasons,
@@ -349,6 +353,9 @@ impl UnsubAck {
         match v {
             ProtocolVersion::V311 => Ok(2),
             ProtocolVersion::V5 => {
+                if self.reasons.is_empty() {
+                    return Err(EncodeError::NoTopicFilters);
+                }
                 if let Some(bad) = self
                     .reasons
                     .iter()
