@@ -202,11 +202,15 @@ impl Broker {
                     loop {
                         match item {
                             Some(Outgoing::Packet(mut p)) => {
+                                let mut new_alias = false;
                                 if let (Packet::Publish(publish), ProtocolVersion::V5) = (&mut p, version) {
-                                    aliases.apply(publish);
+                                    new_alias = aliases.apply(publish);
                                 }
                                 if let Err(e) = p.encode_limited(version, client_max, &mut out) {
                                     tracing::debug!(error = %e, "not sent: cannot encode for this client");
+                                    if let (Packet::Publish(publish), true) = (&p, new_alias) {
+                                        aliases.forget(&publish.topic);
+                                    }
                                 }
                             }
                             Some(Outgoing::Close) | None => { close = true; break; }

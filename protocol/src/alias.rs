@@ -29,17 +29,34 @@ impl OutboundAliases {
     /// Rewrites `p` to use an alias when it can: a known topic becomes its alias and an
     /// empty topic; a new topic gets the next free alias and keeps its name, so the
     /// receiver learns the mapping. Only for MQTT 5.0 connections.
-    pub fn apply(&mut self, p: &mut Publish) {
+    ///
+    /// Returns true when it registered a new alias: if the packet is then not sent (too
+    /// large for the receiver, say), call [`OutboundAliases::forget`] with its topic, or the
+    /// receiver would later get an alias it never learnt.
+    pub fn apply(&mut self, p: &mut Publish) -> bool {
         if self.max == 0 || p.topic.is_empty() {
-            return;
+            return false;
         }
         if let Some(&alias) = self.map.get(&p.topic) {
             p.properties.topic_alias = Some(alias);
             p.topic = TopicName::alias_placeholder();
+            false
         } else if self.map.len() < usize::from(self.max) {
             let alias = u16::try_from(self.map.len() + 1).unwrap_or(u16::MAX);
             self.map.insert(p.topic.clone(), alias);
             p.properties.topic_alias = Some(alias);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes back the alias of `topic` registered by the last [`OutboundAliases::apply`],
+    /// whose packet was not sent. Aliases are handed out in order, so only the newest can be
+    /// taken back; it is then handed out again.
+    pub fn forget(&mut self, topic: &TopicName) {
+        if self.map.get(topic).copied() == u16::try_from(self.map.len()).ok() {
+            self.map.remove(topic);
         }
     }
 }
@@ -73,5 +90,17 @@ mod tests {
         }
         assert_eq!(topics, ["a/b", "a/b", "c", "a/b"]);
         assert!(wire.len() < 4 * 10);
+    }
+
+    #[test]
+    fn a_forgotten_alias_is_announced_again_with_its_topic() {
+        let mut aliases = OutboundAliases::new(4);
+        let mut p = Publish::new(TopicName::new("a").unwrap(), Bytes::new());
+        assert!(aliases.apply(&mut p));
+        aliases.forget(&p.topic);
+        let mut again = Publish::new(TopicName::new("a").unwrap(), Bytes::new());
+        assert!(aliases.apply(&mut again));
+        assert_eq!(again.topic.as_str(), "a");
+        assert_eq!(again.properties.topic_alias, Some(1));
     }
 }

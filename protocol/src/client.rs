@@ -35,7 +35,7 @@ use crate::packet::{
     Subscribe, Subscription, UnsubAck, Unsubscribe, Will,
 };
 use crate::properties::Properties;
-use crate::reason::ReasonCode;
+use crate::reason::{ReasonCode, ReasonContext};
 use crate::topic::{TopicFilter, TopicName};
 
 /// A point in time, in milliseconds since an origin the driver chooses (`performance.now()`
@@ -216,6 +216,20 @@ struct Outbound {
     token: PublishToken,
     publish: Publish,
     stage: OutboundStage,
+    /// Unacknowledged from an earlier connection and not yet resent on this one: it waits
+    /// for room in the server's Receive Maximum [MQTT-4.9.0-1].
+    resend: bool,
+}
+
+/// One subscription as the client remembers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SubRecord {
+    /// The options asked for (used again when resubscribing).
+    requested: crate::packet::SubscriptionOptions,
+    /// The QoS the server granted.
+    granted: QoS,
+    /// The Subscription Identifier it was made with.
+    id: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -303,7 +317,9 @@ pub struct Client {
     /// Incoming QoS 2 packet ids delivered and awaiting PUBREL: a duplicate PUBLISH with one
     /// of these is not delivered again [MQTT-4.3.3-10].
     inbound_qos2: HashSet<u16>,
-    subscriptions: BTreeMap<TopicFilter, crate::packet::SubscriptionOptions>,
+    subscriptions: BTreeMap<TopicFilter, SubRecord>,
+    /// Outbound entries with `resend` set.
+    pending_resend: usize,
     transmit: VecDeque<Packet>,
     events: VecDeque<Event>,
     last_sent: Timestamp,
@@ -313,7 +329,13 @@ pub struct Client {
 impl Client {
     /// A disconnected client.
     pub fn new(opts: ClientOptions) -> Self {
-        let mut decoder = Decoder::with_version(opts.version, opts.max_packet_size);
+        // 3.1.1 cannot announce a maximum packet size, so a 3.1.1 client accepts what the
+        // protocol can carry; 5.0 announces `max_packet_size` and enforces it.
+        let max_packet = match opts.version {
+            ProtocolVersion::V5 => opts.max_packet_size,
+            ProtocolVersion::V311 => crate::wire::MAX_VAR_INT + 5,
+        };
+        let mut decoder = Decoder::with_version(opts.version, max_packet);
         decoder.set_topic_alias_maximum(opts.topic_alias_maximum);
         Client {
             state: State::Disconnected,
@@ -333,6 +355,7 @@ impl Client {
             requests: BTreeMap::new(),
             inbound_qos2: HashSet::new(),
             subscriptions: BTreeMap::new(),
+            pending_resend: 0,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             last_sent: Timestamp::default(),
@@ -573,14 +596,8 @@ impl Client {
                 self.on_pubcomp(comp, now);
                 Ok(())
             }
-            (State::Connected, Packet::SubAck(ack)) => {
-                self.on_suback(ack);
-                Ok(())
-            }
-            (State::Connected, Packet::UnsubAck(ack)) => {
-                self.on_unsuback(ack);
-                Ok(())
-            }
+            (State::Connected, Packet::SubAck(ack)) => self.on_suback(ack, now),
+            (State::Connected, Packet::UnsubAck(ack)) => self.on_unsuback(ack, now),
             (State::Connected, Packet::PingResp) => {
                 self.ping_sent = None;
                 Ok(())
@@ -626,7 +643,7 @@ impl Client {
                         self.connection_lost();
                         return Err(ClientError::KeepAliveTimeout);
                     }
-                } else if now >= self.last_sent.after(self.keep_alive) {
+                } else if now >= self.last_sent.after(self.ping_interval()) {
                     self.ping_sent = Some(now);
                     self.send(Packet::PingReq, now);
                 }
@@ -643,7 +660,7 @@ impl Client {
             State::Connected if self.keep_alive.is_zero() => None,
             State::Connected => Some(match self.ping_sent {
                 Some(sent) => sent.after(self.keep_alive),
-                None => self.last_sent.after(self.keep_alive),
+                None => self.last_sent.after(self.ping_interval()),
             }),
         }
     }
@@ -676,7 +693,11 @@ impl Client {
             subscriptions: self
                 .subscriptions
                 .iter()
-                .map(|(f, o)| (f.clone(), *o))
+                .map(|(f, rec)| {
+                    let mut options = rec.requested;
+                    options.qos = rec.granted;
+                    (f.clone(), options)
+                })
                 .collect(),
             outbound_inflight: self
                 .outbound
@@ -707,6 +728,12 @@ impl Client {
 
     // ----- internals -----
 
+    /// PINGREQ goes out after three quarters of the keep-alive without sending, so a late
+    /// timer (a background browser tab) still lands within the server's 1.5 times.
+    fn ping_interval(&self) -> Duration {
+        self.keep_alive * 3 / 4
+    }
+
     fn send(&mut self, packet: Packet, now: Timestamp) {
         self.transmit.push_back(packet);
         self.last_sent = now;
@@ -718,6 +745,12 @@ impl Client {
         let was_connected = self.state == State::Connected;
         self.connection_lost();
         if was_connected && self.opts.version == ProtocolVersion::V5 {
+            // Some decode errors name a code DISCONNECT cannot carry (e.g. 0x84).
+            let reason = if reason.allowed_in(ReasonContext::Disconnect) {
+                reason
+            } else {
+                ReasonCode::ProtocolError
+            };
             self.send(Packet::Disconnect(Disconnect::new(reason)), now);
         }
         err
@@ -741,6 +774,12 @@ impl Client {
             self.connection_lost();
             return Err(ClientError::Refused(ack.reason));
         }
+        if self.opts.version == ProtocolVersion::V5 && self.opts.clean_start && ack.session_present
+        {
+            // [MQTT-3.2.2-4]: a session cannot be present after Clean Start.
+            self.connection_lost();
+            return Err(ClientError::Protocol("session present after clean start"));
+        }
         self.state = State::Connected;
         self.session_present = ack.session_present;
         let p = &ack.properties;
@@ -755,22 +794,27 @@ impl Client {
             self.opts.client_id = id.clone();
         }
         if ack.session_present {
-            // Resend what is unacknowledged, in the original order, PUBLISH with DUP set
-            // [MQTT-4.4.0-1], [MQTT-3.3.1-1].
-            let resend: Vec<Packet> = self
-                .outbound
-                .values_mut()
-                .filter_map(|o| match (o.stage, o.publish.packet_id) {
-                    (OutboundStage::AwaitingAck, _) => {
+            // Resend what is unacknowledged, in the original order [MQTT-4.6.0-1]: every
+            // PUBREL, and PUBLISH with DUP set [MQTT-4.4.0-1], [MQTT-3.3.1-1] as far as the
+            // new Receive Maximum allows; the rest follow as acknowledgements free room.
+            let window = usize::from(self.send_window);
+            let mut publishes = 0;
+            let mut resend = Vec::new();
+            for o in self.outbound.values_mut() {
+                match (o.stage, o.publish.packet_id) {
+                    (OutboundStage::AwaitingAck, _) if publishes < window => {
+                        publishes += 1;
                         o.publish.dup = true;
-                        Some(Packet::Publish(o.publish.clone()))
+                        resend.push(Packet::Publish(o.publish.clone()));
                     }
+                    (OutboundStage::AwaitingAck, _) => o.resend = true,
                     (OutboundStage::AwaitingComp, Some(id)) => {
-                        Some(Packet::PubRel(PubResp::new(id)))
+                        resend.push(Packet::PubRel(PubResp::new(id)))
                     }
-                    (OutboundStage::AwaitingComp, None) => None,
-                })
-                .collect();
+                    (OutboundStage::AwaitingComp, None) => {}
+                }
+            }
+            self.pending_resend = self.outbound.values().filter(|o| o.resend).count();
             for p in resend {
                 self.send(p, now);
             }
@@ -780,6 +824,7 @@ impl Client {
             // as new messages, first in line.
             self.inbound_qos2.clear();
             self.by_id.clear();
+            self.pending_resend = 0;
             let old = std::mem::take(&mut self.outbound);
             for o in old.into_values().rev() {
                 match o.stage {
@@ -796,20 +841,25 @@ impl Client {
                 }
             }
             if self.opts.resubscribe && !self.subscriptions.is_empty() {
-                let subs: Vec<Subscription> = self
+                let subs: Vec<(Subscription, Option<u32>)> = self
                     .subscriptions
                     .iter()
-                    .map(|(filter, options)| Subscription {
-                        filter: filter.clone(),
-                        options: *options,
+                    .map(|(filter, rec)| {
+                        let sub = Subscription {
+                            filter: filter.clone(),
+                            options: rec.requested,
+                        };
+                        (sub, rec.id)
                     })
                     .collect();
-                for s in subs {
+                for (s, id) in subs {
                     let packet_id = self.alloc_packet_id()?;
+                    let mut properties = Properties::default();
+                    properties.subscription_identifiers.extend(id);
                     let sub = Subscribe {
                         packet_id,
                         subscriptions: vec![s],
-                        properties: Properties::default(),
+                        properties,
                     };
                     self.requests.insert(
                         packet_id.get(),
@@ -844,17 +894,45 @@ impl Client {
 
     /// Sends queued publishes while connected and the window allows.
     fn drain_queue(&mut self, now: Timestamp) {
+        if self.state != State::Connected {
+            return;
+        }
+        let window = usize::from(self.send_window);
+        // First what an earlier connection left unacknowledged, oldest first.
+        while self.pending_resend > 0 && self.outbound.len() - self.pending_resend < window {
+            let Some(o) = self.outbound.values_mut().find(|o| o.resend) else {
+                break;
+            };
+            o.resend = false;
+            o.publish.dup = true;
+            let packet = Packet::Publish(o.publish.clone());
+            self.pending_resend -= 1;
+            self.send(packet, now);
+        }
         while self.state == State::Connected {
             let Some((_, front)) = self.queued.front() else {
                 break;
             };
             let needs_slot = front.qos != QoS::AtMostOnce;
-            if needs_slot && self.outbound.len() >= usize::from(self.send_window) {
+            if needs_slot && self.outbound.len() >= window {
                 break;
             }
             let Some((token, mut publish)) = self.queued.pop_front() else {
                 break;
             };
+            // Queued while offline: the server's limits were not known then
+            // [MQTT-3.2.2-11], [MQTT-3.2.2-14].
+            let refused = if publish.qos > self.server_max_qos {
+                Some(ReasonCode::QoSNotSupported)
+            } else if publish.retain && !self.server_retain {
+                Some(ReasonCode::RetainNotSupported)
+            } else {
+                None
+            };
+            if let Some(reason) = refused {
+                self.events.push_back(Event::Published { token, reason });
+                continue;
+            }
             if !needs_slot {
                 self.send(Packet::Publish(publish), now);
                 self.events.push_back(Event::Published {
@@ -889,6 +967,7 @@ impl Client {
                     token,
                     publish,
                     stage: OutboundStage::AwaitingAck,
+                    resend: false,
                 },
             );
         }
@@ -901,7 +980,11 @@ impl Client {
             return None;
         }
         self.by_id.remove(&id.get());
-        self.outbound.remove(&seq)
+        let o = self.outbound.remove(&seq)?;
+        if o.resend {
+            self.pending_resend -= 1;
+        }
+        Some(o)
     }
 
     fn on_puback(&mut self, ack: PubResp, now: Timestamp) {
@@ -974,7 +1057,9 @@ impl Client {
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 if !self.inbound_qos2.contains(&id.get()) {
-                    if self.inbound_qos2.len() >= usize::from(self.opts.receive_maximum) {
+                    // Only 5.0 can announce a Receive Maximum [MQTT-3.3.4-9].
+                    let max = usize::from(self.opts.receive_maximum.max(1));
+                    if self.opts.version == ProtocolVersion::V5 && self.inbound_qos2.len() >= max {
                         return Err(self.fail(
                             ReasonCode::ReceiveMaximumExceeded,
                             ClientError::Protocol("the server exceeded our Receive Maximum"),
@@ -992,42 +1077,74 @@ impl Client {
         Ok(())
     }
 
-    fn on_suback(&mut self, ack: SubAck) {
+    fn on_suback(&mut self, ack: SubAck, now: Timestamp) -> Result<(), ClientError> {
         let Some(req) = self.requests.remove(&ack.packet_id.get()) else {
-            return;
+            return Ok(());
         };
         if let Request::Subscribe(sub) = &req.request {
+            if sub.subscriptions.len() != ack.reasons.len() {
+                // One reason code per subscription, in order [MQTT-3.9.3-1].
+                return Err(self.fail(
+                    ReasonCode::ProtocolError,
+                    ClientError::Protocol("SUBACK with the wrong number of reason codes"),
+                    now,
+                ));
+            }
+            let id = sub.properties.subscription_identifiers.first().copied();
             for (s, reason) in sub.subscriptions.iter().zip(&ack.reasons) {
-                if reason.is_error() {
-                    self.subscriptions.remove(&s.filter);
-                } else {
-                    let mut options = s.options;
-                    options.qos = match reason {
-                        ReasonCode::GrantedQoS2 => QoS::ExactlyOnce,
-                        ReasonCode::GrantedQoS1 => QoS::AtLeastOnce,
-                        _ => QoS::AtMostOnce,
-                    };
-                    self.subscriptions.insert(s.filter.clone(), options);
-                }
+                let granted = match reason {
+                    ReasonCode::GrantedQoS2 => QoS::ExactlyOnce,
+                    ReasonCode::GrantedQoS1 => QoS::AtLeastOnce,
+                    ReasonCode::Success => QoS::AtMostOnce,
+                    _ => {
+                        self.subscriptions.remove(&s.filter);
+                        continue;
+                    }
+                };
+                let rec = SubRecord {
+                    requested: s.options,
+                    granted,
+                    id,
+                };
+                self.subscriptions.insert(s.filter.clone(), rec);
             }
         }
         if !req.internal {
             self.events.push_back(Event::SubAck(ack));
         }
+        Ok(())
     }
 
-    fn on_unsuback(&mut self, ack: UnsubAck) {
+    fn on_unsuback(&mut self, ack: UnsubAck, now: Timestamp) -> Result<(), ClientError> {
         let Some(req) = self.requests.remove(&ack.packet_id.get()) else {
-            return;
+            return Ok(());
         };
         if let Request::Unsubscribe(unsub) = &req.request {
-            for f in &unsub.filters {
-                self.subscriptions.remove(f);
+            let v5 = self.opts.version == ProtocolVersion::V5;
+            if v5 && unsub.filters.len() != ack.reasons.len() {
+                // One reason code per topic filter [MQTT-3.11.3-1].
+                return Err(self.fail(
+                    ReasonCode::ProtocolError,
+                    ClientError::Protocol("UNSUBACK with the wrong number of reason codes"),
+                    now,
+                ));
+            }
+            for (i, f) in unsub.filters.iter().enumerate() {
+                // 3.1.1 has no reason codes: the UNSUBACK means done.
+                let done = !v5
+                    || matches!(
+                        ack.reasons.get(i),
+                        Some(ReasonCode::Success | ReasonCode::NoSubscriptionExisted)
+                    );
+                if done {
+                    self.subscriptions.remove(f);
+                }
             }
         }
         if !req.internal {
             self.events.push_back(Event::UnsubAck(ack));
         }
+        Ok(())
     }
 }
 
@@ -1449,17 +1566,20 @@ mod tests {
         )
         .unwrap();
         sent(&mut c);
-        assert_eq!(c.poll_timeout(), Some(t(60_000)));
-        c.handle_timeout(t(59_999)).unwrap();
+        // PINGREQ at three quarters of the 60 s keep-alive after the last packet sent.
+        assert_eq!(c.poll_timeout(), Some(t(45_000)));
+        c.handle_timeout(t(44_999)).unwrap();
         assert!(sent(&mut c).is_empty());
-        c.handle_timeout(t(60_000)).unwrap();
+        c.handle_timeout(t(45_000)).unwrap();
         assert_eq!(sent(&mut c), vec![Packet::PingReq]);
-        c.handle_packet(Packet::PingResp, t(60_100)).unwrap();
-        assert_eq!(c.poll_timeout(), Some(t(120_000)));
-        c.handle_timeout(t(120_000)).unwrap();
+        c.handle_packet(Packet::PingResp, t(45_100)).unwrap();
+        assert_eq!(c.poll_timeout(), Some(t(90_000)));
+        c.handle_timeout(t(90_000)).unwrap();
         assert_eq!(sent(&mut c), vec![Packet::PingReq]);
+        // No PINGRESP within the keep-alive: the connection is given up.
+        assert_eq!(c.poll_timeout(), Some(t(150_000)));
         assert_eq!(
-            c.handle_timeout(t(180_000)),
+            c.handle_timeout(t(150_000)),
             Err(ClientError::KeepAliveTimeout)
         );
         assert!(!c.is_connected());
@@ -1469,17 +1589,17 @@ mod tests {
     fn sending_anything_postpones_the_pingreq() {
         let mut c = connected(ProtocolVersion::V311, true, Properties::default());
         publish(&mut c, QoS::AtMostOnce, 30_000);
-        assert_eq!(c.poll_timeout(), Some(t(90_000)));
+        assert_eq!(c.poll_timeout(), Some(t(75_000)));
     }
 
     #[test]
     fn server_keep_alive_replaces_ours_mqtt_3_2_2_21() {
         let props = Properties {
-            server_keep_alive: Some(5),
+            server_keep_alive: Some(8),
             ..Default::default()
         };
         let c = connected(ProtocolVersion::V5, true, props);
-        assert_eq!(c.poll_timeout(), Some(t(5_000)));
+        assert_eq!(c.poll_timeout(), Some(t(6_000)));
     }
 
     #[test]
@@ -1653,5 +1773,169 @@ mod tests {
                 ReasonCode::MalformedPacket
             ))]
         );
+    }
+
+    #[test]
+    fn resending_on_resume_keeps_within_the_new_receive_maximum_mqtt_4_9_0_1() {
+        let mut c = connected(ProtocolVersion::V5, false, Properties::default());
+        let tokens: Vec<PublishToken> = (0..5)
+            .map(|i| publish(&mut c, QoS::AtLeastOnce, 10 + i))
+            .collect();
+        sent(&mut c);
+        c.connection_lost();
+        c.connect(t(100)).unwrap();
+        sent(&mut c);
+        let mut ack = ConnAck::new(true, ReasonCode::Success);
+        ack.properties.receive_maximum = Some(2);
+        c.handle_packet(Packet::ConnAck(ack), t(101)).unwrap();
+        assert_eq!(
+            published(&sent(&mut c)),
+            vec![(pid(1), true), (pid(2), true)]
+        );
+        c.handle_packet(Packet::PubAck(PubResp::new(pid(1))), t(102))
+            .unwrap();
+        assert_eq!(published(&sent(&mut c)), vec![(pid(3), true)]);
+        assert!(events(&mut c).contains(&Event::Published {
+            token: tokens[0],
+            reason: ReasonCode::Success
+        }));
+    }
+
+    #[test]
+    fn messages_queued_offline_respect_the_limits_of_the_connack_mqtt_3_2_2_11_and_14() {
+        let mut c = Client::new(ClientOptions::new(ProtocolVersion::V5, "c", true));
+        let q2 = publish(&mut c, QoS::ExactlyOnce, 0);
+        let retained = c
+            .publish(
+                topic("r"),
+                Bytes::new(),
+                QoS::AtMostOnce,
+                true,
+                Properties::default(),
+                t(0),
+            )
+            .unwrap();
+        c.connect(t(1)).unwrap();
+        sent(&mut c);
+        let mut ack = ConnAck::new(false, ReasonCode::Success);
+        ack.properties.maximum_qos = Some(QoS::AtLeastOnce);
+        ack.properties.retain_available = Some(false);
+        c.handle_packet(Packet::ConnAck(ack), t(2)).unwrap();
+        assert!(published(&sent(&mut c)).is_empty());
+        let ev = events(&mut c);
+        assert!(ev.contains(&Event::Published {
+            token: q2,
+            reason: ReasonCode::QoSNotSupported
+        }));
+        assert!(ev.contains(&Event::Published {
+            token: retained,
+            reason: ReasonCode::RetainNotSupported
+        }));
+    }
+
+    #[test]
+    fn session_present_after_clean_start_is_a_protocol_error_in_5_mqtt_3_2_2_4() {
+        let mut c = Client::new(ClientOptions::new(ProtocolVersion::V5, "c", true));
+        c.connect(t(0)).unwrap();
+        let err = c
+            .handle_packet(
+                Packet::ConnAck(ConnAck::new(true, ReasonCode::Success)),
+                t(1),
+            )
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Protocol(_)));
+        assert!(!c.is_connected());
+    }
+
+    #[test]
+    fn a_suback_with_the_wrong_number_of_codes_is_a_protocol_error_mqtt_3_9_3_1() {
+        let mut c = connected(ProtocolVersion::V5, true, Properties::default());
+        let subs = vec![
+            Subscription::new(TopicFilter::new("a").unwrap(), QoS::AtMostOnce),
+            Subscription::new(TopicFilter::new("b").unwrap(), QoS::AtMostOnce),
+        ];
+        let id = c.subscribe(subs, Properties::default(), t(2)).unwrap();
+        sent(&mut c);
+        let ack = SubAck {
+            packet_id: id,
+            reasons: vec![ReasonCode::Success],
+            properties: Properties::default(),
+        };
+        assert!(c.handle_packet(Packet::SubAck(ack), t(3)).is_err());
+        assert_eq!(
+            sent(&mut c),
+            vec![Packet::Disconnect(Disconnect::new(
+                ReasonCode::ProtocolError
+            ))]
+        );
+    }
+
+    #[test]
+    fn a_3_1_1_client_does_not_enforce_a_receive_maximum_it_cannot_announce() {
+        let mut opts = ClientOptions::new(ProtocolVersion::V311, "c", true);
+        opts.receive_maximum = 1;
+        let mut c = Client::new(opts);
+        c.connect(t(0)).unwrap();
+        c.handle_packet(
+            Packet::ConnAck(ConnAck::new(false, ReasonCode::Success)),
+            t(1),
+        )
+        .unwrap();
+        for id in 1..=3 {
+            let mut p = Publish::new(topic("a"), Bytes::new());
+            p.qos = QoS::ExactlyOnce;
+            p.packet_id = Some(pid(id));
+            c.handle_packet(Packet::Publish(p), t(2)).unwrap();
+        }
+        assert_eq!(c.session().inbound_awaiting_pubrel.len(), 3);
+    }
+
+    #[test]
+    fn a_decode_error_whose_code_disconnect_cannot_carry_closes_with_0x82() {
+        let mut c = connected(ProtocolVersion::V5, true, Properties::default());
+        // A CONNECT naming protocol level 6: UnsupportedProtocolVersion (0x84), which is not a
+        // DISCONNECT reason code.
+        let bytes = [0x10, 0x07, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x06];
+        let err = c.handle_bytes(&bytes, t(5)).unwrap_err();
+        assert_eq!(
+            err,
+            ClientError::Decode(DecodeError::UnsupportedProtocolVersion(6))
+        );
+        assert_eq!(
+            sent(&mut c),
+            vec![Packet::Disconnect(Disconnect::new(
+                ReasonCode::ProtocolError
+            ))]
+        );
+    }
+
+    #[test]
+    fn resubscription_asks_for_the_requested_qos_and_identifier_again() {
+        let mut c = connected(ProtocolVersion::V5, false, Properties::default());
+        let mut props = Properties::default();
+        props.subscription_identifiers.push(7);
+        let sub = Subscription::new(TopicFilter::new("x").unwrap(), QoS::ExactlyOnce);
+        let id = c.subscribe(vec![sub], props, t(2)).unwrap();
+        let ack = SubAck {
+            packet_id: id,
+            reasons: vec![ReasonCode::GrantedQoS1],
+            properties: Properties::default(),
+        };
+        c.handle_packet(Packet::SubAck(ack), t(3)).unwrap();
+        assert_eq!(c.session().subscriptions[0].1.qos, QoS::AtLeastOnce);
+        c.connection_lost();
+        c.connect(t(10)).unwrap();
+        sent(&mut c);
+        c.handle_packet(
+            Packet::ConnAck(ConnAck::new(false, ReasonCode::Success)),
+            t(11),
+        )
+        .unwrap();
+        let out = sent(&mut c);
+        let Packet::Subscribe(s) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(s.subscriptions[0].options.qos, QoS::ExactlyOnce);
+        assert_eq!(s.properties.subscription_identifiers, vec![7]);
     }
 }

@@ -104,13 +104,16 @@ impl Decoder {
             match FixedHeader::parse(input)? {
                 Some(header) => {
                     check_size(&header, self.max_packet_size)?;
+                    self.check_first_byte(header.byte1)?;
                     let len = header.packet_len();
                     if input.len() >= len {
                         let body = &input[header.header_len..len];
                         *input = &input[len..];
                         return self.finish(header.byte1, body).map(Some);
                     }
-                    self.partial.reserve_exact(len);
+                    // Reserve for what arrived, not for what the header claims: a peer
+                    // that sends only a header must not cost the whole maximum.
+                    self.partial.reserve(input.len().min(64 * 1024));
                     self.partial.extend_from_slice(input);
                     self.partial_len = Some(len);
                 }
@@ -135,8 +138,7 @@ impl Decoder {
             *input = rest;
             if let Some(header) = FixedHeader::parse(&self.partial)? {
                 check_size(&header, self.max_packet_size)?;
-                self.partial
-                    .reserve_exact(header.packet_len() - self.partial.len());
+                self.check_first_byte(header.byte1)?;
                 self.partial_len = Some(header.packet_len());
             } else {
                 self.check_unfinished_header(self.partial.len())?;
@@ -166,6 +168,11 @@ impl Decoder {
     /// A fixed header still unfinished after `held` bytes belongs to a packet of at least
     /// `held + 1` bytes: refuse it now if that is over the limit, so that the buffer never
     /// holds more than the maximum packet size, even when the limit is below five bytes.
+    fn check_first_byte(&self, byte1: u8) -> Result<(), DecodeError> {
+        let version = self.version.unwrap_or(ProtocolVersion::V311);
+        crate::packet::check_first_byte(byte1, version).map(|_| ())
+    }
+
     fn check_unfinished_header(&self, held: usize) -> Result<(), DecodeError> {
         if held > 0 && held >= self.max_packet_size as usize {
             return Err(DecodeError::PacketTooLarge {

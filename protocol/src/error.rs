@@ -109,6 +109,9 @@ pub enum DecodeError {
     /// A PUBLISH with an empty topic and no Topic Alias.
     #[error("empty topic without topic alias")]
     EmptyTopicWithoutAlias,
+    /// Subscription options with Maximum QoS 3 in 5.0 (a Protocol Error, 3.8.3.1).
+    #[error("subscription QoS 3")]
+    InvalidSubscriptionQoS,
     /// No Local set on a shared subscription [MQTT-3.8.3-4] (a Protocol Error).
     #[error("no local on a shared subscription")]
     NoLocalOnSharedSubscription,
@@ -128,6 +131,7 @@ impl DecodeError {
             | InvalidRetainHandling
             | EmptyTopicWithoutAlias
             | NoLocalOnSharedSubscription
+            | InvalidSubscriptionQoS
             | TopicAliasUnknown(_)
             | ZeroPacketId => ReasonCode::ProtocolError,
             InvalidTopicName(_) => ReasonCode::TopicNameInvalid,
@@ -177,6 +181,15 @@ pub enum EncodeError {
     /// A SUBSCRIBE, UNSUBSCRIBE or SUBACK without entries.
     #[error("no topic filters")]
     NoTopicFilters,
+    /// MQTT 3.1.1 cannot carry a password without a user name [MQTT-3.1.2-22].
+    #[error("a password without a user name in MQTT 3.1.1")]
+    PasswordWithoutUsername,
+    /// DUP set on a QoS 0 PUBLISH [MQTT-3.3.1-2].
+    #[error("DUP set on a QoS 0 PUBLISH")]
+    DupOnQoS0,
+    /// No Local on a shared subscription [MQTT-3.8.3-4].
+    #[error("no local on a shared subscription")]
+    NoLocalOnSharedSubscription,
     /// A packet that the protocol version cannot carry (AUTH in MQTT 3.1.1).
     #[error("{0:?} does not exist in MQTT 3.1.1")]
     NotInVersion(PacketType),

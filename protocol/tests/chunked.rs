@@ -81,7 +81,9 @@ fn session(v: ProtocolVersion) -> (Vec<Packet>, Vec<u8>) {
         Packet::Disconnect(Default::default()),
     ];
     if v == ProtocolVersion::V5 {
-        packets.push(Packet::Auth(Default::default()));
+        let mut auth = protocol::Auth::default();
+        auth.properties.authentication_method = Some("SCRAM-SHA-1".into());
+        packets.push(Packet::Auth(auth));
     }
     let bytes = packets.iter().flat_map(|p| encode(p, v)).collect();
     (packets, bytes)

@@ -59,7 +59,15 @@ fn packet_type_15_is_reserved_in_3_1_1_and_auth_in_5() {
     let e = err("f0 00", V3);
     assert_eq!(e, DecodeError::ReservedPacketType(15));
     assert_eq!(e.reason_code(), MALFORMED);
-    assert!(matches!(ok("f0 00", V5), Packet::Auth(_)));
+    assert!(matches!(
+        ok("f0 07 00 05 15 00 02 6d 31", V5),
+        Packet::Auth(_)
+    ));
+    // The short form parses, but an AUTH without an Authentication Method is a Protocol
+    // Error (5.0 3.15.2.2.2).
+    let e = err("f0 00", V5);
+    assert_eq!(e, DecodeError::PropertyValue(0x15));
+    assert_eq!(e.reason_code(), PROTOCOL_ERROR);
 }
 
 #[test]
@@ -597,4 +605,31 @@ fn an_alias_only_publish_with_an_unset_alias_is_topic_alias_unknown() {
     let e = d.decode(&mut input).unwrap_err();
     assert_eq!(e, DecodeError::TopicAliasUnknown(2));
     assert_eq!(e.reason_code(), PROTOCOL_ERROR);
+}
+
+#[test]
+fn subscription_qos_3_is_a_protocol_error_in_5_and_malformed_in_3_1_1() {
+    // 5.0 3.8.3.1: "It is a Protocol Error if the Maximum QoS field has the value 3";
+    // 3.1.1 [MQTT-3.8.3-4]: malformed.
+    let e = err("82 07 00 01 00 00 01 61 03", V5);
+    assert_eq!(e, DecodeError::InvalidSubscriptionQoS);
+    assert_eq!(e.reason_code(), PROTOCOL_ERROR);
+    assert_eq!(err("82 06 00 01 00 01 61 03", V3), DecodeError::InvalidQoS);
+}
+
+#[test]
+fn a_bad_first_byte_is_refused_before_the_body_arrives() {
+    // [MQTT-2.1.3-1]: the flags are checked from the fixed header, so a peer cannot make the
+    // decoder buffer a body for a packet that is already invalid.
+    let mut decoder = Decoder::with_version(V5, 1 << 20);
+    let header = hex("42 ff ff 03"); // PUBACK with flags 0010, claiming ~64 KiB
+    let mut input = &header[..];
+    assert_eq!(
+        decoder.decode(&mut input),
+        Err(DecodeError::InvalidFlags {
+            packet_type: PacketType::PubAck,
+            flags: 2
+        })
+    );
+    assert_eq!(decoder.buffered(), 0);
 }

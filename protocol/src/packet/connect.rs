@@ -96,6 +96,7 @@ impl Connect {
             ProtocolVersion::V5 => Properties::decode(r, Allowed::CONNECT)?,
             ProtocolVersion::V311 => Properties::default(),
         };
+        check_auth_method(&properties)?;
         let client_id = r.string("client identifier")?;
         let will = if will_flag {
             let properties = match protocol {
@@ -158,8 +159,19 @@ impl Connect {
             n += 2 + u.len();
         }
         if let Some(p) = &self.password {
+            if self.protocol == ProtocolVersion::V311 && self.username.is_none() {
+                // 3.1.1 cannot carry a password without a user name [MQTT-3.1.2-22].
+                return Err(EncodeError::PasswordWithoutUsername);
+            }
             wire::check_len(p.len(), "password")?;
             n += 2 + p.len();
+        }
+        if self.properties.authentication_data.is_some()
+            && self.properties.authentication_method.is_none()
+        {
+            return Err(EncodeError::PropertyValue(
+                crate::properties::id::AUTHENTICATION_DATA,
+            ));
         }
         Ok(n)
     }
@@ -178,12 +190,8 @@ impl Connect {
                 flags |= 0x20;
             }
         }
-        // MQTT 3.1.1 cannot carry a password without a user name [MQTT-3.1.2-22]; such a
-        // password is left out rather than producing a malformed packet.
-        let password = match (self.protocol, &self.username) {
-            (ProtocolVersion::V311, None) => None,
-            _ => self.password.as_ref(),
-        };
+        // body_len refused a 3.1.1 password without a user name.
+        let password = self.password.as_ref();
         if password.is_some() {
             flags |= 0x40;
         }
@@ -253,6 +261,7 @@ impl ConnAck {
             ProtocolVersion::V5 => Properties::decode(r, Allowed::CONNACK)?,
             ProtocolVersion::V311 => Properties::default(),
         };
+        check_auth_method(&properties)?;
         Ok(ConnAck {
             // A refused connection has no session [MQTT-3.2.2-4] (3.1.1), [MQTT-3.2.2-6]
             // (5.0): a server that says otherwise is read as the encoder writes it.
@@ -286,4 +295,15 @@ impl ConnAck {
             }
         }
     }
+}
+
+/// Authentication Data without an Authentication Method is a Protocol Error (5.0 3.1.2.11.10,
+/// 3.2.2.3.18).
+pub(super) fn check_auth_method(p: &Properties) -> Result<(), DecodeError> {
+    if p.authentication_data.is_some() && p.authentication_method.is_none() {
+        return Err(DecodeError::PropertyValue(
+            crate::properties::id::AUTHENTICATION_DATA,
+        ));
+    }
+    Ok(())
 }

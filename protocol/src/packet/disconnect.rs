@@ -71,10 +71,21 @@ pub struct Auth {
 impl Auth {
     pub(super) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let (reason, properties) = decode_reason_tail(r, ReasonContext::Auth, Allowed::AUTH)?;
+        // An AUTH without an Authentication Method is a Protocol Error (3.15.2.2.2).
+        if properties.authentication_method.is_none() {
+            return Err(DecodeError::PropertyValue(
+                crate::properties::id::AUTHENTICATION_METHOD,
+            ));
+        }
         Ok(Auth { reason, properties })
     }
 
     pub(super) fn body_len(&self) -> Result<usize, EncodeError> {
+        if self.properties.authentication_method.is_none() {
+            return Err(EncodeError::PropertyValue(
+                crate::properties::id::AUTHENTICATION_METHOD,
+            ));
+        }
         Ok(reason_tail_len(
             self.reason,
             &self.properties,

@@ -205,6 +205,7 @@ impl Packet {
             return Ok(None);
         };
         check_size(&header, max_packet_size)?;
+        check_first_byte(header.byte1, version)?;
         let len = header.packet_len();
         if buf.len() < len {
             return Ok(None);
@@ -219,16 +220,8 @@ impl Packet {
         body: &[u8],
         version: ProtocolVersion,
     ) -> Result<Packet, DecodeError> {
-        let packet_type = PacketType::from_nibble(byte1 >> 4)?;
+        let packet_type = check_first_byte(byte1, version)?;
         let flags = byte1 & 0x0F;
-        let expected_flags = match packet_type {
-            PacketType::Publish => flags,
-            PacketType::PubRel | PacketType::Subscribe | PacketType::Unsubscribe => 0b0010,
-            _ => 0,
-        };
-        if flags != expected_flags {
-            return Err(DecodeError::InvalidFlags { packet_type, flags });
-        }
         let mut r = Reader::new(body);
         let v = version;
         let packet = match packet_type {
@@ -254,10 +247,7 @@ impl Packet {
             PacketType::PingReq => Packet::PingReq,
             PacketType::PingResp => Packet::PingResp,
             PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(&mut r, v)?),
-            PacketType::Auth => match v {
-                ProtocolVersion::V311 => return Err(DecodeError::ReservedPacketType(15)),
-                ProtocolVersion::V5 => Packet::Auth(Auth::decode(&mut r)?),
-            },
+            PacketType::Auth => Packet::Auth(Auth::decode(&mut r)?),
         };
         r.finish()?;
         Ok(packet)
@@ -349,6 +339,35 @@ impl Packet {
     }
 }
 
+/// Checks the first byte of a fixed header: a packet type that exists in `version`, the
+/// flags the spec requires [MQTT-2.1.3-1] and, for PUBLISH, a QoS below 3 and no DUP at
+/// QoS 0. Done as soon as the byte arrives, before a body is buffered.
+pub(crate) fn check_first_byte(
+    byte1: u8,
+    version: ProtocolVersion,
+) -> Result<PacketType, DecodeError> {
+    let packet_type = PacketType::from_nibble(byte1 >> 4)?;
+    if packet_type == PacketType::Auth && version == ProtocolVersion::V311 {
+        return Err(DecodeError::ReservedPacketType(15));
+    }
+    let flags = byte1 & 0x0F;
+    let expected_flags = match packet_type {
+        PacketType::Publish => {
+            let qos = QoS::from_u8((flags >> 1) & 0x03)?;
+            if flags & 0x08 != 0 && qos == QoS::AtMostOnce {
+                return Err(DecodeError::DupOnQoS0);
+            }
+            flags
+        }
+        PacketType::PubRel | PacketType::Subscribe | PacketType::Unsubscribe => 0b0010,
+        _ => 0,
+    };
+    if flags != expected_flags {
+        return Err(DecodeError::InvalidFlags { packet_type, flags });
+    }
+    Ok(packet_type)
+}
+
 /// Refuses a packet over the limit from its header alone [MQTT-3.1.2-24] (spec 3.1.2.11.4:
 /// the size is the whole packet, fixed header included).
 pub(crate) fn check_size(header: &FixedHeader, max_packet_size: u32) -> Result<(), DecodeError> {
@@ -436,4 +455,44 @@ fn props_block_len(props: &Properties, allowed: Allowed) -> Result<usize, Encode
 fn encode_props_block(props: &Properties, allowed: Allowed, buf: &mut impl BufMut) {
     let n = props.encoded_len(allowed).unwrap_or(0);
     props.encode(n, buf);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::topic::{TopicFilter, TopicName};
+    use bytes::Bytes;
+
+    #[test]
+    fn the_encoder_refuses_what_the_decoder_would_refuse() {
+        // [MQTT-3.1.2-22]: a 3.1.1 password needs a user name.
+        let mut c = Connect::new(ProtocolVersion::V311, "c", true);
+        c.password = Some(Bytes::from_static(b"secret"));
+        let mut buf = Vec::new();
+        assert_eq!(
+            Packet::Connect(Box::new(c)).encode(ProtocolVersion::V311, &mut buf),
+            Err(EncodeError::PasswordWithoutUsername)
+        );
+        // [MQTT-3.3.1-2]: no DUP at QoS 0.
+        let mut p = Publish::new(TopicName::new("t").unwrap(), Bytes::new());
+        p.dup = true;
+        assert_eq!(
+            Packet::Publish(p).encode(ProtocolVersion::V5, &mut buf),
+            Err(EncodeError::DupOnQoS0)
+        );
+        // [MQTT-3.8.3-4]: no No Local on a shared subscription.
+        let mut s = Subscription::new(TopicFilter::new("$share/g/t").unwrap(), QoS::AtMostOnce);
+        s.options.no_local = true;
+        let sub = Subscribe {
+            packet_id: PacketId::MIN,
+            subscriptions: vec![s],
+            properties: Properties::default(),
+        };
+        assert_eq!(
+            Packet::Subscribe(sub).encode(ProtocolVersion::V5, &mut buf),
+            Err(EncodeError::NoLocalOnSharedSubscription)
+        );
+        assert!(buf.is_empty());
+    }
 }

@@ -99,6 +99,9 @@ impl Publish {
             (QoS::AtMostOnce, None) | (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(_)) => {}
             _ => return Err(EncodeError::PacketIdMismatch),
         }
+        if self.dup && self.qos == QoS::AtMostOnce {
+            return Err(EncodeError::DupOnQoS0); // [MQTT-3.3.1-2]
+        }
         let has_alias = v == ProtocolVersion::V5 && self.properties.topic_alias.is_some();
         if self.topic.is_empty() && !has_alias {
             return Err(EncodeError::EmptyTopic);

@@ -46,7 +46,12 @@ impl SubscriptionOptions {
         if byte & reserved != 0 {
             return Err(DecodeError::SubscriptionOptionsReserved);
         }
-        let qos = QoS::from_u8(byte & 0x03)?;
+        let qos = match (QoS::from_u8(byte & 0x03), v) {
+            (Ok(qos), _) => qos,
+            // 5.0 3.8.3.1: "It is a Protocol Error if the Maximum QoS field has the value 3".
+            (Err(_), ProtocolVersion::V5) => return Err(DecodeError::InvalidSubscriptionQoS),
+            (Err(e), ProtocolVersion::V311) => return Err(e),
+        };
         let retain_handling = match (byte >> 4) & 0x03 {
             0 => RetainHandling::SendAtSubscribe,
             1 => RetainHandling::SendIfNew,
@@ -155,6 +160,13 @@ impl Subscribe {
         }
         if self.properties.subscription_identifiers.len() > 1 {
             return Err(EncodeError::PropertyValue(id::SUBSCRIPTION_IDENTIFIER));
+        }
+        let no_local_on_shared = self
+            .subscriptions
+            .iter()
+            .any(|s| s.options.no_local && matches!(s.filter.shared(), Ok(Some(_))));
+        if v == ProtocolVersion::V5 && no_local_on_shared {
+            return Err(EncodeError::NoLocalOnSharedSubscription); // [MQTT-3.8.3-4]
         }
         let mut n = 2;
         if v == ProtocolVersion::V5 {

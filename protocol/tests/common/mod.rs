@@ -153,6 +153,10 @@ pub(crate) fn properties(allowed: Allowed) -> impl Strategy<Value = protocol::Pr
         set!(server_keep_alive, id::SERVER_KEEP_ALIVE, g1.8);
         set!(authentication_method, id::AUTHENTICATION_METHOD, g2.0);
         set!(authentication_data, id::AUTHENTICATION_DATA, g2.1);
+        // Authentication Data needs an Authentication Method (5.0 3.1.2.11.10).
+        if p.authentication_data.is_some() && p.authentication_method.is_none() {
+            p.authentication_method = Some("method".into());
+        }
         set!(
             request_problem_information,
             id::REQUEST_PROBLEM_INFORMATION,
@@ -436,7 +440,13 @@ fn auth() -> impl Strategy<Value = Packet> {
         reason(ProtocolVersion::V5, ReasonContext::Auth),
         properties(Allowed::AUTH),
     )
-        .prop_map(|(reason, properties)| Packet::Auth(Auth { reason, properties }))
+        .prop_map(|(reason, mut properties)| {
+            // An AUTH always names its method (3.15.2.2.2).
+            properties
+                .authentication_method
+                .get_or_insert_with(|| "method".into());
+            Packet::Auth(Auth { reason, properties })
+        })
 }
 
 /// Any packet valid in `v` except CONNECT.
