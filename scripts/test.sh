@@ -42,6 +42,9 @@ step "protocol builds for wasm" cargo build -p protocol --target wasm32-unknown-
 # --- Rust: unit, integration, property and doc tests ------------------------------------------
 # --all-targets includes the criterion benches in test mode (each bench body runs once) and the
 # replay of the fuzz seed corpus, which is an ordinary test of the protocol crate.
+# The end-to-end tests (tests/, package e2e) run inside `cargo test` and start the bridge
+# binary, which `cargo test` does not build for another package: build it first.
+step "bridge binary for the end-to-end tests" cargo build -p bridge
 step "cargo test" cargo test --workspace --all-targets
 step "doc tests" cargo test --workspace --doc
 
@@ -49,5 +52,7 @@ step "doc tests" cargo test --workspace --doc
 # The runner is wasm-bindgen-test-runner (.cargo/config.toml) with /usr/bin/chromedriver.
 
 # --- End-to-end tests (a real bridge process on 127.0.0.1): add here ---------------------------
+# The Rust ones (tests/*.rs, package e2e) already ran in "cargo test" above, against the
+# bridge built just before it.
 
 # --- Interop tests (mosquitto_pub/sub, MQTT.js, paho-mqtt against the bridge): add here --------

@@ -1,15 +1,264 @@
-//! The `bridge` binary: axum serves the dashboard (`web/`), MQTT over WebSocket at `/mqtt` and
-//! a JSON API under `/api/v1/`, and a plain TCP listener serves MQTT; all of them feed the one
-//! broker engine from the `broker` crate.
+//! The `bridge` binary: one process that serves MQTT over TCP, MQTT over WebSocket at
+//! `/mqtt`, a JSON API under `/api/v1/` and the static dashboard (`web/`), all feeding the
+//! one broker engine of the `broker` crate.
 //!
-//! The foundation issue only reserves this crate; the broker issue builds it. Until then the
-//! binary says so and exits with a non-zero status, so nobody mistakes it for a running server.
+//! # Layout
+//! - [`config`]: the command line and the `--config` TOML file, combined.
+//! - [`http`]: the axum router (dashboard, API, WebSocket endpoint).
+//! - [`ws`]: the WebSocket endpoint and its byte `Stream`/`Sink` adapter.
+//! - [`tcp`]: the TCP accept loop and its byte `Stream`/`Sink` adapter.
+//!
+//! The broker engine knows no transport; this crate only binds sockets, adapts them and
+//! hands each connection to [`broker::Broker::serve`].
+//!
+//! # Output and exit codes
+//! Once both listeners are bound, one line goes to stdout (tests read the ports from it):
+//! `bridge listening: http=http://ADDR/ ws=ws://ADDR/mqtt mqtt=ADDR`. Logs go to stderr
+//! (`RUST_LOG`, default `info`). Exit code 0 after SIGINT / SIGTERM, 1 when a listener
+//! cannot be bound, 2 for a bad command line or configuration file.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "bridge: not built yet — the broker and its transports arrive with the broker issue \
-         (protocol crate version {})",
-        protocol::VERSION
+mod config;
+mod http;
+mod tcp;
+mod ws;
+
+use std::future::IntoFuture;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use broker::Broker;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Args, Config, DataDir};
+
+/// How long shutdown lets connections finish by themselves (write the DISCONNECT the broker
+/// queued, end an HTTP request) before the rest are dropped.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How long dropped connections get to go away after that.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let config = match Config::load(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("bridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bridge: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Binds both listeners, serves until SIGINT or SIGTERM, then shuts down gracefully.
+async fn run(config: Config) -> anyhow::Result<()> {
+    let http_listener = TcpListener::bind(&config.http)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http))?;
+    let mqtt_listener = TcpListener::bind(&config.mqtt)
+        .await
+        .with_context(|| format!("cannot listen for MQTT on {}", config.mqtt))?;
+    let http_addr = http_listener.local_addr()?;
+    let mqtt_addr = mqtt_listener.local_addr()?;
+    // Installed before the "listening" line, so a signal sent right after it is handled.
+    let mut signals = Signals::new().context("cannot install signal handlers")?;
+
+    match &config.data {
+        DataDir::None => {
+            tracing::info!("--data none: memory only; sessions are held in memory")
+        }
+        DataDir::Dir(dir) => tracing::info!(
+            "data directory {} is not used yet (persistence is a later issue); sessions are \
+             held in memory and lost when the bridge stops",
+            dir.display()
+        ),
+    }
+    if !config.web.is_dir() {
+        tracing::warn!(web = %config.web.display(), "web directory not found; / will answer 404");
+    }
+
+    let broker = Broker::start(config.broker);
+    let stop = CancellationToken::new();
+    let (tracker, mut finished) = Tracker::new();
+
+    let app = http::router(
+        http::AppState {
+            broker: broker.clone(),
+            tracker: tracker.downgrade(),
+        },
+        &config.web,
     );
-    std::process::ExitCode::from(2)
+    let http_task = tokio::spawn(
+        axum::serve(
+            http_listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future(),
+    );
+    let tcp_task = tokio::spawn(tcp::serve(
+        mqtt_listener,
+        broker.clone(),
+        stop.clone(),
+        tracker.clone(),
+    ));
+
+    let line = format!(
+        "bridge listening: http=http://{http_addr}/ ws=ws://{http_addr}/mqtt mqtt={mqtt_addr}"
+    );
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
+    }
+    tracing::info!("{line}");
+
+    let signal = signals.recv().await;
+    tracing::info!("{signal} received: shutting down");
+    stop.cancel();
+    broker.shutdown().await;
+    let abort = tracker.abort.clone();
+    drop(tracker);
+    let mut http_task = http_task;
+    // Every connection task holds a tracker; `recv` gives `None` once the last one is gone.
+    let drained = tokio::time::timeout(DRAIN_GRACE, async {
+        let _ = tcp_task.await;
+        if let Ok(Err(e)) = (&mut http_task).await {
+            tracing::warn!(error = %e, "http server ended with an error");
+        }
+        finished.recv().await
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!("closing connections still open after {DRAIN_GRACE:?}");
+        abort.cancel();
+        http_task.abort();
+        if tokio::time::timeout(ABORT_GRACE, finished.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open; exiting anyway");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Shutdown bookkeeping, cloned into every connection task.
+///
+/// Shutdown first lets the broker close the sessions it knows, which queues DISCONNECT
+/// 0x8B for 5.0 clients; connection tasks then end by themselves. What is still running
+/// after [`DRAIN_GRACE`] (a socket that never sent CONNECT, a half-sent HTTP request) is
+/// dropped through `abort`.
+#[derive(Debug, Clone)]
+pub(crate) struct Tracker {
+    /// Dropped with the task; shutdown waits until every clone is gone.
+    alive: mpsc::Sender<()>,
+    /// Cancelled when the drain grace is over.
+    abort: CancellationToken,
+}
+
+impl Tracker {
+    fn new() -> (Tracker, mpsc::Receiver<()>) {
+        let (alive, finished) = mpsc::channel(1);
+        let tracker = Tracker {
+            alive,
+            abort: CancellationToken::new(),
+        };
+        (tracker, finished)
+    }
+
+    /// A handle for the router: it lives as long as the HTTP connections do, which shutdown
+    /// does not wait for, so it must not keep shutdown waiting.
+    pub(crate) fn downgrade(&self) -> WeakTracker {
+        WeakTracker {
+            alive: self.alive.downgrade(),
+            abort: self.abort.clone(),
+        }
+    }
+
+    /// Runs `task` until it ends or shutdown aborts it, holding `self` meanwhile.
+    pub(crate) async fn run(self, task: impl std::future::Future<Output = ()>) {
+        tokio::select! {
+            () = task => {}
+            () = self.abort.cancelled() => tracing::debug!("connection dropped at shutdown"),
+        }
+    }
+}
+
+/// A [`Tracker`] that does not count as a running task.
+#[derive(Debug, Clone)]
+pub(crate) struct WeakTracker {
+    alive: mpsc::WeakSender<()>,
+    abort: CancellationToken,
+}
+
+impl WeakTracker {
+    /// A tracker for a new task; `None` once every task has ended and shutdown is final.
+    pub(crate) fn upgrade(&self) -> Option<Tracker> {
+        Some(Tracker {
+            alive: self.alive.upgrade()?,
+            abort: self.abort.clone(),
+        })
+    }
+}
+
+/// SIGINT and SIGTERM, installed up front.
+#[derive(Debug)]
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {})
+    }
+
+    /// Waits for the first signal and names it.
+    #[cfg(unix)]
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn recv(&mut self) -> &'static str {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
 }

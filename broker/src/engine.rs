@@ -309,6 +309,11 @@ impl Engine {
         } else {
             connect.client_id.as_str().into()
         };
+        if connect.properties.authentication_method.is_some() {
+            // No extended authentication (no AUTH exchange): refuse and close
+            // [MQTT-4.12.0-1].
+            return refuse(ReasonCode::BadAuthenticationMethod);
+        }
         if let Err(reason) = self.auth.authenticate(&connect, &info) {
             return refuse(reason);
         }

@@ -207,9 +207,19 @@ impl Broker {
                                     new_alias = aliases.apply(publish);
                                 }
                                 if let Err(e) = p.encode_limited(version, client_max, &mut out) {
-                                    tracing::debug!(error = %e, "not sent: cannot encode for this client");
-                                    if let (Packet::Publish(publish), true) = (&p, new_alias) {
-                                        aliases.forget(&publish.topic);
+                                    // A new alias adds 3 bytes: take it back, and send the
+                                    // message without it if that fits [MQTT-3.1.2-24] (the
+                                    // engine checked the size without an alias).
+                                    let retry = match (&mut p, new_alias) {
+                                        (Packet::Publish(publish), true) => {
+                                            aliases.forget(&publish.topic);
+                                            publish.properties.topic_alias = None;
+                                            true
+                                        }
+                                        _ => false,
+                                    };
+                                    if !retry || p.encode_limited(version, client_max, &mut out).is_err() {
+                                        tracing::debug!(error = %e, "not sent: cannot encode for this client");
                                     }
                                 }
                             }

@@ -1,0 +1,187 @@
+//! The bridge's settings: the command line, the optional TOML file, and how they combine.
+//!
+//! Precedence, highest first: a command-line flag, the `--config` file, the built-in default.
+//! The file's `[broker]` table is [`broker::BrokerConfig`] itself, so its keys are that
+//! struct's field names and an unknown key is an error, not a silent no-op.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Where the dashboard, the WebSocket endpoint and the HTTP API listen by default.
+pub(crate) const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+/// Where MQTT over TCP listens by default.
+pub(crate) const DEFAULT_MQTT: &str = "127.0.0.1:1883";
+/// The data directory by default (not used yet: sessions are held in memory).
+pub(crate) const DEFAULT_DATA: &str = "./data";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bridge",
+    version,
+    about = "An MQTT 3.1.1 / 5.0 broker over TCP and WebSocket, with a web dashboard"
+)]
+pub(crate) struct Args {
+    /// Address for HTTP: the dashboard, MQTT over WebSocket at /mqtt and the API
+    /// [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<String>,
+    /// Address for MQTT over TCP [default: 127.0.0.1:1883]
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) mqtt: Option<String>,
+    /// Data directory for persistent sessions; `none` keeps everything in memory only.
+    /// Not used yet: sessions are held in memory [default: ./data]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data: Option<String>,
+    /// Directory of static files served at / [default: the repository's web/]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) web: Option<PathBuf>,
+    /// TOML file with the settings above and a [broker] table of broker limits
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+/// The `--config` file. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    http: Option<String>,
+    mqtt: Option<String>,
+    data: Option<String>,
+    web: Option<PathBuf>,
+    broker: broker::BrokerConfig,
+}
+
+/// Where the data would live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DataDir {
+    /// `--data none`: memory only, by request.
+    None,
+    /// A directory (not used yet).
+    Dir(PathBuf),
+}
+
+/// The settings in force after the file and the flags are combined.
+#[derive(Debug)]
+pub(crate) struct Config {
+    /// HTTP listen address, as given (resolved when bound).
+    pub(crate) http: String,
+    /// MQTT over TCP listen address, as given.
+    pub(crate) mqtt: String,
+    /// The data directory.
+    pub(crate) data: DataDir,
+    /// The static files served at `/`.
+    pub(crate) web: PathBuf,
+    /// The broker engine's limits and policies.
+    pub(crate) broker: broker::BrokerConfig,
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {1}", path = .0.display())]
+    Read(PathBuf, std::io::Error),
+    /// The file is not valid TOML for these settings.
+    #[error("invalid config file {path}: {1}", path = .0.display())]
+    Parse(PathBuf, toml::de::Error),
+}
+
+impl Config {
+    /// Reads the `--config` file, if any, and applies the flags over it.
+    pub(crate) fn load(args: Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Read(path.clone(), e))?;
+                parse(&text).map_err(|e| ConfigError::Parse(path.clone(), e))?
+            }
+            None => FileConfig::default(),
+        };
+        Ok(Config::merge(args, file))
+    }
+
+    fn merge(args: Args, file: FileConfig) -> Config {
+        let data = args
+            .data
+            .or(file.data)
+            .unwrap_or_else(|| DEFAULT_DATA.to_owned());
+        Config {
+            http: args
+                .http
+                .or(file.http)
+                .unwrap_or_else(|| DEFAULT_HTTP.to_owned()),
+            mqtt: args
+                .mqtt
+                .or(file.mqtt)
+                .unwrap_or_else(|| DEFAULT_MQTT.to_owned()),
+            data: if data == "none" {
+                DataDir::None
+            } else {
+                DataDir::Dir(PathBuf::from(data))
+            },
+            web: args.web.or(file.web).unwrap_or_else(default_web_dir),
+            broker: file.broker,
+        }
+    }
+}
+
+fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
+    toml::from_str(text)
+}
+
+/// The repository's `web/`: relative to the current directory when run from the repository
+/// root (as `scripts/run.sh` does), else next to this crate's sources at build time.
+fn default_web_dir() -> PathBuf {
+    let here = Path::new("web");
+    if here.is_dir() {
+        here.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../web")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::parse_from(std::iter::once("bridge").chain(list.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_are_the_documented_addresses_and_data_dir() {
+        let c = Config::merge(args(&[]), FileConfig::default());
+        assert_eq!(c.http, "127.0.0.1:8080");
+        assert_eq!(c.mqtt, "127.0.0.1:1883");
+        assert_eq!(c.data, DataDir::Dir(PathBuf::from("./data")));
+        assert_eq!(
+            c.broker.max_packet_size,
+            broker::BrokerConfig::default().max_packet_size
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let file = parse(
+            "http = \"0.0.0.0:80\"\nmqtt = \"0.0.0.0:1883\"\ndata = \"none\"\n\
+             [broker]\nmax_packet_size = 4096\noverflow_policy = \"drop-newest\"\n",
+        )
+        .expect("valid file");
+        let c = Config::merge(args(&["--http", "127.0.0.1:0"]), file);
+        assert_eq!(c.http, "127.0.0.1:0");
+        assert_eq!(c.mqtt, "0.0.0.0:1883");
+        assert_eq!(c.data, DataDir::None);
+        assert_eq!(c.broker.max_packet_size, 4096);
+        assert_eq!(c.broker.overflow_policy, broker::OverflowPolicy::DropNewest);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(parse("htpp = \"x\"").is_err());
+        assert!(parse("[broker]\nmax_packet_sise = 1").is_err());
+        assert!(parse("[broker]\nmax_packet_size = \"big\"").is_err());
+    }
+}

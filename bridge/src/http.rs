@@ -1,0 +1,46 @@
+//! The axum application: MQTT over WebSocket at `/mqtt`, the JSON API under `/api/v1/`, and
+//! the static files of the web directory at `/`.
+
+use std::path::Path;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use broker::Broker;
+use serde::Serialize;
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+
+use crate::WeakTracker;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    /// The one broker engine, shared with the TCP listener.
+    pub(crate) broker: Broker,
+    /// Upgraded into every WebSocket connection task, so shutdown can wait for it.
+    pub(crate) tracker: WeakTracker,
+}
+
+/// The router: `/mqtt`, `/api/v1/health`, and the web directory for everything else.
+pub(crate) fn router(state: AppState, web: &Path) -> Router {
+    Router::new()
+        .route("/mqtt", get(crate::ws::handler))
+        .route("/api/v1/health", get(health))
+        .fallback_service(ServeDir::new(web))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+#[derive(Debug, Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+}
+
+/// `GET /api/v1/health`: `{"status":"ok","version":"<crate version>"}`.
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
