@@ -85,11 +85,12 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
-    /// The keep-alive in force for a client asking for `requested` seconds: capped by
-    /// `max_keep_alive` (0, "no keep-alive", is capped too), else as asked.
-    pub fn effective_keep_alive(&self, requested: u16) -> u16 {
-        match self.max_keep_alive {
-            Some(max) if requested == 0 || requested > max => max,
+    /// The keep-alive in force for a client asking for `requested` seconds: in 5.0 capped by
+    /// `max_keep_alive` (0, "no keep-alive", is capped too) and announced as Server Keep
+    /// Alive; 3.1.1 cannot announce it, so a 3.1.1 client keeps what it asked for.
+    pub fn effective_keep_alive(&self, requested: u16, version: protocol::ProtocolVersion) -> u16 {
+        match (self.max_keep_alive, version) {
+            (Some(max), protocol::ProtocolVersion::V5) if requested == 0 || requested > max => max,
             _ => requested,
         }
     }
@@ -101,5 +102,26 @@ impl BrokerConfig {
             1 => protocol::QoS::AtLeastOnce,
             _ => protocol::QoS::ExactlyOnce,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::ProtocolVersion::{V311, V5};
+
+    #[test]
+    fn the_keep_alive_cap_applies_to_5_0_clients_who_are_told_and_not_to_3_1_1_ones() {
+        let config = BrokerConfig {
+            max_keep_alive: Some(30),
+            ..Default::default()
+        };
+        // [MQTT-3.2.2-21]: 5.0 clients are told the Server Keep Alive.
+        assert_eq!(config.effective_keep_alive(60, V5), 30);
+        assert_eq!(config.effective_keep_alive(0, V5), 30);
+        assert_eq!(config.effective_keep_alive(10, V5), 10);
+        // 3.1.1 has no way to tell the client, so holding it to the cap would drop it.
+        assert_eq!(config.effective_keep_alive(60, V311), 60);
+        assert_eq!(config.effective_keep_alive(0, V311), 0);
     }
 }

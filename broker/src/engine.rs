@@ -365,7 +365,7 @@ impl Engine {
         let expiry = cfg
             .max_session_expiry
             .map_or(requested_expiry, |m| requested_expiry.min(m));
-        let keep_alive = cfg.effective_keep_alive(connect.keep_alive);
+        let keep_alive = cfg.effective_keep_alive(connect.keep_alive, v);
         let client_window = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;

@@ -31,6 +31,8 @@ struct Inner {
     config: Arc<BrokerConfig>,
     tx: mpsc::Sender<Command>,
     next_conn: AtomicU64,
+    /// Set at shutdown: connections still waiting for CONNECT end at once.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// How a connection ended, for the transport's logs.
@@ -73,6 +75,7 @@ impl Broker {
                 config,
                 tx,
                 next_conn: AtomicU64::new(0),
+                stopping: tokio::sync::watch::channel(false).0,
             }),
         }
     }
@@ -97,6 +100,7 @@ impl Broker {
 
     /// Closes every connection (5.0 clients get DISCONNECT 0x8B) and refuses new ones.
     pub async fn shutdown(&self) {
+        self.inner.stopping.send_replace(true);
         let (done, rx) = oneshot::channel();
         if self.inner.tx.send(Command::Shutdown { done }).await.is_ok() {
             let _ = rx.await;
@@ -117,11 +121,27 @@ impl Broker {
 
         // 1. CONNECT, within the connect timeout [MQTT-3.1.0-1].
         let deadline = tokio::time::Instant::now() + Duration::from_secs(cfg.connect_timeout_secs);
+        let mut stopping = self.inner.stopping.subscribe();
         let connect = loop {
-            let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
-                Err(_) => return Err(ConnectionError::ConnectTimeout),
+            if *stopping.borrow_and_update() {
+                let _ = sink.close().await;
+                return Err(ConnectionError::Stopped);
+            }
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(deadline, stream.next()) => next,
+                _ = stopping.changed() => continue,
+            };
+            let chunk = match next {
+                Err(_) => {
+                    let _ = sink.close().await;
+                    return Err(ConnectionError::ConnectTimeout);
+                }
                 Ok(None) => return Ok(()),
-                Ok(Some(chunk)) => chunk?,
+                Ok(Some(Err(e))) => {
+                    let _ = sink.close().await;
+                    return Err(e.into());
+                }
+                Ok(Some(Ok(chunk))) => chunk,
             };
             let mut input = &chunk[..];
             match decode_all(&mut decoder, &mut input, &mut pending) {
@@ -155,7 +175,7 @@ impl Broker {
             }
         };
         let version = connect.protocol;
-        let keep_alive = cfg.effective_keep_alive(connect.keep_alive);
+        let keep_alive = cfg.effective_keep_alive(connect.keep_alive, version);
         let client_max = connect
             .properties
             .maximum_packet_size
