@@ -55,4 +55,4 @@ step "doc tests" cargo test --workspace --doc
 # The Rust ones (tests/*.rs, package e2e) already ran in "cargo test" above, against the
 # bridge built just before it.
 
-# --- Interop tests (mosquitto_pub/sub, MQTT.js, paho-mqtt against the bridge): add here --------
+# --- Interop tests: tests/interop.rs (mosquitto_pub/sub, MQTT.js, paho-mqtt) run in "cargo test" above.

@@ -13,7 +13,7 @@ use serde::Deserialize;
 pub(crate) const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 /// Where MQTT over TCP listens by default.
 pub(crate) const DEFAULT_MQTT: &str = "127.0.0.1:1883";
-/// The data directory by default (not used yet: sessions are held in memory).
+/// The data directory by default: the embedded store lives there.
 pub(crate) const DEFAULT_DATA: &str = "./data";
 
 /// The command line.
@@ -31,8 +31,8 @@ pub(crate) struct Args {
     /// Address for MQTT over TCP [default: 127.0.0.1:1883]
     #[arg(long, value_name = "ADDR")]
     pub(crate) mqtt: Option<String>,
-    /// Data directory for persistent sessions; `none` keeps everything in memory only.
-    /// Not used yet: sessions are held in memory [default: ./data]
+    /// Data directory of the embedded session store (created if missing); `none` keeps
+    /// everything in memory only [default: ./data]
     #[arg(long, value_name = "DIR")]
     pub(crate) data: Option<String>,
     /// Directory of static files served at / [default: the repository's web/]

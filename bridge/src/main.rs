@@ -83,21 +83,40 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Installed before the "listening" line, so a signal sent right after it is handled.
     let mut signals = Signals::new().context("cannot install signal handlers")?;
 
-    match &config.data {
+    // The store before anything is served: a data directory that cannot be used stops the
+    // start with the reason (exit 1), and nothing in it is changed.
+    let broker = match &config.data {
         DataDir::None => {
-            tracing::info!("--data none: memory only; sessions are held in memory")
+            tracing::info!("--data none: memory only; sessions are lost when the bridge stops");
+            Broker::start(config.broker.clone())
         }
-        DataDir::Dir(dir) => tracing::info!(
-            "data directory {} is not used yet (persistence is a later issue); sessions are \
-             held in memory and lost when the bridge stops",
-            dir.display()
-        ),
-    }
+        DataDir::Dir(dir) => {
+            let durability = config.broker.durability();
+            let store = broker::SqliteStore::open(dir, durability)
+                .with_context(|| format!("cannot use data directory {}", dir.display()))?;
+            let (broker, recovered) = Broker::with_store(
+                config.broker.clone(),
+                std::sync::Arc::new(broker::AllowAll),
+                Box::new(store),
+            )
+            .with_context(|| format!("cannot read data directory {}", dir.display()))?;
+            tracing::info!(
+                data = %dir.display(),
+                ?durability,
+                sessions = recovered.sessions,
+                expired = recovered.expired,
+                queued = recovered.queued,
+                inflight = recovered.inflight,
+                retained = recovered.retained,
+                "store opened"
+            );
+            broker
+        }
+    };
     if !config.web.is_dir() {
         tracing::warn!(web = %config.web.display(), "web directory not found; / will answer 404");
     }
 
-    let broker = Broker::start(config.broker);
     let stop = CancellationToken::new();
     let (tracker, mut finished) = Tracker::new();
 

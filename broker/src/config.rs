@@ -16,6 +16,21 @@ pub enum OverflowPolicy {
     DropNewest,
 }
 
+/// When stored state reaches the disk (with a data directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DurabilityPolicy {
+    /// Synced before PUBACK / PUBREC / SUBACK / CONNACK go out; concurrent clients share one
+    /// sync (group commit).
+    #[default]
+    Always,
+    /// Written before the acknowledgements (safe against a crash of the broker), synced to
+    /// disk every `sync_interval_ms` (a power loss may lose that much).
+    Interval,
+    /// Written before the acknowledgements, synced when the OS decides.
+    None,
+}
+
 /// Broker settings. See the README's configuration section for each key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -59,6 +74,10 @@ pub struct BrokerConfig {
     pub max_retained_messages: usize,
     /// Commands queued from all connections to the engine (backpressure on readers).
     pub engine_queue: usize,
+    /// When stored state reaches the disk.
+    pub durability: DurabilityPolicy,
+    /// For `durability = "interval"`: milliseconds between syncs.
+    pub sync_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -80,6 +99,8 @@ impl Default for BrokerConfig {
             max_connections: 100_000,
             max_retained_messages: 100_000,
             engine_queue: 4096,
+            durability: DurabilityPolicy::Always,
+            sync_interval_ms: 100,
         }
     }
 }
@@ -92,6 +113,17 @@ impl BrokerConfig {
         match (self.max_keep_alive, version) {
             (Some(max), protocol::ProtocolVersion::V5) if requested == 0 || requested > max => max,
             _ => requested,
+        }
+    }
+
+    /// The store's durability for this configuration.
+    pub fn durability(&self) -> crate::store::Durability {
+        match self.durability {
+            DurabilityPolicy::Always => crate::store::Durability::Always,
+            DurabilityPolicy::Interval => crate::store::Durability::Interval(
+                std::time::Duration::from_millis(self.sync_interval_ms.max(1)),
+            ),
+            DurabilityPolicy::None => crate::store::Durability::None,
         }
     }
 

@@ -6,9 +6,9 @@
 //! engine itself is synchronous and takes the time as an argument, so every rule below is
 //! unit-tested without sockets or sleeping.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use protocol::{
     ConnAck, Connect, Disconnect, Packet, PacketId, ProtocolVersion, PubResp, Publish, QoS,
@@ -20,6 +20,9 @@ use crate::auth::{Authenticator, ConnectionInfo};
 use crate::config::{BrokerConfig, OverflowPolicy};
 use crate::message::{Message, Msg};
 use crate::session::{ConnId, Delivery, HeldAck, Inflight, Online, Session, SessionId, Stage};
+use crate::store::{
+    DeliveryState, Op, Recovered, SessionMeta, Store, StoreError, StoredDelivery, StoredMessage,
+};
 use crate::subscriptions::{SubEntry, Subscriptions};
 
 /// What a connection task sends the engine.
@@ -56,6 +59,8 @@ pub enum Command {
     },
     /// Run a query on the engine (the HTTP API's view of sessions).
     Inspect(Inspector),
+    /// Run the clocks (session expiry, delayed wills, the store's interval sync).
+    Tick,
     /// Close every connection (5.0: DISCONNECT 0x8B) and stop accepting.
     Shutdown {
         /// Answered when done.
@@ -105,6 +110,21 @@ pub fn connection_channel_capacity(config: &BrokerConfig) -> usize {
 /// (QoS 0 is at most once), so that a slow reader never makes room run out for QoS 1/2.
 const QOS0_BUDGET: usize = 1024;
 
+/// What [`Engine::recover`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoverStats {
+    /// Sessions recovered.
+    pub sessions: usize,
+    /// Sessions that had expired while the broker was down.
+    pub expired: usize,
+    /// Messages queued for them.
+    pub queued: usize,
+    /// Messages in flight to them.
+    pub inflight: usize,
+    /// Retained messages.
+    pub retained: usize,
+}
+
 /// Totals for the stats API.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EngineStats {
@@ -114,6 +134,44 @@ pub struct EngineStats {
     pub msgs_out: u64,
     /// Messages dropped (queue overflow, expiry, too large, slow QoS 0 reader).
     pub dropped: u64,
+}
+
+/// Converts between the engine's monotonic clock and the wall clock the store keeps
+/// (deadlines must survive a restart, so they are stored as absolute times).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    instant: Instant,
+    system: SystemTime,
+}
+
+impl Clock {
+    /// Both clocks, now.
+    pub fn now() -> Self {
+        Clock {
+            instant: Instant::now(),
+            system: SystemTime::now(),
+        }
+    }
+
+    /// The wall-clock time of `at`.
+    pub fn to_system(&self, at: Instant) -> SystemTime {
+        if at >= self.instant {
+            self.system + (at - self.instant)
+        } else {
+            self.system - (self.instant - at)
+        }
+    }
+
+    /// The monotonic time of `at` (clamped to the past the monotonic clock can express).
+    pub fn to_instant(&self, at: SystemTime) -> Instant {
+        match at.duration_since(self.system) {
+            Ok(ahead) => self.instant + ahead,
+            Err(e) => self
+                .instant
+                .checked_sub(e.duration())
+                .unwrap_or(self.instant),
+        }
+    }
 }
 
 /// The broker engine. See the [module docs](self).
@@ -132,11 +190,25 @@ pub struct Engine {
     to_drop: Vec<SessionId>,
     shutting_down: bool,
     stats: EngineStats,
+    /// Where sessions are kept durably.
+    store: Box<dyn Store>,
+    /// Changes of the current batch, written by [`Engine::flush`] in one transaction.
+    ops: Vec<Op>,
+    /// What the current batch sends, held until its changes are durable (group commit).
+    outbox: Vec<(mpsc::Sender<Outgoing>, Outgoing, Option<SessionId>)>,
+    clock: Clock,
+    /// Shutdown requests, answered when the state is flushed.
+    shutdown_done: Vec<oneshot::Sender<()>>,
 }
 
 impl Engine {
-    /// An engine with no sessions.
-    pub fn new(config: Arc<BrokerConfig>, auth: Arc<dyn Authenticator>) -> Self {
+    /// An engine with no sessions, writing to `store` (call [`Engine::recover`] to read
+    /// back what the store holds).
+    pub fn new(
+        config: Arc<BrokerConfig>,
+        auth: Arc<dyn Authenticator>,
+        store: Box<dyn Store>,
+    ) -> Self {
         Engine {
             config,
             auth,
@@ -150,6 +222,11 @@ impl Engine {
             to_drop: Vec::new(),
             shutting_down: false,
             stats: EngineStats::default(),
+            store,
+            ops: Vec::new(),
+            outbox: Vec::new(),
+            clock: Clock::now(),
+            shutdown_done: Vec::new(),
         }
     }
 
@@ -195,15 +272,59 @@ impl Engine {
                 }
             }
             Command::Inspect(Inspector(f)) => f(self),
+            Command::Tick => {
+                self.tick(now);
+                if let Err(e) = self.store.tick() {
+                    tracing::error!(error = %e, "store sync failed");
+                }
+            }
             Command::Shutdown { done } => {
                 self.shutdown(now);
-                let _ = done.send(());
+                // Answered once the batch is written and sent (see `flush`).
+                self.shutdown_done.push(done);
             }
         }
-        while let Some(sid) = self.to_drop.pop() {
-            if self.sessions.get(&sid).is_some_and(|s| s.online.is_some()) {
-                tracing::warn!(client_id = %self.sessions[&sid].client_id, "connection cannot keep up; closing it");
-                self.go_offline(sid, now);
+    }
+
+    /// Ends a batch: writes its changes to the store in one transaction (durable per the
+    /// policy), then sends what the batch produced. Acknowledgements therefore never go
+    /// out before the state they acknowledge is stored.
+    pub fn flush(&mut self, now: Instant) {
+        loop {
+            let mut store_failed = false;
+            if !self.ops.is_empty() {
+                if let Err(e) = self.store.apply(&self.ops) {
+                    // Nothing of this batch may be acknowledged: the clients will resend.
+                    tracing::error!(error = %e, "store write failed; closing the batch's connections");
+                    store_failed = true;
+                }
+                self.ops.clear();
+            }
+            if self.outbox.is_empty() && self.to_drop.is_empty() {
+                for done in self.shutdown_done.drain(..) {
+                    let _ = done.send(());
+                }
+                return;
+            }
+            for (tx, item, sid) in std::mem::take(&mut self.outbox) {
+                if let Some(s) = sid.and_then(|sid| self.sessions.get_mut(&sid)) {
+                    if let Some(o) = s.online.as_mut() {
+                        o.pending_out = 0;
+                    }
+                }
+                let item = match (store_failed, item) {
+                    (true, Outgoing::Packet(_)) => Outgoing::Close,
+                    (_, item) => item,
+                };
+                if tx.try_send(item).is_err() {
+                    self.to_drop.extend(sid);
+                }
+            }
+            while let Some(sid) = self.to_drop.pop() {
+                if self.sessions.get(&sid).is_some_and(|s| s.online.is_some()) {
+                    tracing::warn!(client_id = %self.sessions[&sid].client_id, "connection cannot keep up; closing it");
+                    self.go_offline(sid, now);
+                }
             }
         }
     }
@@ -222,6 +343,9 @@ impl Engine {
             }
         }
         for (will, client) in wills {
+            if let Some(&sid) = self.by_client.get(&client) {
+                self.persist_session(sid);
+            }
             self.publish_will(will, client, now);
         }
         for sid in expired {
@@ -232,13 +356,15 @@ impl Engine {
     // ----- sending -----
 
     fn send(&mut self, sid: SessionId, packet: Packet) {
-        let Some(s) = self.sessions.get(&sid) else {
+        let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        let Some(online) = &s.online else { return };
-        if online.tx.try_send(Outgoing::Packet(packet)).is_err() {
-            self.to_drop.push(sid);
-        }
+        let Some(online) = s.online.as_mut() else {
+            return;
+        };
+        online.pending_out += 1;
+        self.outbox
+            .push((online.tx.clone(), Outgoing::Packet(packet), Some(sid)));
     }
 
     fn close(&mut self, sid: SessionId, reason: Option<ReasonCode>) {
@@ -246,14 +372,183 @@ impl Engine {
             return;
         };
         let Some(online) = &s.online else { return };
+        let tx = online.tx.clone();
         if let (Some(reason), ProtocolVersion::V5) = (reason, s.version) {
-            let _ = online
-                .tx
-                .try_send(Outgoing::Packet(Packet::Disconnect(Disconnect::new(
-                    reason,
-                ))));
+            let packet = Packet::Disconnect(Disconnect::new(reason));
+            self.outbox
+                .push((tx.clone(), Outgoing::Packet(packet), None));
         }
-        let _ = online.tx.try_send(Outgoing::Close);
+        self.outbox.push((tx, Outgoing::Close, None));
+    }
+
+    // ----- the store -----
+
+    fn session_meta(&self, s: &Session) -> SessionMeta {
+        SessionMeta {
+            client_id: s.client_id.clone(),
+            version: s.version,
+            username: s.username.clone(),
+            expiry_interval: s.expiry_interval,
+            expires_at: s.expires_at.map(|t| self.clock.to_system(t)),
+            disconnected_at: s.disconnected_at.map(|t| self.clock.to_system(t)),
+            pending_will: s
+                .pending_will
+                .as_ref()
+                .map(|(w, at)| (w.clone(), self.clock.to_system(*at))),
+            dropped: s.stats.dropped,
+        }
+    }
+
+    /// Writes a persistent session's own fields.
+    fn persist_session(&mut self, sid: SessionId) {
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        if s.persistent() {
+            let meta = self.session_meta(s);
+            self.ops.push(Op::PutSession(Box::new(meta)));
+        }
+    }
+
+    fn stored_message(&self, m: &Message) -> StoredMessage {
+        StoredMessage {
+            topic: m.topic.clone(),
+            payload: m.payload.clone(),
+            qos: m.qos,
+            retain: m.retain,
+            properties: m.properties.clone(),
+            expires_at: m.expires_at.map(|t| self.clock.to_system(t)),
+            received_at: self.clock.to_system(m.received_at),
+            publisher: m.publisher.clone(),
+        }
+    }
+
+    fn message_from_store(&self, m: StoredMessage) -> Msg {
+        Arc::new(Message {
+            topic: m.topic,
+            payload: m.payload,
+            qos: m.qos,
+            retain: m.retain,
+            properties: m.properties,
+            expires_at: m.expires_at.map(|t| self.clock.to_instant(t)),
+            received_at: self.clock.to_instant(m.received_at),
+            publisher: m.publisher,
+        })
+    }
+
+    fn put_delivery(&mut self, client: &Arc<str>, d: &Delivery, state: DeliveryState) {
+        let delivery = StoredDelivery {
+            seq: d.seq,
+            state,
+            qos: d.qos,
+            retain: d.retain,
+            sub_ids: d.sub_ids.clone(),
+            msg: self.stored_message(&d.msg),
+        };
+        self.ops.push(Op::PutDelivery {
+            client: client.clone(),
+            delivery: Box::new(delivery),
+        });
+    }
+
+    fn delivery_from_store(&self, d: StoredDelivery, now: Instant) -> Delivery {
+        Delivery {
+            seq: d.seq,
+            stored: true,
+            qos: d.qos,
+            retain: d.retain,
+            sub_ids: d.sub_ids,
+            msg: self.message_from_store(d.msg),
+            queued_at: now,
+        }
+    }
+
+    /// Reads back what the store holds: sessions (a session whose expiry passed while the
+    /// broker was down is ended now), their subscriptions, in-flight messages and QoS 2
+    /// state, and the retained messages. Queued messages stay in the store.
+    pub fn recover(&mut self, now: Instant) -> Result<RecoverStats, StoreError> {
+        let Recovered { sessions, retained } = self.store.load()?;
+        let wall = self.clock.to_system(now);
+        let mut stats = RecoverStats::default();
+        for r in sessions {
+            let meta = r.meta;
+            if meta.expires_at.is_some_and(|t| t <= wall) {
+                // Ended while the broker was down; its delayed will is due now.
+                if let Some((will, _)) = meta.pending_will {
+                    self.publish_will(will, meta.client_id.clone(), now);
+                }
+                self.ops.push(Op::DeleteSession(meta.client_id));
+                stats.expired += 1;
+                continue;
+            }
+            let sid = SessionId(self.next_session);
+            self.next_session += 1;
+            let mut s = Session::new(sid, meta.client_id.clone(), meta.version);
+            s.clean_start = false;
+            s.username = meta.username;
+            s.expiry_interval = meta.expiry_interval;
+            // Offline from now on; a session of a client that was connected when the broker
+            // stopped starts its expiry now.
+            s.expires_at = match meta.expires_at {
+                Some(t) => Some(self.clock.to_instant(t)),
+                None if meta.expiry_interval == u32::MAX => None,
+                None => Some(now + Duration::from_secs(u64::from(meta.expiry_interval))),
+            };
+            s.disconnected_at = Some(
+                meta.disconnected_at
+                    .map_or(now, |t| self.clock.to_instant(t)),
+            );
+            s.pending_will = meta
+                .pending_will
+                .map(|(w, at)| (w, self.clock.to_instant(at)));
+            s.stats.dropped = meta.dropped;
+            for (filter, entry) in r.subscriptions {
+                self.subs.insert(sid, &filter, entry);
+                s.subscriptions.insert(filter, entry);
+            }
+            for d in r.inflight {
+                let (id, stage) = match d.state {
+                    DeliveryState::AwaitingAck(id) => (id, Stage::AwaitingAck),
+                    DeliveryState::AwaitingComp(id) => (id, Stage::AwaitingComp),
+                    DeliveryState::Queued => continue,
+                };
+                let seq = d.seq;
+                let delivery = self.delivery_from_store(d, now);
+                s.inflight.insert(
+                    id,
+                    Inflight {
+                        seq,
+                        delivery,
+                        stage,
+                    },
+                );
+            }
+            s.inbound_qos2.extend(r.inbound_qos2);
+            s.next_seq = r.max_seq.map_or(0, |m| m + 1);
+            if r.queued.0 > 0 {
+                for d in self.store.load_queue(&s.client_id)? {
+                    let size = d.msg.payload.len();
+                    s.stored_queue.push_back((d.seq, size));
+                    s.queued_bytes += size;
+                }
+            }
+            stats.sessions += 1;
+            stats.queued += s.stored_queue.len();
+            stats.inflight += s.inflight.len();
+            self.by_client.insert(s.client_id.clone(), sid);
+            self.sessions.insert(sid, s);
+        }
+        for m in retained {
+            let msg = self.message_from_store(m);
+            if msg.is_expired(now) {
+                self.ops.push(Op::DeleteRetained(msg.topic.clone()));
+            } else {
+                self.retained.insert(msg.topic.clone(), msg);
+                stats.retained += 1;
+            }
+        }
+        self.flush(now);
+        Ok(stats)
     }
 
     /// Ends the connection because of the client's error: DISCONNECT with the reason (5.0),
@@ -388,8 +683,36 @@ impl Engine {
             peer: info.peer,
             keep_alive,
             disconnected_normally: false,
+            pending_out: 0,
         });
         self.conns.insert(conn, sid);
+        if s.persistent() {
+            self.persist_session(sid);
+        } else if session_present {
+            // Resumed with expiry 0: it ends with this connection, so it is no longer kept.
+            self.ops.push(Op::DeleteSession(client_id.clone()));
+        }
+        // Messages queued while it was away come back from the store.
+        let s = &self.sessions[&sid];
+        if !s.stored_queue.is_empty() {
+            let client = s.client_id.clone();
+            match self.store.load_queue(&client) {
+                Ok(stored) => {
+                    let queue: VecDeque<Delivery> = stored
+                        .into_iter()
+                        .map(|d| self.delivery_from_store(d, now))
+                        .collect();
+                    if let Some(s) = self.sessions.get_mut(&sid) {
+                        s.stored_queue.clear();
+                        s.queue = queue;
+                        s.queued_bytes = s.queue.iter().map(|d| d.msg.payload.len()).sum();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(client_id = %client, error = %e, "cannot read the queued messages")
+                }
+            }
+        }
 
         let mut ack = ConnAck::new(session_present, ReasonCode::Success);
         if v == ProtocolVersion::V5 {
@@ -518,6 +841,13 @@ impl Engine {
         let (matched, congested) = if allowed {
             if let (QoS::ExactlyOnce, Some(id)) = (qos, pid) {
                 s.inbound_qos2.insert(id.get());
+                if s.persistent() {
+                    let client = s.client_id.clone();
+                    self.ops.push(Op::PutInboundQos2 {
+                        client,
+                        packet_id: id.get(),
+                    });
+                }
             }
             let msg = Arc::new(Message::from_publish(p, Some(client_id), now));
             self.route(msg, Some(sid), now)
@@ -554,6 +884,7 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
+        let persistent = s.persistent();
         let Some(online) = s.online.as_mut() else {
             return;
         };
@@ -565,7 +896,13 @@ impl Engine {
             _ => {
                 if reason.is_error() {
                     // A refused QoS 2 message ends its flow here.
-                    s.inbound_qos2.remove(&id.get());
+                    if s.inbound_qos2.remove(&id.get()) && persistent {
+                        let client = s.client_id.clone();
+                        self.ops.push(Op::DeleteInboundQos2 {
+                            client,
+                            packet_id: id.get(),
+                        });
+                    }
                     online.inbound_unacked = online.inbound_unacked.saturating_sub(1);
                 }
                 Packet::PubRec(PubResp::with_reason(id, reason))
@@ -582,6 +919,13 @@ impl Engine {
         if known {
             if let Some(o) = s.online.as_mut() {
                 o.inbound_unacked = o.inbound_unacked.saturating_sub(1);
+            }
+            if s.persistent() {
+                let client = s.client_id.clone();
+                self.ops.push(Op::DeleteInboundQos2 {
+                    client,
+                    packet_id: rel.packet_id.get(),
+                });
             }
         }
         let reason = if known || s.version == ProtocolVersion::V311 {
@@ -604,7 +948,12 @@ impl Engine {
             .get(&id.get())
             .is_some_and(|f| f.stage == stage && f.delivery.qos == qos);
         if matches {
-            s.inflight.remove(&id.get());
+            if let Some(f) = s.inflight.remove(&id.get()) {
+                if f.delivery.stored {
+                    let client = s.client_id.clone();
+                    self.ops.push(Op::DeleteDelivery { client, seq: f.seq });
+                }
+            }
             self.drain(sid, now);
         }
     }
@@ -616,11 +965,20 @@ impl Engine {
         let id = rec.packet_id;
         match s.inflight.get_mut(&id.get()) {
             Some(f) if f.delivery.qos == QoS::ExactlyOnce && f.stage == Stage::AwaitingAck => {
+                let (seq, stored) = (f.seq, f.delivery.stored);
+                let client = s.client_id.clone();
                 if rec.reason.is_error() {
                     s.inflight.remove(&id.get());
+                    if stored {
+                        self.ops.push(Op::DeleteDelivery { client, seq });
+                    }
                     self.drain(sid, now);
                 } else {
                     f.stage = Stage::AwaitingComp;
+                    if stored {
+                        let state = DeliveryState::AwaitingComp(id.get());
+                        self.ops.push(Op::SetDeliveryState { client, seq, state });
+                    }
                     self.send(sid, Packet::PubRel(PubResp::new(id)));
                 }
             }
@@ -666,6 +1024,15 @@ impl Engine {
             let existed = self.subs.insert(sid, &wanted.filter, entry);
             if let Some(s) = self.sessions.get_mut(&sid) {
                 s.subscriptions.insert(wanted.filter.clone(), entry);
+                if s.persistent() {
+                    let client = s.client_id.clone();
+                    let filter = wanted.filter.clone();
+                    self.ops.push(Op::PutSubscription {
+                        client,
+                        filter,
+                        entry,
+                    });
+                }
             }
             reasons.push(match options.qos {
                 QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
@@ -702,6 +1069,8 @@ impl Engine {
         self.send(sid, Packet::SubAck(ack));
         for (msg, entry) in retained {
             let d = Delivery {
+                seq: 0,
+                stored: false,
                 qos: msg.qos.min(entry.options.qos),
                 // Sent because of a new subscription: RETAIN is 1 [MQTT-3.3.1-8].
                 retain: true,
@@ -718,7 +1087,13 @@ impl Engine {
         for f in &unsub.filters {
             let removed = self.subs.remove(sid, f);
             if let Some(s) = self.sessions.get_mut(&sid) {
-                s.subscriptions.remove(f);
+                if s.subscriptions.remove(f).is_some() && s.persistent() {
+                    let client = s.client_id.clone();
+                    self.ops.push(Op::DeleteSubscription {
+                        client,
+                        filter: f.clone(),
+                    });
+                }
             }
             reasons.push(if removed {
                 ReasonCode::Success
@@ -825,6 +1200,8 @@ impl Engine {
         let count = targets.len();
         for (sid, sub_qos, rap, sub_ids) in targets {
             let d = Delivery {
+                seq: 0,
+                stored: false,
                 qos: msg.qos.min(sub_qos),
                 // [MQTT-3.3.1-12], [MQTT-3.3.1-13]; 3.1.1 always 0 here [MQTT-3.3.1-9].
                 retain: rap && msg.retain,
@@ -843,11 +1220,15 @@ impl Engine {
     /// [MQTT-3.3.1-5], [MQTT-3.3.1-6], [MQTT-3.3.1-7].
     fn retain(&mut self, msg: &Msg) {
         if msg.payload.is_empty() {
-            self.retained.remove(&msg.topic);
+            if self.retained.remove(&msg.topic).is_some() {
+                self.ops.push(Op::DeleteRetained(msg.topic.clone()));
+            }
         } else if self.retained.len() < self.config.max_retained_messages
             || self.retained.contains_key(&msg.topic)
         {
             self.retained.insert(msg.topic.clone(), msg.clone());
+            let stored = self.stored_message(msg);
+            self.ops.push(Op::PutRetained(Box::new(stored)));
         } else {
             tracing::warn!(topic = %msg.topic, "retained message limit reached; not retained");
         }
@@ -855,11 +1236,13 @@ impl Engine {
 
     /// Delivers to one session: sends now if online and the window allows, else queues.
     /// Returns true if an online session is now over its queue limit (backpressure).
-    fn deliver(&mut self, sid: SessionId, d: Delivery, now: Instant) -> bool {
+    fn deliver(&mut self, sid: SessionId, mut d: Delivery, now: Instant) -> bool {
         let cfg = self.config.clone();
         let Some(s) = self.sessions.get_mut(&sid) else {
             return false;
         };
+        d.seq = s.take_seq();
+        let client = s.client_id.clone();
         if s.online.is_some() {
             if d.qos == QoS::AtMostOnce || (s.queue.is_empty() && s.window_open()) {
                 self.transmit(sid, d, now);
@@ -867,28 +1250,39 @@ impl Engine {
             }
             let over = s.queue.len() >= cfg.max_queued_messages
                 || s.queued_bytes + d.msg.payload.len() > cfg.max_queued_bytes;
-            s.push_queue(d);
+            let persistent = s.persistent();
+            if persistent {
+                d.stored = true;
+                self.put_delivery(&client, &d, DeliveryState::Queued);
+            }
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.push_queue(d);
+            }
             return over;
         }
+        // Offline (only persistent sessions are): the message goes to the store, only its
+        // seq and size stay in memory.
         if d.qos == QoS::AtMostOnce && !cfg.queue_qos0 {
             return false;
         }
         let size = d.msg.payload.len();
-        while !s.queue.is_empty()
-            && (s.queue.len() >= cfg.max_queued_messages
+        while !s.stored_queue.is_empty()
+            && (s.stored_queue.len() >= cfg.max_queued_messages
                 || s.queued_bytes + size > cfg.max_queued_bytes)
         {
+            s.stats.dropped += 1;
+            self.stats.dropped += 1;
             match cfg.overflow_policy {
                 OverflowPolicy::DropOldest => {
-                    s.pop_queue();
-                    s.stats.dropped += 1;
-                    self.stats.dropped += 1;
+                    if let Some((seq, old)) = s.stored_queue.pop_front() {
+                        s.queued_bytes -= old;
+                        self.ops.push(Op::DeleteDelivery {
+                            client: client.clone(),
+                            seq,
+                        });
+                    }
                 }
-                OverflowPolicy::DropNewest => {
-                    s.stats.dropped += 1;
-                    self.stats.dropped += 1;
-                    return false;
-                }
+                OverflowPolicy::DropNewest => return false,
             }
         }
         if size > cfg.max_queued_bytes || cfg.max_queued_messages == 0 {
@@ -896,32 +1290,29 @@ impl Engine {
             self.stats.dropped += 1;
             return false;
         }
-        s.push_queue(d);
+        s.stored_queue.push_back((d.seq, size));
+        s.queued_bytes += size;
+        d.stored = true;
+        self.put_delivery(&client, &d, DeliveryState::Queued);
         false
     }
 
     /// Sends one delivery on an online session: QoS 0 directly, QoS 1/2 with a packet id,
-    /// into the in-flight set.
-    fn transmit(&mut self, sid: SessionId, d: Delivery, now: Instant) {
+    /// into the in-flight set (and, for a persistent session, the store).
+    fn transmit(&mut self, sid: SessionId, mut d: Delivery, now: Instant) {
+        let reserve = connection_reserve(&self.config);
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
         let Some(online) = &s.online else { return };
-        if d.msg.is_expired(now) {
-            // [MQTT-3.3.2-5]: an expired message is not delivered.
-            s.stats.dropped += 1;
-            self.stats.dropped += 1;
-            return;
-        }
-        let mut p = d.msg.to_publish(d.qos, d.retain, &d.sub_ids, now);
+        let client = s.client_id.clone();
         let qos0 = d.qos == QoS::AtMostOnce;
+        // [MQTT-3.3.2-5]: an expired message is not delivered. A QoS 0 message towards a
+        // connection whose channel is nearly full is dropped (at most once).
+        let room = online.tx.capacity().saturating_sub(online.pending_out);
         let max_packet_size = online.max_packet_size;
-        if qos0 && online.tx.capacity() <= connection_reserve(&self.config) {
-            s.stats.dropped += 1;
-            self.stats.dropped += 1;
-            return;
-        }
-        let id = if qos0 {
+        let dropped = d.msg.is_expired(now) || (qos0 && room <= reserve);
+        let id = if dropped || qos0 {
             None
         } else {
             match s.alloc_packet_id() {
@@ -932,32 +1323,53 @@ impl Engine {
                 }
             }
         };
+        let mut p = d.msg.to_publish(d.qos, d.retain, &d.sub_ids, now);
         p.packet_id = id;
-        if let Some(max) = max_packet_size {
-            let fits = Packet::Publish(p.clone())
+        // Too large for the client: discarded as if sent [MQTT-3.1.2-25].
+        let too_large = max_packet_size.is_some_and(|max| {
+            !Packet::Publish(p.clone())
                 .encoded_len(s.version)
-                .is_ok_and(|n| n <= max as usize);
-            if !fits {
-                // Too large for the client: discarded as if sent [MQTT-3.1.2-25].
-                s.stats.dropped += 1;
-                self.stats.dropped += 1;
-                return;
+                .is_ok_and(|n| n <= max as usize)
+        });
+        if dropped || too_large {
+            s.stats.dropped += 1;
+            self.stats.dropped += 1;
+            if d.stored {
+                self.ops.push(Op::DeleteDelivery { client, seq: d.seq });
             }
+            return;
         }
         s.stats.msgs_out += 1;
         s.stats.bytes_out += p.payload.len() as u64;
         self.stats.msgs_out += 1;
-        if let Some(id) = id {
-            let seq = s.next_seq;
-            s.next_seq += 1;
-            s.inflight.insert(
-                id.get(),
-                Inflight {
-                    seq,
-                    delivery: d,
-                    stage: Stage::AwaitingAck,
-                },
-            );
+        let persistent = s.persistent();
+        match id {
+            Some(id) => {
+                let state = DeliveryState::AwaitingAck(id.get());
+                if d.stored {
+                    self.ops.push(Op::SetDeliveryState {
+                        client,
+                        seq: d.seq,
+                        state,
+                    });
+                } else if persistent {
+                    d.stored = true;
+                    self.put_delivery(&client, &d, state);
+                }
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    let seq = d.seq;
+                    s.inflight.insert(
+                        id.get(),
+                        Inflight {
+                            seq,
+                            delivery: d,
+                            stage: Stage::AwaitingAck,
+                        },
+                    );
+                }
+            }
+            None if d.stored => self.ops.push(Op::DeleteDelivery { client, seq: d.seq }),
+            None => {}
         }
         self.send(sid, Packet::Publish(p));
     }
@@ -1021,8 +1433,25 @@ impl Engine {
             secs => Some(now + Duration::from_secs(u64::from(secs))),
         };
         let ends = s.expiry_interval == 0;
+        // Its queue now waits in the store; memory keeps only seq and size.
+        let mut unstored = Vec::new();
+        if !ends {
+            let queue = std::mem::take(&mut s.queue);
+            for d in queue {
+                s.stored_queue.push_back((d.seq, d.msg.payload.len()));
+                if !d.stored {
+                    unstored.push(d);
+                }
+            }
+        }
         // Acks held for publishers: the slow reader is gone, so they are released.
         let held: Vec<HeldAck> = s.held_acks.drain(..).collect();
+        for d in unstored {
+            self.put_delivery(&client, &d, DeliveryState::Queued);
+        }
+        if !ends {
+            self.persist_session(sid);
+        }
         if let Some(will) = will_now {
             self.publish_will(will, client, now);
         }
@@ -1046,6 +1475,7 @@ impl Engine {
             return;
         };
         self.by_client.remove(&s.client_id);
+        self.ops.push(Op::DeleteSession(s.client_id.clone()));
         for f in s.subscriptions.keys() {
             self.subs.remove(sid, f);
         }
@@ -1162,7 +1592,11 @@ mod tests {
 
     fn world(config: BrokerConfig) -> World {
         World {
-            engine: Engine::new(Arc::new(config), Arc::new(AllowAll)),
+            engine: Engine::new(
+                Arc::new(config),
+                Arc::new(AllowAll),
+                Box::new(crate::store::MemoryStore::new()),
+            ),
             now: Instant::now(),
             next_conn: 0,
         }
@@ -1172,6 +1606,7 @@ mod tests {
         fn advance(&mut self, secs: u64) {
             self.now += Duration::from_secs(secs);
             self.engine.tick(self.now);
+            self.engine.flush(self.now);
         }
 
         fn connect_with(&mut self, connect: Connect) -> (Conn, ConnAck) {
@@ -1191,6 +1626,7 @@ mod tests {
                 },
                 self.now,
             );
+            self.engine.flush(self.now);
             let mut conn = Conn {
                 id,
                 rx,
@@ -1224,6 +1660,7 @@ mod tests {
                 },
                 self.now,
             );
+            self.engine.flush(self.now);
         }
 
         fn subscribe(&mut self, conn: &mut Conn, filter: &str, qos: QoS) -> SubAck {
@@ -1283,6 +1720,7 @@ mod tests {
                 },
                 self.now,
             );
+            self.engine.flush(self.now);
         }
 
         fn disconnect(&mut self, conn: &Conn) {
@@ -1312,7 +1750,7 @@ mod tests {
         for (i, m) in [b"1", b"2", b"3"].into_iter().enumerate() {
             w.publish(&b, "seed/cmd", m, QoS::AtLeastOnce, false, i as u16 + 1);
         }
-        assert_eq!(w.engine.session("A").unwrap().queue.len(), 3);
+        assert_eq!(w.engine.session("A").unwrap().queued_len(), 3);
         // [MQTT-3.2.2-3]: session present = 1 on resume; queued messages follow in order.
         let (mut a, ack) = w.connect(V3, "A", false, None);
         assert!(ack.session_present);

@@ -9,10 +9,12 @@
 //!
 //! # Layout
 //! - [`engine`]: the single owner of all session state, synchronous, time passed in.
-//! - [`server`]: the engine task and the connection task ([`Broker`]).
+//! - [`server`]: the engine thread and the connection task ([`Broker`]).
 //! - [`session`]: one client id's session: subscriptions, queue, in-flight messages.
 //! - [`subscriptions`]: the topic trie and shared subscription groups.
 //! - [`message`]: a published message as held once for all its subscribers.
+//! - [`store`]: the storage trait, an in-memory store and the embedded SQLite store;
+//!   changes are written once per engine batch, before its acknowledgements go out.
 //! - [`auth`]: the authentication / authorization hook on the connection path.
 //! - [`config`]: limits and policies.
 //!
@@ -31,9 +33,11 @@ pub mod engine;
 pub mod message;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod subscriptions;
 
 pub use auth::{AllowAll, Authenticator, ConnectionInfo, Transport};
-pub use config::{BrokerConfig, OverflowPolicy};
-pub use engine::{CloseReason, Command, Engine, Outgoing};
+pub use config::{BrokerConfig, DurabilityPolicy, OverflowPolicy};
+pub use engine::{CloseReason, Command, Engine, Outgoing, RecoverStats};
 pub use server::{Broker, ConnectionError};
+pub use store::{MemoryStore, SqliteStore, Store, StoreError};

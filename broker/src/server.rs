@@ -17,8 +17,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{AllowAll, Authenticator, ConnectionInfo};
 use crate::config::BrokerConfig;
-use crate::engine::{connection_channel_capacity, CloseReason, Command, Engine, Outgoing};
+use crate::engine::{
+    connection_channel_capacity, CloseReason, Command, Engine, Outgoing, RecoverStats,
+};
 use crate::session::ConnId;
+use crate::store::{MemoryStore, Store, StoreError};
 
 /// A handle on a running broker; cheap to clone, one per listener.
 #[derive(Debug, Clone)]
@@ -64,12 +67,49 @@ impl Broker {
         Broker::with_authenticator(config, Arc::new(AllowAll))
     }
 
-    /// Starts the engine task with an authenticator.
+    /// Starts the engine with an authenticator, in memory only (`--data none`).
     pub fn with_authenticator(config: BrokerConfig, auth: Arc<dyn Authenticator>) -> Broker {
         let config = Arc::new(config);
+        let engine = Engine::new(config.clone(), auth, Box::new(MemoryStore::new()));
+        Broker::launch(config, engine)
+    }
+
+    /// Starts the engine on `store`, after reading back the sessions and retained messages
+    /// it holds. Fails, without touching the data, if the store cannot be read.
+    pub fn with_store(
+        config: BrokerConfig,
+        auth: Arc<dyn Authenticator>,
+        store: Box<dyn Store>,
+    ) -> Result<(Broker, RecoverStats), StoreError> {
+        let config = Arc::new(config);
+        let mut engine = Engine::new(config.clone(), auth, store);
+        let stats = engine.recover(Instant::now())?;
+        Ok((Broker::launch(config, engine), stats))
+    }
+
+    /// Runs the engine on a thread of its own (it owns all session state and does the
+    /// store's synchronous writes, so it must not stall the async workers), fed by one
+    /// bounded channel, with a timer task sending it `Tick`s.
+    fn launch(config: Arc<BrokerConfig>, engine: Engine) -> Broker {
         let (tx, rx) = mpsc::channel(config.engine_queue.max(1));
-        let engine = Engine::new(config.clone(), auth);
-        tokio::spawn(run_engine(engine, rx));
+        let spawned = std::thread::Builder::new()
+            .name("broker-engine".into())
+            .spawn(move || run_engine(engine, rx));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the engine thread");
+        }
+        let ticker = tx.downgrade();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(250));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(tx) = ticker.upgrade() else { break };
+                if tx.send(Command::Tick).await.is_err() {
+                    break;
+                }
+            }
+        });
         Broker {
             inner: Arc::new(Inner {
                 config,
@@ -332,24 +372,18 @@ async fn send_disconnect<S: Sink<Bytes, Error = io::Error> + Unpin>(
     }
 }
 
-async fn run_engine(mut engine: Engine, mut rx: mpsc::Receiver<Command>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            cmd = rx.recv() => {
-                let Some(cmd) = cmd else { break };
-                let now = Instant::now();
-                engine.handle(cmd, now);
-                // Take what else is ready without yielding, up to a batch.
-                for _ in 0..256 {
-                    match rx.try_recv() {
-                        Ok(cmd) => engine.handle(cmd, now),
-                        Err(_) => break,
-                    }
-                }
+fn run_engine(mut engine: Engine, mut rx: mpsc::Receiver<Command>) {
+    while let Some(cmd) = rx.blocking_recv() {
+        let now = Instant::now();
+        engine.handle(cmd, now);
+        // Everything else already waiting joins the batch: one store commit for all of it.
+        for _ in 0..1024 {
+            match rx.try_recv() {
+                Ok(cmd) => engine.handle(cmd, now),
+                Err(_) => break,
             }
-            _ = tick.tick() => engine.tick(Instant::now()),
         }
+        engine.flush(now);
     }
+    engine.flush(Instant::now());
 }

@@ -28,6 +28,10 @@ pub struct ConnId(pub u64);
 /// One message waiting for a session, with the QoS and flags of its delivery.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// Its place in the session's order (given when queued or sent; the store's key).
+    pub seq: u64,
+    /// Written to the store (a persistent session's QoS 1/2, or queued while offline).
+    pub stored: bool,
     /// The message.
     pub msg: Msg,
     /// min(published QoS, subscription QoS).
@@ -95,6 +99,9 @@ pub struct Online {
     pub keep_alive: u16,
     /// A normal DISCONNECT came: no will.
     pub disconnected_normally: bool,
+    /// Items waiting in the engine's outbox for this connection (sent at the end of the
+    /// batch, after the store's commit).
+    pub pending_out: usize,
 }
 
 /// Counters shown by the dashboard.
@@ -133,9 +140,12 @@ pub struct Session {
     pub disconnected_at: Option<Instant>,
     /// Subscriptions (also in the index).
     pub subscriptions: HashMap<TopicFilter, SubEntry>,
-    /// Messages waiting, oldest first.
+    /// Messages waiting while online, oldest first.
     pub queue: VecDeque<Delivery>,
-    /// Payload bytes in `queue`.
+    /// Messages waiting while offline: only their seq and size are in memory, the messages
+    /// are in the store until the client returns (bounded memory per idle session).
+    pub stored_queue: VecDeque<(u64, usize)>,
+    /// Payload bytes in `queue` and `stored_queue`.
     pub queued_bytes: usize,
     /// Outgoing QoS 1/2 in flight, by packet id.
     pub inflight: HashMap<u16, Inflight>,
@@ -170,6 +180,7 @@ impl Session {
             disconnected_at: None,
             subscriptions: HashMap::new(),
             queue: VecDeque::new(),
+            stored_queue: VecDeque::new(),
             queued_bytes: 0,
             inflight: HashMap::new(),
             next_packet_id: 1,
@@ -205,16 +216,33 @@ impl Session {
         }
     }
 
-    /// Removes the oldest queued message.
+    /// Removes the oldest message of the online queue.
     pub fn pop_queue(&mut self) -> Option<Delivery> {
         let d = self.queue.pop_front()?;
         self.queued_bytes -= d.msg.payload.len();
         Some(d)
     }
 
-    /// Appends to the queue (limits are the caller's business).
+    /// Appends to the online queue (limits are the caller's business).
     pub fn push_queue(&mut self, d: Delivery) {
         self.queued_bytes += d.msg.payload.len();
         self.queue.push_back(d);
+    }
+
+    /// Messages waiting, online or offline.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len() + self.stored_queue.len()
+    }
+
+    /// Kept after its connection ends (and so written to the store).
+    pub fn persistent(&self) -> bool {
+        self.expiry_interval > 0
+    }
+
+    /// The next sequence number.
+    pub fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
     }
 }

@@ -1,0 +1,607 @@
+//! [`MemoryStore`]: the store of `--data none` and of unit tests.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use protocol::{TopicFilter, TopicName};
+
+use super::{
+    DeliveryState, Op, Recovered, RecoveredSession, SessionMeta, Store, StoreError, StoredDelivery,
+    StoredMessage,
+};
+use crate::subscriptions::SubEntry;
+
+/// Keeps everything in memory: nothing survives the process, which is its purpose.
+///
+/// It behaves as [`super::SqliteStore`] does, so the engine cannot tell them apart: a batch
+/// applies whole or not at all, and a batch that would leave rows of a session that is not
+/// stored (a subscription, delivery or QoS 2 id without its `PutSession`) is refused, as the
+/// database's foreign keys refuse it. It is bounded only by what the engine puts in it (the
+/// engine enforces the queue limits).
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    /// Every session's rows, by client id. An entry always has `meta` between batches.
+    clients: BTreeMap<Arc<str>, Client>,
+    /// Retained messages by topic.
+    retained: BTreeMap<TopicName, StoredMessage>,
+}
+
+/// One client id's rows.
+#[derive(Debug, Default)]
+struct Client {
+    /// `None` only in the middle of a batch that stores rows before the session.
+    meta: Option<SessionMeta>,
+    subscriptions: BTreeMap<TopicFilter, SubEntry>,
+    /// Queued and in-flight deliveries by seq.
+    deliveries: BTreeMap<u64, StoredDelivery>,
+    inbound_qos2: BTreeSet<u16>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Refuses a batch that would leave rows of a session that is not stored, before
+    /// anything of it is applied (the rule the database checks at commit).
+    fn check(&self, ops: &[Op]) -> Result<(), StoreError> {
+        // Whether each session touched by the batch exists at this point of the batch.
+        let mut exists: HashMap<&str, bool> = HashMap::new();
+        // Sessions that got a row while they did not exist, and have not been deleted since.
+        let mut orphans: BTreeSet<&str> = BTreeSet::new();
+        for op in ops {
+            let client: &str = match op {
+                Op::PutSession(meta) => {
+                    exists.insert(&meta.client_id, true);
+                    continue;
+                }
+                Op::DeleteSession(client) => {
+                    exists.insert(client, false);
+                    orphans.remove(&**client);
+                    continue;
+                }
+                Op::PutSubscription { client, .. }
+                | Op::PutDelivery { client, .. }
+                | Op::PutInboundQos2 { client, .. } => client,
+                Op::DeleteSubscription { .. }
+                | Op::SetDeliveryState { .. }
+                | Op::DeleteDelivery { .. }
+                | Op::DeleteInboundQos2 { .. }
+                | Op::PutRetained(_)
+                | Op::DeleteRetained(_) => continue,
+            };
+            let now = *exists
+                .entry(client)
+                .or_insert_with(|| self.clients.get(client).is_some_and(|c| c.meta.is_some()));
+            if !now {
+                orphans.insert(client);
+            }
+        }
+        match orphans
+            .into_iter()
+            .find(|c| !exists.get(c).copied().unwrap_or(false))
+        {
+            Some(client) => Err(StoreError::Database(format!(
+                "a batch stores rows of session {client:?}, which is not stored"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn apply_one(&mut self, op: &Op) {
+        match op {
+            Op::PutSession(meta) => {
+                self.clients.entry(meta.client_id.clone()).or_default().meta =
+                    Some((**meta).clone());
+            }
+            Op::DeleteSession(client) => {
+                self.clients.remove(client);
+            }
+            Op::PutSubscription {
+                client,
+                filter,
+                entry,
+            } => {
+                self.clients
+                    .entry(client.clone())
+                    .or_default()
+                    .subscriptions
+                    .insert(filter.clone(), *entry);
+            }
+            Op::DeleteSubscription { client, filter } => {
+                if let Some(c) = self.clients.get_mut(client) {
+                    c.subscriptions.remove(filter);
+                }
+            }
+            Op::PutDelivery { client, delivery } => {
+                self.clients
+                    .entry(client.clone())
+                    .or_default()
+                    .deliveries
+                    .insert(delivery.seq, (**delivery).clone());
+            }
+            Op::SetDeliveryState { client, seq, state } => {
+                if let Some(d) = self
+                    .clients
+                    .get_mut(client)
+                    .and_then(|c| c.deliveries.get_mut(seq))
+                {
+                    d.state = *state;
+                }
+            }
+            Op::DeleteDelivery { client, seq } => {
+                if let Some(c) = self.clients.get_mut(client) {
+                    c.deliveries.remove(seq);
+                }
+            }
+            Op::PutInboundQos2 { client, packet_id } => {
+                self.clients
+                    .entry(client.clone())
+                    .or_default()
+                    .inbound_qos2
+                    .insert(*packet_id);
+            }
+            Op::DeleteInboundQos2 { client, packet_id } => {
+                if let Some(c) = self.clients.get_mut(client) {
+                    c.inbound_qos2.remove(packet_id);
+                }
+            }
+            Op::PutRetained(msg) => {
+                self.retained.insert(msg.topic.clone(), (**msg).clone());
+            }
+            Op::DeleteRetained(topic) => {
+                self.retained.remove(topic);
+            }
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    fn load(&mut self) -> Result<Recovered, StoreError> {
+        let sessions = self
+            .clients
+            .values()
+            .filter_map(|c| {
+                let meta = c.meta.clone()?;
+                let mut queued = (0, 0);
+                let mut inflight = Vec::new();
+                for d in c.deliveries.values() {
+                    if d.state == DeliveryState::Queued {
+                        queued.0 += 1;
+                        queued.1 += d.msg.payload.len();
+                    } else {
+                        inflight.push(d.clone());
+                    }
+                }
+                Some(RecoveredSession {
+                    meta,
+                    subscriptions: c
+                        .subscriptions
+                        .iter()
+                        .map(|(f, e)| (f.clone(), *e))
+                        .collect(),
+                    inflight,
+                    inbound_qos2: c.inbound_qos2.iter().copied().collect(),
+                    queued,
+                    max_seq: c.deliveries.keys().next_back().copied(),
+                })
+            })
+            .collect();
+        Ok(Recovered {
+            sessions,
+            retained: self.retained.values().cloned().collect(),
+        })
+    }
+
+    fn load_queue(&mut self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError> {
+        Ok(self
+            .clients
+            .get(client_id)
+            .map(|c| {
+                c.deliveries
+                    .values()
+                    .filter(|d| d.state == DeliveryState::Queued)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        self.check(ops)?;
+        for op in ops {
+            self.apply_one(op);
+        }
+        Ok(())
+    }
+}
+
+/// The test body both stores run, so they are held to the same behaviour.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(super) mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use bytes::Bytes;
+    use protocol::{Properties, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions, Will};
+
+    use super::*;
+
+    /// A time with whole milliseconds, as the database keeps them.
+    pub(in crate::store) fn at(ms: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms)
+    }
+
+    fn msg(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> StoredMessage {
+        StoredMessage {
+            topic: TopicName::new(topic).unwrap(),
+            payload: Bytes::from_static(payload),
+            qos,
+            retain,
+            properties: Properties::default(),
+            expires_at: None,
+            received_at: at(1),
+            publisher: Some("pub".into()),
+        }
+    }
+
+    fn rich_msg() -> StoredMessage {
+        StoredMessage {
+            properties: Properties {
+                payload_format_indicator: Some(true),
+                message_expiry_interval: Some(60),
+                content_type: Some("text/plain".into()),
+                response_topic: Some("reply/here".into()),
+                correlation_data: Some(Bytes::from_static(b"\x00\x01corr")),
+                user_properties: vec![("k".into(), "v".into()), ("k".into(), "v2".into())],
+                ..Properties::default()
+            },
+            expires_at: Some(at(60_000)),
+            publisher: None,
+            ..msg("a/b", b"hello", QoS::ExactlyOnce, true)
+        }
+    }
+
+    fn delivery(seq: u64, state: DeliveryState, qos: QoS, m: StoredMessage) -> StoredDelivery {
+        StoredDelivery {
+            seq,
+            state,
+            qos,
+            retain: false,
+            sub_ids: vec![],
+            msg: m,
+        }
+    }
+
+    fn session(id: &str, version: ProtocolVersion) -> SessionMeta {
+        SessionMeta {
+            client_id: id.into(),
+            version,
+            username: None,
+            expiry_interval: 0,
+            expires_at: None,
+            disconnected_at: None,
+            pending_will: None,
+            dropped: 0,
+        }
+    }
+
+    fn filter(s: &str) -> TopicFilter {
+        TopicFilter::new(s).unwrap()
+    }
+
+    fn put_delivery(client: &str, d: StoredDelivery) -> Op {
+        Op::PutDelivery {
+            client: client.into(),
+            delivery: Box::new(d),
+        }
+    }
+
+    /// Applies a realistic history and checks `load` and `load_queue` exactly.
+    pub(in crate::store) fn exercise(store: &mut dyn Store) -> Recovered {
+        assert_eq!(store.load().unwrap(), Recovered::default());
+        store.apply(&[]).unwrap();
+
+        let mut a = SessionMeta {
+            username: Some("alice".into()),
+            expiry_interval: 3600,
+            ..session("a", ProtocolVersion::V5)
+        };
+        let sub_plain = SubEntry {
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            },
+            id: None,
+        };
+        let sub_shared = SubEntry {
+            options: SubscriptionOptions {
+                qos: QoS::ExactlyOnce,
+                no_local: true,
+                retain_as_published: true,
+                retain_handling: RetainHandling::DoNotSend,
+            },
+            id: Some(268_435_455),
+        };
+        // Batch 1: two sessions and their subscriptions; rows may precede their session.
+        store
+            .apply(&[
+                Op::PutSubscription {
+                    client: "a".into(),
+                    filter: filter("t/#"),
+                    entry: sub_plain,
+                },
+                Op::PutSession(Box::new(a.clone())),
+                Op::PutSubscription {
+                    client: "a".into(),
+                    filter: filter("$share/g/x/+"),
+                    entry: sub_shared,
+                },
+                Op::PutSubscription {
+                    client: "a".into(),
+                    filter: filter("gone"),
+                    entry: sub_plain,
+                },
+                Op::PutSession(Box::new(SessionMeta {
+                    expiry_interval: u32::MAX,
+                    ..session("b", ProtocolVersion::V311)
+                })),
+                Op::PutSubscription {
+                    client: "b".into(),
+                    filter: filter("t/1"),
+                    entry: sub_plain,
+                },
+            ])
+            .unwrap();
+
+        // Batch 2: deliveries (out of seq order), QoS 2 ids, retained messages.
+        let d1 = StoredDelivery {
+            sub_ids: vec![1, 268_435_455],
+            retain: true,
+            ..delivery(1, DeliveryState::Queued, QoS::AtLeastOnce, rich_msg())
+        };
+        let d2 = delivery(
+            2,
+            DeliveryState::Queued,
+            QoS::ExactlyOnce,
+            msg("t/2", b"two", QoS::ExactlyOnce, false),
+        );
+        let d3 = delivery(
+            3,
+            DeliveryState::Queued,
+            QoS::AtMostOnce,
+            msg("t/3", b"", QoS::AtMostOnce, false),
+        );
+        let d7 = delivery(
+            7,
+            DeliveryState::Queued,
+            QoS::AtLeastOnce,
+            msg("t/7", b"seven", QoS::ExactlyOnce, false),
+        );
+        let d9 = delivery(
+            9,
+            DeliveryState::Queued,
+            QoS::AtLeastOnce,
+            msg("t/9", b"nine", QoS::AtLeastOnce, false),
+        );
+        let b1 = delivery(
+            1,
+            DeliveryState::AwaitingAck(65_535),
+            QoS::AtLeastOnce,
+            msg("t/1", b"to b", QoS::AtLeastOnce, false),
+        );
+        let r1 = StoredMessage {
+            retain: true,
+            ..rich_msg()
+        };
+        let r2 = msg("r/2", b"two", QoS::AtMostOnce, true);
+        store
+            .apply(&[
+                put_delivery("a", d9.clone()),
+                put_delivery("a", d1.clone()),
+                put_delivery("a", d7.clone()),
+                put_delivery("a", d2.clone()),
+                put_delivery("a", d3.clone()),
+                put_delivery("b", b1.clone()),
+                Op::PutInboundQos2 {
+                    client: "a".into(),
+                    packet_id: 11,
+                },
+                Op::PutInboundQos2 {
+                    client: "a".into(),
+                    packet_id: 10,
+                },
+                Op::PutInboundQos2 {
+                    client: "a".into(),
+                    packet_id: 12,
+                },
+                Op::PutRetained(Box::new(r1.clone())),
+                Op::PutRetained(Box::new(r2)),
+            ])
+            .unwrap();
+        assert_eq!(
+            store.load_queue("a").unwrap(),
+            vec![d1.clone(), d2.clone(), d3.clone(), d7.clone(), d9.clone()]
+        );
+
+        // Batch 3: two sent (one of them on to PUBCOMP), one acknowledged, a QoS 2 id
+        // released, retained replaced and deleted, a subscription gone, `a` goes offline
+        // with a delayed will; `c` comes and goes.
+        let r1b = StoredMessage {
+            payload: Bytes::from_static(b"replaced"),
+            publisher: Some("someone".into()),
+            received_at: at(5),
+            ..r1.clone()
+        };
+        let will = Will {
+            topic: TopicName::new("wills/a").unwrap(),
+            payload: Bytes::from_static(b"bye"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Properties {
+                will_delay_interval: Some(30),
+                message_expiry_interval: Some(100),
+                user_properties: vec![("w".into(), "1".into())],
+                ..Properties::default()
+            },
+        };
+        a.disconnected_at = Some(at(10));
+        a.expires_at = Some(at(3_600_010));
+        a.pending_will = Some((will, at(30_010)));
+        a.dropped = 3;
+        store
+            .apply(&[
+                Op::SetDeliveryState {
+                    client: "a".into(),
+                    seq: 1,
+                    state: DeliveryState::AwaitingAck(5),
+                },
+                Op::SetDeliveryState {
+                    client: "a".into(),
+                    seq: 2,
+                    state: DeliveryState::AwaitingAck(6),
+                },
+                Op::SetDeliveryState {
+                    client: "a".into(),
+                    seq: 2,
+                    state: DeliveryState::AwaitingComp(6),
+                },
+                Op::SetDeliveryState {
+                    client: "a".into(),
+                    seq: 3,
+                    state: DeliveryState::AwaitingAck(7),
+                },
+                Op::DeleteDelivery {
+                    client: "a".into(),
+                    seq: 3,
+                },
+                // Of a delivery that is not there: nothing happens.
+                Op::SetDeliveryState {
+                    client: "a".into(),
+                    seq: 100,
+                    state: DeliveryState::AwaitingAck(1),
+                },
+                Op::DeleteInboundQos2 {
+                    client: "a".into(),
+                    packet_id: 11,
+                },
+                Op::DeleteSubscription {
+                    client: "a".into(),
+                    filter: filter("gone"),
+                },
+                Op::PutRetained(Box::new(r1b.clone())),
+                Op::DeleteRetained(TopicName::new("r/2").unwrap()),
+                Op::PutSession(Box::new(a.clone())),
+                Op::PutSession(Box::new(session("c", ProtocolVersion::V5))),
+                put_delivery("c", d9.clone()),
+                Op::PutInboundQos2 {
+                    client: "c".into(),
+                    packet_id: 1,
+                },
+                Op::DeleteSession("c".into()),
+                // Rows stored and then deleted with their session within one batch.
+                put_delivery("d", d9.clone()),
+                Op::DeleteSession("d".into()),
+            ])
+            .unwrap();
+
+        // Batch 4: a session with everything, deleted in a later batch.
+        store
+            .apply(&[
+                Op::PutSession(Box::new(session("e", ProtocolVersion::V5))),
+                Op::PutSubscription {
+                    client: "e".into(),
+                    filter: filter("e/#"),
+                    entry: sub_shared,
+                },
+                put_delivery("e", d1.clone()),
+                put_delivery(
+                    "e",
+                    StoredDelivery {
+                        state: DeliveryState::AwaitingComp(9),
+                        ..d2.clone()
+                    },
+                ),
+                Op::PutInboundQos2 {
+                    client: "e".into(),
+                    packet_id: 3,
+                },
+            ])
+            .unwrap();
+        assert_eq!(store.load().unwrap().sessions.len(), 3);
+        store.apply(&[Op::DeleteSession("e".into())]).unwrap();
+        assert_eq!(store.load_queue("e").unwrap(), vec![]);
+
+        // A batch leaving rows of a session that is not stored is refused whole.
+        let before = store.load().unwrap();
+        let refused = store.apply(&[
+            Op::DeleteRetained(TopicName::new("a/b").unwrap()),
+            put_delivery("ghost", d9.clone()),
+        ]);
+        match refused {
+            Err(StoreError::Database(detail)) => assert!(detail.contains("not stored"), "{detail}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(store
+            .apply(&[
+                Op::PutSession(Box::new(session("ghost", ProtocolVersion::V5))),
+                Op::DeleteSession("ghost".into()),
+                Op::PutInboundQos2 {
+                    client: "ghost".into(),
+                    packet_id: 1,
+                },
+            ])
+            .is_err());
+        assert_eq!(store.load().unwrap(), before);
+
+        let expected = Recovered {
+            sessions: vec![
+                RecoveredSession {
+                    meta: a,
+                    subscriptions: vec![
+                        (filter("$share/g/x/+"), sub_shared),
+                        (filter("t/#"), sub_plain),
+                    ],
+                    inflight: vec![
+                        StoredDelivery {
+                            state: DeliveryState::AwaitingAck(5),
+                            ..d1
+                        },
+                        StoredDelivery {
+                            state: DeliveryState::AwaitingComp(6),
+                            ..d2
+                        },
+                    ],
+                    inbound_qos2: vec![10, 12],
+                    queued: (2, 9),
+                    max_seq: Some(9),
+                },
+                RecoveredSession {
+                    meta: SessionMeta {
+                        expiry_interval: u32::MAX,
+                        ..session("b", ProtocolVersion::V311)
+                    },
+                    subscriptions: vec![(filter("t/1"), sub_plain)],
+                    inflight: vec![b1],
+                    inbound_qos2: vec![],
+                    queued: (0, 0),
+                    max_seq: Some(1),
+                },
+            ],
+            retained: vec![r1b],
+        };
+        assert_eq!(before, expected);
+        assert_eq!(store.load_queue("a").unwrap(), vec![d7, d9]);
+        assert_eq!(store.load_queue("b").unwrap(), vec![]);
+        assert_eq!(store.load_queue("nobody").unwrap(), vec![]);
+        store.tick().unwrap();
+        expected
+    }
+
+    #[test]
+    fn the_memory_store_keeps_what_it_is_given() {
+        let mut store = MemoryStore::new();
+        exercise(&mut store);
+    }
+}

@@ -1,0 +1,256 @@
+//! Session storage: the trait the engine writes through, and its two implementations.
+//!
+//! The engine owns the live state; the store keeps a durable copy of everything a session
+//! is (spec 4.1): its subscriptions, the messages queued for it and in flight both ways
+//! (QoS 2 state included), its will and its expiry deadline, and the retained messages.
+//!
+//! # How the engine uses it
+//! While the engine handles a batch of commands it records every change as an [`Op`]. At
+//! the end of the batch it calls [`Store::apply`] once: one transaction, made durable per
+//! the [`Durability`] policy, and only then are the batch's acknowledgements (PUBACK,
+//! PUBREC, SUBACK, CONNACK) sent. Concurrent clients therefore share one sync (group
+//! commit), and nothing acknowledged can be lost by a crash.
+//!
+//! Queued messages of offline sessions live in the store only (the engine keeps their count
+//! and size); they come back with [`Store::load_queue`] when the client returns.
+//!
+//! Times are absolute (`SystemTime`), so a session that expired while the broker was down is
+//! gone after a restart and one that did not keeps its remaining time.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use protocol::{Properties, ProtocolVersion, QoS, TopicFilter, TopicName, Will};
+
+use crate::subscriptions::SubEntry;
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// When the store's writes reach stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Synced before the acknowledgements of a batch go out.
+    Always,
+    /// Written before the acknowledgements go out (safe against a crash of the process),
+    /// synced to disk at most this long after.
+    Interval(Duration),
+    /// Written before the acknowledgements go out, synced when the OS decides.
+    None,
+}
+
+/// A message as stored: what a `Message` holds, with absolute times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Topic.
+    pub topic: TopicName,
+    /// Payload.
+    pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The RETAIN flag it was published with.
+    pub retain: bool,
+    /// Properties passed through to subscribers.
+    pub properties: Properties,
+    /// When it expires.
+    pub expires_at: Option<SystemTime>,
+    /// When the broker received it.
+    pub received_at: SystemTime,
+    /// The publisher's client id.
+    pub publisher: Option<Arc<str>>,
+}
+
+/// Where a delivery to a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Waiting to be sent.
+    Queued,
+    /// Sent with this packet id; PUBACK / PUBREC due.
+    AwaitingAck(u16),
+    /// PUBREC received, PUBREL sent; PUBCOMP due.
+    AwaitingComp(u16),
+}
+
+/// One message queued for, or in flight to, a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDelivery {
+    /// Its place in the session's order (queue order, then send order).
+    pub seq: u64,
+    /// Where it is.
+    pub state: DeliveryState,
+    /// The QoS it is delivered at.
+    pub qos: QoS,
+    /// The RETAIN flag it is delivered with.
+    pub retain: bool,
+    /// Subscription identifiers.
+    pub sub_ids: Vec<u32>,
+    /// The message.
+    pub msg: StoredMessage,
+}
+
+/// A session's own fields (not its subscriptions, messages or QoS 2 ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionMeta {
+    /// Client id.
+    pub client_id: Arc<str>,
+    /// Protocol of its last connection.
+    pub version: ProtocolVersion,
+    /// User name of its last connection.
+    pub username: Option<String>,
+    /// Seconds it outlives its connection (`u32::MAX` = never).
+    pub expiry_interval: u32,
+    /// When it ends, if offline and not "never".
+    pub expires_at: Option<SystemTime>,
+    /// When it last went offline.
+    pub disconnected_at: Option<SystemTime>,
+    /// A will waiting for its delay, and when it is due.
+    pub pending_will: Option<(Will, SystemTime)>,
+    /// Messages dropped by its queue policy so far.
+    pub dropped: u64,
+}
+
+/// A change to the stored state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Insert or replace a session's own fields.
+    PutSession(Box<SessionMeta>),
+    /// Remove a session and everything of it.
+    DeleteSession(Arc<str>),
+    /// Insert or replace a subscription.
+    PutSubscription {
+        /// Client id.
+        client: Arc<str>,
+        /// Filter (a shared one included).
+        filter: TopicFilter,
+        /// Options and identifier.
+        entry: SubEntry,
+    },
+    /// Remove a subscription.
+    DeleteSubscription {
+        /// Client id.
+        client: Arc<str>,
+        /// Filter.
+        filter: TopicFilter,
+    },
+    /// Insert or replace a delivery (by client and seq).
+    PutDelivery {
+        /// Client id.
+        client: Arc<str>,
+        /// The delivery.
+        delivery: Box<StoredDelivery>,
+    },
+    /// Change the state of a stored delivery (queued → in flight → awaiting PUBCOMP).
+    SetDeliveryState {
+        /// Client id.
+        client: Arc<str>,
+        /// Which.
+        seq: u64,
+        /// New state.
+        state: DeliveryState,
+    },
+    /// Remove a delivery (acknowledged, dropped or expired).
+    DeleteDelivery {
+        /// Client id.
+        client: Arc<str>,
+        /// Which.
+        seq: u64,
+    },
+    /// An incoming QoS 2 packet id is awaiting PUBREL.
+    PutInboundQos2 {
+        /// Client id.
+        client: Arc<str>,
+        /// Packet id.
+        packet_id: u16,
+    },
+    /// PUBREL came for it.
+    DeleteInboundQos2 {
+        /// Client id.
+        client: Arc<str>,
+        /// Packet id.
+        packet_id: u16,
+    },
+    /// Set the retained message of its topic.
+    PutRetained(Box<StoredMessage>),
+    /// Remove the retained message of a topic.
+    DeleteRetained(TopicName),
+}
+
+/// A session as recovered at start: everything but its queued messages, which stay in the
+/// store until the client returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredSession {
+    /// Its own fields.
+    pub meta: SessionMeta,
+    /// Subscriptions.
+    pub subscriptions: Vec<(TopicFilter, SubEntry)>,
+    /// Deliveries in flight (state not `Queued`), in seq order.
+    pub inflight: Vec<StoredDelivery>,
+    /// Incoming QoS 2 packet ids awaiting PUBREL.
+    pub inbound_qos2: Vec<u16>,
+    /// How many deliveries are queued, and their payload bytes.
+    pub queued: (usize, usize),
+    /// The highest seq stored for it (the next one is above).
+    pub max_seq: Option<u64>,
+}
+
+/// Everything recovered at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Sessions.
+    pub sessions: Vec<RecoveredSession>,
+    /// Retained messages.
+    pub retained: Vec<StoredMessage>,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The data directory cannot be created, opened or written.
+    #[error("data directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data was written by an incompatible version of this program.
+    #[error("data directory {path} holds format version {found}, this program reads {expected}; it is left untouched")]
+    Version {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Its version.
+        found: String,
+        /// Ours.
+        expected: u32,
+    },
+    /// The data is not readable as ours: corrupt, or not our file.
+    #[error("data in {path} is corrupt or not ours: {detail}; it is left untouched")]
+    Corrupt {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The database failed.
+    #[error("storage: {0}")]
+    Database(String),
+}
+
+/// Durable session storage. See the [module docs](self).
+pub trait Store: Send + std::fmt::Debug {
+    /// Reads back everything at start.
+    fn load(&mut self) -> Result<Recovered, StoreError>;
+    /// The queued deliveries of one session, oldest first.
+    fn load_queue(&mut self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError>;
+    /// Applies one batch of changes atomically, durable per the policy when it returns.
+    fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError>;
+    /// Called periodically: the `Interval` policy syncs here.
+    fn tick(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
