@@ -199,6 +199,8 @@ pub struct Engine {
     clock: Clock,
     /// Shutdown requests, answered when the state is flushed.
     shutdown_done: Vec<oneshot::Sender<()>>,
+    /// A write of the current batch failed: none of its acknowledgements may go out.
+    batch_failed: bool,
 }
 
 impl Engine {
@@ -227,6 +229,7 @@ impl Engine {
             outbox: Vec::new(),
             clock: Clock::now(),
             shutdown_done: Vec::new(),
+            batch_failed: false,
         }
     }
 
@@ -291,7 +294,7 @@ impl Engine {
     /// out before the state they acknowledge is stored.
     pub fn flush(&mut self, now: Instant) {
         loop {
-            let mut store_failed = false;
+            let mut store_failed = std::mem::take(&mut self.batch_failed);
             if !self.ops.is_empty() {
                 if let Err(e) = self.store.apply(&self.ops) {
                     // Nothing of this batch may be acknowledged: the clients will resend.
@@ -696,7 +699,16 @@ impl Engine {
         let s = &self.sessions[&sid];
         if !s.stored_queue.is_empty() {
             let client = s.client_id.clone();
-            match self.store.load_queue(&client) {
+            // The batch so far may hold some of those messages (a takeover moves the queue
+            // to the store in the same batch): write it first, so the read sees them.
+            let written = match self.ops.is_empty() {
+                true => Ok(()),
+                false => self.store.apply(&self.ops),
+            };
+            self.batch_failed |= written.is_err();
+            self.ops.clear();
+            let loaded = written.and_then(|()| self.store.load_queue(&client));
+            match loaded {
                 Ok(stored) => {
                     let queue: VecDeque<Delivery> = stored
                         .into_iter()
@@ -2308,6 +2320,73 @@ mod tests {
         assert!(w.engine.session("short").is_none());
         let (_b, ack) = w.connect(V5, "long", false, Some(3600));
         assert!(ack.session_present);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_takeover_in_the_same_batch_as_new_messages_loses_none_of_them() {
+        let dir = temp_dir("takeover-batch");
+        let mut w = world_on(BrokerConfig::default(), sqlite(&dir));
+        let mut c = Connect::new(V3, "A", false);
+        c.properties.receive_maximum = Some(1);
+        let (mut a, _) = w.connect_with(c.clone());
+        w.subscribe(&mut a, "t", QoS::AtLeastOnce);
+        let (p, _) = w.connect(V3, "P", true, None);
+        // One batch: three messages (one sent, two queued) and the takeover.
+        for (i, m) in [b"1", b"2", b"3"].into_iter().enumerate() {
+            let mut publish = Publish::new(TopicName::new("t").unwrap(), Bytes::from_static(m));
+            publish.qos = QoS::AtLeastOnce;
+            publish.packet_id = Some(pid(i as u16 + 1));
+            let cmd = Command::Packet {
+                conn: p.id,
+                packet: Packet::Publish(publish),
+            };
+            w.engine.handle(cmd, w.now);
+        }
+        let (tx, rx) = mpsc::channel(connection_channel_capacity(&w.engine.config));
+        let info = ConnectionInfo {
+            peer: None,
+            transport: Transport::Tcp,
+        };
+        let cmd = Command::Connect {
+            conn: ConnId(99),
+            connect: Box::new(c),
+            info,
+            tx,
+        };
+        w.engine.handle(cmd, w.now);
+        w.engine.flush(w.now);
+        let mut b = Conn {
+            id: ConnId(99),
+            rx,
+            buf: Default::default(),
+            closed: false,
+        };
+        let out = b.packets();
+        assert!(matches!(&out[0], Packet::ConnAck(ack) if ack.session_present));
+        let got: Vec<&[u8]> = out
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(&p.payload[..]),
+                _ => None,
+            })
+            .collect();
+        // "1" again (it was in flight); "2" and "3" wait for the window of one.
+        assert_eq!(got, [b"1"]);
+        assert_eq!(w.engine.session("A").unwrap().queued_len(), 2);
+        let first = out.iter().find_map(|p| match p {
+            Packet::Publish(p) => p.packet_id,
+            _ => None,
+        });
+        w.packet(&b, Packet::PubAck(PubResp::new(first.unwrap())));
+        let mut rest = Vec::new();
+        for _ in 0..3 {
+            let sent = b.publishes();
+            let Some(last) = sent.last() else { break };
+            rest.extend(sent.iter().map(|p| p.payload.clone()));
+            w.packet(&b, Packet::PubAck(PubResp::new(last.packet_id.unwrap())));
+        }
+        assert_eq!(rest, [Bytes::from_static(b"2"), Bytes::from_static(b"3")]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
