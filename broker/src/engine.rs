@@ -473,12 +473,14 @@ impl Engine {
         let Recovered { sessions, retained } = self.store.load()?;
         let wall = self.clock.to_system(now);
         let mut stats = RecoverStats::default();
+        let mut wills = Vec::new();
         for r in sessions {
             let meta = r.meta;
             if meta.expires_at.is_some_and(|t| t <= wall) {
-                // Ended while the broker was down; its delayed will is due now.
+                // Ended while the broker was down; its delayed will is due now, once every
+                // session that may want it is back.
                 if let Some((will, _)) = meta.pending_will {
-                    self.publish_will(will, meta.client_id.clone(), now);
+                    wills.push((will, meta.client_id.clone()));
                 }
                 self.ops.push(Op::DeleteSession(meta.client_id));
                 stats.expired += 1;
@@ -540,6 +542,9 @@ impl Engine {
             stats.inflight += s.inflight.len();
             self.by_client.insert(s.client_id.clone(), sid);
             self.sessions.insert(sid, s);
+        }
+        for (will, client) in wills {
+            self.publish_will(will, client, now);
         }
         for m in retained {
             let msg = self.message_from_store(m);
