@@ -1,0 +1,98 @@
+//! Publishing with a window of unacknowledged messages, and acknowledging what arrives.
+
+use std::time::Duration;
+
+use protocol::{Packet, PacketId, PubResp, Publish, QoS};
+
+use crate::conn::{Conn, ConnError};
+
+/// How long a publisher with messages in flight waits for any answer before it calls the
+/// broker stalled.
+const STALL: Duration = Duration::from_secs(30);
+
+/// Publishes what `next` yields (a tag and the message, QoS set) over `conn`, keeping at most
+/// `window` messages unacknowledged, until `next` returns `None` and every message is
+/// acknowledged (PUBACK, or PUBCOMP after PUBREC / PUBREL). `on_ack` gets each message's tag
+/// once it is acknowledged; a QoS 0 message counts as acknowledged once written, and is
+/// written in batches of `window`.
+pub(crate) async fn publish_windowed(
+    conn: &mut Conn,
+    window: u16,
+    mut next: impl FnMut() -> Option<(u64, Publish)>,
+    mut on_ack: impl FnMut(u64),
+) -> Result<(), ConnError> {
+    let window = window.max(1);
+    let mut free: Vec<PacketId> = (1..=window).rev().filter_map(PacketId::new).collect();
+    let mut tags: Vec<Option<u64>> = vec![None; usize::from(window) + 1];
+    let mut written_qos0 = Vec::with_capacity(usize::from(window));
+    let mut exhausted = false;
+    loop {
+        while !exhausted && !free.is_empty() && written_qos0.len() < usize::from(window) {
+            let Some((tag, mut publish)) = next() else {
+                exhausted = true;
+                break;
+            };
+            if publish.qos == QoS::AtMostOnce {
+                written_qos0.push(tag);
+            } else if let Some(id) = free.pop() {
+                tags[usize::from(id.get())] = Some(tag);
+                publish.packet_id = Some(id);
+            }
+            conn.push(&Packet::Publish(publish))?;
+        }
+        conn.flush().await?;
+        written_qos0.drain(..).for_each(&mut on_ack);
+        if free.len() == usize::from(window) {
+            if exhausted {
+                return Ok(());
+            }
+            continue;
+        }
+        let mut packet = conn.next_within(STALL).await?;
+        loop {
+            match packet {
+                Packet::PubAck(r) | Packet::PubComp(r) if !r.reason.is_error() => {
+                    let slot = tags.get_mut(usize::from(r.packet_id.get()));
+                    let tag = slot
+                        .and_then(Option::take)
+                        .ok_or(ConnError::UnknownPacketId(r.packet_id))?;
+                    free.push(r.packet_id);
+                    on_ack(tag);
+                }
+                Packet::PubRec(r) if !r.reason.is_error() => {
+                    conn.push(&Packet::PubRel(PubResp::new(r.packet_id)))?;
+                }
+                Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubComp(r) => {
+                    return Err(ConnError::Refused(r.reason))
+                }
+                Packet::Disconnect(d) => return Err(ConnError::Refused(d.reason)),
+                _ => {}
+            }
+            if !conn.has_buffered() {
+                break;
+            }
+            packet = conn.next().await?;
+        }
+    }
+}
+
+/// Queues the acknowledgement a received packet calls for: PUBACK for a QoS 1 PUBLISH, PUBREC
+/// for QoS 2, PUBCOMP for PUBREL. Returns the PUBLISH, if it was one.
+pub(crate) fn acknowledge(conn: &mut Conn, packet: Packet) -> Result<Option<Publish>, ConnError> {
+    match packet {
+        Packet::Publish(p) => {
+            match (p.qos, p.packet_id) {
+                (QoS::AtLeastOnce, Some(id)) => conn.push(&Packet::PubAck(PubResp::new(id)))?,
+                (QoS::ExactlyOnce, Some(id)) => conn.push(&Packet::PubRec(PubResp::new(id)))?,
+                _ => {}
+            }
+            Ok(Some(p))
+        }
+        Packet::PubRel(r) => {
+            conn.push(&Packet::PubComp(PubResp::new(r.packet_id)))?;
+            Ok(None)
+        }
+        Packet::Disconnect(d) => Err(ConnError::Refused(d.reason)),
+        _ => Ok(None),
+    }
+}
