@@ -92,14 +92,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         DataDir::Dir(dir) => {
             let durability = config.broker.durability();
-            let store = broker::SqliteStore::open(dir, durability)
-                .with_context(|| format!("cannot use data directory {}", dir.display()))?;
+            // The store's errors name the directory and what is wrong with it.
+            let store = broker::SqliteStore::open(dir, durability)?;
             let (broker, recovered) = Broker::with_store(
                 config.broker.clone(),
                 std::sync::Arc::new(broker::AllowAll),
                 Box::new(store),
-            )
-            .with_context(|| format!("cannot read data directory {}", dir.display()))?;
+            )?;
             tracing::info!(
                 data = %dir.display(),
                 ?durability,

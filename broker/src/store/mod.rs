@@ -211,12 +211,14 @@ pub struct Recovered {
 #[non_exhaustive]
 pub enum StoreError {
     /// The data directory cannot be created, opened or written.
-    #[error("data directory {path}: {source}")]
+    // `error`, not `source`: the message already carries it, and a source would make error
+    // chains (anyhow's `{:#}`) print it twice.
+    #[error("data directory {path}: {error}")]
     Io {
         /// The directory.
         path: std::path::PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The data was written by an incompatible version of this program.
     #[error("data directory {path} holds format version {found}, this program reads {expected}; it is left untouched")]

@@ -169,9 +169,9 @@ impl SqliteStore {
     /// An existing file is never overwritten nor deleted, and one of another version or not
     /// ours is not modified at all.
     pub fn open(dir: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
             path: dir.to_owned(),
-            source,
+            error,
         })?;
         let file = dir.join(FILE_NAME);
         let opening = |what: &'static str| {
@@ -705,7 +705,7 @@ fn open_error(dir: PathBuf, what: &str, e: rusqlite::Error) -> StoreError {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             return StoreError::Io {
                 path: dir,
-                source: std::io::Error::new(
+                error: std::io::Error::new(
                     std::io::ErrorKind::WouldBlock,
                     format!(
                         "{}: {what}: {e} (is another broker using this data directory?)",
@@ -721,7 +721,7 @@ fn open_error(dir: PathBuf, what: &str, e: rusqlite::Error) -> StoreError {
     };
     StoreError::Io {
         path: dir,
-        source: std::io::Error::new(kind, format!("{}: {what}: {e}", file.display())),
+        error: std::io::Error::new(kind, format!("{}: {what}: {e}", file.display())),
     }
 }
 
