@@ -10,8 +10,11 @@
 //! writes whatever bytes a test wants and shows every packet as it came off the wire.
 //!
 //! # Layout
-//! - [`Bridge`]: starts the binary (with an optional TOML configuration), reads its
-//!   `bridge listening: ...` line, kills it on drop.
+//! - [`Bridge`]: starts the binary (with an optional TOML configuration, in memory or on a
+//!   data directory), reads its `bridge listening: ...` line, stops it (SIGTERM), kills it
+//!   (SIGKILL) and starts it again on the same data, kills it on drop.
+//! - [`TempDir`]: a fresh directory under the system's temporary directory, removed on drop
+//!   (a data directory for [`Bridge::start_with_data`]).
 //! - [`Transport`] and [`Endpoint`]: TCP or WebSocket (subprotocol `mqtt`, binary frames).
 //! - [`TestClient`]: connect, subscribe, publish, receive, disconnect, lose the network.
 //! - [`RawClient`]: raw bytes and packets in and out, for bad-input and flow-control tests.
@@ -36,7 +39,7 @@ use std::fmt;
 use std::future::Future;
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,17 +79,31 @@ pub struct Bridge {
     ws_url: String,
     /// The `--config` file written for this process, removed on drop.
     config_file: Option<PathBuf>,
+    /// The `--data` directory; `None` is `--data none` (memory only).
+    data: Option<PathBuf>,
 }
 
 impl Bridge {
     /// Starts the bridge with its default configuration.
     pub fn start() -> Bridge {
-        Bridge::launch(None)
+        Bridge::launch(None, None)
     }
 
     /// Starts the bridge with `toml` as its `--config` file (a `[broker]` table sets
     /// `broker::BrokerConfig` fields).
     pub fn start_with_config(toml: &str) -> Bridge {
+        Bridge::launch(Some(Bridge::write_config(toml)), None)
+    }
+
+    /// Starts the bridge on the data directory `dir` (`--data DIR`: the embedded store,
+    /// created if missing) with `toml` as its `--config` file. [`Bridge::restart`] starts it
+    /// again on the same directory.
+    pub fn start_with_data(dir: &Path, toml: &str) -> Bridge {
+        Bridge::launch(Some(Bridge::write_config(toml)), Some(dir.to_owned()))
+    }
+
+    /// Writes `toml` to a fresh file for `--config`.
+    fn write_config(toml: &str) -> PathBuf {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let path = std::env::temp_dir().join(format!(
             "e2e-bridge-{}-{}.toml",
@@ -96,11 +113,12 @@ impl Bridge {
         if let Err(e) = std::fs::write(&path, toml) {
             panic!("cannot write the bridge config {}: {e}", path.display());
         }
-        Bridge::launch(Some(path))
+        path
     }
 
-    /// The bridge binary: `$BRIDGE_BIN`, else `target/debug/bridge` of this workspace.
-    fn binary() -> PathBuf {
+    /// The bridge binary: `$BRIDGE_BIN`, else `target/debug/bridge` of this workspace (for
+    /// tests that run it by hand, to see how it fails).
+    pub fn binary() -> PathBuf {
         if let Some(bin) = std::env::var_os("BRIDGE_BIN") {
             return PathBuf::from(bin);
         }
@@ -121,7 +139,25 @@ impl Bridge {
         target.join("debug").join("bridge")
     }
 
-    fn launch(config_file: Option<PathBuf>) -> Bridge {
+    fn launch(config_file: Option<PathBuf>, data: Option<PathBuf>) -> Bridge {
+        let (child, mqtt_addr, http_url, ws_url) =
+            Bridge::spawn(config_file.as_deref(), data.as_deref());
+        Bridge {
+            child,
+            mqtt_addr,
+            http_url,
+            ws_url,
+            config_file,
+            data,
+        }
+    }
+
+    /// Starts the process and waits for its listening line: the child and its addresses
+    /// (MQTT, HTTP URL, WebSocket URL).
+    fn spawn(
+        config_file: Option<&Path>,
+        data: Option<&Path>,
+    ) -> (Child, SocketAddr, String, String) {
         let bin = Bridge::binary();
         if !bin.exists() {
             panic!(
@@ -130,15 +166,12 @@ impl Bridge {
             );
         }
         let mut cmd = Command::new(&bin);
-        cmd.args([
-            "--http",
-            "127.0.0.1:0",
-            "--mqtt",
-            "127.0.0.1:0",
-            "--data",
-            "none",
-        ]);
-        if let Some(path) = &config_file {
+        cmd.args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data"]);
+        match data {
+            Some(dir) => cmd.arg(dir),
+            None => cmd.arg("none"),
+        };
+        if let Some(path) = config_file {
             cmd.arg("--config").arg(path);
         }
         // Logs only on request: E2E_BRIDGE_LOG=debug (or any RUST_LOG filter).
@@ -195,13 +228,7 @@ impl Bridge {
         let mqtt_addr = mqtt
             .parse()
             .unwrap_or_else(|e| panic!("bad mqtt address `{mqtt}` from the bridge: {e}"));
-        Bridge {
-            mqtt_addr,
-            http_url: field("http="),
-            ws_url: field("ws="),
-            child,
-            config_file,
-        }
+        (child, mqtt_addr, field("http="), field("ws="))
     }
 
     /// The MQTT over TCP address.
@@ -263,19 +290,56 @@ impl Bridge {
 
     /// Sends SIGTERM and waits (at most 10 s) for the process to exit.
     pub fn stop_gracefully(mut self) -> ExitStatus {
+        self.stop()
+    }
+
+    /// Sends SIGTERM and waits (at most 10 s) for the process to exit, keeping the bridge
+    /// for [`Bridge::restart`].
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM")
+    }
+
+    /// Kills the process with SIGKILL (no chance to write anything more: a crash) and
+    /// waits for it, keeping the bridge for [`Bridge::restart`].
+    pub fn kill9(&mut self) -> ExitStatus {
+        self.signal("KILL")
+    }
+
+    /// Starts the process again with the same configuration and data directory, after
+    /// [`Bridge::stop`] or [`Bridge::kill9`]. The ports are new ones: connect again through
+    /// [`Bridge::endpoint`] and friends.
+    pub fn restart(&mut self) {
+        match self.child.try_wait() {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("restart: the bridge is still running; stop or kill it first"),
+            Err(e) => panic!("cannot wait for the bridge: {e}"),
+        }
+        let (child, mqtt_addr, http_url, ws_url) =
+            Bridge::spawn(self.config_file.as_deref(), self.data.as_deref());
+        self.child = child;
+        self.mqtt_addr = mqtt_addr;
+        self.http_url = http_url;
+        self.ws_url = ws_url;
+    }
+
+    /// Sends `SIG{name}` with `kill` and waits (at most 10 s) for the process to exit.
+    fn signal(&mut self, name: &str) -> ExitStatus {
         let pid = self.child.id().to_string();
-        match Command::new("kill").args(["-TERM", &pid]).status() {
+        match Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+        {
             Ok(s) if s.success() => {}
-            other => panic!("cannot send SIGTERM to the bridge ({pid}): {other:?}"),
+            other => panic!("cannot send SIG{name} to the bridge ({pid}): {other:?}"),
         }
         let started = Instant::now();
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => return status,
                 Ok(None) if started.elapsed() < Duration::from_secs(10) => {
-                    std::thread::sleep(Duration::from_millis(20));
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                Ok(None) => panic!("the bridge did not exit within 10 s of SIGTERM"),
+                Ok(None) => panic!("the bridge did not exit within 10 s of SIG{name}"),
                 Err(e) => panic!("cannot wait for the bridge: {e}"),
             }
         }
@@ -289,6 +353,41 @@ impl Drop for Bridge {
         if let Some(path) = &self.config_file {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// A fresh, empty directory under [`std::env::temp_dir`], removed with all it holds when
+/// dropped.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `e2e-{label}-{pid}-{n}` (emptied first if a previous run left it).
+    pub fn new(label: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "e2e-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        if let Err(e) = std::fs::create_dir_all(&path) {
+            panic!("cannot create the directory {}: {e}", path.display());
+        }
+        TempDir { path }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
