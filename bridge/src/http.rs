@@ -21,11 +21,13 @@ pub(crate) struct AppState {
     pub(crate) tracker: WeakTracker,
 }
 
-/// The router: `/mqtt`, `/api/v1/health`, and the web directory for everything else.
+/// The router: `/mqtt`, `/api/v1/health`, the session-state API ([`crate::api`]), and the
+/// web directory for everything else.
 pub(crate) fn router(state: AppState, web: &Path) -> Router {
     Router::new()
         .route("/mqtt", get(crate::ws::handler))
         .route("/api/v1/health", get(health))
+        .merge(crate::api::routes())
         .fallback_service(ServeDir::new(web))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`config`]: the command line and the `--config` TOML file, combined.
 //! - [`http`]: the axum router (dashboard, API, WebSocket endpoint).
+//! - [`api`]: the session-state JSON API and its event stream under `/api/v1/`.
 //! - [`ws`]: the WebSocket endpoint and its byte `Stream`/`Sink` adapter.
 //! - [`tcp`]: the TCP accept loop and its byte `Stream`/`Sink` adapter.
 //!
@@ -17,6 +18,7 @@
 //! (`RUST_LOG`, default `info`). Exit code 0 after SIGINT / SIGTERM, 1 when a listener
 //! cannot be bound, 2 for a bad command line or configuration file.
 
+mod api;
 mod config;
 mod http;
 mod tcp;

@@ -14,7 +14,7 @@ use protocol::{
     ConnAck, Connect, Disconnect, Packet, PacketId, ProtocolVersion, PubResp, Publish, QoS,
     ReasonCode, RetainHandling, SubAck, Subscribe, TopicName, UnsubAck, Unsubscribe, Will,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::auth::{Authenticator, ConnectionInfo};
 use crate::config::{BrokerConfig, OverflowPolicy};
@@ -24,6 +24,7 @@ use crate::store::{
     DeliveryState, Op, Recovered, SessionMeta, Store, StoreError, StoredDelivery, StoredMessage,
 };
 use crate::subscriptions::{SubEntry, Subscriptions};
+use crate::view::{MessageView, SessionEvent};
 
 /// What a connection task sends the engine.
 ///
@@ -59,6 +60,9 @@ pub enum Command {
     },
     /// Run a query on the engine (the HTTP API's view of sessions).
     Inspect(Inspector),
+    /// Run an administrative change on the engine (kick, discard; reading an offline
+    /// queue from the store); the batch is flushed after it like any other command.
+    Admin(Admin),
     /// Run the clocks (session expiry, delayed wills, the store's interval sync).
     Tick,
     /// Close every connection (5.0: DISCONNECT 0x8B) and stop accepting.
@@ -76,6 +80,22 @@ impl std::fmt::Debug for Inspector {
         f.write_str("Inspector")
     }
 }
+
+/// The closure of an [`Admin`] command.
+pub type AdminFn = Box<dyn FnOnce(&mut Engine, Instant) + Send>;
+
+/// An administrative operation run on the engine's task, with the batch's time.
+pub struct Admin(pub AdminFn);
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admin")
+    }
+}
+
+/// Session events the channel holds for a slow listener before it lags (and is told to
+/// resynchronize).
+pub const EVENT_CAPACITY: usize = 1024;
 
 /// Why a connection ended, as its task saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +221,14 @@ pub struct Engine {
     shutdown_done: Vec<oneshot::Sender<()>>,
     /// A write of the current batch failed: none of its acknowledgements may go out.
     batch_failed: bool,
+    /// Session changes for the dashboard (a UI stream: a lagging listener skips events).
+    events: broadcast::Sender<SessionEvent>,
+    /// Sessions whose queue or in-flight count may have changed in this batch; filled only
+    /// while someone listens, turned into one `queue` event each by [`Engine::flush`].
+    dirty: Vec<SessionId>,
+    /// Someone listened when the current command began (checked once per command, not once
+    /// per delivery: the channel's receiver count is behind a lock).
+    listening: bool,
 }
 
 impl Engine {
@@ -230,6 +258,98 @@ impl Engine {
             clock: Clock::now(),
             shutdown_done: Vec::new(),
             batch_failed: false,
+            events: broadcast::channel(EVENT_CAPACITY).0,
+            dirty: Vec::new(),
+            listening: false,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// The wall-clock time of an engine instant.
+    pub fn wall_time(&self, at: Instant) -> SystemTime {
+        self.clock.to_system(at)
+    }
+
+    /// A receiver of session changes (see [`SessionEvent`]).
+    pub fn subscribe_events(&self) -> broadcast::Receiver<SessionEvent> {
+        self.events.subscribe()
+    }
+
+    /// The sender of session changes, to subscribe more receivers later.
+    pub fn event_sender(&self) -> broadcast::Sender<SessionEvent> {
+        self.events.clone()
+    }
+
+    /// The first `limit` messages queued for an offline session, read from the store
+    /// (empty if there is no such session or the store cannot be read).
+    pub fn stored_queue_view(&mut self, client_id: &str, limit: usize) -> Vec<MessageView> {
+        // The batch so far may hold some of them: write it first, as `on_connect` does.
+        if !self.ops.is_empty() {
+            let written = self.store.apply(&self.ops);
+            self.batch_failed |= written.is_err();
+            self.ops.clear();
+        }
+        match self.store.load_queue(client_id) {
+            Ok(stored) => stored
+                .into_iter()
+                .take(limit)
+                .map(|d| {
+                    let at = d.msg.received_at;
+                    let msg = self.message_from_store(d.msg);
+                    crate::view::message_view(&msg, d.qos as u8, d.retain, at)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(client_id, error = %e, "cannot read the queued messages");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Disconnects the client of `client_id` by an administrator's decision (5.0:
+    /// DISCONNECT 0x98 Administrative action); the session is kept per its expiry. The
+    /// server closed the connection, so the will is published (after its delay).
+    /// Returns false if there is no such session.
+    pub fn kick(&mut self, client_id: &str, now: Instant) -> bool {
+        let Some(&sid) = self.by_client.get(client_id) else {
+            return false;
+        };
+        if self.sessions.get(&sid).is_some_and(|s| s.online.is_some()) {
+            self.close(sid, Some(ReasonCode::AdministrativeAction));
+            self.go_offline(sid, now);
+        }
+        true
+    }
+
+    /// Discards the session of `client_id`: its connection, if any, is closed as by
+    /// [`Engine::kick`] (will published), then the session ends as when it expires (a will
+    /// still waiting for its delay is published now). Returns false if there is no such
+    /// session.
+    pub fn discard(&mut self, client_id: &str, now: Instant) -> bool {
+        if !self.kick(client_id, now) {
+            return false;
+        }
+        if let Some(&sid) = self.by_client.get(client_id) {
+            self.end_session(sid, now);
+        }
+        true
+    }
+
+    /// Sends a session event if anyone listens (no allocation otherwise).
+    fn emit(&self, event: impl FnOnce() -> SessionEvent) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(event());
+        }
+    }
+
+    /// Notes that a session's queue or in-flight count may have changed in this batch.
+    fn touch(&mut self, sid: SessionId) {
+        if self.listening {
+            self.dirty.push(sid);
         }
     }
 
@@ -257,6 +377,7 @@ impl Engine {
 
     /// Applies one command.
     pub fn handle(&mut self, cmd: Command, now: Instant) {
+        self.listening = self.events.receiver_count() > 0;
         match cmd {
             Command::Connect {
                 conn,
@@ -275,6 +396,7 @@ impl Engine {
                 }
             }
             Command::Inspect(Inspector(f)) => f(self),
+            Command::Admin(Admin(f)) => f(self, now),
             Command::Tick => {
                 self.tick(now);
                 if let Err(e) = self.store.tick() {
@@ -293,6 +415,27 @@ impl Engine {
     /// policy), then sends what the batch produced. Acknowledgements therefore never go
     /// out before the state they acknowledge is stored.
     pub fn flush(&mut self, now: Instant) {
+        self.flush_batch(now);
+        // One `queue` event per session touched by the batch.
+        if !self.dirty.is_empty() {
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for sid in dirty.drain(..) {
+                if let Some(s) = self.sessions.get(&sid) {
+                    self.emit(|| SessionEvent::Queue {
+                        client_id: s.client_id.to_string(),
+                        queued: s.queued_len(),
+                        inflight: s.inflight.len(),
+                    });
+                }
+            }
+            // Keep the allocation for the next batch.
+            self.dirty = dirty;
+        }
+    }
+
+    fn flush_batch(&mut self, now: Instant) {
         loop {
             let mut store_failed = std::mem::take(&mut self.batch_failed);
             if !self.ops.is_empty() {
@@ -655,6 +798,9 @@ impl Engine {
                 self.sessions
                     .insert(sid, Session::new(sid, client_id.clone(), v));
                 self.by_client.insert(client_id.clone(), sid);
+                self.emit(|| SessionEvent::Created {
+                    client_id: client_id.to_string(),
+                });
                 sid
             }
         };
@@ -753,6 +899,10 @@ impl Engine {
             }
         }
         self.send(sid, Packet::ConnAck(ack));
+        self.emit(|| SessionEvent::Connected {
+            client_id: client_id.to_string(),
+        });
+        self.touch(sid);
 
         // Resume: resend what is unacknowledged, in order, PUBLISH with DUP [MQTT-4.4.0-1].
         if session_present {
@@ -965,6 +1115,10 @@ impl Engine {
             .get(&id.get())
             .is_some_and(|f| f.stage == stage && f.delivery.qos == qos);
         if matches {
+            self.touch(sid);
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                return;
+            };
             if let Some(f) = s.inflight.remove(&id.get()) {
                 if f.delivery.stored {
                     let client = s.client_id.clone();
@@ -976,6 +1130,7 @@ impl Engine {
     }
 
     fn on_pubrec(&mut self, sid: SessionId, rec: PubResp, now: Instant) {
+        self.touch(sid);
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -1084,6 +1239,14 @@ impl Engine {
             properties: Default::default(),
         };
         self.send(sid, Packet::SubAck(ack));
+        self.emit(|| SessionEvent::Subscribed {
+            client_id: client_id.to_string(),
+            filters: sub
+                .subscriptions
+                .iter()
+                .map(|w| w.filter.as_str().to_owned())
+                .collect(),
+        });
         for (msg, entry) in retained {
             let d = Delivery {
                 seq: 0,
@@ -1124,6 +1287,16 @@ impl Engine {
             properties: Default::default(),
         };
         self.send(sid, Packet::UnsubAck(ack));
+        if let Some(s) = self.sessions.get(&sid) {
+            self.emit(|| SessionEvent::Unsubscribed {
+                client_id: s.client_id.to_string(),
+                filters: unsub
+                    .filters
+                    .iter()
+                    .map(|f| f.as_str().to_owned())
+                    .collect(),
+            });
+        }
     }
 
     fn on_disconnect(&mut self, sid: SessionId, d: Disconnect, now: Instant) {
@@ -1255,6 +1428,7 @@ impl Engine {
     /// Returns true if an online session is now over its queue limit (backpressure).
     fn deliver(&mut self, sid: SessionId, mut d: Delivery, now: Instant) -> bool {
         let cfg = self.config.clone();
+        self.touch(sid);
         let Some(s) = self.sessions.get_mut(&sid) else {
             return false;
         };
@@ -1433,6 +1607,12 @@ impl Engine {
         };
         self.conns.remove(&online.conn);
         s.disconnected_at = Some(now);
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(SessionEvent::Disconnected {
+                client_id: s.client_id.to_string(),
+            });
+            self.dirty.push(sid);
+        }
         let mut will_now = None;
         if !online.disconnected_normally {
             if let Some(will) = online.will {
@@ -1493,6 +1673,9 @@ impl Engine {
         };
         self.by_client.remove(&s.client_id);
         self.ops.push(Op::DeleteSession(s.client_id.clone()));
+        self.emit(|| SessionEvent::Ended {
+            client_id: s.client_id.to_string(),
+        });
         for f in s.subscriptions.keys() {
             self.subs.remove(sid, f);
         }
@@ -2393,5 +2576,101 @@ mod tests {
         }
         assert_eq!(rest, [Bytes::from_static(b"2"), Bytes::from_static(b"3")]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn kick_closes_with_0x98_publishes_the_will_and_keeps_the_session() {
+        let mut w = world(BrokerConfig::default());
+        let (mut s, _) = w.connect(V5, "S", true, None);
+        w.subscribe(&mut s, "will/#", QoS::AtLeastOnce);
+        let mut a = connect_with_will(&mut w, V5, "A", None, Some(60));
+        a.packets();
+        assert!(w.engine.kick("A", w.now));
+        w.engine.flush(w.now);
+        let sent = a.packets();
+        assert!(
+            matches!(&sent[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::AdministrativeAction)
+        );
+        assert!(a.closed);
+        assert_eq!(
+            payloads(&s.publishes()),
+            [b"gone"],
+            "closed by the server: the will goes"
+        );
+        let session = w.engine.session("A").unwrap();
+        assert!(session.online.is_none());
+        assert!(
+            session.expires_at.is_some(),
+            "kept, with its expiry running"
+        );
+        assert!(!w.engine.kick("nobody", w.now));
+    }
+
+    #[test]
+    fn discard_ends_the_session_and_publishes_a_will_still_waiting_for_its_delay() {
+        let mut w = world(BrokerConfig::default());
+        let (mut s, _) = w.connect(V5, "S", true, None);
+        w.subscribe(&mut s, "will/#", QoS::AtLeastOnce);
+        let a = connect_with_will(&mut w, V5, "A", Some(30), Some(60));
+        w.close(&a);
+        assert!(s.publishes().is_empty(), "the will waits for its delay");
+        assert!(w.engine.discard("A", w.now));
+        w.engine.flush(w.now);
+        assert!(w.engine.session("A").is_none());
+        assert_eq!(payloads(&s.publishes()), [b"gone"]);
+        assert!(!w.engine.discard("A", w.now));
+    }
+
+    #[test]
+    fn session_events_go_to_listeners_with_one_queue_event_per_session_per_batch() {
+        let mut w = world(BrokerConfig::default());
+        let (mut a, _) = w.connect(V5, "A", false, Some(60));
+        w.subscribe(&mut a, "t", QoS::AtLeastOnce);
+        assert!(w.engine.dirty.is_empty(), "nobody listens: nothing noted");
+        let mut events = w.engine.subscribe_events();
+        w.disconnect(&a);
+        let (p, _) = w.connect(V5, "P", true, None);
+        // Three messages in one batch: one queue event.
+        for id in 1..=3 {
+            let mut publish = Publish::new(TopicName::new("t").unwrap(), Bytes::from_static(b"x"));
+            publish.qos = QoS::AtLeastOnce;
+            publish.packet_id = Some(pid(id));
+            w.engine.handle(
+                Command::Packet {
+                    conn: p.id,
+                    packet: Packet::Publish(publish),
+                },
+                w.now,
+            );
+        }
+        w.engine.flush(w.now);
+        let mut got = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            got.push(e);
+        }
+        let id = |s: &str| s.to_owned();
+        assert_eq!(
+            got,
+            [
+                SessionEvent::Disconnected { client_id: id("A") },
+                SessionEvent::Queue {
+                    client_id: id("A"),
+                    queued: 0,
+                    inflight: 0
+                },
+                SessionEvent::Created { client_id: id("P") },
+                SessionEvent::Connected { client_id: id("P") },
+                SessionEvent::Queue {
+                    client_id: id("P"),
+                    queued: 0,
+                    inflight: 0
+                },
+                SessionEvent::Queue {
+                    client_id: id("A"),
+                    queued: 3,
+                    inflight: 0
+                },
+            ]
+        );
     }
 }

@@ -17,6 +17,7 @@
 //!   changes are written once per engine batch, before its acknowledgements go out.
 //! - [`auth`]: the authentication / authorization hook on the connection path.
 //! - [`config`]: limits and policies.
+//! - [`view`]: serializable views of the state and the session events, for the HTTP API.
 //!
 //! # Flow control and the queue policy
 //! Every queue is bounded. An offline session's queue holds at most
@@ -35,9 +36,11 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod subscriptions;
+pub mod view;
 
 pub use auth::{AllowAll, Authenticator, ConnectionInfo, Transport};
 pub use config::{BrokerConfig, DurabilityPolicy, OverflowPolicy};
 pub use engine::{CloseReason, Command, Engine, Outgoing, RecoverStats};
+pub use view::SessionEvent;
 pub use server::{Broker, ConnectionError};
 pub use store::{MemoryStore, SqliteStore, Store, StoreError};

@@ -13,15 +13,16 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use protocol::{ConnAck, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::auth::{AllowAll, Authenticator, ConnectionInfo};
 use crate::config::BrokerConfig;
 use crate::engine::{
-    connection_channel_capacity, CloseReason, Command, Engine, Outgoing, RecoverStats,
+    connection_channel_capacity, Admin, CloseReason, Command, Engine, Outgoing, RecoverStats,
 };
 use crate::session::ConnId;
 use crate::store::{MemoryStore, Store, StoreError};
+use crate::view::SessionEvent;
 
 /// A handle on a running broker; cheap to clone, one per listener.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ struct Inner {
     next_conn: AtomicU64,
     /// Set at shutdown: connections still waiting for CONNECT end at once.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// The engine's session events, to subscribe listeners (the dashboard's stream).
+    events: broadcast::Sender<SessionEvent>,
 }
 
 /// How a connection ended, for the transport's logs.
@@ -91,6 +94,7 @@ impl Broker {
     /// store's synchronous writes, so it must not stall the async workers), fed by one
     /// bounded channel, with a timer task sending it `Tick`s.
     fn launch(config: Arc<BrokerConfig>, engine: Engine) -> Broker {
+        let events = engine.event_sender();
         let (tx, rx) = mpsc::channel(config.engine_queue.max(1));
         let spawned = std::thread::Builder::new()
             .name("broker-engine".into())
@@ -116,6 +120,7 @@ impl Broker {
                 tx,
                 next_conn: AtomicU64::new(0),
                 stopping: tokio::sync::watch::channel(false).0,
+                events,
             }),
         }
     }
@@ -136,6 +141,34 @@ impl Broker {
         })));
         self.inner.tx.send(cmd).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Runs an administrative change (kick, discard, reading an offline queue from the
+    /// store) on the engine's task, with the batch's time; the batch is flushed after it,
+    /// so what it sends goes out and what it changes is stored.
+    pub async fn admin<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine, Instant) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Admin(Admin(Box::new(move |e: &mut Engine, now: Instant| {
+            let _ = tx.send(f(e, now));
+        })));
+        self.inner.tx.send(cmd).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// A receiver of session changes. A receiver that falls more than
+    /// [`crate::engine::EVENT_CAPACITY`] events behind gets `RecvError::Lagged` and skips
+    /// them: this is a UI stream, never the path of a QoS 1/2 message.
+    pub fn events(&self) -> broadcast::Receiver<SessionEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Resolves once shutdown has begun (long-lived HTTP streams end then).
+    pub async fn stopped(&self) {
+        let mut stopping = self.inner.stopping.subscribe();
+        let _ = stopping.wait_for(|&stop| stop).await;
     }
 
     /// Closes every connection (5.0 clients get DISCONNECT 0x8B) and refuses new ones.
