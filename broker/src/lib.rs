@@ -41,6 +41,6 @@ pub mod view;
 pub use auth::{AllowAll, Authenticator, ConnectionInfo, Transport};
 pub use config::{BrokerConfig, DurabilityPolicy, OverflowPolicy};
 pub use engine::{CloseReason, Command, Engine, Outgoing, RecoverStats};
-pub use view::SessionEvent;
 pub use server::{Broker, ConnectionError};
 pub use store::{MemoryStore, SqliteStore, Store, StoreError};
+pub use view::SessionEvent;
