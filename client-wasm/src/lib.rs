@@ -2,15 +2,161 @@
 //! state machine, exposed to JavaScript with an MQTT.js-shaped API (`connect(url, opts)`).
 //!
 //! # Why it is thin
-//! Everything MQTT (the codec, packet ids, QoS flows, keep-alive deadlines) lives in
-//! `protocol`, the same code the broker runs. This crate only owns the browser's WebSocket,
-//! its timers and the JavaScript-facing types. The foundation issue reserves the crate; the
-//! wasm client issue fills it.
+//! Everything MQTT (the codec, packet ids, QoS flows, resending, resubscribing, keep-alive
+//! deadlines) lives in `protocol`, the same code the broker runs. This crate only owns the
+//! browser's WebSocket, its timers and the JavaScript-facing types.
+//!
+//! # Layout
+//! - `client`: `connect()` and `MqttClient`: drives the state machine from socket events,
+//!   timers and method calls; listeners, promises, auto-reconnect with backoff.
+//! - `socket`: the WebSocket with the closures it owns (detached on drop).
+//! - `timer`: `performance.now()` as a `Timestamp`, and a re-armable `setTimeout` owning its
+//!   closure. Both come from the global scope, so the client also runs in a Web Worker.
+//! - `options`: the `connect` options object.
+//! - `js`: small conversions (option getters, plain objects, promises).
+//! - `error`: the crate's one error type and its one conversion to a JavaScript `Error`.
+//!
+//! The TypeScript definitions below are hand-written: they are the API's documentation.
+
+mod client;
+mod error;
+mod js;
+mod options;
+mod socket;
+mod timer;
 
 use wasm_bindgen::prelude::wasm_bindgen;
+
+pub use client::{connect, MqttClient};
 
 /// The version of the MQTT codec this package was built with.
 #[wasm_bindgen(js_name = protocolCrateVersion)]
 pub fn protocol_crate_version() -> String {
     protocol::VERSION.to_string()
 }
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_API: &'static str = r#"
+/** 0: at most once, 1: at least once, 2: exactly once. */
+export type QoS = 0 | 1 | 2;
+
+export interface ConnectOptions {
+  /** May be empty with `clean: true` (a 5.0 server then assigns one). Default "". */
+  clientId?: string;
+  /** Clean Session (3.1.1) / Clean Start (5.0). Default true. */
+  clean?: boolean;
+  /** Seconds; 0 = off. Default 60. */
+  keepalive?: number;
+  /** 4 = MQTT 3.1.1 (default), 5 = MQTT 5.0. */
+  protocolVersion?: 4 | 5;
+  /** 5.0: seconds the server keeps the session after the connection ends. */
+  sessionExpiryInterval?: number;
+  username?: string;
+  password?: string | Uint8Array;
+  will?: { topic: string; payload: string | Uint8Array; qos?: QoS; retain?: boolean };
+  /** Messages waiting while offline (bounded); publish rejects beyond it. Default 1000. */
+  queueLimit?: number;
+  /** Milliseconds to wait for CONNACK. Default 30000. */
+  connectTimeout?: number;
+  /**
+   * Auto-reconnect after a lost connection (not after a failed first one: `connect`
+   * rejects). Delay = min(maxDelay, initialDelay * 2^attempt), minus up to `jitter` of it
+   * at random. `false` turns it off. Defaults: 1000 ms, 30000 ms, 0.5.
+   */
+  reconnect?: false | { initialDelay?: number; maxDelay?: number; jitter?: number };
+}
+
+export interface ConnackPacket {
+  cmd: "connack";
+  sessionPresent: boolean;
+  reasonCode: number;
+}
+
+export interface PublishPacket {
+  cmd: "publish";
+  topic: string;
+  payload: Uint8Array;
+  qos: QoS;
+  retain: boolean;
+  dup: boolean;
+  /** Present at QoS 1 and 2. */
+  messageId?: number;
+}
+
+export interface PublishOptions {
+  qos?: QoS;
+  retain?: boolean;
+}
+
+export interface SubscribeOptions {
+  qos?: QoS;
+  /** 5.0 No Local. */
+  nl?: boolean;
+  /** 5.0 Retain As Published. */
+  rap?: boolean;
+  /** 5.0 Retain Handling: 0 send retained, 1 only for a new subscription, 2 never. */
+  rh?: 0 | 1 | 2;
+}
+
+/** The client's own view of its session (`client.session()`). */
+export interface SessionView {
+  connected: boolean;
+  /** The last CONNACK's session present flag. */
+  sessionPresent: boolean;
+  /** Granted subscriptions: the options asked for, with the QoS granted. */
+  subscriptions: { topic: string; qos: QoS; nl: boolean; rap: boolean; rh: 0 | 1 | 2 }[];
+  /** Outgoing QoS 1/2 messages not yet acknowledged, oldest first. */
+  outgoingInflight: {
+    messageId: number;
+    topic: string;
+    qos: QoS;
+    size: number;
+    stage: "awaiting-ack" | "awaiting-comp";
+  }[];
+  /** Incoming QoS 2 packet ids received and awaiting PUBREL. */
+  incomingAwaitingPubrel: number[];
+  /** Messages waiting to be sent (offline, or the server's Receive Maximum reached). */
+  queued: number;
+  /** The server's Receive Maximum. */
+  sendWindow: number;
+}
+
+export interface ClientEvents {
+  connect: (connack: ConnackPacket) => void;
+  reconnect: () => void;
+  offline: () => void;
+  close: () => void;
+  /** Messages that arrive before the first `message` listener are kept and given to it. */
+  message: (topic: string, payload: Uint8Array, packet: PublishPacket) => void;
+  error: (error: Error & { reasonCode?: number }) => void;
+}
+
+export class MqttClient {
+  private constructor();
+  free(): void;
+  /** CONNACK accepted and the connection not lost since. */
+  readonly connected: boolean;
+  /**
+   * Resolves with the reason code when the broker acknowledged the message (QoS 1 PUBACK,
+   * QoS 2 PUBCOMP) or, at QoS 0, once sent; rejects with an Error (`reasonCode` set) when
+   * the broker refused it, or when the client ends first. Queued while offline.
+   */
+  publish(topic: string, payload: string | Uint8Array, opts?: PublishOptions): Promise<number>;
+  /** Resolves with one code per filter: 0, 1, 2 = the granted QoS; 0x80 and up = refused. */
+  subscribe(filter: string | string[], opts?: SubscribeOptions): Promise<number[]>;
+  /** Resolves with one reason code per filter. */
+  unsubscribe(filter: string | string[]): Promise<number[]>;
+  on<E extends keyof ClientEvents>(event: E, listener: ClientEvents[E]): void;
+  off<E extends keyof ClientEvents>(event: E, listener: ClientEvents[E]): void;
+  /** Sends DISCONNECT, stops reconnecting, rejects pending promises; resolves when closed. */
+  end(): Promise<void>;
+  session(): SessionView;
+}
+
+/**
+ * Opens a WebSocket (subprotocol `mqtt`) to `url` and resolves once the broker accepted the
+ * connection; rejects with an Error saying why not (bad URL or option, socket refused,
+ * CONNACK refused with `reasonCode`).
+ */
+export function connect(url: string, opts?: ConnectOptions): Promise<MqttClient>;
+"#;

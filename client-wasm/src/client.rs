@@ -1,0 +1,657 @@
+//! `MqttClient`: one [`protocol::client::Client`] driven by a browser WebSocket and two
+//! timers, with JavaScript listeners and promises around it.
+//!
+//! # How a call flows
+//! Every entry point (a method called from JavaScript, a socket event, a timer) goes through
+//! `run`: it borrows the one `Inner`, lets the state machine act, drains its events into
+//! a list of JavaScript calls (listeners, promise settlements), flushes the packets to send,
+//! re-arms the keep-alive timer, releases the borrow and only then makes the JavaScript
+//! calls. So a listener may call back into the client (publish from `on('message')`) without
+//! ever meeting a borrowed state.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
+
+use bytes::Bytes;
+use js_sys::{Array, Function, Object, Promise, Uint8Array};
+use protocol::client::{Client, ClientOptions, Event, OutboundStage, SessionView};
+use protocol::{
+    ConnAck, Publish, ReasonCode, RetainHandling, Subscription, SubscriptionOptions, TopicFilter,
+    TopicName,
+};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
+
+use crate::error::Error;
+use crate::js::{self, Settle};
+use crate::options::{self, Reconnect};
+use crate::socket::{Handler, Socket};
+use crate::timer::{now, Timer};
+
+/// Messages kept while no `message` listener is registered yet (they can arrive in the
+/// CONNACK's frame, before `await connect()` returns); delivered to the first listener.
+const MAX_UNHEARD: usize = 1000;
+
+/// `connect(url, opts)`: resolves with a connected [`MqttClient`] once the first CONNACK
+/// accepts the connection; rejects with why it did not (bad URL or options, socket refused,
+/// CONNACK refused). After that, lost connections are re-established automatically.
+#[wasm_bindgen(skip_typescript)]
+pub fn connect(url: String, opts: JsValue) -> Promise {
+    let (promise, settle) = js::promise();
+    let (options, reconnect) = match options::parse(&opts) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = settle.reject.call1(&JsValue::NULL, &e.into());
+            return promise;
+        }
+    };
+    let inner = Rc::new_cyclic(|weak| RefCell::new(Inner::new(url, options, reconnect, weak)));
+    let handle = MqttClient {
+        inner: inner.clone(),
+    };
+    run(&Rc::downgrade(&inner), |i| {
+        i.connecting = Some((settle, handle));
+        i.open_socket();
+    });
+    promise
+}
+
+/// The MQTT client handed to JavaScript.
+#[wasm_bindgen(skip_typescript)]
+#[derive(Debug)]
+pub struct MqttClient {
+    inner: Rc<RefCell<Inner>>,
+}
+
+#[wasm_bindgen]
+impl MqttClient {
+    /// `publish(topic, payload, { qos, retain })`: resolves with the reason code when the
+    /// broker acknowledged (QoS 1 PUBACK, QoS 2 PUBCOMP) or, at QoS 0, once sent.
+    pub fn publish(&self, topic: String, payload: JsValue, opts: JsValue) -> Promise {
+        let (p, settle) = js::promise();
+        self.run(|i| match i.publish(topic, &payload, &opts) {
+            Ok(token) => {
+                i.publishes.insert(token, settle);
+            }
+            Err(e) => i.call(&settle.reject, e.into()),
+        });
+        p
+    }
+
+    /// `subscribe(filter | filters, { qos, nl, rap, rh })`: resolves with one reason code per
+    /// filter (0, 1, 2 = the granted QoS; 0x80 and up = refused).
+    pub fn subscribe(&self, filters: JsValue, opts: JsValue) -> Promise {
+        let (p, settle) = js::promise();
+        self.run(|i| match i.subscribe(&filters, &opts) {
+            Ok(id) => {
+                i.requests.insert(id, settle);
+            }
+            Err(e) => i.call(&settle.reject, e.into()),
+        });
+        p
+    }
+
+    /// `unsubscribe(filter | filters)`: resolves with one reason code per filter.
+    pub fn unsubscribe(&self, filters: JsValue) -> Promise {
+        let (p, settle) = js::promise();
+        self.run(|i| match i.unsubscribe(&filters) {
+            Ok(id) => {
+                i.requests.insert(id, settle);
+            }
+            Err(e) => i.call(&settle.reject, e.into()),
+        });
+        p
+    }
+
+    /// `on(event, listener)`.
+    pub fn on(&self, event: String, listener: Function) {
+        self.run(|i| {
+            let first_for_messages = event == "message" && !i.has_listener("message");
+            i.listeners.push((event, listener));
+            if first_for_messages {
+                while let Some(p) = i.unheard.pop_front() {
+                    i.emit_message(p);
+                }
+            }
+        });
+    }
+
+    /// `off(event, listener)`.
+    pub fn off(&self, event: String, listener: Function) {
+        self.run(|i| {
+            i.listeners
+                .retain(|(e, f)| !(e == &event && JsValue::from(f) == JsValue::from(&listener)))
+        });
+    }
+
+    /// `end()`: sends DISCONNECT, stops reconnecting, rejects what is still pending, and
+    /// resolves once the socket has closed.
+    pub fn end(&self) -> Promise {
+        let (p, settle) = js::promise();
+        self.run(|i| i.end(settle));
+        p
+    }
+
+    /// `session()`: the state machine's own view of its session, as a plain object.
+    pub fn session(&self) -> JsValue {
+        let mut out = JsValue::UNDEFINED;
+        self.run(|i| out = session_object(&i.client.session()).into());
+        out
+    }
+
+    /// `connected`: CONNACK accepted and the connection not lost since.
+    #[wasm_bindgen(getter)]
+    pub fn connected(&self) -> bool {
+        let mut out = false;
+        self.run(|i| out = i.client.is_connected());
+        out
+    }
+}
+
+impl MqttClient {
+    fn run(&self, f: impl FnOnce(&mut Inner)) {
+        run(&Rc::downgrade(&self.inner), f);
+    }
+}
+
+/// Lets `f` act on the client, then makes the JavaScript calls it queued (see the module
+/// docs).
+fn run(weak: &Weak<RefCell<Inner>>, f: impl FnOnce(&mut Inner)) {
+    let Some(rc) = weak.upgrade() else {
+        return;
+    };
+    let calls = {
+        let Ok(mut inner) = rc.try_borrow_mut() else {
+            return;
+        };
+        f(&mut inner);
+        inner.after();
+        std::mem::take(&mut inner.calls)
+    };
+    for (f, args) in calls {
+        // A throwing listener must not stop the others (nor the client).
+        let _ = f.apply(&JsValue::NULL, &args);
+    }
+}
+
+/// The socket's and the timers' way back to the client: weak, so that they never keep a
+/// client alive that JavaScript has let go.
+#[derive(Debug, Clone)]
+struct Link(Weak<RefCell<Inner>>);
+
+impl Handler for Link {
+    fn opened(&self) {
+        run(&self.0, |i| {
+            if let Err(e) = i.client.connect(now()) {
+                i.connection_down(Some(e.into()));
+            }
+        });
+    }
+
+    fn received(&self, data: Result<Vec<u8>, Error>) {
+        run(&self.0, |i| {
+            let result = data.and_then(|b| Ok(i.client.handle_bytes(&b, now())?));
+            if let Err(e) = result {
+                i.connection_down(Some(e));
+            }
+        });
+    }
+
+    fn closed(&self, code: u16, reason: String) {
+        run(&self.0, |i| {
+            if i.ended {
+                i.finish_end();
+            } else {
+                i.connection_down(Some(Error::Closed { code, reason }));
+            }
+        });
+    }
+}
+
+/// Everything one client owns. Only [`run`] touches it.
+struct Inner {
+    client: Client,
+    /// The broker's WebSocket URL, reused by every reconnection.
+    url: String,
+    reconnect: Reconnect,
+    /// The current connection, if any; dropping it detaches its handlers and closes it.
+    socket: Option<Socket>,
+    /// Fires at the state machine's `poll_timeout()`: PINGREQ, or a late CONNACK/PINGRESP.
+    keepalive: Timer,
+    /// Fires when the next reconnection attempt is due.
+    retry: Timer,
+    /// Failed attempts since the last accepted CONNACK (drives the backoff).
+    attempts: u32,
+    /// CONNACK accepted on the current socket.
+    online: bool,
+    /// `end()` was called, or the first connection failed: no more reconnecting.
+    ended: bool,
+    /// The `connect()` promise and the handle it resolves with, until the first CONNACK
+    /// (holding the handle keeps the client alive until then).
+    connecting: Option<(Settle, MqttClient)>,
+    /// `end()` promises waiting for the socket to close.
+    ending: Vec<Settle>,
+    /// `publish` promises by the state machine's token. A list, not a map: it is short
+    /// (bounded by the queue and the send window) and a map's code costs wasm bytes.
+    publishes: Pending<u64>,
+    /// `subscribe` / `unsubscribe` promises by packet id.
+    requests: Pending<u16>,
+    listeners: Vec<(String, Function)>,
+    /// Messages that arrived before any `message` listener; at most [`MAX_UNHEARD`].
+    unheard: VecDeque<Publish>,
+    /// JavaScript calls to make once the borrow is released.
+    calls: Vec<(Function, Array)>,
+    /// This client, for the handlers of the sockets it opens.
+    this: Weak<RefCell<Inner>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("url", &self.url)
+            .field("online", &self.online)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn new(
+        url: String,
+        options: ClientOptions,
+        reconnect: Reconnect,
+        this: &Weak<RefCell<Inner>>,
+    ) -> Self {
+        let w = this.clone();
+        let keepalive = Timer::new(move || {
+            run(&w, |i| {
+                i.keepalive.fired();
+                if let Err(e) = i.client.handle_timeout(now()) {
+                    i.connection_down(Some(e.into()));
+                }
+            })
+        });
+        let w = this.clone();
+        let retry = Timer::new(move || {
+            run(&w, |i| {
+                i.retry.fired();
+                if !i.ended {
+                    i.emit("reconnect", &[]);
+                    i.open_socket();
+                }
+            })
+        });
+        Inner {
+            client: Client::new(options),
+            url,
+            reconnect,
+            socket: None,
+            keepalive,
+            retry,
+            attempts: 0,
+            online: false,
+            ended: false,
+            connecting: None,
+            ending: Vec::new(),
+            publishes: Pending::default(),
+            requests: Pending::default(),
+            listeners: Vec::new(),
+            unheard: VecDeque::new(),
+            calls: Vec::new(),
+            this: this.clone(),
+        }
+    }
+
+    fn open_socket(&mut self) {
+        match Socket::open(&self.url, Link(self.this.clone())) {
+            Ok(s) => self.socket = Some(s),
+            Err(e) => self.connection_down(Some(e)),
+        }
+    }
+
+    /// After every entry point: events to JavaScript, packets to the socket, timer re-armed.
+    fn after(&mut self) {
+        self.drain_events();
+        self.flush();
+        match self.client.poll_timeout() {
+            Some(at) => self
+                .keepalive
+                .schedule(at.as_millis().saturating_sub(now().as_millis())),
+            None => self.keepalive.cancel(),
+        }
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(event) = self.client.poll_event() {
+            match event {
+                Event::Connected { connack, .. } => {
+                    self.online = true;
+                    self.attempts = 0;
+                    self.emit("connect", &[connack_object(&connack).into()]);
+                    if let Some((settle, handle)) = self.connecting.take() {
+                        self.call(&settle.resolve, handle.into());
+                    }
+                }
+                Event::Message(p) => self.emit_message(p),
+                Event::Published { token, reason } => {
+                    if let Some(s) = self.publishes.remove(token.0) {
+                        if reason.is_error() {
+                            self.call(&s.reject, Error::Refused(reason).into());
+                        } else {
+                            self.call(&s.resolve, reason.as_u8().into());
+                        }
+                    }
+                }
+                Event::SubAck(ack) => {
+                    self.settle_request(ack.packet_id.get(), &ack.reasons);
+                }
+                Event::UnsubAck(ack) => {
+                    self.settle_request(ack.packet_id.get(), &ack.reasons);
+                }
+            }
+        }
+    }
+
+    fn settle_request(&mut self, id: u16, reasons: &[ReasonCode]) {
+        if let Some(s) = self.requests.remove(id) {
+            let codes = js::numbers(reasons.iter().map(|r| u32::from(r.as_u8())));
+            self.call(&s.resolve, codes.into());
+        }
+    }
+
+    /// Sends what the state machine queued, if the socket is open (otherwise it is
+    /// discarded: the machine only queues packets for a live connection).
+    fn flush(&mut self) {
+        let mut buf = Vec::new();
+        if let Err(e) = self.client.encode_transmit(&mut buf) {
+            self.emit("error", &[Error::from(e).into()]);
+        }
+        if let Some(s) = self.socket.as_ref().filter(|s| s.is_open()) {
+            if !buf.is_empty() {
+                s.send(&buf);
+            }
+        }
+    }
+
+    /// The connection is over (socket closed, or the state machine ended it): tell the
+    /// application, and retry after the backoff unless ended.
+    fn connection_down(&mut self, err: Option<Error>) {
+        self.drain_events();
+        self.flush(); // a DISCONNECT the machine queued when it gave up
+        self.client.connection_lost();
+        self.socket = None;
+        self.keepalive.cancel();
+        let was_online = std::mem::take(&mut self.online);
+        if let Some((settle, _handle)) = self.connecting.take() {
+            // The first connection failed: `connect()` rejects with why; no retrying.
+            let e = err.unwrap_or(Error::Closed {
+                code: 1006,
+                reason: "closed before CONNACK".into(),
+            });
+            self.call(&settle.reject, e.into());
+            self.ended = true;
+            self.retry.cancel();
+            return;
+        }
+        if let Some(e) = err.filter(|e| !matches!(e, Error::Closed { .. })) {
+            self.emit("error", &[e.into()]);
+        }
+        self.emit("close", &[]);
+        if was_online {
+            self.emit("offline", &[]);
+        }
+        if self.ended {
+            return;
+        }
+        if !self.reconnect.enabled {
+            self.ended = true;
+            self.reject_pending();
+            return;
+        }
+        let delay = self.reconnect.delay(self.attempts);
+        self.attempts = self.attempts.saturating_add(1);
+        self.retry.schedule(delay);
+    }
+
+    fn end(&mut self, settle: Settle) {
+        if !self.ended {
+            self.ended = true;
+            self.retry.cancel();
+            self.client.disconnect(ReasonCode::Success, now());
+            self.flush();
+            self.reject_pending();
+        }
+        match &self.socket {
+            Some(s) => {
+                s.close();
+                self.ending.push(settle);
+            }
+            None => self.call(&settle.resolve, JsValue::UNDEFINED),
+        }
+    }
+
+    /// The socket closed after `end()`.
+    fn finish_end(&mut self) {
+        self.socket = None;
+        self.keepalive.cancel();
+        for s in std::mem::take(&mut self.ending) {
+            self.call(&s.resolve, JsValue::UNDEFINED);
+        }
+        self.emit("close", &[]);
+        if std::mem::take(&mut self.online) {
+            self.emit("offline", &[]);
+        }
+    }
+
+    fn reject_pending(&mut self) {
+        let settles: Vec<Settle> = self
+            .publishes
+            .drain()
+            .chain(self.requests.drain())
+            .collect();
+        for s in settles {
+            self.call(&s.reject, Error::Ended.into());
+        }
+    }
+
+    fn publish(&mut self, topic: String, payload: &JsValue, opts: &JsValue) -> Result<u64, Error> {
+        if self.ended {
+            return Err(Error::Ended);
+        }
+        let topic = TopicName::new(topic)?;
+        let payload = js::bytes(payload, "payload must be a string or a Uint8Array")?;
+        let qos = options::qos(opts)?;
+        let retain = js::get_bool(opts, "retain").unwrap_or(false);
+        let token = self.client.publish(
+            topic,
+            Bytes::from(payload),
+            qos,
+            retain,
+            Default::default(),
+            now(),
+        )?;
+        Ok(token.0)
+    }
+
+    fn subscribe(&mut self, filters: &JsValue, opts: &JsValue) -> Result<u16, Error> {
+        if self.ended {
+            return Err(Error::Ended);
+        }
+        let options = SubscriptionOptions {
+            qos: options::qos(opts)?,
+            no_local: js::get_bool(opts, "nl").unwrap_or(false),
+            retain_as_published: js::get_bool(opts, "rap").unwrap_or(false),
+            retain_handling: match js::get_uint(opts, "rh", 2, "rh must be 0, 1 or 2")? {
+                None | Some(0) => RetainHandling::SendAtSubscribe,
+                Some(1) => RetainHandling::SendIfNew,
+                Some(_) => RetainHandling::DoNotSend,
+            },
+        };
+        let subs = filter_list(filters)?
+            .into_iter()
+            .map(|filter| Subscription { filter, options })
+            .collect();
+        Ok(self
+            .client
+            .subscribe(subs, Default::default(), now())?
+            .get())
+    }
+
+    fn unsubscribe(&mut self, filters: &JsValue) -> Result<u16, Error> {
+        if self.ended {
+            return Err(Error::Ended);
+        }
+        let filters = filter_list(filters)?;
+        Ok(self
+            .client
+            .unsubscribe(filters, Default::default(), now())?
+            .get())
+    }
+
+    fn has_listener(&self, name: &str) -> bool {
+        self.listeners.iter().any(|(n, _)| n == name)
+    }
+
+    fn emit(&mut self, name: &str, args: &[JsValue]) {
+        let args: Array = args.iter().collect();
+        for (n, f) in &self.listeners {
+            if n == name {
+                self.calls.push((f.clone(), args.clone()));
+            }
+        }
+    }
+
+    fn emit_message(&mut self, p: Publish) {
+        if !self.has_listener("message") {
+            if self.unheard.len() < MAX_UNHEARD {
+                self.unheard.push_back(p);
+            }
+            return;
+        }
+        let payload = Uint8Array::from(&p.payload[..]);
+        let packet = Object::new();
+        js::set(&packet, "cmd", "publish");
+        js::set(&packet, "topic", p.topic.as_str());
+        js::set(&packet, "payload", &payload);
+        js::set(&packet, "qos", p.qos as u8);
+        js::set(&packet, "retain", p.retain);
+        js::set(&packet, "dup", p.dup);
+        if let Some(id) = p.packet_id {
+            js::set(&packet, "messageId", id.get());
+        }
+        self.emit(
+            "message",
+            &[p.topic.as_str().into(), payload.into(), packet.into()],
+        );
+    }
+
+    fn call(&mut self, f: &Function, arg: JsValue) {
+        self.calls.push((f.clone(), Array::of1(&arg)));
+    }
+}
+
+/// Promises waiting for an answer, by key.
+#[derive(Debug)]
+struct Pending<K>(Vec<(K, Settle)>);
+
+impl<K> Default for Pending<K> {
+    fn default() -> Self {
+        Pending(Vec::new())
+    }
+}
+
+impl<K: PartialEq> Pending<K> {
+    fn insert(&mut self, key: K, settle: Settle) {
+        self.0.push((key, settle));
+    }
+
+    fn remove(&mut self, key: K) -> Option<Settle> {
+        let at = self.0.iter().position(|(k, _)| *k == key)?;
+        Some(self.0.swap_remove(at).1)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Settle> + '_ {
+        self.0.drain(..).map(|(_, s)| s)
+    }
+}
+
+/// A filter or an array of filters.
+fn filter_list(v: &JsValue) -> Result<Vec<TopicFilter>, Error> {
+    const WHAT: &str = "filters must be a string or an array of strings";
+    if let Some(s) = v.as_string() {
+        return Ok(vec![TopicFilter::new(s)?]);
+    }
+    if !Array::is_array(v) {
+        return Err(Error::Argument(WHAT));
+    }
+    Array::from(v)
+        .iter()
+        .map(|f| {
+            Ok(TopicFilter::new(
+                f.as_string().ok_or(Error::Argument(WHAT))?,
+            )?)
+        })
+        .collect()
+}
+
+fn connack_object(ack: &ConnAck) -> Object {
+    let o = Object::new();
+    js::set(&o, "cmd", "connack");
+    js::set(&o, "sessionPresent", ack.session_present);
+    js::set(&o, "reasonCode", ack.reason.as_u8());
+    o
+}
+
+fn session_object(s: &SessionView) -> Object {
+    let o = Object::new();
+    js::set(&o, "connected", s.connected);
+    js::set(&o, "sessionPresent", s.session_present);
+    let subs: Array = s
+        .subscriptions
+        .iter()
+        .map(|(f, opts)| {
+            let sub = Object::new();
+            js::set(&sub, "topic", f.as_str());
+            js::set(&sub, "qos", opts.qos as u8);
+            js::set(&sub, "nl", opts.no_local);
+            js::set(&sub, "rap", opts.retain_as_published);
+            js::set(&sub, "rh", opts.retain_handling as u8);
+            JsValue::from(sub)
+        })
+        .collect();
+    js::set(&o, "subscriptions", subs);
+    let out: Array = s
+        .outbound_inflight
+        .iter()
+        .map(|m| {
+            let e = Object::new();
+            js::set(&e, "messageId", m.packet_id.get());
+            js::set(&e, "topic", m.topic.as_str());
+            js::set(&e, "qos", m.qos as u8);
+            js::set(&e, "size", m.size as u32);
+            js::set(
+                &e,
+                "stage",
+                match m.stage {
+                    OutboundStage::AwaitingAck => "awaiting-ack",
+                    OutboundStage::AwaitingComp => "awaiting-comp",
+                },
+            );
+            JsValue::from(e)
+        })
+        .collect();
+    js::set(&o, "outgoingInflight", out);
+    js::set(
+        &o,
+        "incomingAwaitingPubrel",
+        js::numbers(
+            s.inbound_awaiting_pubrel
+                .iter()
+                .map(|id| u32::from(id.get())),
+        ),
+    );
+    js::set(&o, "queued", s.queued as u32);
+    js::set(&o, "sendWindow", s.send_window);
+    o
+}

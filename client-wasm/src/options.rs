@@ -1,0 +1,124 @@
+//! `connect(url, opts)` options: the JavaScript object to [`ClientOptions`] and
+//! [`Reconnect`].
+
+use bytes::Bytes;
+use protocol::client::ClientOptions;
+use protocol::{ProtocolVersion, QoS, TopicName, Will};
+use wasm_bindgen::JsValue;
+
+use crate::error::Error;
+use crate::js::{bytes, get, get_bool, get_f64, get_string, get_uint};
+
+/// Auto-reconnect: exponential backoff from `initial_ms` doubling up to `max_ms`, each delay
+/// shortened by a random fraction of up to `jitter` so that many clients dropped at once do
+/// not return at once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reconnect {
+    /// Off with `reconnect: false`.
+    pub(crate) enabled: bool,
+    /// The first delay, in milliseconds.
+    pub(crate) initial_ms: f64,
+    /// The largest delay, in milliseconds.
+    pub(crate) max_ms: f64,
+    /// 0..=1: how much of each delay may be taken off at random.
+    pub(crate) jitter: f64,
+}
+
+impl Reconnect {
+    /// The delay before attempt number `attempt` (0 = the first retry).
+    pub(crate) fn delay(&self, attempt: u32) -> u64 {
+        let base = (self.initial_ms * 2f64.powi(attempt.min(30) as i32)).min(self.max_ms);
+        (base * (1.0 - self.jitter * js_sys::Math::random())).max(0.0) as u64
+    }
+}
+
+/// Reads `opts` (an object, or `undefined` for the defaults).
+pub(crate) fn parse(opts: &JsValue) -> Result<(ClientOptions, Reconnect), Error> {
+    let version = match get_uint(opts, "protocolVersion", 5, "protocolVersion must be 4 or 5")? {
+        None | Some(4) => ProtocolVersion::V311,
+        Some(5) => ProtocolVersion::V5,
+        Some(_) => return Err(Error::Argument("protocolVersion must be 4 or 5")),
+    };
+    let client_id = get_string(opts, "clientId", "clientId must be a string")?.unwrap_or_default();
+    let clean = get_bool(opts, "clean").unwrap_or(true);
+    let mut o = ClientOptions::new(version, client_id, clean);
+    if let Some(k) = get_uint(
+        opts,
+        "keepalive",
+        65535,
+        "keepalive must be 0..=65535 seconds",
+    )? {
+        o.keep_alive = k as u16;
+    }
+    o.session_expiry_interval = get_uint(
+        opts,
+        "sessionExpiryInterval",
+        u32::MAX,
+        "sessionExpiryInterval must be 0..=4294967295 seconds",
+    )?;
+    o.username = get_string(opts, "username", "username must be a string")?;
+    let password = get(opts, "password");
+    if !password.is_undefined() && !password.is_null() {
+        o.password = Some(Bytes::from(bytes(
+            &password,
+            "password must be a string or a Uint8Array",
+        )?));
+    }
+    if let Some(n) = get_uint(
+        opts,
+        "queueLimit",
+        u32::MAX,
+        "queueLimit must be a non-negative integer",
+    )? {
+        o.max_queued = n as usize;
+    }
+    if let Some(ms) = get_f64(
+        opts,
+        "connectTimeout",
+        "connectTimeout must be milliseconds",
+    )? {
+        o.connect_timeout = std::time::Duration::from_millis(ms.max(0.0) as u64);
+    }
+    let will = get(opts, "will");
+    if will.is_object() {
+        let topic = get_string(&will, "topic", "will.topic must be a string")?
+            .ok_or(Error::Argument("will.topic is required"))?;
+        o.will = Some(Will {
+            topic: TopicName::new(topic)?,
+            payload: Bytes::from(bytes(
+                &get(&will, "payload"),
+                "will.payload must be a string or a Uint8Array",
+            )?),
+            qos: qos(&will)?,
+            retain: get_bool(&will, "retain").unwrap_or(false),
+            properties: Default::default(),
+        });
+    }
+    let r = get(opts, "reconnect");
+    let reconnect = Reconnect {
+        enabled: r.as_bool() != Some(false),
+        initial_ms: get_f64(
+            &r,
+            "initialDelay",
+            "reconnect.initialDelay must be milliseconds",
+        )?
+        .unwrap_or(1000.0)
+        .max(0.0),
+        max_ms: get_f64(&r, "maxDelay", "reconnect.maxDelay must be milliseconds")?
+            .unwrap_or(30_000.0)
+            .max(0.0),
+        jitter: get_f64(&r, "jitter", "reconnect.jitter must be 0..1")?
+            .unwrap_or(0.5)
+            .clamp(0.0, 1.0),
+    };
+    Ok((o, reconnect))
+}
+
+/// `obj.qos`, 0 when absent.
+pub(crate) fn qos(obj: &JsValue) -> Result<QoS, Error> {
+    Ok(match get_uint(obj, "qos", 2, "qos must be 0, 1 or 2")? {
+        None | Some(0) => QoS::AtMostOnce,
+        Some(1) => QoS::AtLeastOnce,
+        Some(_) => QoS::ExactlyOnce,
+    })
+}

@@ -1,0 +1,255 @@
+// Browser test of the wasm MQTT client: a real headless Chromium (Debian's /usr/bin/chromium,
+// driven by playwright-core) loads client-wasm/pkg/ exactly as a web page would, and talks to
+// a real bridge that this script starts on 127.0.0.1:0.
+//
+// Usage: node client-wasm/tests/browser.mjs   (after `cargo build -p bridge` and
+// `client-wasm/build.sh`). Exits non-zero, naming the failed check, on any failure.
+import { spawn } from "node:child_process";
+import { createServer } from "node:http";
+import { readFile } from "node:fs/promises";
+import { dirname, extname, join, normalize } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const pkgDir = join(root, "client-wasm", "pkg");
+const bridgeBin = process.env.BRIDGE_BIN ?? join(root, "target", "debug", "bridge");
+const chromiumBin = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const TEST_TIMEOUT_MS = 60_000;
+
+const cleanups = [];
+async function cleanup() {
+  while (cleanups.length) {
+    try {
+      await cleanups.pop()();
+    } catch {}
+  }
+}
+function fail(msg) {
+  console.error(`browser test FAILED: ${msg}`);
+  cleanup().finally(() => process.exit(1));
+}
+setTimeout(() => fail(`timed out after ${TEST_TIMEOUT_MS} ms`), TEST_TIMEOUT_MS).unref();
+
+/** Starts the bridge and resolves with its WebSocket URL. */
+function startBridge() {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bridgeBin, ["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    cleanups.push(() => child.kill("SIGKILL"));
+    let out = "";
+    const onData = (d) => {
+      out += d.toString();
+      const m = out.match(/bridge listening: http=\S+ ws=(ws:\/\/\S+) mqtt=\S+/);
+      if (m) resolve(m[1]);
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
+    child.on("error", (e) => reject(new Error(`cannot start ${bridgeBin}: ${e.message}`)));
+    child.on("exit", (code) => reject(new Error(`bridge exited (${code}) before listening:\n${out}`)));
+  });
+}
+
+const PAGE = `<!doctype html><meta charset="utf-8"><title>client-wasm test</title>
+<script type="module">
+import init, * as mqtt from "/pkg/client_wasm.js";
+try { await init(); window.mqtt = mqtt; window.ready = "ok"; }
+catch (e) { window.ready = "init failed: " + e; }
+</script>`;
+
+const TYPES = { ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".ts": "text/plain" };
+
+/** Serves the test page at / and client-wasm/pkg/ at /pkg/. */
+function startStatic() {
+  const server = createServer(async (req, res) => {
+    const path = new URL(req.url, "http://x").pathname;
+    if (path === "/") {
+      res.writeHead(200, { "content-type": "text/html" }).end(PAGE);
+      return;
+    }
+    const rel = normalize(path.replace(/^\/pkg\//, "")).replace(/^(\.\.[/\\])+/, "");
+    if (!path.startsWith("/pkg/")) {
+      res.writeHead(404).end();
+      return;
+    }
+    try {
+      const body = await readFile(join(pkgDir, rel));
+      res.writeHead(200, { "content-type": TYPES[extname(rel)] ?? "application/octet-stream" }).end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  cleanups.push(() => new Promise((r) => server.close(r)));
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${server.address().port}/`)),
+  );
+}
+
+// Runs inside the page. Each check throws with a message naming it.
+async function scenarios(ws) {
+  const { connect } = window.mqtt;
+  const log = [];
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const within = (p, ms, what) =>
+    Promise.race([p, sleep(ms).then(() => Promise.reject(new Error(`timeout: ${what}`)))]);
+  const check = (cond, what) => {
+    if (!cond) throw new Error(what);
+  };
+  const text = (b) => new TextDecoder().decode(b);
+  // Collects messages; wait(n) resolves when n have arrived.
+  const inbox = (client) => {
+    const msgs = [];
+    let wake = () => {};
+    client.on("message", (topic, payload, packet) => {
+      msgs.push({ topic, payload, text: text(payload), qos: packet.qos, retain: packet.retain });
+      wake();
+    });
+    msgs.wait = async (n, ms, what) => {
+      const deadline = Date.now() + ms;
+      while (msgs.length < n) {
+        if (Date.now() > deadline) throw new Error(`timeout: ${what} (got ${msgs.length} of ${n})`);
+        await new Promise((r) => {
+          wake = r;
+          setTimeout(r, 50);
+        });
+      }
+      return msgs;
+    };
+    return msgs;
+  };
+
+  // Bad URL and refused connection: clear rejections.
+  for (const [url, what] of [
+    ["ftp://127.0.0.1/mqtt", "bad URL"],
+    ["ws://127.0.0.1:1/mqtt", "refused connection"],
+  ]) {
+    let err;
+    try {
+      await within(connect(url, { reconnect: false }), 10000, what);
+    } catch (e) {
+      err = e;
+    }
+    check(err instanceof Error && !err.message.startsWith("timeout"), `${what}: expected a rejection, got ${err}`);
+    log.push(`${what} rejected: ${err.message}`);
+  }
+
+  for (const v of [4, 5]) {
+    const tag = `v${v}`;
+    // Connect, subscribe, publish QoS 0/1/2 and receive each.
+    const c = await within(connect(ws, { clientId: `basic-${v}`, protocolVersion: v, keepalive: 30 }), 5000, `${tag} connect`);
+    check(c.connected, `${tag}: connected`);
+    const inb = inbox(c);
+    const granted = await within(c.subscribe(`t/${tag}/#`, { qos: 2 }), 5000, `${tag} subscribe`);
+    check(JSON.stringify(granted) === "[2]", `${tag}: granted ${JSON.stringify(granted)}, expected [2]`);
+    const s = c.session();
+    check(s.subscriptions.length === 1 && s.subscriptions[0].topic === `t/${tag}/#` && s.subscriptions[0].qos === 2, `${tag}: session() subscriptions ${JSON.stringify(s.subscriptions)}`);
+    for (const qos of [0, 1, 2]) {
+      const code = await within(c.publish(`t/${tag}/q${qos}`, `hello ${qos}`, { qos }), 5000, `${tag} publish QoS ${qos}`);
+      check(code === 0 || code === 0x10, `${tag}: publish QoS ${qos} resolved with ${code}`);
+    }
+    await within(c.publish(`t/${tag}/bin`, new Uint8Array([0, 1, 255]), { qos: 1 }), 5000, `${tag} binary publish`);
+    const got = await inb.wait(4, 5000, `${tag} receive QoS 0/1/2 + binary`);
+    for (const qos of [0, 1, 2]) {
+      const m = got.find((m) => m.topic === `t/${tag}/q${qos}`);
+      check(m && m.text === `hello ${qos}` && m.qos === qos, `${tag}: QoS ${qos} message ${JSON.stringify(m)}`);
+    }
+    const bin = got.find((m) => m.topic === `t/${tag}/bin`);
+    check(bin && bin.payload instanceof Uint8Array && bin.payload.join() === "0,1,255", `${tag}: binary payload`);
+    const unsub = await within(c.unsubscribe(`t/${tag}/#`), 5000, `${tag} unsubscribe`);
+    check(Array.isArray(unsub), `${tag}: unsubscribe resolved with ${unsub}`);
+    check(c.session().subscriptions.length === 0, `${tag}: no subscription after unsubscribe`);
+    let bad;
+    try {
+      await c.publish("bad/#", "x");
+    } catch (e) {
+      bad = e;
+    }
+    check(bad instanceof Error, `${tag}: publish to a wildcard topic must reject`);
+    await within(c.end(), 5000, `${tag} end`);
+    check(!c.connected, `${tag}: not connected after end`);
+    log.push(`${tag}: connect/subscribe/publish QoS 0,1,2/unsubscribe ok`);
+
+    // Keep-alive: with keepalive 1 s the broker drops a silent client after 1.5 s; PINGREQ
+    // from the timer keeps it connected.
+    const k = await within(connect(ws, { clientId: `ka-${v}`, protocolVersion: v, keepalive: 1, reconnect: false }), 5000, `${tag} keepalive connect`);
+    let closed = false;
+    k.on("close", () => (closed = true));
+    await sleep(3500);
+    check(!closed && k.connected, `${tag}: keep-alive: the connection was dropped`);
+    await k.end();
+    log.push(`${tag}: keep-alive ok`);
+
+    // The seed scenario: clean = false keeps what was published while away.
+    const persistent = { clientId: `seed-${v}`, protocolVersion: v, clean: false, sessionExpiryInterval: v === 5 ? 300 : undefined };
+    const a = await within(connect(ws, persistent), 5000, `${tag} seed connect`);
+    await within(a.subscribe(`seed/${tag}/#`, { qos: 1 }), 5000, `${tag} seed subscribe`);
+    await within(a.end(), 5000, `${tag} seed end`);
+    const pub = await within(connect(ws, { clientId: `seedpub-${v}`, protocolVersion: v }), 5000, `${tag} publisher connect`);
+    for (let i = 0; i < 3; i++) await within(pub.publish(`seed/${tag}/x`, `away ${i}`, { qos: 1 }), 5000, `${tag} publish while away`);
+    const a2 = await within(connect(ws, persistent), 5000, `${tag} seed reconnect`);
+    check(a2.session().sessionPresent === true, `${tag}: clean=false: session present expected`);
+    const away = await inbox(a2).wait(3, 5000, `${tag}: clean=false: messages published while away`);
+    check(away.map((m) => m.text).join() === "away 0,away 1,away 2", `${tag}: clean=false got ${away.map((m) => m.text)}`);
+    await a2.end();
+    log.push(`${tag}: seed clean=false: session present, 3 queued messages delivered`);
+
+    // clean = true: nothing kept.
+    const fresh = { clientId: `seedc-${v}`, protocolVersion: v, clean: true };
+    const b = await within(connect(ws, fresh), 5000, `${tag} clean connect`);
+    await within(b.subscribe(`seedc/${tag}/#`, { qos: 1 }), 5000, `${tag} clean subscribe`);
+    await within(b.end(), 5000, `${tag} clean end`);
+    for (let i = 0; i < 3; i++) await within(pub.publish(`seedc/${tag}/x`, `lost ${i}`, { qos: 1 }), 5000, `${tag} publish while away (clean)`);
+    const b2 = await within(connect(ws, fresh), 5000, `${tag} clean reconnect`);
+    check(b2.session().sessionPresent === false, `${tag}: clean=true: no session expected`);
+    const none = inbox(b2);
+    await sleep(500);
+    check(none.length === 0, `${tag}: clean=true: got ${none.length} messages`);
+    await b2.end();
+    log.push(`${tag}: seed clean=true: no session, no messages`);
+
+    // Auto-reconnect: another connection with the same client id takes the session over and
+    // the broker drops this one; it comes back by itself after the backoff, session present.
+    const rc = await within(connect(ws, { clientId: `rc-${v}`, protocolVersion: v, clean: false, sessionExpiryInterval: v === 5 ? 300 : undefined, reconnect: { initialDelay: 300, maxDelay: 1000, jitter: 0 } }), 5000, `${tag} reconnect-client connect`);
+    const rcIn = inbox(rc);
+    const events = [];
+    for (const e of ["offline", "close", "reconnect", "connect"]) rc.on(e, () => events.push(e));
+    await within(rc.subscribe(`rc/${tag}/#`, { qos: 1 }), 5000, `${tag} reconnect subscribe`);
+    const thief = await within(connect(ws, { clientId: `rc-${v}`, protocolVersion: v, clean: false, sessionExpiryInterval: v === 5 ? 300 : undefined, reconnect: false }), 5000, `${tag} takeover`);
+    await thief.end();
+    const deadline = Date.now() + 5000;
+    while (!(events.includes("connect") && rc.connected) && Date.now() < deadline) await sleep(50);
+    check(events.includes("offline") && events.includes("reconnect") && events.includes("connect") && rc.connected, `${tag}: auto-reconnect events ${events}`);
+    await within(pub.publish(`rc/${tag}/x`, "after", { qos: 1 }), 5000, `${tag} publish after reconnect`);
+    await rcIn.wait(1, 5000, `${tag}: message after auto-reconnect`);
+    await rc.end();
+    await pub.end();
+    log.push(`${tag}: auto-reconnect after takeover: events ${events.join(",")}`);
+  }
+  return log;
+}
+
+try {
+  const ws = await startBridge();
+  const base = await startStatic();
+  const browser = await chromium.launch({
+    executablePath: chromiumBin,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"],
+  });
+  cleanups.push(() => browser.close());
+  const page = await browser.newPage();
+  page.on("console", (m) => process.env.VERBOSE && console.log(`[page] ${m.text()}`));
+  page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));
+  await page.goto(base);
+  await page.waitForFunction(() => window.ready !== undefined, null, { timeout: 15000 });
+  const ready = await page.evaluate(() => window.ready);
+  if (ready !== "ok") throw new Error(ready);
+  const log = await page.evaluate(scenarios, ws);
+  for (const line of log) console.log(`ok: ${line}`);
+  console.log("browser test passed");
+  await cleanup();
+  process.exit(0);
+} catch (e) {
+  fail(e?.message ?? String(e));
+}
