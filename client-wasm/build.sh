@@ -3,8 +3,11 @@
 # budget: _bg.wasm + JS glue, gzip -9, at most 60 KB. Fails on any error or over budget.
 #
 #   client-wasm/build.sh               build, report the size, fail over budget
-#   client-wasm/build.sh --no-budget   build and report the size only (the budget is not met
-#                                      yet: the test command uses this until it is)
+#   client-wasm/build.sh --no-budget   build and report the size only
+#
+# Size seen: 61 121 B of 61 440 B (wasm 55 511 B + JS glue 5 610 B, gzip -9). Most of it is
+# the protocol crate as linked into the client (the decoder, the client state machine),
+# the allocator and core::fmt; protocol/src/vecmap.rs keeps the client's maps small.
 #
 # wasm-opt is npm binaryen's (node_modules/.bin), never Debian's: Debian's wasm-opt 108
 # mixes up the externref and funcref tables and the output fails in Chromium (TOOLCHAIN.md).

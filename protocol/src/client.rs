@@ -23,7 +23,9 @@
 //! disconnected and may have queued a DISCONNECT (5.0) that the driver should send before it
 //! closes the socket. In-flight messages stay and are resent on the next connection.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::vecmap::VecMap;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
@@ -307,17 +309,17 @@ pub struct Client {
     next_token: u64,
     /// Outgoing QoS 1/2 in flight, in the order first sent (resent in that order
     /// [MQTT-4.6.0-1]). Keyed by a sequence number; `by_id` maps packet ids to it.
-    outbound: BTreeMap<u64, Outbound>,
-    by_id: HashMap<u16, u64>,
+    outbound: VecMap<u64, Outbound>,
+    by_id: VecMap<u16, u64>,
     next_seq: u64,
     /// Publishes not yet sent: offline, or the window is full. Bounded by `max_queued`.
     queued: VecDeque<(PublishToken, Publish)>,
     /// SUBSCRIBE / UNSUBSCRIBE awaiting their acknowledgement, by packet id.
-    requests: BTreeMap<u16, PendingRequest>,
+    requests: VecMap<u16, PendingRequest>,
     /// Incoming QoS 2 packet ids delivered and awaiting PUBREL: a duplicate PUBLISH with one
     /// of these is not delivered again [MQTT-4.3.3-10].
-    inbound_qos2: HashSet<u16>,
-    subscriptions: BTreeMap<TopicFilter, SubRecord>,
+    inbound_qos2: VecMap<u16, ()>,
+    subscriptions: VecMap<TopicFilter, SubRecord>,
     /// Outbound entries with `resend` set.
     pending_resend: usize,
     transmit: VecDeque<Packet>,
@@ -348,13 +350,13 @@ impl Client {
             keep_alive: Duration::from_secs(u64::from(opts.keep_alive)),
             next_packet_id: 1,
             next_token: 0,
-            outbound: BTreeMap::new(),
-            by_id: HashMap::new(),
+            outbound: VecMap::new(),
+            by_id: VecMap::new(),
             next_seq: 0,
             queued: VecDeque::new(),
-            requests: BTreeMap::new(),
-            inbound_qos2: HashSet::new(),
-            subscriptions: BTreeMap::new(),
+            requests: VecMap::new(),
+            inbound_qos2: VecMap::new(),
+            subscriptions: VecMap::new(),
             pending_resend: 0,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -580,7 +582,7 @@ impl Client {
                 Ok(())
             }
             (State::Connected, Packet::PubRel(rel)) => {
-                let known = self.inbound_qos2.remove(&rel.packet_id.get());
+                let known = self.inbound_qos2.remove(&rel.packet_id.get()).is_some();
                 let reason = if known || self.opts.version == ProtocolVersion::V311 {
                     ReasonCode::Success
                 } else {
@@ -713,13 +715,11 @@ impl Client {
                 })
                 .collect(),
             inbound_awaiting_pubrel: {
-                let mut ids: Vec<PacketId> = self
-                    .inbound_qos2
-                    .iter()
+                // In packet id order: the map is sorted by key.
+                self.inbound_qos2
+                    .keys()
                     .filter_map(|&id| PacketId::new(id))
-                    .collect();
-                ids.sort_unstable();
-                ids
+                    .collect()
             },
             queued: self.queued.len(),
             send_window: self.send_window,
@@ -1056,7 +1056,7 @@ impl Client {
                 self.events.push_back(Event::Message(p));
             }
             (QoS::ExactlyOnce, Some(id)) => {
-                if !self.inbound_qos2.contains(&id.get()) {
+                if !self.inbound_qos2.contains_key(&id.get()) {
                     // Only 5.0 can announce a Receive Maximum [MQTT-3.3.4-9].
                     let max = usize::from(self.opts.receive_maximum.max(1));
                     if self.opts.version == ProtocolVersion::V5 && self.inbound_qos2.len() >= max {
@@ -1066,7 +1066,7 @@ impl Client {
                             now,
                         ));
                     }
-                    self.inbound_qos2.insert(id.get());
+                    self.inbound_qos2.insert(id.get(), ());
                     self.events.push_back(Event::Message(p));
                 }
                 // A duplicate is acknowledged again, not delivered again [MQTT-4.3.3-10].

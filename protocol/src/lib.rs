@@ -28,6 +28,7 @@ pub mod packet;
 pub mod properties;
 pub mod reason;
 pub mod topic;
+mod vecmap;
 pub mod wire;
 
 pub use alias::OutboundAliases;
