@@ -54,6 +54,7 @@ step "doc tests" cargo test --workspace --doc
 # against target/debug/bridge (built above).
 step "wasm client package" client-wasm/build.sh
 step "wasm client in Chromium" node client-wasm/tests/browser.mjs
+step "dashboard in Chromium" node tests/dashboard.mjs
 
 # --- End-to-end tests (a real bridge process on 127.0.0.1): add here ---------------------------
 # The Rust ones (tests/*.rs, package e2e) already ran in "cargo test" above, against the
