@@ -249,17 +249,7 @@ async fn discard(
     State(state): State<AppState>,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<StatusCode> {
-    let id = client_id(p)?;
-    let lookup = id.clone();
-    let found = state
-        .broker
-        .admin(move |e, now| e.discard(&lookup, now))
-        .await
-        .ok_or_else(ApiError::stopped)?;
-    match found {
-        true => Ok(StatusCode::NO_CONTENT),
-        false => Err(ApiError::no_session(&id)),
-    }
+    on_session(state, p, broker::Engine::discard).await
 }
 
 /// `POST /api/v1/sessions/{client_id}/kick`: the client is disconnected, the session kept
@@ -268,11 +258,20 @@ async fn kick(
     State(state): State<AppState>,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<StatusCode> {
+    on_session(state, p, broker::Engine::kick).await
+}
+
+/// Runs an administrative operation on one session: 204 if it existed, 404 if not.
+async fn on_session(
+    state: AppState,
+    p: Result<Path<String>, PathRejection>,
+    op: fn(&mut broker::Engine, &str, std::time::Instant) -> bool,
+) -> ApiResult<StatusCode> {
     let id = client_id(p)?;
     let lookup = id.clone();
     let found = state
         .broker
-        .admin(move |e, now| e.kick(&lookup, now))
+        .admin(move |e, now| op(e, &lookup, now))
         .await
         .ok_or_else(ApiError::stopped)?;
     match found {

@@ -287,13 +287,7 @@ impl Engine {
     /// The first `limit` messages queued for an offline session, read from the store
     /// (empty if there is no such session or the store cannot be read).
     pub fn stored_queue_view(&mut self, client_id: &str, limit: usize) -> Vec<MessageView> {
-        // The batch so far may hold some of them: write it first, as `on_connect` does.
-        if !self.ops.is_empty() {
-            let written = self.store.apply(&self.ops);
-            self.batch_failed |= written.is_err();
-            self.ops.clear();
-        }
-        match self.store.load_queue(client_id) {
+        match self.load_queue(client_id) {
             Ok(stored) => stored
                 .into_iter()
                 .take(limit)
@@ -609,6 +603,21 @@ impl Engine {
         }
     }
 
+    /// A session's queued messages from the store. The batch so far may hold some of them
+    /// (a takeover moves the queue to the store in the same batch), so it is written first;
+    /// a failed write withholds the batch's acknowledgements (see `flush`).
+    fn load_queue(&mut self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError> {
+        if !self.ops.is_empty() {
+            let written = self.store.apply(&self.ops);
+            self.ops.clear();
+            if let Err(e) = written {
+                self.batch_failed = true;
+                return Err(e);
+            }
+        }
+        self.store.load_queue(client_id)
+    }
+
     /// Reads back what the store holds: sessions (a session whose expiry passed while the
     /// broker was down is ended now), their subscriptions, in-flight messages and QoS 2
     /// state, and the retained messages. Queued messages stay in the store.
@@ -850,16 +859,7 @@ impl Engine {
         let s = &self.sessions[&sid];
         if !s.stored_queue.is_empty() {
             let client = s.client_id.clone();
-            // The batch so far may hold some of those messages (a takeover moves the queue
-            // to the store in the same batch): write it first, so the read sees them.
-            let written = match self.ops.is_empty() {
-                true => Ok(()),
-                false => self.store.apply(&self.ops),
-            };
-            self.batch_failed |= written.is_err();
-            self.ops.clear();
-            let loaded = written.and_then(|()| self.store.load_queue(&client));
-            match loaded {
+            match self.load_queue(&client) {
                 Ok(stored) => {
                     let queue: VecDeque<Delivery> = stored
                         .into_iter()
