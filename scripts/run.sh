@@ -20,12 +20,16 @@ scripts/setup.sh run
 
 echo "==> building the bridge (release)"
 cargo build --release -p bridge
-# --- Dashboard assets (client-wasm built with wasm-bindgen + wasm-opt into web/): add here ---
+# The browser client's package (client-wasm/pkg/), which the bridge serves at /pkg/ for the
+# dashboard's playground. The size budget is the test command's business, not a reason to
+# refuse to run: --no-budget.
+echo "==> building the browser client package (client-wasm/pkg)"
+client-wasm/build.sh --no-budget
 
 bridge="${CARGO_TARGET_DIR:-$root/target}/release/bridge"
 
 echo "==> starting the bridge"
-echo "    dashboard: http://${http_addr}/"
+echo "    dashboard: http://${http_addr}/   (playground included; client package at /pkg/)"
 echo "    http:      ${http_addr}   (WebSocket MQTT at ws://${http_addr}/mqtt)"
 echo "    mqtt:      ${mqtt_addr}"
 echo "    data:      ${data_dir}"

@@ -38,6 +38,9 @@ step "setup" scripts/setup.sh
 step "format" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "protocol builds for wasm" cargo build -p protocol --target wasm32-unknown-unknown
+# The wasm client's own tests (client-wasm/tests/wasm/) exist only for wasm32: the host clippy
+# above never sees them.
+step "clippy (wasm client and its tests)" cargo clippy -p client-wasm --target wasm32-unknown-unknown --tests -- -D warnings
 
 # --- Rust: unit, integration, property and doc tests ------------------------------------------
 # --all-targets includes the criterion benches in test mode (each bench body runs once) and the
@@ -54,7 +57,11 @@ step "doc tests" cargo test --workspace --doc
 # against target/debug/bridge (built above).
 step "wasm client package" client-wasm/build.sh
 step "wasm client in Chromium" node client-wasm/tests/browser.mjs
+step "wasm package on a plain page and in a Worker, keep-alive under throttling (Chromium)" node tests/page.mjs
+# wasm-bindgen-test: the client's Rust API in Chromium (chromedriver) against bridges it starts.
+step "wasm client Rust tests in Chromium" client-wasm/tests/wasm-test.sh
 step "dashboard in Chromium" node tests/dashboard.mjs
+step "playground in Chromium" node tests/playground.mjs
 
 # --- End-to-end tests (a real bridge process on 127.0.0.1): add here ---------------------------
 # The Rust ones (tests/*.rs, package e2e) already ran in "cargo test" above, against the

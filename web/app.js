@@ -1,7 +1,9 @@
 // The operator dashboard: sessions live from the SSE stream /api/v1/events, totals from
 // /api/v1/stats every 2 s, the retained messages, and a session's detail with kick / discard.
 // No framework, nothing fetched from anywhere but this origin. All data goes into the DOM
-// through textContent (never innerHTML).
+// through textContent (never innerHTML). The playground is playground.js; the two talk through
+// two document events: `dashboard:sessions` (the session map after each change, from here) and
+// `dashboard:select` (open a session's detail, from there).
 
 const API = "/api/v1";
 const STATS_EVERY_MS = 2000;
@@ -17,6 +19,8 @@ const rows = new Map();
 const refreshing = new Map();
 /** Bumped when a session ends, so an older refresh cannot bring it back. */
 const generation = new Map();
+/** Per client id: how many `queue` events have come, to tell a stale re-read from a new one. */
+const queueEvents = new Map();
 /** Events seen while the full list loads: refreshed again once it is in. */
 let loadingList = null;
 let selected = null;
@@ -183,6 +187,8 @@ function layoutTable() {
   $("sessions-empty").hidden = sessions.size > 0;
   $("session-count").textContent =
     shown.length === sessions.size ? `(${sessions.size})` : `(${shown.length} of ${sessions.size})`;
+  // The playground (playground.js) mirrors its device's row from here.
+  document.dispatchEvent(new CustomEvent("dashboard:sessions", { detail: sessions }));
 }
 
 function upsert(s) {
@@ -260,11 +266,22 @@ function refreshNow(id) {
     do {
       entry.again = false;
       const gen = generation.get(id) ?? 0;
+      const queueSeen = queueEvents.get(id) ?? 0;
       try {
         const d = await getJson(`/sessions/${enc(id)}`);
         if ((generation.get(id) ?? 0) !== gen) continue;
-        if (d) upsert(summaryOf(d));
-        else remove(id);
+        if (d) {
+          const s = summaryOf(d);
+          // A queue event that came in meanwhile may be newer than this answer (the event
+          // stream and this request are separate connections): keep its counts rather than
+          // let the count flicker back; the refresh that event asked for follows.
+          const cur = sessions.get(id);
+          if (cur && (queueEvents.get(id) ?? 0) !== queueSeen) {
+            s.queued = cur.queued;
+            s.inflight = cur.inflight;
+          }
+          upsert(s);
+        } else remove(id);
         if (selected === id) {
           showDetail(d);
           if (d) scheduleDetailMessages();
@@ -319,6 +336,7 @@ function connectEvents() {
     }
     if (ev.type === "created" && loadingList) loadingList.ended.delete(id);
     if (ev.type === "queue") {
+      queueEvents.set(id, (queueEvents.get(id) ?? 0) + 1);
       // Show the counts at once; the refresh below brings the rest.
       const s = sessions.get(id);
       if (s) upsert({ ...s, queued: data.queued, inflight: data.inflight });
@@ -385,11 +403,14 @@ function showDetail(d) {
     const gone = $("detail-gone");
     gone.textContent = `Session ${selected} has ended.`;
     gone.hidden = false;
+    // What was shown belongs to a session that no longer exists (or to another one).
+    $("detail-body").dataset.gone = "";
     $("btn-kick").disabled = true;
     $("btn-discard").disabled = true;
     return;
   }
   $("detail-gone").hidden = true;
+  delete $("detail-body").dataset.gone;
   $("btn-kick").disabled = !d.connected;
   $("btn-kick").title = d.connected ? "Close the connection, keep the session" : "The client is not connected";
   $("btn-discard").disabled = false;
@@ -597,6 +618,11 @@ function start() {
   $("btn-retained").addEventListener("click", () => loadRetained().catch((e) => toast(e.message)));
   $("filters").addEventListener("submit", (e) => e.preventDefault());
   for (const f of ["f-prefix", "f-state", "f-kind"]) $(f).addEventListener("input", layoutTable);
+  // The playground (playground.js) asks for its device's session this way.
+  document.addEventListener("dashboard:select", (e) => {
+    const id = e.detail?.clientId;
+    if (typeof id === "string") select(id);
+  });
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && selected && !$("confirm").open) closeDetail();
   });

@@ -15,6 +15,11 @@ pub(crate) const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 /// The data directory by default: the embedded store lives there.
 pub(crate) const DEFAULT_DATA: &str = "./data";
+/// The dashboard's static files, relative to the repository root.
+const DEFAULT_WEB: &str = "web";
+/// The browser client's package as `client-wasm/build.sh` writes it, relative to the
+/// repository root.
+const DEFAULT_PKG: &str = "client-wasm/pkg";
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -38,6 +43,10 @@ pub(crate) struct Args {
     /// Directory of static files served at / [default: the repository's web/]
     #[arg(long, value_name = "DIR")]
     pub(crate) web: Option<PathBuf>,
+    /// Directory of the browser client's npm package, served at /pkg/ for the dashboard's
+    /// playground [default: the repository's client-wasm/pkg/]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) pkg: Option<PathBuf>,
     /// TOML file with the settings above and a [broker] table of broker limits
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
@@ -51,6 +60,7 @@ struct FileConfig {
     mqtt: Option<String>,
     data: Option<String>,
     web: Option<PathBuf>,
+    pkg: Option<PathBuf>,
     broker: broker::BrokerConfig,
 }
 
@@ -74,6 +84,9 @@ pub(crate) struct Config {
     pub(crate) data: DataDir,
     /// The static files served at `/`.
     pub(crate) web: PathBuf,
+    /// The browser client's package (`client-wasm/build.sh` output), served at `/pkg/`; the
+    /// dashboard's playground imports it from there.
+    pub(crate) pkg: PathBuf,
     /// The broker engine's limits and policies.
     pub(crate) broker: broker::BrokerConfig,
 }
@@ -122,7 +135,14 @@ impl Config {
             } else {
                 DataDir::Dir(PathBuf::from(data))
             },
-            web: args.web.or(file.web).unwrap_or_else(default_web_dir),
+            web: args
+                .web
+                .or(file.web)
+                .unwrap_or_else(|| repository_dir(DEFAULT_WEB)),
+            pkg: args
+                .pkg
+                .or(file.pkg)
+                .unwrap_or_else(|| repository_dir(DEFAULT_PKG)),
             broker: file.broker,
         }
     }
@@ -132,14 +152,17 @@ fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
     toml::from_str(text)
 }
 
-/// The repository's `web/`: relative to the current directory when run from the repository
-/// root (as `scripts/run.sh` does), else next to this crate's sources at build time.
-fn default_web_dir() -> PathBuf {
-    let here = Path::new("web");
+/// A directory of the repository (`web`, `client-wasm/pkg`): relative to the current
+/// directory when run from the repository root (as `scripts/run.sh` does), else next to this
+/// crate's sources at build time, so `cargo run` from anywhere in the checkout finds it.
+fn repository_dir(relative: &str) -> PathBuf {
+    let here = Path::new(relative);
     if here.is_dir() {
         here.to_path_buf()
     } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../web")
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(relative)
     }
 }
 
@@ -161,17 +184,26 @@ mod tests {
             c.broker.max_packet_size,
             broker::BrokerConfig::default().max_packet_size
         );
+        assert!(c.web.ends_with("web"), "web default {}", c.web.display());
+        assert!(
+            c.pkg.ends_with("client-wasm/pkg"),
+            "pkg default {}",
+            c.pkg.display()
+        );
     }
 
     #[test]
     fn flags_override_the_file_and_the_file_overrides_defaults() {
         let file = parse(
             "http = \"0.0.0.0:80\"\nmqtt = \"0.0.0.0:1883\"\ndata = \"none\"\n\
+             web = \"/srv/web\"\npkg = \"/srv/pkg\"\n\
              [broker]\nmax_packet_size = 4096\noverflow_policy = \"drop-newest\"\n",
         )
         .expect("valid file");
-        let c = Config::merge(args(&["--http", "127.0.0.1:0"]), file);
+        let c = Config::merge(args(&["--http", "127.0.0.1:0", "--pkg", "/opt/pkg"]), file);
         assert_eq!(c.http, "127.0.0.1:0");
+        assert_eq!(c.web, PathBuf::from("/srv/web"));
+        assert_eq!(c.pkg, PathBuf::from("/opt/pkg"));
         assert_eq!(c.mqtt, "0.0.0.0:1883");
         assert_eq!(c.data, DataDir::None);
         assert_eq!(c.broker.max_packet_size, 4096);

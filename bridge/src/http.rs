@@ -1,5 +1,5 @@
-//! The axum application: MQTT over WebSocket at `/mqtt`, the JSON API under `/api/v1/`, and
-//! the static files of the web directory at `/`.
+//! The axum application: MQTT over WebSocket at `/mqtt`, the JSON API under `/api/v1/`, the
+//! browser client's package at `/pkg/`, and the static files of the web directory at `/`.
 
 use std::path::Path;
 
@@ -21,13 +21,17 @@ pub(crate) struct AppState {
     pub(crate) tracker: WeakTracker,
 }
 
-/// The router: `/mqtt`, `/api/v1/health`, the session-state API ([`crate::api`]), and the
-/// web directory for everything else.
-pub(crate) fn router(state: AppState, web: &Path) -> Router {
+/// The router: `/mqtt`, `/api/v1/health`, the session-state API ([`crate::api`]), the
+/// browser client's npm package `pkg` at `/pkg/` (the dashboard's playground imports
+/// `/pkg/client_wasm.js`, which fetches `/pkg/client_wasm_bg.wasm`; `ServeDir` answers it as
+/// `application/wasm`, which `WebAssembly.instantiateStreaming` requires), and the web
+/// directory for everything else.
+pub(crate) fn router(state: AppState, web: &Path, pkg: &Path) -> Router {
     Router::new()
         .route("/mqtt", get(crate::ws::handler))
         .route("/api/v1/health", get(health))
         .merge(crate::api::routes())
+        .nest_service("/pkg", ServeDir::new(pkg))
         .fallback_service(ServeDir::new(web))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`config`]: the command line and the `--config` TOML file, combined.
-//! - [`http`]: the axum router (dashboard, API, WebSocket endpoint).
+//! - [`http`]: the axum router (dashboard, browser client package, API, WebSocket endpoint).
 //! - [`api`]: the session-state JSON API and its event stream under `/api/v1/`.
 //! - [`ws`]: the WebSocket endpoint and its byte `Stream`/`Sink` adapter.
 //! - [`tcp`]: the TCP accept loop and its byte `Stream`/`Sink` adapter.
@@ -117,6 +117,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if !config.web.is_dir() {
         tracing::warn!(web = %config.web.display(), "web directory not found; / will answer 404");
     }
+    if !config.pkg.join("client_wasm.js").is_file() {
+        // Not an error: the dashboard works without it, only its playground says it is missing.
+        tracing::warn!(
+            pkg = %config.pkg.display(),
+            "browser client package not found (build it with client-wasm/build.sh); \
+             the dashboard's playground is unavailable"
+        );
+    }
 
     let stop = CancellationToken::new();
     let (tracker, mut finished) = Tracker::new();
@@ -127,6 +135,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             tracker: tracker.downgrade(),
         },
         &config.web,
+        &config.pkg,
     );
     let http_task = tokio::spawn(
         axum::serve(

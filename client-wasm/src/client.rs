@@ -17,16 +17,18 @@ use bytes::Bytes;
 use js_sys::{Array, Function, Object, Promise, Uint8Array};
 use protocol::client::{Client, ClientOptions, Event, OutboundStage, SessionView};
 use protocol::{
-    ConnAck, Publish, ReasonCode, RetainHandling, Subscription, SubscriptionOptions, TopicFilter,
-    TopicName,
+    ConnAck, Properties, Publish, ReasonCode, RetainHandling, Subscription, SubscriptionOptions,
+    TopicFilter, TopicName,
 };
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 
 use crate::error::Error;
 use crate::js::{self, Settle};
 use crate::options::{self, Reconnect};
 use crate::socket::{Handler, Socket};
+use crate::store::{self, Held, Store};
 use crate::timer::{now, Timer};
 
 /// Messages kept while no `message` listener is registered yet (they can arrive in the
@@ -39,22 +41,50 @@ const MAX_UNHEARD: usize = 1000;
 #[wasm_bindgen(skip_typescript)]
 pub fn connect(url: String, opts: JsValue) -> Promise {
     let (promise, settle) = js::promise();
-    let (options, reconnect) = match options::parse(&opts) {
+    let (options, reconnect, persistence) = match options::parse(&opts) {
         Ok(o) => o,
         Err(e) => {
             let _ = settle.reject.call1(&JsValue::NULL, &e.into());
             return promise;
         }
     };
+    let store_name = persistence.map(|name| {
+        name.unwrap_or_else(|| format!("mqtt-bridge-client {url} {}", options.client_id))
+    });
     let inner = Rc::new_cyclic(|weak| RefCell::new(Inner::new(url, options, reconnect, weak)));
     let handle = MqttClient {
         inner: inner.clone(),
     };
-    run(&Rc::downgrade(&inner), |i| {
+    let weak = Rc::downgrade(&inner);
+    run(&weak, |i| {
         i.connecting = Some((settle, handle));
-        i.open_socket();
+        if store_name.is_none() {
+            i.open_socket();
+        }
     });
+    if let Some(name) = store_name {
+        // The stored session first, then the socket.
+        // `FnMut` closures of a type the socket already uses: `Closure::once` would add
+        // kilobytes of glue. Handed to JavaScript for good (a few bytes per `connect`).
+        let w = weak.clone();
+        let opened =
+            Closure::<dyn FnMut(JsValue)>::new(move |v: JsValue| run(&w, |i| i.store_opened(&v)));
+        let failed = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+            run(&weak, |i| i.fail_connect(Error::Store(js_message(&e))))
+        });
+        let _ = store::open_store(&name).then2(&opened, &failed);
+        opened.forget();
+        failed.forget();
+    }
     promise
+}
+
+/// The message of a JavaScript error (or the value as a string).
+fn js_message(e: &JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| "unknown error".into())
 }
 
 /// The MQTT client handed to JavaScript.
@@ -111,7 +141,7 @@ impl MqttClient {
             i.listeners.push((event, listener));
             if first_for_messages {
                 while let Some(p) = i.unheard.pop_front() {
-                    i.emit_message(p);
+                    i.deliver_message(p);
                 }
             }
         });
@@ -158,6 +188,16 @@ impl MqttClient {
 /// Lets `f` act on the client, then makes the JavaScript calls it queued (see the module
 /// docs).
 fn run(weak: &Weak<RefCell<Inner>>, f: impl FnOnce(&mut Inner)) {
+    let mut f = Some(f);
+    run_dyn(weak, &mut |i| {
+        if let Some(f) = f.take() {
+            f(i)
+        }
+    });
+}
+
+/// The body of [`run`], not generic: one copy instead of one per entry point.
+fn run_dyn(weak: &Weak<RefCell<Inner>>, f: &mut dyn FnMut(&mut Inner)) {
     let Some(rc) = weak.upgrade() else {
         return;
     };
@@ -221,6 +261,14 @@ struct Inner {
     keepalive: Timer,
     /// Fires when the next reconnection attempt is due.
     retry: Timer,
+    /// With `persistence`: the IndexedDB store and what waits for its writes.
+    store: Option<Store>,
+    /// Called by each store write when it is done.
+    on_write: Closure<dyn FnMut(bool)>,
+    /// Counts sockets opened, so that bytes held for a closed one are never sent on the next.
+    generation: u32,
+    /// `end()` came while output waited for the store: close once it has gone.
+    close_when_idle: bool,
     /// Failed attempts since the last accepted CONNACK (drives the backoff).
     attempts: u32,
     /// CONNACK accepted on the current socket.
@@ -242,6 +290,8 @@ struct Inner {
     unheard: VecDeque<Publish>,
     /// JavaScript calls to make once the borrow is released.
     calls: Vec<(Function, Array)>,
+    /// The topic of the last message delivered, as a JavaScript string.
+    last_topic: Option<(TopicName, JsValue)>,
     /// This client, for the handlers of the sockets it opens.
     this: Weak<RefCell<Inner>>,
 }
@@ -282,6 +332,8 @@ impl Inner {
                 }
             })
         });
+        let w = this.clone();
+        let on_write = Closure::new(move |ok: bool| run(&w, |i| i.committed(ok)));
         Inner {
             client: Client::new(options),
             url,
@@ -289,6 +341,10 @@ impl Inner {
             socket: None,
             keepalive,
             retry,
+            store: None,
+            on_write,
+            generation: 0,
+            close_when_idle: false,
             attempts: 0,
             online: false,
             ended: false,
@@ -299,11 +355,13 @@ impl Inner {
             listeners: Vec::new(),
             unheard: VecDeque::new(),
             calls: Vec::new(),
+            last_topic: None,
             this: this.clone(),
         }
     }
 
     fn open_socket(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
         match Socket::open(&self.url, Link(self.this.clone())) {
             Ok(s) => self.socket = Some(s),
             Err(e) => self.connection_down(Some(e)),
@@ -322,7 +380,86 @@ impl Inner {
         }
     }
 
+    /// With `persistence`: starts writing what the state machine changed. Everything shown
+    /// to the outside after this waits for the write (see [`crate::store`]).
+    fn save(&mut self) {
+        if let Some(st) = self.store.as_mut() {
+            let ops = self.client.take_store_ops();
+            if !ops.is_empty() {
+                st.write(ops, self.on_write.as_ref().unchecked_ref());
+            }
+        }
+    }
+
+    /// The store opened: take back the stored session, then connect.
+    fn store_opened(&mut self, v: &JsValue) {
+        let v = Array::from(v);
+        let (keys, values) = (Array::from(&v.get(1)), Array::from(&v.get(2)));
+        let mut records = Vec::new();
+        for (k, value) in keys.iter().zip(values.iter()) {
+            let Some(key) = store::store_key(&k) else {
+                continue;
+            };
+            let bytes = value
+                .dyn_ref::<Uint8Array>()
+                .map(Uint8Array::to_vec)
+                .unwrap_or_default();
+            records.push((key, bytes));
+        }
+        let restored = self
+            .client
+            .restore(records.iter().map(|(k, b)| (*k, &b[..])));
+        match restored {
+            Ok(()) => {
+                self.store = Some(Store::new(v.get(0)));
+                self.open_socket();
+            }
+            Err(e) => self.fail_connect(Error::Store(e.to_string())),
+        }
+    }
+
+    /// A store write is done: send and deliver what waited for it.
+    fn committed(&mut self, ok: bool) {
+        if !ok {
+            let e = Error::Store(
+                "a write to IndexedDB failed; the session may not survive a reload".into(),
+            );
+            self.emit("error", &[e.into()]);
+        }
+        let Some(st) = self.store.as_mut() else {
+            return;
+        };
+        for item in st.committed() {
+            match item {
+                Held::Bytes(generation, bytes) => {
+                    let socket = self.socket.as_ref().filter(|s| s.is_open());
+                    if let Some(s) = socket.filter(|_| generation == self.generation) {
+                        s.send(&bytes);
+                    }
+                }
+                Held::Message(p) => self.deliver_message(*p),
+            }
+        }
+        if self.close_when_idle && self.store.as_ref().is_some_and(Store::idle) {
+            self.close_when_idle = false;
+            if let Some(s) = &self.socket {
+                s.close();
+            }
+        }
+    }
+
+    /// The first connection cannot be made: `connect()` rejects, nothing is retried.
+    fn fail_connect(&mut self, e: Error) {
+        if let Some((settle, _handle)) = self.connecting.take() {
+            self.call(&settle.reject, e.into());
+        }
+        self.ended = true;
+        self.retry.cancel();
+        self.socket = None;
+    }
+
     fn drain_events(&mut self) {
+        self.save();
         while let Some(event) = self.client.poll_event() {
             match event {
                 Event::Connected { connack, .. } => {
@@ -363,9 +500,16 @@ impl Inner {
     /// Sends what the state machine queued, if the socket is open (otherwise it is
     /// discarded: the machine only queues packets for a live connection).
     fn flush(&mut self) {
+        self.save();
         let mut buf = Vec::new();
         if let Err(e) = self.client.encode_transmit(&mut buf) {
             self.emit("error", &[Error::from(e).into()]);
+        }
+        if let Some(st) = self.store.as_mut().filter(|st| st.busy()) {
+            if !buf.is_empty() {
+                st.hold(Held::Bytes(self.generation, buf));
+            }
+            return;
         }
         if let Some(s) = self.socket.as_ref().filter(|s| s.is_open()) {
             if !buf.is_empty() {
@@ -383,15 +527,21 @@ impl Inner {
         self.socket = None;
         self.keepalive.cancel();
         let was_online = std::mem::take(&mut self.online);
-        if let Some((settle, _handle)) = self.connecting.take() {
+        if self.connecting.is_some() {
             // The first connection failed: `connect()` rejects with why; no retrying.
-            let e = err.unwrap_or(Error::Closed {
-                code: 1006,
-                reason: "closed before CONNACK".into(),
-            });
-            self.call(&settle.reject, e.into());
-            self.ended = true;
-            self.retry.cancel();
+            // Name the URL: "closed (code 1006)" alone does not say which connection.
+            let early = |code: u16| Error::Open {
+                url: self.url.clone(),
+                message: format!(
+                    "the socket closed (code {code}) before the broker accepted the connection"
+                ),
+            };
+            let e = match err {
+                Some(Error::Closed { code, .. }) => early(code),
+                Some(e) => e,
+                None => early(1006),
+            };
+            self.fail_connect(e);
             return;
         }
         if let Some(e) = err.filter(|e| !matches!(e, Error::Closed { .. })) {
@@ -424,7 +574,12 @@ impl Inner {
         }
         match &self.socket {
             Some(s) => {
-                s.close();
+                // Output waiting for the store (the DISCONNECT last) goes first.
+                if self.store.as_ref().is_some_and(Store::busy) {
+                    self.close_when_idle = true;
+                } else {
+                    s.close();
+                }
                 self.ending.push(settle);
             }
             None => self.call(&settle.resolve, JsValue::UNDEFINED),
@@ -463,14 +618,10 @@ impl Inner {
         let payload = js::bytes(payload, "payload must be a string or a Uint8Array")?;
         let qos = options::qos(opts)?;
         let retain = js::get_bool(opts, "retain").unwrap_or(false);
-        let token = self.client.publish(
-            topic,
-            Bytes::from(payload),
-            qos,
-            retain,
-            Default::default(),
-            now(),
-        )?;
+        let properties = options::publish_properties(opts)?;
+        let token =
+            self.client
+                .publish(topic, Bytes::from(payload), qos, retain, properties, now())?;
         Ok(token.0)
     }
 
@@ -522,33 +673,63 @@ impl Inner {
         }
     }
 
+    /// A message from the state machine: delivered now, or once the store has written what
+    /// came before it.
     fn emit_message(&mut self, p: Publish) {
+        match self.store.as_mut().filter(|st| st.busy()) {
+            Some(st) => st.hold(Held::Message(Box::new(p))),
+            None => self.deliver_message(p),
+        }
+    }
+
+    fn deliver_message(&mut self, p: Publish) {
         if !self.has_listener("message") {
             if self.unheard.len() < MAX_UNHEARD {
                 self.unheard.push_back(p);
             }
             return;
         }
-        let payload = Uint8Array::from(&p.payload[..]);
-        let packet = Object::new();
-        js::set(&packet, "cmd", "publish");
-        js::set(&packet, "topic", p.topic.as_str());
-        js::set(&packet, "payload", &payload);
-        js::set(&packet, "qos", p.qos as u8);
-        js::set(&packet, "retain", p.retain);
-        js::set(&packet, "dup", p.dup);
-        if let Some(id) = p.packet_id {
-            js::set(&packet, "messageId", id.get());
-        }
-        self.emit(
-            "message",
-            &[p.topic.as_str().into(), payload.into(), packet.into()],
+        // Messages mostly come in runs on one topic: its JavaScript string is made once.
+        let topic = match &self.last_topic {
+            Some((name, js)) if *name == p.topic => js.clone(),
+            _ => {
+                let js = JsValue::from_str(p.topic.as_str());
+                self.last_topic = Some((p.topic.clone(), js.clone()));
+                js
+            }
+        };
+        let payload = JsValue::from(Uint8Array::from(&p.payload[..]));
+        let properties = properties_object(&p.properties).map_or(JsValue::UNDEFINED, JsValue::from);
+        let packet = publish_packet(
+            &topic,
+            &payload,
+            p.qos as u8,
+            p.retain,
+            p.dup,
+            p.packet_id.map_or(0, |id| id.get()),
+            &properties,
         );
+        self.emit("message", &[topic, payload, packet]);
     }
 
     fn call(&mut self, f: &Function, arg: JsValue) {
         self.calls.push((f.clone(), Array::of1(&arg)));
     }
+}
+
+#[wasm_bindgen(module = "/js/packet.js")]
+extern "C" {
+    /// `{ cmd: "publish", topic, payload, qos, retain, dup, messageId?, properties? }`.
+    #[wasm_bindgen(js_name = publishPacket)]
+    fn publish_packet(
+        topic: &JsValue,
+        payload: &JsValue,
+        qos: u8,
+        retain: bool,
+        dup: bool,
+        message_id: u16,
+        properties: &JsValue,
+    ) -> JsValue;
 }
 
 /// Promises waiting for an answer, by key.
@@ -593,6 +774,56 @@ fn filter_list(v: &JsValue) -> Result<Vec<TopicFilter>, Error> {
             )?)
         })
         .collect()
+}
+
+/// A received message's 5.0 properties as MQTT.js names them; `None` when it has none.
+fn properties_object(p: &Properties) -> Option<Object> {
+    let o = Object::new();
+    let mut any = false;
+    let mut set = |key: &str, v: JsValue| {
+        any = true;
+        js::set(&o, key, v);
+    };
+    if let Some(v) = p.payload_format_indicator {
+        set("payloadFormatIndicator", v.into());
+    }
+    if let Some(v) = p.message_expiry_interval {
+        set("messageExpiryInterval", v.into());
+    }
+    if let Some(v) = &p.content_type {
+        set("contentType", v.as_str().into());
+    }
+    if let Some(v) = &p.response_topic {
+        set("responseTopic", v.as_str().into());
+    }
+    if let Some(v) = &p.correlation_data {
+        set("correlationData", Uint8Array::from(&v[..]).into());
+    }
+    if !p.subscription_identifiers.is_empty() {
+        set(
+            "subscriptionIdentifier",
+            js::numbers(p.subscription_identifiers.iter().copied()).into(),
+        );
+    }
+    if !p.user_properties.is_empty() {
+        // A key given once maps to a string, a repeated key to an array (as in MQTT.js).
+        let up = Object::new();
+        for (k, v) in &p.user_properties {
+            let key = JsValue::from_str(k);
+            let old = js::get(&up, k);
+            let value: JsValue = if old.is_undefined() {
+                v.as_str().into()
+            } else if Array::is_array(&old) {
+                Array::from(&old).push(&v.as_str().into());
+                old
+            } else {
+                Array::of2(&old, &v.as_str().into()).into()
+            };
+            let _ = js_sys::Reflect::set(&up, &key, &value);
+        }
+        set("userProperties", up.into());
+    }
+    any.then_some(o)
 }
 
 fn connack_object(ack: &ConnAck) -> Object {

@@ -38,6 +38,10 @@ pub(crate) enum Error {
     /// The server acknowledged a publish with an error reason.
     #[error("the server refused the message: {0}")]
     Refused(ReasonCode),
+    /// IndexedDB (the `persistence` option) could not be opened, read or written, or holds
+    /// a session this version cannot read.
+    #[error("persistence: {0}")]
+    Store(String),
     /// `end()` was called before the operation finished.
     #[error("the client was ended")]
     Ended,

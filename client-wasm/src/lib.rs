@@ -10,9 +10,12 @@
 //! - `client`: `connect()` and `MqttClient`: drives the state machine from socket events,
 //!   timers and method calls; listeners, promises, auto-reconnect with backoff.
 //! - `socket`: the WebSocket with the closures it owns (detached on drop).
-//! - `timer`: `performance.now()` as a `Timestamp`, and a re-armable `setTimeout` owning its
-//!   closure. Both come from the global scope, so the client also runs in a Web Worker.
-//! - `options`: the `connect` options object.
+//! - `timer`: `performance.now()` as a `Timestamp`, and re-armable timers that tick in one
+//!   small shared Worker on a page (Chrome throttles a hidden page's timers, not a Worker's,
+//!   and a late PINGREQ loses the connection) and use `setTimeout` inside a Worker.
+//! - `options`: the `connect` options object and `publish` properties.
+//! - `store`: the `persistence` option: records in IndexedDB (through a small JavaScript
+//!   snippet, `js/store.js`), and the output held until they are written.
 //! - `js`: small conversions (option getters, plain objects, promises).
 //! - `error`: the crate's one error type and its one conversion to a JavaScript `Error`.
 //!
@@ -23,6 +26,7 @@ mod error;
 mod js;
 mod options;
 mod socket;
+mod store;
 mod timer;
 
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -64,6 +68,27 @@ export interface ConnectOptions {
    * at random. `false` turns it off. Defaults: 1000 ms, 30000 ms, 0.5.
    */
   reconnect?: false | { initialDelay?: number; maxDelay?: number; jitter?: number };
+  /**
+   * Keep the session's unfinished QoS 1/2 work in IndexedDB, so that a page reload (a new
+   * client with the same `clientId`) resumes it: outgoing messages not yet acknowledged
+   * (queued or in flight, resent with the same packet id) and the ids of incoming QoS 2
+   * messages awaiting PUBREL (their duplicates are not delivered twice). Packets and
+   * messages of a step go out only once the step is written. Needs `clientId` and
+   * `clean: false`. Database name default: `mqtt-bridge-client <url> <clientId>`.
+   * Survives a reload or a crashed tab (relaxed durability), not a power cut.
+   */
+  persistence?: boolean | { name?: string };
+}
+
+/** MQTT 5.0 PUBLISH properties, named as in MQTT.js. */
+export interface PublishProperties {
+  payloadFormatIndicator?: boolean;
+  messageExpiryInterval?: number;
+  contentType?: string;
+  responseTopic?: string;
+  correlationData?: string | Uint8Array;
+  /** A key given an array is sent once per value. */
+  userProperties?: Record<string, string | string[]>;
 }
 
 export interface ConnackPacket {
@@ -81,11 +106,18 @@ export interface PublishPacket {
   dup: boolean;
   /** Present at QoS 1 and 2. */
   messageId?: number;
+  /** 5.0, when the message has any. A repeated user property key maps to an array. */
+  properties?: Omit<PublishProperties, "correlationData"> & {
+    correlationData?: Uint8Array;
+    subscriptionIdentifier?: number[];
+  };
 }
 
 export interface PublishOptions {
   qos?: QoS;
   retain?: boolean;
+  /** 5.0 only; a 3.1.1 connection sends none. */
+  properties?: PublishProperties;
 }
 
 export interface SubscribeOptions {
@@ -148,7 +180,11 @@ export class MqttClient {
   unsubscribe(filter: string | string[]): Promise<number[]>;
   on<E extends keyof ClientEvents>(event: E, listener: ClientEvents[E]): void;
   off<E extends keyof ClientEvents>(event: E, listener: ClientEvents[E]): void;
-  /** Sends DISCONNECT, stops reconnecting, rejects pending promises; resolves when closed. */
+  /**
+   * Sends DISCONNECT, stops reconnecting, rejects pending promises; resolves when closed.
+   * With `persistence`, unfinished QoS 1/2 messages stay stored for the next client with
+   * this `clientId`.
+   */
   end(): Promise<void>;
   session(): SessionView;
 }
@@ -156,7 +192,15 @@ export class MqttClient {
 /**
  * Opens a WebSocket (subprotocol `mqtt`) to `url` and resolves once the broker accepted the
  * connection; rejects with an Error saying why not (bad URL or option, socket refused,
- * CONNACK refused with `reasonCode`).
+ * CONNACK refused with `reasonCode`). `reasonCode` is always an MQTT 5.0 reason code: a 3.1.1
+ * CONNACK return code comes as its 5.0 equivalent (1 → 0x84, 2 → 0x85, 3 → 0x88,
+ * 4 → 0x86, 5 → 0x87).
  */
 export function connect(url: string, opts?: ConnectOptions): Promise<MqttClient>;
 "#;
+
+/// Talc instead of std's dlmalloc: ~2 KB gzip less of the size-budgeted package
+/// (client-wasm/build.sh), and faster on wasm.
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();

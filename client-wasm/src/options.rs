@@ -2,8 +2,9 @@
 //! [`Reconnect`].
 
 use bytes::Bytes;
+use js_sys::{Array, Object};
 use protocol::client::ClientOptions;
-use protocol::{ProtocolVersion, QoS, TopicName, Will};
+use protocol::{Properties, ProtocolVersion, QoS, TopicName, Will};
 use wasm_bindgen::JsValue;
 
 use crate::error::Error;
@@ -32,8 +33,11 @@ impl Reconnect {
     }
 }
 
+/// `persistence`: `None` off, `Some(None)` on with the default database name, `Some(name)`.
+pub(crate) type Persistence = Option<Option<String>>;
+
 /// Reads `opts` (an object, or `undefined` for the defaults).
-pub(crate) fn parse(opts: &JsValue) -> Result<(ClientOptions, Reconnect), Error> {
+pub(crate) fn parse(opts: &JsValue) -> Result<(ClientOptions, Reconnect, Persistence), Error> {
     let version = match get_uint(opts, "protocolVersion", 5, "protocolVersion must be 4 or 5")? {
         None | Some(4) => ProtocolVersion::V311,
         Some(5) => ProtocolVersion::V5,
@@ -111,7 +115,69 @@ pub(crate) fn parse(opts: &JsValue) -> Result<(ClientOptions, Reconnect), Error>
             .unwrap_or(0.5)
             .clamp(0.0, 1.0),
     };
-    Ok((o, reconnect))
+    let p = get(opts, "persistence");
+    let persistence = match get_bool(opts, "persistence") {
+        Some(true) => Some(get_string(&p, "name", "persistence.name must be a string")?),
+        _ => None,
+    };
+    if persistence.is_some() {
+        // Resuming needs the same session on the server: a client id and clean = false.
+        if o.client_id.is_empty() || o.clean_start {
+            return Err(Error::Argument(
+                "persistence needs a clientId and clean: false",
+            ));
+        }
+        o.persistent = true;
+    }
+    Ok((o, reconnect, persistence))
+}
+
+/// `opts.properties` of `publish` (5.0; ignored by a 3.1.1 connection), named as in MQTT.js.
+pub(crate) fn publish_properties(opts: &JsValue) -> Result<Properties, Error> {
+    let mut p = Properties::default();
+    let v = get(opts, "properties");
+    if !v.is_object() {
+        return Ok(p);
+    }
+    p.payload_format_indicator = get_bool(&v, "payloadFormatIndicator");
+    p.message_expiry_interval = get_uint(
+        &v,
+        "messageExpiryInterval",
+        u32::MAX,
+        "properties.messageExpiryInterval must be 0..=4294967295 seconds",
+    )?;
+    p.content_type = get_string(&v, "contentType", "properties.contentType must be a string")?;
+    p.response_topic = get_string(
+        &v,
+        "responseTopic",
+        "properties.responseTopic must be a string",
+    )?;
+    let cd = get(&v, "correlationData");
+    if !cd.is_undefined() && !cd.is_null() {
+        p.correlation_data = Some(Bytes::from(bytes(
+            &cd,
+            "properties.correlationData must be a string or a Uint8Array",
+        )?));
+    }
+    let up = get(&v, "userProperties");
+    if up.is_object() {
+        const WHAT: &str = "properties.userProperties values must be strings or arrays of strings";
+        for entry in Object::entries(&Object::from(up)).iter() {
+            let entry = Array::from(&entry);
+            let key = entry.get(0).as_string().unwrap_or_default();
+            let value = entry.get(1);
+            let values = if Array::is_array(&value) {
+                Array::from(&value)
+            } else {
+                Array::of1(&value)
+            };
+            for v in values.iter() {
+                let v = v.as_string().ok_or(Error::Argument(WHAT))?;
+                p.user_properties.push((key.clone(), v));
+            }
+        }
+    }
+    Ok(p)
 }
 
 /// `obj.qos`, 0 when absent.

@@ -23,10 +23,14 @@
 //! disconnected and may have queued a DISCONNECT (5.0) that the driver should send before it
 //! closes the socket. In-flight messages stay and are resent on the next connection.
 
+mod store;
+
 use std::collections::VecDeque;
 
 use crate::vecmap::VecMap;
+
 use std::time::Duration;
+pub use store::{RestoreError, StoreKey, StoreOp};
 
 use bytes::{BufMut, Bytes};
 
@@ -101,6 +105,10 @@ pub struct ClientOptions {
     pub resubscribe: bool,
     /// How long to wait for CONNACK.
     pub connect_timeout: Duration,
+    /// Record what each step changes in the state worth keeping across a restart of the
+    /// host, for [`Client::take_store_ops`] (see [`StoreOp`]). Off by default: it costs a
+    /// little on every QoS 1/2 message.
+    pub persistent: bool,
 }
 
 impl ClientOptions {
@@ -123,6 +131,7 @@ impl ClientOptions {
             max_queued: 1000,
             resubscribe: true,
             connect_timeout: Duration::from_secs(30),
+            persistent: false,
         }
     }
 }
@@ -326,6 +335,10 @@ pub struct Client {
     events: VecDeque<Event>,
     last_sent: Timestamp,
     ping_sent: Option<Timestamp>,
+    /// With [`ClientOptions::persistent`]: tokens of outgoing messages and ids of incoming
+    /// QoS 2 messages changed since the last [`Client::take_store_ops`].
+    touched_out: VecMap<u64, ()>,
+    touched_in: VecMap<u16, ()>,
 }
 
 impl Client {
@@ -362,6 +375,8 @@ impl Client {
             events: VecDeque::new(),
             last_sent: Timestamp::default(),
             ping_sent: None,
+            touched_out: VecMap::new(),
+            touched_in: VecMap::new(),
             opts,
         }
     }
@@ -486,6 +501,9 @@ impl Client {
         }
         let token = PublishToken(self.next_token);
         self.next_token += 1;
+        if qos != QoS::AtMostOnce {
+            self.touch_out(token);
+        }
         self.queued.push_back((token, publish));
         self.drain_queue(now);
         Ok(token)
@@ -554,7 +572,7 @@ impl Client {
     /// Feeds bytes read from the transport.
     pub fn handle_bytes(&mut self, mut bytes: &[u8], now: Timestamp) -> Result<(), ClientError> {
         loop {
-            match self.decoder.decode(&mut bytes) {
+            match self.decoder.decode_from_server(&mut bytes) {
                 Ok(Some(packet)) => self.handle_packet(packet, now)?,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(self.fail(e.reason_code(), ClientError::Decode(e), now)),
@@ -583,6 +601,9 @@ impl Client {
             }
             (State::Connected, Packet::PubRel(rel)) => {
                 let known = self.inbound_qos2.remove(&rel.packet_id.get()).is_some();
+                if known {
+                    self.touch_in(rel.packet_id.get());
+                }
                 let reason = if known || self.opts.version == ProtocolVersion::V311 {
                     ReasonCode::Success
                 } else {
@@ -726,7 +747,113 @@ impl Client {
         }
     }
 
+    /// With [`ClientOptions::persistent`]: the puts and deletes that bring a store up to
+    /// date with what changed since the last call (empty when nothing did). Write them, and
+    /// send the packets of the same step only once they are durable (see [`StoreOp`]).
+    pub fn take_store_ops(&mut self) -> Vec<StoreOp> {
+        let mut ops = Vec::new();
+        if !self.touched_out.is_empty() {
+            // Sorted maps, not sorting: every generic sort costs kilobytes of wasm.
+            let mut touched = std::mem::take(&mut self.touched_out);
+            let v = self.opts.version;
+            let current = self
+                .outbound
+                .iter()
+                .map(|(seq, o)| (o.token, Some((*seq, o.stage)), &o.publish))
+                .chain(
+                    self.queued
+                        .iter()
+                        .filter(|(_, p)| p.qos != QoS::AtMostOnce)
+                        .map(|(t, p)| (*t, None, p)),
+                );
+            for (token, in_flight, publish) in current {
+                if touched.remove(&token.0).is_some() {
+                    let value = store::encode_outbound(in_flight, publish, v);
+                    ops.push(StoreOp::Put(StoreKey::Outbound(token.0), value));
+                }
+            }
+            for &token in touched.keys() {
+                ops.push(StoreOp::Delete(StoreKey::Outbound(token)));
+            }
+        }
+        for &id in std::mem::take(&mut self.touched_in).keys() {
+            let Some(pid) = PacketId::new(id) else {
+                continue;
+            };
+            ops.push(if self.inbound_qos2.contains_key(&id) {
+                StoreOp::Put(StoreKey::Inbound(pid), Vec::new())
+            } else {
+                StoreOp::Delete(StoreKey::Inbound(pid))
+            });
+        }
+        ops
+    }
+
+    /// Takes back a session stored through [`Client::take_store_ops`], before the first
+    /// [`Client::connect`]: messages in flight are resent when the server resumes the
+    /// session (or sent again as new messages when it does not), queued ones follow, and
+    /// duplicates of incoming QoS 2 messages already delivered are not delivered again.
+    /// Their outcomes come as [`Event::Published`] with the stored tokens; new tokens start
+    /// after them.
+    pub fn restore<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = (StoreKey, &'a [u8])>,
+    ) -> Result<(), RestoreError> {
+        let fresh = self.state == State::Disconnected
+            && self.outbound.is_empty()
+            && self.queued.is_empty()
+            && self.inbound_qos2.is_empty()
+            && self.next_token == 0;
+        if !fresh {
+            return Err(RestoreError::NotFresh);
+        }
+        // Into maps sorted by the first send order and by token.
+        let mut queued = VecMap::new();
+        for (key, value) in records {
+            match key {
+                StoreKey::Inbound(id) => {
+                    self.inbound_qos2.insert(id.get(), ());
+                }
+                StoreKey::Outbound(token) => {
+                    let stored = store::decode_outbound(key, value)?;
+                    self.next_token = self.next_token.max(token.saturating_add(1));
+                    let publish = stored.publish;
+                    match (stored.in_flight, publish.packet_id) {
+                        (Some((order, stage)), Some(id)) => {
+                            self.by_id.insert(id.get(), order);
+                            self.next_seq = self.next_seq.max(order.saturating_add(1));
+                            let outbound = Outbound {
+                                token: PublishToken(token),
+                                publish,
+                                stage,
+                                resend: false,
+                            };
+                            self.outbound.insert(order, outbound);
+                        }
+                        _ => {
+                            queued.insert(token, (PublishToken(token), publish));
+                        }
+                    }
+                }
+            }
+        }
+        self.queued.extend(queued.into_values());
+        Ok(())
+    }
+
     // ----- internals -----
+
+    fn touch_out(&mut self, token: PublishToken) {
+        if self.opts.persistent {
+            self.touched_out.insert(token.0, ());
+        }
+    }
+
+    fn touch_in(&mut self, id: u16) {
+        if self.opts.persistent {
+            self.touched_in.insert(id, ());
+        }
+    }
 
     /// PINGREQ goes out after three quarters of the keep-alive without sending, so a late
     /// timer (a background browser tab) still lands within the server's 1.5 times.
@@ -822,6 +949,14 @@ impl Client {
             // No session on the server: our session state is void [MQTT-3.2.2-5]. A message
             // the server already took (PUBREC received) is done; the others are sent again
             // as new messages, first in line.
+            if self.opts.persistent {
+                for &id in self.inbound_qos2.keys() {
+                    self.touched_in.insert(id, ());
+                }
+                for o in self.outbound.values() {
+                    self.touched_out.insert(o.token.0, ());
+                }
+            }
             self.inbound_qos2.clear();
             self.by_id.clear();
             self.pending_resend = 0;
@@ -930,6 +1065,7 @@ impl Client {
                 None
             };
             if let Some(reason) = refused {
+                self.touch_out(token);
                 self.events.push_back(Event::Published { token, reason });
                 continue;
             }
@@ -950,6 +1086,7 @@ impl Client {
             };
             publish.packet_id = Some(id);
             let size = Packet::Publish(publish.clone()).encoded_len(self.opts.version);
+            self.touch_out(token);
             if !matches!(size, Ok(s) if s <= self.server_max_packet) {
                 self.events.push_back(Event::Published {
                     token,
@@ -984,6 +1121,7 @@ impl Client {
         if o.resend {
             self.pending_resend -= 1;
         }
+        self.touch_out(o.token);
         Some(o)
     }
 
@@ -1031,6 +1169,8 @@ impl Client {
         // Once PUBREC is in, the message is never sent again, only PUBREL [MQTT-4.3.3-5].
         o.stage = OutboundStage::AwaitingComp;
         o.publish.payload = Bytes::new();
+        let token = o.token;
+        self.touch_out(token);
         self.send(Packet::PubRel(PubResp::new(id)), now);
     }
 
@@ -1067,6 +1207,7 @@ impl Client {
                         ));
                     }
                     self.inbound_qos2.insert(id.get(), ());
+                    self.touch_in(id.get());
                     self.events.push_back(Event::Message(p));
                 }
                 // A duplicate is acknowledged again, not delivered again [MQTT-4.3.3-10].
@@ -1115,7 +1256,7 @@ impl Client {
         Ok(())
     }
 
-    fn on_unsuback(&mut self, ack: UnsubAck, now: Timestamp) -> Result<(), ClientError> {
+    fn on_unsuback(&mut self, mut ack: UnsubAck, now: Timestamp) -> Result<(), ClientError> {
         let Some(req) = self.requests.remove(&ack.packet_id.get()) else {
             return Ok(());
         };
@@ -1139,6 +1280,10 @@ impl Client {
                 if done {
                     self.subscriptions.remove(f);
                 }
+            }
+            if !v5 {
+                // So that the application sees one code per filter in either version.
+                ack.reasons = vec![ReasonCode::Success; unsub.filters.len()];
             }
         }
         if !req.internal {
@@ -1710,6 +1855,28 @@ mod tests {
     }
 
     #[test]
+    fn a_3_1_1_unsuback_reports_success_for_every_filter_mqtt_3_11_3_1() {
+        // 3.1.1 UNSUBACK carries only the packet id [MQTT-3.11.3-1]; the event still gives
+        // one code per filter, so the application sees the same shape in both versions.
+        let mut c = connected(ProtocolVersion::V311, true, Properties::default());
+        let filters = vec![
+            TopicFilter::new("a").unwrap(),
+            TopicFilter::new("b/#").unwrap(),
+        ];
+        let id = c.unsubscribe(filters, Properties::default(), t(2)).unwrap();
+        let ack = UnsubAck {
+            packet_id: id,
+            reasons: Vec::new(),
+            properties: Properties::default(),
+        };
+        c.handle_packet(Packet::UnsubAck(ack), t(3)).unwrap();
+        let [Event::UnsubAck(got)] = &events(&mut c)[..] else {
+            panic!("one UnsubAck event expected")
+        };
+        assert_eq!(got.reasons, vec![ReasonCode::Success; 2]);
+    }
+
+    #[test]
     fn a_server_disconnect_ends_the_connection_with_its_reason() {
         let mut c = connected(ProtocolVersion::V5, true, Properties::default());
         let mut d = Disconnect::new(ReasonCode::SessionTakenOver);
@@ -1891,15 +2058,15 @@ mod tests {
     }
 
     #[test]
-    fn a_decode_error_whose_code_disconnect_cannot_carry_closes_with_0x82() {
+    fn a_packet_only_clients_send_closes_the_connection_with_0x82() {
         let mut c = connected(ProtocolVersion::V5, true, Properties::default());
-        // A CONNECT naming protocol level 6: UnsupportedProtocolVersion (0x84), which is not a
-        // DISCONNECT reason code.
+        // A CONNECT from the server: only clients send it (spec 2.1.2, direction of flow),
+        // refused from its fixed header, a Protocol Error.
         let bytes = [0x10, 0x07, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x06];
         let err = c.handle_bytes(&bytes, t(5)).unwrap_err();
         assert_eq!(
             err,
-            ClientError::Decode(DecodeError::UnsupportedProtocolVersion(6))
+            ClientError::Decode(DecodeError::ClientOnlyPacket(crate::PacketType::Connect))
         );
         assert_eq!(
             sent(&mut c),
@@ -1937,5 +2104,223 @@ mod tests {
         };
         assert_eq!(s.subscriptions[0].options.qos, QoS::ExactlyOnce);
         assert_eq!(s.properties.subscription_identifiers, vec![7]);
+    }
+
+    // ----- persistence across a restart of the host (store.rs) -----
+
+    type Store = std::collections::BTreeMap<StoreKey, Vec<u8>>;
+
+    fn apply(store: &mut Store, c: &mut Client) {
+        for op in c.take_store_ops() {
+            match op {
+                StoreOp::Put(k, v) => {
+                    store.insert(k, v);
+                }
+                StoreOp::Delete(k) => {
+                    store.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn persistent_opts(version: ProtocolVersion) -> ClientOptions {
+        let mut opts = ClientOptions::new(version, "c1", false);
+        opts.persistent = true;
+        opts
+    }
+
+    /// A new client over `store` (a page reload), connected with CONNACK `session_present`.
+    fn reloaded(store: &Store, version: ProtocolVersion, session_present: bool) -> Client {
+        let mut c = Client::new(persistent_opts(version));
+        c.restore(store.iter().map(|(k, v)| (*k, &v[..]))).unwrap();
+        c.connect(t(100)).unwrap();
+        sent(&mut c);
+        c.handle_packet(
+            Packet::ConnAck(ConnAck::new(session_present, ReasonCode::Success)),
+            t(101),
+        )
+        .unwrap();
+        c
+    }
+
+    fn connected_persistent(version: ProtocolVersion) -> Client {
+        let mut c = Client::new(persistent_opts(version));
+        c.connect(t(0)).unwrap();
+        sent(&mut c);
+        let ack = ConnAck::new(false, ReasonCode::Success);
+        c.handle_packet(Packet::ConnAck(ack), t(1)).unwrap();
+        events(&mut c);
+        c
+    }
+
+    #[test]
+    fn without_persistence_nothing_is_recorded() {
+        let mut c = connected(ProtocolVersion::V5, false, Properties::default());
+        publish(&mut c, QoS::ExactlyOnce, 2);
+        assert!(c.take_store_ops().is_empty());
+    }
+
+    #[test]
+    fn messages_queued_offline_survive_a_reload_and_are_sent_once() {
+        for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+            let mut store = Store::new();
+            let mut c = Client::new(persistent_opts(version));
+            publish(&mut c, QoS::AtMostOnce, 0);
+            let t1 = publish(&mut c, QoS::AtLeastOnce, 0);
+            let t2 = publish(&mut c, QoS::ExactlyOnce, 0);
+            apply(&mut store, &mut c);
+            // QoS 0 is not worth keeping; QoS 1 and 2 are.
+            assert_eq!(store.len(), 2);
+            drop(c);
+
+            let mut c = reloaded(&store, version, true);
+            let out = sent(&mut c);
+            let ids: Vec<_> = out
+                .iter()
+                .map(|p| match p {
+                    Packet::Publish(p) => (p.qos, p.dup),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(ids, [(QoS::AtLeastOnce, false), (QoS::ExactlyOnce, false)]);
+            apply(&mut store, &mut c);
+            assert_eq!(store.len(), 2, "now in flight, still kept");
+            let id1 = match &out[0] {
+                Packet::Publish(p) => p.packet_id.unwrap(),
+                _ => unreachable!(),
+            };
+            c.handle_packet(Packet::PubAck(PubResp::new(id1)), t(102))
+                .unwrap();
+            assert!(events(&mut c).contains(&Event::Published {
+                token: t1,
+                reason: ReasonCode::Success
+            }));
+            apply(&mut store, &mut c);
+            assert_eq!(store.len(), 1, "acknowledged: forgotten");
+            assert!(store.contains_key(&StoreKey::Outbound(t2.0)));
+            // New publishes do not reuse a stored token.
+            assert!(publish(&mut c, QoS::AtLeastOnce, 103).0 > t2.0);
+        }
+    }
+
+    #[test]
+    fn after_a_reload_an_unacknowledged_publish_is_resent_with_dup_and_the_same_id_mqtt_4_4_0_1() {
+        let mut store = Store::new();
+        let mut c = connected_persistent(ProtocolVersion::V5);
+        publish(&mut c, QoS::AtLeastOnce, 2);
+        let Packet::Publish(first) = sent(&mut c).remove(0) else {
+            panic!()
+        };
+        apply(&mut store, &mut c);
+        drop(c);
+        let mut c = reloaded(&store, ProtocolVersion::V5, true);
+        let Packet::Publish(again) = sent(&mut c).remove(0) else {
+            panic!()
+        };
+        // [MQTT-4.4.0-1] resend, [MQTT-3.3.1-1] DUP set, same packet id, same message.
+        assert!(again.dup);
+        assert_eq!(again.packet_id, first.packet_id);
+        assert_eq!(again.payload, first.payload);
+        assert_eq!(c.session().outbound_inflight.len(), 1);
+    }
+
+    #[test]
+    fn after_a_reload_a_qos2_message_past_pubrec_gets_pubrel_never_publish_mqtt_4_3_3_5() {
+        for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+            let mut store = Store::new();
+            let mut c = connected_persistent(version);
+            let token = publish(&mut c, QoS::ExactlyOnce, 2);
+            let Packet::Publish(p) = sent(&mut c).remove(0) else {
+                panic!()
+            };
+            let id = p.packet_id.unwrap();
+            c.handle_packet(Packet::PubRec(PubResp::new(id)), t(3))
+                .unwrap();
+            apply(&mut store, &mut c);
+            drop(c);
+
+            let mut c = reloaded(&store, version, true);
+            // [MQTT-4.3.3-5]: after PUBREC only PUBREL, and it is resent on resume
+            // [MQTT-4.4.0-1].
+            assert_eq!(sent(&mut c), vec![Packet::PubRel(PubResp::new(id))]);
+            c.handle_packet(Packet::PubComp(PubResp::new(id)), t(102))
+                .unwrap();
+            assert!(events(&mut c).contains(&Event::Published {
+                token,
+                reason: ReasonCode::Success
+            }));
+            apply(&mut store, &mut c);
+            assert!(store.is_empty());
+        }
+    }
+
+    #[test]
+    fn after_a_reload_a_duplicate_incoming_qos2_message_is_not_delivered_again_mqtt_4_3_3_10() {
+        let mut store = Store::new();
+        let mut c = connected_persistent(ProtocolVersion::V311);
+        let mut incoming = Publish::new(topic("in"), Bytes::from_static(b"once"));
+        incoming.qos = QoS::ExactlyOnce;
+        incoming.packet_id = Some(pid(7));
+        c.handle_packet(Packet::Publish(incoming.clone()), t(2))
+            .unwrap();
+        assert_eq!(events(&mut c).len(), 1);
+        apply(&mut store, &mut c);
+        assert!(store.contains_key(&StoreKey::Inbound(pid(7))));
+        drop(c);
+
+        let mut c = reloaded(&store, ProtocolVersion::V311, true);
+        events(&mut c);
+        incoming.dup = true;
+        c.handle_packet(Packet::Publish(incoming), t(102)).unwrap();
+        // [MQTT-4.3.3-10]: not delivered again, but acknowledged again.
+        assert!(events(&mut c).is_empty());
+        assert_eq!(sent(&mut c), vec![Packet::PubRec(PubResp::new(pid(7)))]);
+        c.handle_packet(Packet::PubRel(PubResp::new(pid(7))), t(103))
+            .unwrap();
+        assert_eq!(sent(&mut c), vec![Packet::PubComp(PubResp::new(pid(7)))]);
+        apply(&mut store, &mut c);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_reload_into_a_lost_server_session_sends_the_messages_again_as_new_mqtt_3_2_2_5() {
+        let mut store = Store::new();
+        let mut c = connected_persistent(ProtocolVersion::V5);
+        publish(&mut c, QoS::AtLeastOnce, 2);
+        sent(&mut c);
+        let mut incoming = Publish::new(topic("in"), Bytes::from_static(b"x"));
+        incoming.qos = QoS::ExactlyOnce;
+        incoming.packet_id = Some(pid(9));
+        c.handle_packet(Packet::Publish(incoming), t(3)).unwrap();
+        apply(&mut store, &mut c);
+        assert_eq!(store.len(), 2);
+        drop(c);
+
+        // Session present = 0: the session state is void; the message goes out as new.
+        let mut c = reloaded(&store, ProtocolVersion::V5, false);
+        let out = sent(&mut c);
+        let [Packet::Publish(p)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert!(!p.dup);
+        apply(&mut store, &mut c);
+        assert!(!store.contains_key(&StoreKey::Inbound(pid(9))));
+        assert_eq!(store.len(), 1);
+        assert!(c.session().inbound_awaiting_pubrel.is_empty());
+    }
+
+    #[test]
+    fn restore_is_refused_once_the_client_has_a_session_in_memory() {
+        let mut c = connected_persistent(ProtocolVersion::V5);
+        assert_eq!(
+            c.restore(std::iter::empty()).unwrap_err(),
+            RestoreError::NotFresh
+        );
+        let mut fresh = Client::new(persistent_opts(ProtocolVersion::V5));
+        let key = StoreKey::Outbound(1);
+        assert_eq!(
+            fresh.restore([(key, &b"junk"[..])]).unwrap_err(),
+            RestoreError::Format(key)
+        );
     }
 }

@@ -99,17 +99,36 @@ impl Decoder {
     /// Returns `Ok(None)` once `input` is used up without completing a packet; call again
     /// with the next chunk. Call in a loop until `Ok(None)`: one chunk may hold many packets.
     pub fn decode(&mut self, input: &mut &[u8]) -> Result<Option<Packet>, DecodeError> {
+        self.decode_from::<false>(input)
+    }
+
+    /// [`Decoder::decode`] for a client: a packet only clients send (CONNECT, SUBSCRIBE,
+    /// UNSUBSCRIBE, PINGREQ) is refused from its first byte with
+    /// [`DecodeError::ClientOnlyPacket`], a Protocol Error.
+    ///
+    /// Why a method of its own rather than a setting: the direction is a const generic all
+    /// the way down to [`Packet`]'s decoding, so a program that calls only this one does not
+    /// contain the decoders of those packets at all (the wasm client package is ~2 KB gzip
+    /// smaller, see client-wasm/build.sh).
+    pub fn decode_from_server(&mut self, input: &mut &[u8]) -> Result<Option<Packet>, DecodeError> {
+        self.decode_from::<true>(input)
+    }
+
+    fn decode_from<const FROM_SERVER: bool>(
+        &mut self,
+        input: &mut &[u8],
+    ) -> Result<Option<Packet>, DecodeError> {
         if self.partial.is_empty() {
             // Fast path: the packet is whole in the chunk, decode it in place.
             match FixedHeader::parse(input)? {
                 Some(header) => {
                     check_size(&header, self.max_packet_size)?;
-                    self.check_first_byte(header.byte1)?;
+                    self.check_first_byte::<FROM_SERVER>(header.byte1)?;
                     let len = header.packet_len();
                     if input.len() >= len {
                         let body = &input[header.header_len..len];
                         *input = &input[len..];
-                        return self.finish(header.byte1, body).map(Some);
+                        return self.finish::<FROM_SERVER>(header.byte1, body).map(Some);
                     }
                     // Reserve for what arrived, not for what the header claims: a peer
                     // that sends only a header must not cost the whole maximum.
@@ -138,7 +157,7 @@ impl Decoder {
             *input = rest;
             if let Some(header) = FixedHeader::parse(&self.partial)? {
                 check_size(&header, self.max_packet_size)?;
-                self.check_first_byte(header.byte1)?;
+                self.check_first_byte::<FROM_SERVER>(header.byte1)?;
                 self.partial_len = Some(header.packet_len());
             } else {
                 self.check_unfinished_header(self.partial.len())?;
@@ -154,7 +173,7 @@ impl Decoder {
         let partial = std::mem::take(&mut self.partial);
         self.partial_len = None;
         let result = match FixedHeader::parse(&partial)? {
-            Some(header) => self.finish(header.byte1, &partial[header.header_len..]),
+            Some(header) => self.finish::<FROM_SERVER>(header.byte1, &partial[header.header_len..]),
             None => Err(DecodeError::MalformedVarInt),
         };
         // Keep the allocation for the next partial packet unless it was a big one.
@@ -165,14 +184,21 @@ impl Decoder {
         result.map(Some)
     }
 
+    /// Checks the first byte as soon as it arrives, before any body is buffered: a type that
+    /// exists in the version, the flags it must have, and (`FROM_SERVER`) not a packet only
+    /// clients send.
+    fn check_first_byte<const FROM_SERVER: bool>(&self, byte1: u8) -> Result<(), DecodeError> {
+        let version = self.version.unwrap_or(ProtocolVersion::V311);
+        let packet_type = crate::packet::check_first_byte(byte1, version)?;
+        if FROM_SERVER && packet_type.is_client_only() {
+            return Err(DecodeError::ClientOnlyPacket(packet_type));
+        }
+        Ok(())
+    }
+
     /// A fixed header still unfinished after `held` bytes belongs to a packet of at least
     /// `held + 1` bytes: refuse it now if that is over the limit, so that the buffer never
     /// holds more than the maximum packet size, even when the limit is below five bytes.
-    fn check_first_byte(&self, byte1: u8) -> Result<(), DecodeError> {
-        let version = self.version.unwrap_or(ProtocolVersion::V311);
-        crate::packet::check_first_byte(byte1, version).map(|_| ())
-    }
-
     fn check_unfinished_header(&self, held: usize) -> Result<(), DecodeError> {
         if held > 0 && held >= self.max_packet_size as usize {
             return Err(DecodeError::PacketTooLarge {
@@ -183,9 +209,13 @@ impl Decoder {
         Ok(())
     }
 
-    fn finish(&mut self, byte1: u8, body: &[u8]) -> Result<Packet, DecodeError> {
+    fn finish<const FROM_SERVER: bool>(
+        &mut self,
+        byte1: u8,
+        body: &[u8],
+    ) -> Result<Packet, DecodeError> {
         let version = self.version.unwrap_or(ProtocolVersion::V311);
-        let mut packet = Packet::decode_body(byte1, body, version)?;
+        let mut packet = Packet::decode_body_from::<FROM_SERVER>(byte1, body, version)?;
         match &mut packet {
             Packet::Connect(c) if self.version.is_none() => self.version = Some(c.protocol),
             Packet::Publish(p) if version == ProtocolVersion::V5 => {
@@ -210,5 +240,100 @@ impl Decoder {
             _ => {}
         }
         Ok(packet)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::packet::PacketType;
+    use crate::reason::ReasonCode;
+
+    /// The packets only a client sends (spec 2.1.2, "Direction of flow"), by first byte.
+    const CLIENT_ONLY: [(u8, PacketType); 4] = [
+        (0x10, PacketType::Connect),
+        (0x82, PacketType::Subscribe),
+        (0xA2, PacketType::Unsubscribe),
+        (0xC0, PacketType::PingReq),
+    ];
+
+    #[test]
+    fn a_client_refuses_a_packet_only_clients_send_from_its_fixed_header() {
+        for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+            for (byte1, packet_type) in CLIENT_ONLY {
+                // Whole in one chunk: the header claims 127 body bytes that never come.
+                let mut d = Decoder::with_version(version, 1 << 16);
+                let mut input: &[u8] = &[byte1, 0x7F, 0x00];
+                let e = d.decode_from_server(&mut input).unwrap_err();
+                assert_eq!(e, DecodeError::ClientOnlyPacket(packet_type));
+                assert_eq!(e.reason_code(), ReasonCode::ProtocolError);
+                assert_eq!(d.buffered(), 0, "{packet_type:?}: nothing buffered");
+
+                // The header split across chunks: refused once it is complete.
+                let mut d = Decoder::with_version(version, 1 << 16);
+                let mut first: &[u8] = &[byte1];
+                assert_eq!(d.decode_from_server(&mut first), Ok(None));
+                let mut second: &[u8] = &[0x7F];
+                assert_eq!(
+                    d.decode_from_server(&mut second),
+                    Err(DecodeError::ClientOnlyPacket(packet_type))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_server_still_decodes_what_clients_send() {
+        let mut d = Decoder::with_version(ProtocolVersion::V5, 1 << 16);
+        let mut input: &[u8] = &[0xC0, 0x00, 0xA2, 0x06, 0x00, 0x07, 0x00, 0x00, 0x01, b'a'];
+        assert_eq!(d.decode(&mut input), Ok(Some(Packet::PingReq)));
+        match d.decode(&mut input) {
+            Ok(Some(Packet::Unsubscribe(u))) => {
+                assert_eq!(u.packet_id.get(), 7);
+                assert_eq!(u.filters.len(), 1);
+                assert_eq!(u.filters[0].as_str(), "a");
+            }
+            other => panic!("expected UNSUBSCRIBE, got {other:?}"),
+        }
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn a_client_decodes_what_servers_send_as_a_server_decoder_does() {
+        // CONNACK, PINGRESP, PUBLISH QoS 1 (topic "t", id 1, payload "x"), SUBACK, UNSUBACK,
+        // DISCONNECT, AUTH: every server-to-client packet type of MQTT 5.0.
+        let stream: &[u8] = &[
+            0x20, 0x03, 0x00, 0x00, 0x00, // CONNACK
+            0xD0, 0x00, // PINGRESP
+            0x32, 0x07, 0x00, 0x01, b't', 0x00, 0x01, 0x00, b'x', // PUBLISH
+            0x40, 0x02, 0x00, 0x01, // PUBACK
+            0x90, 0x04, 0x00, 0x02, 0x00, 0x01, // SUBACK
+            0xB0, 0x04, 0x00, 0x03, 0x00, 0x00, // UNSUBACK
+            0xE0, 0x00, // DISCONNECT
+            0xF0, 0x06, 0x18, 0x04, 0x15, 0x00, 0x01, b'm', // AUTH, method "m"
+        ];
+        let mut server_side = Decoder::with_version(ProtocolVersion::V5, 1 << 16);
+        let mut client_side = Decoder::with_version(ProtocolVersion::V5, 1 << 16);
+        let (mut a, mut b) = (stream, stream);
+        let mut n = 0;
+        loop {
+            let expected = server_side.decode(&mut a).unwrap();
+            assert_eq!(client_side.decode_from_server(&mut b).unwrap(), expected);
+            if expected.is_none() {
+                break;
+            }
+            n += 1;
+        }
+        assert_eq!(n, 8);
+        assert!(a.is_empty() && b.is_empty());
+    }
+
+    #[test]
+    fn the_client_only_error_names_the_packet() {
+        assert_eq!(
+            DecodeError::ClientOnlyPacket(PacketType::Subscribe).to_string(),
+            "Subscribe is a packet only a client may send"
+        );
     }
 }

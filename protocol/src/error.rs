@@ -115,6 +115,10 @@ pub enum DecodeError {
     /// No Local set on a shared subscription [MQTT-3.8.3-4] (a Protocol Error).
     #[error("no local on a shared subscription")]
     NoLocalOnSharedSubscription,
+    /// A client received a packet only clients send: CONNECT, SUBSCRIBE, UNSUBSCRIBE or
+    /// PINGREQ (the direction of flow, spec 2.1.2) (a Protocol Error).
+    #[error("{0:?} is a packet only a client may send")]
+    ClientOnlyPacket(PacketType),
 }
 
 impl DecodeError {
@@ -133,7 +137,8 @@ impl DecodeError {
             | NoLocalOnSharedSubscription
             | InvalidSubscriptionQoS
             | TopicAliasUnknown(_)
-            | ZeroPacketId => ReasonCode::ProtocolError,
+            | ZeroPacketId
+            | ClientOnlyPacket(_) => ReasonCode::ProtocolError,
             InvalidTopicName(_) => ReasonCode::TopicNameInvalid,
             InvalidTopicFilter(_) => ReasonCode::TopicFilterInvalid,
             TopicAliasInvalid(_) => ReasonCode::TopicAliasInvalid,

@@ -91,6 +91,18 @@ pub enum PacketType {
 }
 
 impl PacketType {
+    /// Is this a packet only a client sends (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ: the
+    /// direction of flow, spec 2.1.2)?
+    pub fn is_client_only(self) -> bool {
+        matches!(
+            self,
+            PacketType::Connect
+                | PacketType::Subscribe
+                | PacketType::Unsubscribe
+                | PacketType::PingReq
+        )
+    }
+
     fn from_nibble(n: u8) -> Result<Self, DecodeError> {
         use PacketType::*;
         Ok(match n {
@@ -201,6 +213,26 @@ impl Packet {
         version: ProtocolVersion,
         max_packet_size: u32,
     ) -> Result<Option<(Packet, usize)>, DecodeError> {
+        Self::decode_from::<false>(buf, version, max_packet_size)
+    }
+
+    /// [`Packet::decode`] for a client: a packet only clients send is refused with
+    /// [`DecodeError::ClientOnlyPacket`], as [`crate::Decoder::decode_from_server`] does, and
+    /// for the same reason: a client that decodes only this way does not contain their
+    /// decoders.
+    pub fn decode_from_server(
+        buf: &[u8],
+        version: ProtocolVersion,
+        max_packet_size: u32,
+    ) -> Result<Option<(Packet, usize)>, DecodeError> {
+        Self::decode_from::<true>(buf, version, max_packet_size)
+    }
+
+    fn decode_from<const FROM_SERVER: bool>(
+        buf: &[u8],
+        version: ProtocolVersion,
+        max_packet_size: u32,
+    ) -> Result<Option<(Packet, usize)>, DecodeError> {
         let Some(header) = FixedHeader::parse(buf)? else {
             return Ok(None);
         };
@@ -210,7 +242,8 @@ impl Packet {
         if buf.len() < len {
             return Ok(None);
         }
-        let packet = Packet::decode_body(header.byte1, &buf[header.header_len..len], version)?;
+        let body = &buf[header.header_len..len];
+        let packet = Packet::decode_body_from::<FROM_SERVER>(header.byte1, body, version)?;
         Ok(Some((packet, len)))
     }
 
@@ -220,12 +253,28 @@ impl Packet {
         body: &[u8],
         version: ProtocolVersion,
     ) -> Result<Packet, DecodeError> {
+        Self::decode_body_from::<false>(byte1, body, version)
+    }
+
+    /// [`Packet::decode_body`]; with `FROM_SERVER` the packets only clients send are refused
+    /// with [`DecodeError::ClientOnlyPacket`], and their decoders are not even compiled in
+    /// (a const generic, not a runtime flag, so that the wasm client does not carry them).
+    pub(crate) fn decode_body_from<const FROM_SERVER: bool>(
+        byte1: u8,
+        body: &[u8],
+        version: ProtocolVersion,
+    ) -> Result<Packet, DecodeError> {
         let packet_type = check_first_byte(byte1, version)?;
+        if FROM_SERVER && packet_type.is_client_only() {
+            return Err(DecodeError::ClientOnlyPacket(packet_type));
+        }
         let flags = byte1 & 0x0F;
         let mut r = Reader::new(body);
         let v = version;
         let packet = match packet_type {
-            PacketType::Connect => Packet::Connect(Box::new(Connect::decode(&mut r)?)),
+            PacketType::Connect if !FROM_SERVER => {
+                Packet::Connect(Box::new(Connect::decode(&mut r)?))
+            }
             PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(&mut r, v)?),
             PacketType::Publish => Packet::Publish(Publish::decode(&mut r, flags, v)?),
             PacketType::PubAck => {
@@ -240,14 +289,23 @@ impl Packet {
             PacketType::PubComp => {
                 Packet::PubComp(PubResp::decode(&mut r, v, ReasonContext::PubRelOrComp)?)
             }
-            PacketType::Subscribe => Packet::Subscribe(Subscribe::decode(&mut r, v)?),
+            PacketType::Subscribe if !FROM_SERVER => {
+                Packet::Subscribe(Subscribe::decode(&mut r, v)?)
+            }
             PacketType::SubAck => Packet::SubAck(SubAck::decode(&mut r, v)?),
-            PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::decode(&mut r, v)?),
+            PacketType::Unsubscribe if !FROM_SERVER => {
+                Packet::Unsubscribe(Unsubscribe::decode(&mut r, v)?)
+            }
             PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::decode(&mut r, v)?),
-            PacketType::PingReq => Packet::PingReq,
+            PacketType::PingReq if !FROM_SERVER => Packet::PingReq,
             PacketType::PingResp => Packet::PingResp,
             PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(&mut r, v)?),
             PacketType::Auth => Packet::Auth(Auth::decode(&mut r)?),
+            // Only with FROM_SERVER, refused above.
+            PacketType::Connect
+            | PacketType::Subscribe
+            | PacketType::Unsubscribe
+            | PacketType::PingReq => return Err(DecodeError::ClientOnlyPacket(packet_type)),
         };
         r.finish()?;
         Ok(packet)
@@ -494,5 +552,28 @@ mod tests {
             Err(EncodeError::NoLocalOnSharedSubscription)
         );
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn decoding_from_a_server_refuses_what_only_clients_send() {
+        // Spec 2.1.2, direction of flow: SUBSCRIBE goes from client to server only.
+        let subscribe = [0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00];
+        let v = ProtocolVersion::V311;
+        assert!(matches!(
+            Packet::decode(&subscribe, v, 1024),
+            Ok(Some((Packet::Subscribe(_), 8)))
+        ));
+        assert_eq!(
+            Packet::decode_from_server(&subscribe, v, 1024),
+            Err(DecodeError::ClientOnlyPacket(PacketType::Subscribe))
+        );
+        // PUBLISH goes both ways: the same packet either way.
+        let publish = [0x32, 0x06, 0x00, 0x01, b't', 0x00, 0x07, b'x'];
+        let either = Packet::decode(&publish, v, 1024).unwrap();
+        assert!(matches!(either, Some((Packet::Publish(_), 8))));
+        assert_eq!(
+            Packet::decode_from_server(&publish, v, 1024).unwrap(),
+            either
+        );
     }
 }
