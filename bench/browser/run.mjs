@@ -1,0 +1,746 @@
+// Browser client benchmark: our wasm client (client-wasm/pkg/) against MQTT.js (npm `mqtt`,
+// its browser ES module dist/mqtt.esm.js), in one headless Chromium, against one release
+// bridge (`--data none`), in one run. Not a test: figures go to docs/benchmarks.md.
+//
+//   cargo build --release -p bridge && client-wasm/build.sh --no-budget
+//   node bench/browser/run.mjs            # the full run (~4 min): 3 repetitions, medians
+//   node bench/browser/run.mjs --quick    # smoke check: every scenario once, small (seconds)
+//   node bench/browser/run.mjs --profile  # where the time goes (see below)
+//
+// Every run gets a fresh page with one library on it (bench/browser/index.html ?lib=...;
+// bench.js puts both behind the same adapter, so the code around the library calls is
+// identical). The two libraries alternate which goes first from one repetition to the next,
+// so that they share the machine's noise.
+// - "receive QoS q": a publisher outside the browser (this Node process, raw MQTT 3.1.1 over
+//   TCP, pre-encoded packets, so it costs the machine as little as possible) sends n
+//   numbered 64-byte messages to a topic the measured client subscribes to at QoS q; the page
+//   counts them: received/s from the first arrival to the last, loss and duplicates checked
+//   by sequence number. At QoS 1 the broker paces the publisher (it holds PUBACKs while the
+//   subscriber's queue is full) and loss must be 0 (the run fails otherwise). At QoS 0 the
+//   broker instead drops what a slow reader cannot take (beyond 1024 waiting messages), so
+//   the publisher paces itself: it stays at most `--window` (1000) messages ahead of the
+//   count the page reports every 256 messages. A QoS 0 figure then measures the client, not
+//   what the broker dropped.
+// - "round trip QoS 1": sequential `publish(qos 1)`, each awaited until its promise resolves
+//   at PUBACK: median and p99 (µs), round trips/s.
+// - "round trip QoS 0 own": sequential publish at QoS 0 to a topic the client subscribes to,
+//   until the message is back.
+// - CPU per message / round trip: the renderer's main-thread and whole-process CPU time
+//   (DevTools Performance.getMetrics ThreadTime / ProcessTime) over the measured part. On a
+//   shared machine this moves much less than msg/s does.
+// - "ref": the receive runs with a minimal subscriber in this Node process (no browser), to
+//   show what the bridge and the publisher can feed at most.
+//
+// The page is served with COOP/COEP headers (cross-origin isolated), which gives
+// performance.now() 5 µs resolution instead of 100 µs. Chromium runs with
+// --enable-precise-memory-info and --expose-gc, so the heap figure is after a full GC.
+//
+// --profile: a CPU profile (DevTools Profiler, 100 µs sampling) of each library receiving at
+// QoS 0 and 1 and doing QoS 1 round trips; prints self time by kind and by function, the
+// WebSocket frames each way, and saves the profiles to target/bench-browser/*.cpuprofile.
+// For our client it loads a copy of the package with the wasm name section kept
+// (target/bench-browser/pkg-names, made here from the wasm-release build client-wasm/build.sh
+// left in target/: wasm-bindgen without --remove-name-section, wasm-opt -Oz -g), so wasm
+// frames have Rust names.
+import { spawn, spawnSync } from "node:child_process";
+import { createServer } from "node:http";
+import { connect as tcpConnect } from "node:net";
+import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
+import { dirname, extname, join, normalize, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, "..", "..");
+
+// ---- options -----------------------------------------------------------------------------
+
+const argv = process.argv.slice(2);
+const flag = (name) => argv.includes(name);
+const value = (name, dflt) => {
+  const i = argv.indexOf(name);
+  if (i < 0) return dflt;
+  const v = Number(argv[i + 1]);
+  if (!Number.isFinite(v) || v <= 0) usage(`${name} needs a positive number`);
+  return v;
+};
+function usage(msg) {
+  console.error(`run.mjs: ${msg}
+usage: node bench/browser/run.mjs [--quick] [--profile] [--reps N] [--n0 N] [--n1 N] [--rtt-secs S] [--window W] [--only LIST]
+  --quick      every scenario once with small counts (a smoke check, seconds)
+  --profile    CPU-profile both libraries, print where the time goes
+  --reps N     repetitions per library and scenario (default 3; the median is reported)
+  --n0 N       messages per QoS 0 receive run (default 200000)
+  --n1 N       messages per QoS 1 receive run (default 100000)
+  --rtt-secs S seconds per round-trip run (default 3)
+  --window W   QoS 0 publisher: messages ahead of the page's count (default 1000)
+  --only LIST  some of recv0,recv1,rtt1,rtt0 (comma-separated; default all)
+environment: BRIDGE_BIN (default target/release/bridge), CHROMIUM (default /usr/bin/chromium),
+  CLIENT_WASM_PKG (default client-wasm/pkg)`);
+  process.exit(2);
+}
+for (const a of argv) if (a.startsWith("--") && !["--quick", "--profile", "--reps", "--n0", "--n1", "--rtt-secs", "--window", "--only"].includes(a)) usage(`unknown option ${a}`);
+
+const quick = flag("--quick");
+const onlyAt = argv.indexOf("--only");
+const only = onlyAt < 0 ? null : (argv[onlyAt + 1] ?? "").split(",");
+if (only && !only.every((k) => ["recv0", "recv1", "rtt1", "rtt0"].includes(k))) usage("--only takes recv0,recv1,rtt1,rtt0");
+const profile = flag("--profile");
+const cfg = {
+  reps: value("--reps", quick ? 1 : 3),
+  n0: value("--n0", quick ? 5000 : 200_000),
+  n1: value("--n1", quick ? 5000 : 100_000),
+  rttSecs: value("--rtt-secs", quick ? 0.3 : 3),
+  rttWarmup: quick ? 20 : 200,
+  window: value("--window", 1000),
+};
+const bridgeBin = process.env.BRIDGE_BIN ?? join(root, "target", "release", "bridge");
+const chromiumBin = process.env.CHROMIUM ?? "/usr/bin/chromium";
+// CLIENT_WASM_PKG: another build of the package, to compare a change (A/B) in the same way.
+const builtPkgDir = process.env.CLIENT_WASM_PKG ?? join(root, "client-wasm", "pkg");
+// The package is copied here at start, so that a rebuild during the run cannot mix versions.
+const pkgDir = join(root, "target", "bench-browser", "pkg");
+const mqttDist = join(root, "node_modules", "mqtt", "dist");
+const namedPkgDir = join(root, "target", "bench-browser", "pkg-names");
+const LIBS = ["wasm", "mqttjs"];
+// Whole-run limit: a hung run fails with a message instead of hanging a terminal or CI.
+const RUN_TIMEOUT_MS = (quick ? 120 : 1800) * 1000;
+
+for (const [path, fix] of [
+  [bridgeBin, "cargo build --release -p bridge"],
+  [join(builtPkgDir, "client_wasm.js"), "client-wasm/build.sh --no-budget"],
+  [join(mqttDist, "mqtt.esm.js"), "npm ci (at the repository root)"],
+  [chromiumBin, "apt-get install chromium"],
+]) {
+  if (!existsSync(path)) {
+    const shown = path.startsWith(root) ? relative(root, path) : path;
+    console.error(`run.mjs: ${shown} is missing: run \`${fix}\` first`);
+    process.exit(1);
+  }
+}
+
+// ---- clean-up ----------------------------------------------------------------------------
+
+const cleanups = [];
+async function cleanup() {
+  while (cleanups.length) {
+    try {
+      await cleanups.pop()();
+    } catch {}
+  }
+}
+function die(msg) {
+  console.error(`run.mjs FAILED: ${msg}`);
+  cleanup().finally(() => process.exit(1));
+}
+setTimeout(() => die(`timed out after ${RUN_TIMEOUT_MS / 1000} s`), RUN_TIMEOUT_MS).unref();
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => die(`interrupted (${sig})`));
+
+// ---- the bridge --------------------------------------------------------------------------
+
+/** Starts the release bridge on ephemeral ports; resolves with its ws URL and TCP address. */
+function startBridge() {
+  return new Promise((resolve, reject) => {
+    const args = ["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none"];
+    const child = spawn(bridgeBin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } });
+    cleanups.push(() => child.kill("SIGKILL"));
+    let out = "";
+    const onData = (d) => {
+      out += d.toString();
+      const m = out.match(/bridge listening: http=\S+ ws=(ws:\/\/\S+) mqtt=(\S+):(\d+)/);
+      if (m) resolve({ ws: m[1], host: m[2], port: Number(m[3]), pid: child.pid, args });
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
+    child.on("error", (e) => reject(new Error(`cannot start ${bridgeBin}: ${e.message}`)));
+    child.on("exit", (code) => reject(new Error(`bridge exited (${code}) before listening:\n${out}`)));
+  });
+}
+
+// ---- the static server -------------------------------------------------------------------
+
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".ts": "text/plain" };
+
+/** Serves bench/browser/ at /, a client-wasm package at /pkg/ and MQTT.js's dist/ at /mqtt/. */
+function startStatic(pkg) {
+  const mounts = [
+    ["/pkg/", pkg],
+    ["/mqtt/", mqttDist],
+    ["/", here],
+  ];
+  const server = createServer(async (req, res) => {
+    let path = new URL(req.url, "http://x").pathname;
+    if (path === "/") path = "/index.html";
+    const [prefix, dir] = mounts.find(([p]) => path.startsWith(p));
+    const rel = normalize(path.slice(prefix.length));
+    if (rel.startsWith("..")) {
+      res.writeHead(403).end();
+      return;
+    }
+    try {
+      const body = await readFile(join(dir, rel));
+      res.writeHead(200, {
+        "content-type": TYPES[extname(rel)] ?? "application/octet-stream",
+        // Cross-origin isolation: performance.now() at 5 µs instead of 100 µs.
+        "cross-origin-opener-policy": "same-origin",
+        "cross-origin-embedder-policy": "require-corp",
+        "cross-origin-resource-policy": "same-origin",
+        "cache-control": "no-store",
+      });
+      res.end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  cleanups.push(() => new Promise((r) => server.close(r)));
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${server.address().port}/`)));
+}
+
+// ---- a minimal MQTT 3.1.1 client over TCP (publisher, and the reference subscriber) -------
+
+const enc = new TextEncoder();
+
+/** A remaining-length field [MQTT-2.2.3]. */
+function varint(n) {
+  const out = [];
+  do {
+    let b = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) b |= 0x80;
+    out.push(b);
+  } while (n > 0);
+  return out;
+}
+const u16 = (n) => [n >> 8, n & 0xff];
+const str = (s) => [...u16(enc.encode(s).length), ...enc.encode(s)];
+const packet = (first, body) => Buffer.from([first, ...varint(body.length), ...body]);
+
+/**
+ * One TCP connection speaking just enough MQTT 3.1.1: CONNECT, SUBSCRIBE, PUBLISH QoS 0/1
+ * out, and packets in, split by their fixed header and handed to `onPacket(type, flags, body)`.
+ */
+class RawClient {
+  static async connect(host, port, clientId) {
+    const c = new RawClient();
+    c.sock = tcpConnect({ host, port, noDelay: true });
+    c.buf = Buffer.alloc(0);
+    c.waiters = new Map();
+    c.onPacket = () => {};
+    c.sock.on("data", (d) => c.data(d));
+    c.closed = new Promise((resolve) => c.sock.on("close", resolve));
+    await new Promise((resolve, reject) => {
+      c.sock.once("connect", resolve);
+      c.sock.once("error", reject);
+    });
+    c.sock.on("error", () => {});
+    const connack = c.next(2);
+    // CONNECT: protocol name, level 4, clean session, keep-alive 0 (off), client id.
+    c.sock.write(packet(0x10, [...str("MQTT"), 4, 0x02, 0, 0, ...str(clientId)]));
+    const ack = await connack;
+    if (ack[1] !== 0) throw new Error(`${clientId}: CONNACK return code ${ack[1]}`);
+    return c;
+  }
+
+  data(d) {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
+    let at = 0;
+    for (;;) {
+      let len = 0, mul = 1, i = at + 1, complete = false;
+      while (i < this.buf.length) {
+        const b = this.buf[i++];
+        len += (b & 0x7f) * mul;
+        mul *= 128;
+        if (!(b & 0x80)) {
+          complete = true;
+          break;
+        }
+      }
+      if (!complete || i + len > this.buf.length) break;
+      const type = this.buf[at] >> 4, flags = this.buf[at] & 0x0f;
+      const body = this.buf.subarray(i, i + len);
+      at = i + len;
+      const w = this.waiters.get(type);
+      if (w) {
+        this.waiters.delete(type);
+        w(body);
+      } else this.onPacket(type, flags, body);
+    }
+    this.buf = this.buf.subarray(at);
+  }
+
+  /** Resolves with the body of the next packet of `type` (for CONNACK, SUBACK). */
+  next(type) {
+    return new Promise((resolve) => this.waiters.set(type, resolve));
+  }
+
+  async subscribe(filter, qos) {
+    const suback = this.next(9);
+    this.sock.write(packet(0x82, [...u16(1), ...str(filter), qos]));
+    await suback;
+  }
+
+  /** Writes `buf`; resolves once the socket can take more (backpressure). */
+  write(buf) {
+    return this.sock.write(buf) ? null : new Promise((r) => this.sock.once("drain", r));
+  }
+
+  async end() {
+    this.sock.end(Buffer.from([0xe0, 0]));
+    await Promise.race([this.closed, new Promise((r) => setTimeout(r, 1000))]);
+    this.sock.destroy();
+  }
+}
+
+/**
+ * Publishes messages 0..n-1 to `topic` at `qos` (64-byte payloads, the sequence number as a
+ * big-endian u32 at offset 0). QoS 1: at most 256 unacknowledged (the bridge's receive
+ * maximum). QoS 0: at most `window` ahead of `progress.count` (what the receiver reported);
+ * if the receiver reports nothing for 500 ms (it lost messages, allowed at QoS 0) the window
+ * moves on anyway. Resolves with the seconds it took.
+ */
+async function publish(pub, topic, qos, n, progress, window) {
+  const t = enc.encode(topic);
+  const head = [qos ? 0x32 : 0x30, ...varint(2 + t.length + (qos ? 2 : 0) + 64), ...u16(t.length), ...t];
+  const size = head.length + (qos ? 2 : 0) + 64;
+  const template = Buffer.alloc(size);
+  template.set(head, 0);
+  const seqAt = head.length + (qos ? 2 : 0);
+  const BATCH = 64;
+  const start = performance.now();
+  let sent = 0;
+  const fill = (count, ids) => {
+    const b = Buffer.alloc(size * count);
+    for (let k = 0; k < count; k++) {
+      template.copy(b, k * size);
+      if (qos) b.writeUInt16BE(ids[k], k * size + head.length);
+      b.writeUInt32BE(sent + k, k * size + seqAt);
+    }
+    sent += count;
+    return b;
+  };
+  if (qos === 0) {
+    let credit = 0; // extra allowance after a stall
+    while (sent < n) {
+      const allowed = Math.min(n - sent, progress.count + window + credit - sent, BATCH);
+      if (allowed <= 0) {
+        const moved = await progress.wait(500);
+        if (!moved) credit += window;
+        continue;
+      }
+      const w = pub.write(fill(allowed));
+      if (w) await w;
+    }
+  } else {
+    const free = [];
+    for (let id = 256; id >= 1; id--) free.push(id);
+    let inflight = 0;
+    let wake = null;
+    pub.onPacket = (type, _flags, body) => {
+      if (type === 4) {
+        free.push(body.readUInt16BE(0));
+        inflight--;
+        if (wake) wake();
+      }
+    };
+    while (sent < n || inflight > 0) {
+      const count = Math.min(n - sent, free.length, BATCH);
+      if (count > 0) {
+        const ids = free.splice(free.length - count, count);
+        inflight += count;
+        const w = pub.write(fill(count, ids));
+        if (w) await w;
+        continue;
+      }
+      await new Promise((r) => (wake = r));
+      wake = null;
+    }
+    pub.onPacket = () => {};
+  }
+  return (performance.now() - start) / 1000;
+}
+
+/** The receiver's count as reported by the page (or the reference subscriber). */
+function makeProgress() {
+  const p = { count: 0, waiters: [] };
+  p.report = (count) => {
+    p.count = Math.max(p.count, count);
+    for (const w of p.waiters.splice(0)) w(true);
+  };
+  p.wait = (ms) =>
+    new Promise((resolve) => {
+      const t = setTimeout(() => resolve(false), ms);
+      p.waiters.push((v) => {
+        clearTimeout(t);
+        resolve(v);
+      });
+    });
+  return p;
+}
+
+// ---- runs --------------------------------------------------------------------------------
+
+let runId = 0;
+
+/**
+ * Runs `fn(page, cdp)` on a fresh page (own browser context) with `lib` loaded; QoS 0
+ * progress reports go to `holder.current`.
+ */
+async function withPage(browser, base, lib, holder, fn) {
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    // Reports from the page to the QoS 0 publisher, one call per 256 messages: a raw CDP
+    // binding (a native function that only posts an event). Playwright's exposeFunction
+    // cost the page about 0.35 ms a call here (it showed in the profiles), this ~0.1 ms.
+    const cdp = await context.newCDPSession(page);
+    cdp.on("Runtime.bindingCalled", (e) => e.name === "benchProgress" && holder.current && holder.current.report(Number(e.payload)));
+    await cdp.send("Runtime.enable");
+    await cdp.send("Runtime.addBinding", { name: "benchProgress" });
+    await cdp.send("Performance.enable");
+    page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));
+    page.on("console", (m) => process.env.VERBOSE && console.log(`[page] ${m.text()}`));
+    await page.goto(`${base}?lib=${lib}${profile ? "&frames=1" : ""}`);
+    await page.waitForFunction(() => window.ready !== undefined, null, { timeout: 20000 });
+    const ready = await page.evaluate(() => window.ready);
+    if (ready !== "ok") throw new Error(ready);
+    // The heap with the library loaded and nothing connected: its own baseline.
+    const loadedHeapBytes = await page.evaluate(() => window.bench.settledHeap());
+    return { ...(await fn(page, cdp)), loadedHeapBytes };
+  } finally {
+    await context.close();
+  }
+}
+
+/**
+ * CPU seconds the page's renderer has used so far: its main thread (`ThreadTime`, where both
+ * libraries run) and the whole renderer process (`ProcessTime`, counted in 10 ms steps, so
+ * only meaningful over long runs). They move less than msg/s when other work shares the
+ * machine, which makes them the steadier comparison.
+ */
+async function cpu(cdp) {
+  const { metrics } = await cdp.send("Performance.getMetrics");
+  const m = Object.fromEntries(metrics.map((x) => [x.name, x.value]));
+  return { thread: m.ThreadTime, process: m.ProcessTime };
+}
+
+/** CPU µs per item (message or round trip) between two `cpu()` readings. */
+const cpuPer = (a, b, items) => ({ threadUs: ((b.thread - a.thread) * 1e6) / items, processUs: ((b.process - a.process) * 1e6) / items });
+
+/** One receive run in the browser: subscribe, publish n, collect. */
+async function receiveRun(browser, base, bridge, lib, qos, n, progressHolder, cdpProfile) {
+  const id = ++runId;
+  const topic = `bench/recv/${id}`;
+  const progress = makeProgress();
+  progressHolder.current = progress;
+  return withPage(browser, base, lib, progressHolder, async (page, cdp) => {
+    await page.evaluate(([ws, cid, t, q, count]) => window.bench.recvStart(ws, cid, t, q, count), [bridge.ws, `bench-${lib}-${id}`, topic, qos, n]);
+    const pub = await RawClient.connect(bridge.host, bridge.port, `bench-pub-${id}`);
+    let stopProfile = null;
+    if (cdpProfile) stopProfile = await cdpProfile(page, `${lib}-recv-qos${qos}`);
+    const before = await cpu(cdp);
+    const pubSecs = await publish(pub, topic, qos, n, progress, cfg.window);
+    const r = await page.evaluate((idle) => window.bench.recvWait(idle), qos === 0 ? 1500 : 5000);
+    Object.assign(r, cpuPer(before, await cpu(cdp), Math.max(1, r.received)));
+    if (stopProfile) r.profile = await stopProfile();
+    if (profile) r.frames = await page.evaluate(() => window.bench.frames());
+    await pub.end();
+    Object.assign(r, await page.evaluate(() => window.bench.finish()));
+    r.publishSeconds = pubSecs;
+    return r;
+  });
+}
+
+/** The reference: the same receive run with a raw TCP subscriber in this process. */
+async function referenceRun(bridge, qos, n) {
+  const id = ++runId;
+  const topic = `bench/recv/${id}`;
+  const progress = makeProgress();
+  const sub = await RawClient.connect(bridge.host, bridge.port, `bench-ref-${id}`);
+  await sub.subscribe(topic, qos);
+  const seen = new Uint8Array(n);
+  const r = { n, received: 0, unique: 0, dup: 0, first: 0, last: 0 };
+  let done;
+  const finished = new Promise((res) => (done = res));
+  sub.onPacket = (type, flags, body) => {
+    if (type !== 3) return;
+    const t = performance.now();
+    if (r.received === 0) r.first = t;
+    r.last = t;
+    r.received++;
+    const tlen = body.readUInt16BE(0);
+    let at = 2 + tlen;
+    if (flags & 0x06) {
+      sub.sock.write(Buffer.from([0x40, 2, body[at], body[at + 1]]));
+      at += 2;
+    }
+    const seq = body.readUInt32BE(at);
+    if (seq < n && !seen[seq]) {
+      seen[seq] = 1;
+      r.unique++;
+    } else r.dup++;
+    if ((r.received & 255) === 0) progress.report(r.received);
+    if (r.unique === n) done();
+  };
+  const pub = await RawClient.connect(bridge.host, bridge.port, `bench-refpub-${id}`);
+  await publish(pub, topic, qos, n, progress, cfg.window);
+  await pub.end();
+  for (;;) {
+    const before = r.received;
+    const timedOut = await Promise.race([finished.then(() => false), new Promise((res) => setTimeout(res, 1500, true))]);
+    if (!timedOut || r.received === before) break;
+  }
+  await sub.end();
+  const secs = (r.last - r.first) / 1000;
+  return { n, received: r.received, lost: n - r.unique, duplicates: r.dup, seconds: secs, perSecond: r.received / secs };
+}
+
+async function roundTripRun(browser, base, bridge, lib, mode, cdpProfile) {
+  const id = ++runId;
+  return withPage(browser, base, lib, {}, async (page, cdp) => {
+    await page.evaluate(([ws, cid, t, m, w]) => window.bench.rttStart(ws, cid, t, m, w), [bridge.ws, `bench-${lib}-${id}`, `bench/rtt/${id}`, mode, cfg.rttWarmup]);
+    const stopProfile = cdpProfile ? await cdpProfile(page, `${lib}-rtt-${mode}`) : null;
+    const before = await cpu(cdp);
+    const r = await page.evaluate((s) => window.bench.rttRun(s), cfg.rttSecs);
+    Object.assign(r, cpuPer(before, await cpu(cdp), r.n));
+    if (stopProfile) r.profile = await stopProfile();
+    if (profile) r.frames = await page.evaluate(() => window.bench.frames());
+    Object.assign(r, await page.evaluate(() => window.bench.finish()));
+    return r;
+  });
+}
+
+// ---- sizes -------------------------------------------------------------------------------
+
+const gz9 = (file) => {
+  const r = spawnSync("gzip", ["-9", "-c", file], { maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`gzip -9 ${file} failed`);
+  return r.stdout.length;
+};
+
+/** Everything the page loads of each library, raw and gzip -9. */
+function sizes() {
+  const files = [];
+  const walk = (dir) => {
+    for (const name of readdirSync(dir)) {
+      const p = join(dir, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (/\.(js|wasm)$/.test(name)) files.push(p);
+    }
+  };
+  walk(pkgDir);
+  const sum = (list) => list.reduce((a, f) => ({ raw: a.raw + statSync(f).size, gz: a.gz + gz9(f) }), { raw: 0, gz: 0 });
+  const wasmFiles = files.map((f) => ({ file: relative(pkgDir, f), raw: statSync(f).size, gz: gz9(f) }));
+  const esm = join(mqttDist, "mqtt.esm.js");
+  const mqttVersion = JSON.parse(spawnSync("cat", [join(root, "node_modules", "mqtt", "package.json")]).stdout.toString()).version;
+  return { wasm: { ...sum(files), files: wasmFiles }, mqttjs: { raw: statSync(esm).size, gz: gz9(esm), file: relative(root, esm), version: mqttVersion } };
+}
+
+// ---- profiling ---------------------------------------------------------------------------
+
+/** Builds target/bench-browser/pkg-names: the package with the wasm name section kept. */
+function buildNamedPkg() {
+  const wasmIn = join(root, "target", "wasm32-unknown-unknown", "wasm-release", "client_wasm.wasm");
+  if (!existsSync(wasmIn)) throw new Error(`${relative(root, wasmIn)} is missing: run client-wasm/build.sh first`);
+  mkdirSync(namedPkgDir, { recursive: true });
+  const run = (cmd, args) => {
+    const r = spawnSync(cmd, args, { cwd: root, stdio: "inherit" });
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed`);
+  };
+  run("wasm-bindgen", [wasmIn, "--target", "web", "--out-dir", namedPkgDir, "--out-name", "client_wasm"]);
+  const wasm = join(namedPkgDir, "client_wasm_bg.wasm");
+  run(join(root, "node_modules", ".bin", "wasm-opt"), [
+    "-Oz", "-g", "--enable-bulk-memory", "--enable-reference-types", "--enable-nontrapping-float-to-int",
+    "--enable-sign-ext", "--enable-mutable-globals", "--enable-multivalue", wasm, "-o", wasm,
+  ]);
+}
+
+/** Starts the DevTools profiler on `page`; the returned function stops it and summarises. */
+async function cdpProfiler(page, name) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Profiler.enable");
+  await cdp.send("Profiler.setSamplingInterval", { interval: 100 });
+  await cdp.send("Profiler.start");
+  return async () => {
+    const { profile } = await cdp.send("Profiler.stop");
+    // Kept for a closer look: DevTools' Performance panel opens .cpuprofile files.
+    const file = join(root, "target", "bench-browser", `${name}.cpuprofile`);
+    await writeFile(file, JSON.stringify(profile));
+    return { ...summarise(profile), file: relative(root, file) };
+  };
+}
+
+/** Self time per function (name and file), the top entries, as shares of the sampled time. */
+function summarise(profile) {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map();
+  const dt = profile.timeDeltas;
+  let total = 0;
+  profile.samples.forEach((id, i) => {
+    const n = byId.get(id);
+    const f = n.callFrame;
+    const file = f.url ? f.url.replace(/^.*\//, "") : "";
+    const key = `${f.functionName || "(anonymous)"}${file ? ` [${file}${f.lineNumber >= 0 && !file.endsWith(".wasm") ? `:${f.lineNumber + 1}` : ""}]` : ""}`;
+    const d = dt[i] ?? 0;
+    total += d;
+    self.set(key, (self.get(key) ?? 0) + d);
+  });
+  // "(idle)" is the main thread waiting; everything else, "(program)" (the browser's own
+  // native work: event dispatch, WebSocket frames) and "(garbage collector)" included, is busy.
+  const busy = total - (self.get("(idle)") ?? 0);
+  self.delete("(idle)");
+  const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 30);
+  const categories = new Map();
+  for (const [k, us] of self) {
+    const c = category(k);
+    categories.set(c, (categories.get(c) ?? 0) + us);
+  }
+  const pct = (entries) => [...entries].sort((a, b) => b[1] - a[1]).map(([k, us]) => ({ fn: k, ms: us / 1000, pctBusy: (100 * us) / busy }));
+  return { totalMs: total / 1000, busyMs: busy / 1000, top: pct(top), categories: pct(categories) };
+}
+
+/** Where a function's self time goes, in words. */
+function category(key) {
+  if (key.includes(".wasm]")) return "wasm code (Rust: codec, state machine, glue)";
+  if (key.includes("[client_wasm.js")) return "wasm-bindgen JS glue";
+  if (key.includes("[mqtt.esm.js")) return "MQTT.js";
+  if (key.includes("[bench.js")) return "the benchmark's own message handler";
+  if (key.includes("[") || key.startsWith("(anonymous) [")) return "other scripts";
+  if (key === "decode") return "TextDecoder.decode (strings out of wasm memory)";
+  if (key === "send") return "WebSocket.send";
+  if (key === "wasm-to-js" || key === "js-to-wasm") return "wasm <-> JS transitions";
+  if (key === "(program)") return "(program): the browser's native work (events, frames)";
+  if (key === "(garbage collector)") return "garbage collector";
+  return "other built-ins (no script)";
+}
+
+// ---- reporting ---------------------------------------------------------------------------
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const fmt = (x) => Math.round(x).toLocaleString("en-US").replace(/,/g, " ");
+const mb = (b) => (b == null ? "n/a" : `${(b / 1048576).toFixed(1)} MB`);
+
+// ---- main --------------------------------------------------------------------------------
+
+async function main() {
+  rmSync(pkgDir, { recursive: true, force: true });
+  cpSync(builtPkgDir, pkgDir, { recursive: true });
+  const load = (await readFile("/proc/loadavg", "utf8").catch(() => "")).split(" ").slice(0, 3).join(" ");
+  const bridge = await startBridge();
+  // --profile with CLIENT_WASM_PKG: that package as it is (build it with names for Rust frames).
+  const named = profile && !process.env.CLIENT_WASM_PKG;
+  if (named) buildNamedPkg();
+  const base = await startStatic(named ? namedPkgDir : pkgDir);
+  const browser = await chromium.launch({
+    executablePath: chromiumBin,
+    headless: true,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+      "--no-first-run", "--disable-dev-shm-usage", "--enable-precise-memory-info", "--js-flags=--expose-gc",
+    ],
+  });
+  cleanups.push(() => browser.close());
+  const chromeVersion = browser.version();
+  const s = sizes();
+  console.log(`browser client benchmark: Chromium ${chromeVersion}, MQTT.js ${s.mqttjs.version}, bridge ${relative(root, bridgeBin)} ${bridge.args.join(" ")} (memory store, nothing persisted), MQTT 3.1.1`);
+  console.log(`load average before: ${load}; ${quick ? "--quick: " : ""}reps ${cfg.reps}, receive n = ${cfg.n0} (QoS 0) / ${cfg.n1} (QoS 1), 64 B payloads, QoS 0 window ${cfg.window}, round trips ${cfg.rttSecs} s each`);
+  console.log(`size (gzip -9): ours ${fmt(s.wasm.gz)} B (${s.wasm.files.map((f) => `${f.file.replace(/^snippets\/[^/]+\//, "snippets/")} ${fmt(f.gz)}`).join(", ")}), MQTT.js ${s.mqttjs.file.replace("node_modules/mqtt/", "")} ${fmt(s.mqttjs.gz)} B; raw ${fmt(s.wasm.raw)} B vs ${fmt(s.mqttjs.raw)} B`);
+  const holder = {};
+
+  if (profile) {
+    for (const lib of LIBS) {
+      for (const what of ["recv0", "recv1", "rtt1"]) {
+        const r = what === "rtt1"
+          ? await roundTripRun(browser, base, bridge, lib, "qos1", cdpProfiler)
+          : await receiveRun(browser, base, bridge, lib, what === "recv0" ? 0 : 1, what === "recv0" ? cfg.n0 : cfg.n1, holder, cdpProfiler);
+        const p = r.profile;
+        const figure = what === "rtt1"
+          ? `round trip QoS 1: median ${r.medianUs.toFixed(0)} µs, ${fmt(r.perSecond)}/s`
+          : `receive QoS ${what === "recv0" ? 0 : 1}: ${fmt(r.perSecond)} msg/s (${r.progressMs.toFixed(0)} ms in progress reports)`;
+        const items = what === "rtt1" ? r.n + cfg.rttWarmup : r.received;
+        console.log(`\nprofile ${lib} ${figure}, profiler on; ${p.busyMs.toFixed(0)} ms busy of ${p.totalMs.toFixed(0)} ms sampled; WebSocket frames in ${r.frames.in}, out ${r.frames.out} (for ${items} ${what === "rtt1" ? "round trips" : "messages"} and set-up)`);
+        console.log(`  raw profile: ${p.file}; self time by kind:`);
+        for (const t of p.categories) console.log(`  ${t.pctBusy.toFixed(1).padStart(5)} %  ${t.ms.toFixed(1).padStart(8)} ms  ${t.fn}`);
+        console.log("  by function:");
+        for (const t of p.top.slice(0, 25)) console.log(`  ${t.pctBusy.toFixed(1).padStart(5)} %  ${t.ms.toFixed(1).padStart(8)} ms  ${t.fn}`);
+      }
+    }
+    return;
+  }
+
+  const scenarios = [
+    { key: "recv0", label: "receive QoS 0", run: (lib) => receiveRun(browser, base, bridge, lib, 0, cfg.n0, holder) },
+    { key: "recv1", label: "receive QoS 1", run: (lib) => receiveRun(browser, base, bridge, lib, 1, cfg.n1, holder) },
+    { key: "rtt1", label: "round trip QoS 1 (PUBACK)", run: (lib) => roundTripRun(browser, base, bridge, lib, "qos1") },
+    { key: "rtt0", label: "round trip QoS 0 own subscription", run: (lib) => roundTripRun(browser, base, bridge, lib, "qos0-own") },
+  ];
+  if (only) scenarios.splice(0, scenarios.length, ...scenarios.filter((sc) => only.includes(sc.key)));
+  const results = {};
+  const failures = [];
+  for (let rep = 0; rep < cfg.reps; rep++) {
+    // Alternate which library goes first, so neither always runs on a warmer or a busier machine.
+    const order = rep % 2 === 0 ? LIBS : [...LIBS].reverse();
+    for (const sc of scenarios) {
+      for (const lib of order) {
+        const r = await sc.run(lib);
+        (results[`${sc.key}/${lib}`] ??= []).push(r);
+        const what = sc.key.startsWith("recv")
+          ? `${fmt(r.perSecond)} msg/s over ${r.seconds.toFixed(2)} s, ${r.received} received, lost ${r.lost}, duplicates ${r.duplicates}`
+          : `median ${r.medianUs.toFixed(0)} µs, p99 ${r.p99Us.toFixed(0)} µs, ${fmt(r.perSecond)} round trips/s (n ${r.n})`;
+        const per = sc.key.startsWith("recv") ? "msg" : "round trip";
+        console.log(`rep ${rep + 1} ${sc.label.padEnd(34)} ${lib.padEnd(6)} ${what}; CPU/${per} main thread ${r.threadUs.toFixed(1)} µs, renderer ${r.processUs.toFixed(1)} µs; heap ${mb(r.heapBytes)}${r.wasmMemoryBytes ? `, wasm memory ${mb(r.wasmMemoryBytes)}` : ""}`);
+        if (sc.key === "recv1" && (r.lost !== 0 || r.foreign !== 0)) failures.push(`${lib} receive QoS 1 rep ${rep + 1}: ${r.lost} lost`);
+        if (sc.key.startsWith("recv") && r.received === 0) failures.push(`${lib} ${sc.label} rep ${rep + 1}: nothing received`);
+      }
+      if (sc.key.startsWith("recv")) {
+        const qos = sc.key === "recv0" ? 0 : 1;
+        const r = await referenceRun(bridge, qos, qos === 0 ? cfg.n0 : cfg.n1);
+        (results[`${sc.key}/ref`] ??= []).push(r);
+        console.log(`rep ${rep + 1} ${sc.label.padEnd(34)} ref    ${fmt(r.perSecond)} msg/s over ${r.seconds.toFixed(2)} s (raw TCP subscriber in Node), lost ${r.lost}`);
+      }
+    }
+  }
+
+  console.log(`\nmedians of ${cfg.reps} run(s) (ratio: ours / MQTT.js; above 1 = ours better for rates, below 1 = ours better for times and CPU):`);
+  console.log("| measurement | ours (wasm) | MQTT.js | ratio |");
+  console.log("|---|---|---|---|");
+  const row = (label, w, m, f) => console.log(`| ${label} | ${f(w)} | ${f(m)} | ${(w / m).toFixed(2)} |`);
+  const med = (rs, key) => median(rs.map((r) => r[key]));
+  const us = (x) => `${x.toFixed(1)} µs`;
+  for (const sc of scenarios) {
+    const w = results[`${sc.key}/wasm`], m = results[`${sc.key}/mqttjs`];
+    if (sc.key.startsWith("recv")) {
+      const lost = (rs) => rs.reduce((x, r) => x + r.lost, 0);
+      console.log(`| ${sc.label}, msg/s | ${fmt(med(w, "perSecond"))} (lost ${lost(w)}) | ${fmt(med(m, "perSecond"))} (lost ${lost(m)}) | ${(med(w, "perSecond") / med(m, "perSecond")).toFixed(2)} |`);
+      row(`${sc.label}, main-thread CPU per message`, med(w, "threadUs"), med(m, "threadUs"), us);
+      row(`${sc.label}, renderer CPU per message`, med(w, "processUs"), med(m, "processUs"), us);
+    } else {
+      row(`${sc.label}, median`, med(w, "medianUs"), med(m, "medianUs"), (x) => `${x.toFixed(0)} µs`);
+      row(`${sc.label}, p99`, med(w, "p99Us"), med(m, "p99Us"), (x) => `${x.toFixed(0)} µs`);
+      row(`${sc.label}, round trips/s`, med(w, "perSecond"), med(m, "perSecond"), fmt);
+      row(`${sc.label}, main-thread CPU per round trip`, med(w, "threadUs"), med(m, "threadUs"), us);
+    }
+  }
+  for (const key of ["recv0", "recv1"]) {
+    const ref = results[`${key}/ref`];
+    if (!ref) continue;
+    console.log(`reference (raw TCP subscriber in Node) ${key === "recv0" ? "QoS 0" : "QoS 1"}: ${fmt(median(ref.map((r) => r.perSecond)))} msg/s`);
+  }
+  const all = (lib) => scenarios.flatMap((sc) => results[`${sc.key}/${lib}`]);
+  const heap = (lib) => median(all(lib).map((r) => r.heapBytes ?? 0));
+  const loaded = (lib) => median(all(lib).map((r) => r.loadedHeapBytes ?? 0));
+  console.log(`JS heap after GC, median of all runs: with the library loaded, before connecting: ours ${mb(loaded("wasm"))}, MQTT.js ${mb(loaded("mqttjs"))}; connected, after a run: ours ${mb(heap("wasm"))} + wasm linear memory ${mb(Math.max(...all("wasm").map((r) => r.wasmMemoryBytes)))} (largest), MQTT.js ${mb(heap("mqttjs"))}`);
+  console.log(`load average after: ${(await readFile("/proc/loadavg", "utf8").catch(() => "")).split(" ").slice(0, 3).join(" ")}`);
+  if (failures.length) throw new Error(failures.join("; "));
+}
+
+try {
+  await main();
+  await cleanup();
+  process.exit(0);
+} catch (e) {
+  die(e && e.stack ? e.stack : String(e));
+}
