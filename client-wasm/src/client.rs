@@ -28,7 +28,7 @@ use crate::error::Error;
 use crate::js::{self, Settle};
 use crate::options::{self, Reconnect};
 use crate::socket::{Handler, Socket};
-use crate::store::{self, Held, Store};
+use crate::store::{self, Commit, Held, Store};
 use crate::timer::{now, Timer};
 
 /// Messages kept while no `message` listener is registered yet (they can arrive in the
@@ -409,27 +409,46 @@ impl Inner {
         let restored = self
             .client
             .restore(records.iter().map(|(k, b)| (*k, &b[..])));
+        let store = Store::new(v.get(0), v.get(3).unchecked_into());
         match restored {
             Ok(()) => {
-                self.store = Some(Store::new(v.get(0)));
+                self.store = Some(store);
                 self.open_socket();
             }
-            Err(e) => self.fail_connect(Error::Store(e.to_string())),
+            Err(e) => {
+                store.release();
+                self.fail_connect(Error::Store(format!(
+                    "unreadable stored session ({e}): delete its IndexedDB database"
+                )));
+            }
         }
     }
 
-    /// A store write is done: send and deliver what waited for it.
+    /// A store write is done: send and deliver what waited for it (see [`crate::store`] for
+    /// what a failed write leads to).
     fn committed(&mut self, ok: bool) {
-        if !ok {
-            let e = Error::Store(
-                "a write to IndexedDB failed; the session may not survive a reload".into(),
-            );
-            self.emit("error", &[e.into()]);
-        }
         let Some(st) = self.store.as_mut() else {
             return;
         };
-        for item in st.committed() {
+        let items = match st.committed(ok) {
+            Commit::Release(items) => items,
+            Commit::Rewrite => {
+                self.client.touch_all();
+                let ops = self.client.take_store_ops();
+                st.rewrite(ops, self.on_write.as_ref().unchecked_ref());
+                let e = "an IndexedDB write failed; rewriting the session";
+                self.emit("error", &[Error::Store(e.into()).into()]);
+                return;
+            }
+            Commit::GiveUp(items) => {
+                st.release();
+                self.store = None;
+                let e = "IndexedDB writes keep failing: persistence is off for this client";
+                self.emit("error", &[Error::Store(e.into()).into()]);
+                items
+            }
+        };
+        for item in items {
             match item {
                 Held::Bytes(generation, bytes) => {
                     let socket = self.socket.as_ref().filter(|s| s.is_open());
@@ -440,7 +459,8 @@ impl Inner {
                 Held::Message(p) => self.deliver_message(*p),
             }
         }
-        if self.close_when_idle && self.store.as_ref().is_some_and(Store::idle) {
+        let idle = self.store.as_ref().is_none_or(Store::idle);
+        if self.close_when_idle && idle {
             self.close_when_idle = false;
             if let Some(s) = &self.socket {
                 s.close();
@@ -582,13 +602,21 @@ impl Inner {
                 }
                 self.ending.push(settle);
             }
-            None => self.call(&settle.resolve, JsValue::UNDEFINED),
+            None => {
+                if let Some(st) = self.store.take() {
+                    st.release();
+                }
+                self.call(&settle.resolve, JsValue::UNDEFINED)
+            }
         }
     }
 
     /// The socket closed after `end()`.
     fn finish_end(&mut self) {
         self.socket = None;
+        if let Some(st) = self.store.take() {
+            st.release();
+        }
         self.keepalive.cancel();
         for s in std::mem::take(&mut self.ending) {
             self.call(&s.resolve, JsValue::UNDEFINED);
@@ -806,8 +834,9 @@ fn properties_object(p: &Properties) -> Option<Object> {
         );
     }
     if !p.user_properties.is_empty() {
-        // A key given once maps to a string, a repeated key to an array (as in MQTT.js).
-        let up = Object::new();
+        // A key given once maps to a string, a repeated key to an array (as in MQTT.js). No
+        // prototype: a key named `__proto__` or `toString` is just a key.
+        let up: Object = Object::create(JsValue::NULL.unchecked_ref::<Object>());
         for (k, v) in &p.user_properties {
             let key = JsValue::from_str(k);
             let old = js::get(&up, k);

@@ -96,8 +96,8 @@ pub(crate) fn promise() -> (Promise, Settle) {
     // The executor runs synchronously, so `slot` is always filled; the fallback only keeps
     // this free of panics.
     let settle = slot.unwrap_or_else(|| Settle {
-        resolve: Function::new_no_args(""),
-        reject: Function::new_no_args(""),
+        resolve: JsValue::UNDEFINED.unchecked_into(),
+        reject: JsValue::UNDEFINED.unchecked_into(),
     });
     (p, settle)
 }

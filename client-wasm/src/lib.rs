@@ -73,9 +73,12 @@ export interface ConnectOptions {
    * client with the same `clientId`) resumes it: outgoing messages not yet acknowledged
    * (queued or in flight, resent with the same packet id) and the ids of incoming QoS 2
    * messages awaiting PUBREL (their duplicates are not delivered twice). Packets and
-   * messages of a step go out only once the step is written. Needs `clientId` and
-   * `clean: false`. Database name default: `mqtt-bridge-client <url> <clientId>`.
-   * Survives a reload or a crashed tab (relaxed durability), not a power cut.
+   * messages of a step go out only once the step is written. Needs `clientId`,
+   * `clean: false` and, with 5.0, `sessionExpiryInterval` > 0. Database name default:
+   * `mqtt-bridge-client <url> <clientId>`; one client at a time holds it (a Web Lock:
+   * `connect` rejects while another tab has it). Survives a reload or a crashed tab (relaxed
+   * durability), not a power cut. A failed write is retried by rewriting the whole session;
+   * if that fails too, an `error` event says persistence is off for this client.
    */
   persistence?: boolean | { name?: string };
 }
@@ -170,7 +173,7 @@ export class MqttClient {
   readonly connected: boolean;
   /**
    * Resolves with the reason code when the broker acknowledged the message (QoS 1 PUBACK,
-   * QoS 2 PUBCOMP) or, at QoS 0, once sent; rejects with an Error (`reasonCode` set) when
+   * QoS 2 PUBCOMP) or, at QoS 0, once handed to the connection; rejects with an Error (`reasonCode` set) when
    * the broker refused it, or when the client ends first. Queued while offline.
    */
   publish(topic: string, payload: string | Uint8Array, opts?: PublishOptions): Promise<number>;

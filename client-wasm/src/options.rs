@@ -121,10 +121,16 @@ pub(crate) fn parse(opts: &JsValue) -> Result<(ClientOptions, Reconnect, Persist
         _ => None,
     };
     if persistence.is_some() {
-        // Resuming needs the same session on the server: a client id and clean = false.
+        // Resuming needs the same session on the server: a client id, clean = false and,
+        // in 5.0, a session that outlives the connection [MQTT-3.1.2-23].
         if o.client_id.is_empty() || o.clean_start {
             return Err(Error::Argument(
                 "persistence needs a clientId and clean: false",
+            ));
+        }
+        if version == ProtocolVersion::V5 && o.session_expiry_interval.unwrap_or(0) == 0 {
+            return Err(Error::Argument(
+                "persistence with protocolVersion 5 needs a sessionExpiryInterval above 0",
             ));
         }
         o.persistent = true;

@@ -10,6 +10,15 @@
 //! at any moment resumes the same messages with the same ids and never delivers a QoS 2
 //! message twice. Commits arrive in the order the transactions were made (one object
 //! store), so a counter is enough to know what may go.
+//!
+//! # When a write fails
+//! A failed transaction leaves the store behind the session (later writes carry only
+//! changes). Its output keeps waiting; the store is cleared and the whole session written
+//! again in one transaction ([`Store::rewrite`]), and the output goes once that commits.
+//! Writes started before the rewrite may fail too (the same cause): the rewrite supersedes
+//! them. If the rewrite or a write after it fails as well, the client stops persisting
+//! (it says so with an `error` event) and goes on without it, so that a full disk never
+//! stops the connection.
 
 use std::collections::VecDeque;
 
@@ -25,7 +34,7 @@ extern "C" {
     #[wasm_bindgen(js_name = openStore)]
     pub(crate) fn open_store(name: &str) -> js_sys::Promise;
     #[wasm_bindgen(js_name = writeStore)]
-    fn write_store(db: &JsValue, keys: &Array, values: &Array, done: &Function);
+    fn write_store(db: &JsValue, clear: bool, keys: &Array, values: &Array, done: &Function);
 }
 
 /// Record keys in IndexedDB: outgoing messages by token (≥ 0), incoming QoS 2 by minus
@@ -66,20 +75,56 @@ pub(crate) struct Store {
     done: u64,
     /// What may go once transaction number `.0` is done, in order.
     held: VecDeque<(u64, Held)>,
+    /// The number of the rewrite transaction while one is pending.
+    rewrite_at: Option<u64>,
+    /// Lets the Web Lock on the store go (see `js/store.js`).
+    release: Function,
+}
+
+/// What a finished transaction means for the held output.
+#[derive(Debug)]
+pub(crate) enum Commit {
+    /// These may go now, in order.
+    Release(Vec<Held>),
+    /// A write failed: rewrite the whole session ([`Store::rewrite`]); output keeps waiting.
+    Rewrite,
+    /// The rewrite failed too: stop persisting; this is everything that was waiting.
+    GiveUp(Vec<Held>),
 }
 
 impl Store {
-    pub(crate) fn new(db: JsValue) -> Self {
+    pub(crate) fn new(db: JsValue, release: Function) -> Self {
         Store {
             db,
             started: 0,
             done: 0,
             held: VecDeque::new(),
+            rewrite_at: None,
+            release,
         }
     }
 
     /// Starts one transaction with `ops`; `done` is called with whether it committed.
     pub(crate) fn write(&mut self, ops: Vec<StoreOp>, done: &Function) {
+        self.start(false, ops, done);
+    }
+
+    /// Starts a transaction that clears the store and writes `ops`, the whole session (from
+    /// `Client::touch_all`); everything held waits for it.
+    pub(crate) fn rewrite(&mut self, ops: Vec<StoreOp>, done: &Function) {
+        self.start(true, ops, done);
+        self.rewrite_at = Some(self.started);
+        for (after, _) in &mut self.held {
+            *after = self.started;
+        }
+    }
+
+    /// Lets the store's Web Lock go: another client with this id may open it.
+    pub(crate) fn release(&self) {
+        let _ = self.release.call0(&JsValue::NULL);
+    }
+
+    fn start(&mut self, clear: bool, ops: Vec<StoreOp>, done: &Function) {
         let keys = Array::new();
         let values = Array::new();
         for op in ops {
@@ -91,7 +136,7 @@ impl Store {
             values.push(&value);
         }
         self.started += 1;
-        write_store(&self.db, &keys, &values, done);
+        write_store(&self.db, clear, &keys, &values, done);
     }
 
     /// Whether output must wait (a transaction is still open, or output waits already).
@@ -104,12 +149,26 @@ impl Store {
         self.held.push_back((self.started, item));
     }
 
-    /// One more transaction is done: returns what may go now, in order.
-    pub(crate) fn committed(&mut self) -> Vec<Held> {
+    /// One more transaction is done (`ok`: committed): what follows for the held output.
+    pub(crate) fn committed(&mut self, ok: bool) -> Commit {
         self.done += 1;
+        let n = self.done;
+        match (ok, self.rewrite_at) {
+            // Superseded by a rewrite started after it.
+            (false, Some(r)) if n < r => return Commit::Release(Vec::new()),
+            (false, Some(_)) => return Commit::GiveUp(self.ready(u64::MAX)),
+            (false, None) => return Commit::Rewrite,
+            (true, Some(r)) if n >= r => self.rewrite_at = None,
+            (true, _) => {}
+        }
+        Commit::Release(self.ready(n))
+    }
+
+    /// Takes what waits for transactions up to number `n`, in order.
+    fn ready(&mut self, n: u64) -> Vec<Held> {
         let mut out = Vec::new();
         while let Some((after, _)) = self.held.front() {
-            if *after > self.done {
+            if *after > n {
                 break;
             }
             if let Some((_, item)) = self.held.pop_front() {

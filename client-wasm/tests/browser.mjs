@@ -248,7 +248,8 @@ async function properties(ws) {
     contentType: "text/plain",
     responseTopic: "props/reply",
     correlationData: new Uint8Array([1, 2, 3]),
-    userProperties: { a: "1", b: ["2", "3"] },
+    // `toString` is a key like any other, not the inherited method.
+    userProperties: { a: "1", b: ["2", "3"], toString: "t" },
   };
   await c.publish("props/x", "with properties", { qos: 1, properties: sent });
   const p = (await Promise.race([got, new Promise((r) => setTimeout(r, 5000))]))?.properties;
@@ -265,6 +266,67 @@ async function properties(ws) {
   }
   if (!(err instanceof Error && /persistence/.test(err.message))) throw new Error(`persistence without clientId: ${err}`);
   return ["5.0 publish properties (user properties, correlation data, content type, response topic, expiry, format) both ways", `persistence with clean: true rejected: ${err.message}`];
+}
+
+/**
+ * IndexedDB writes that fail (runs inside the page): `IDBDatabase.transaction` is made to
+ * throw for read-write transactions. One failure: the client rewrites the whole session and
+ * goes on; failures that persist: it says persistence is off and goes on without it. In
+ * neither case is the connection stuck: the publishes resolve at PUBACK.
+ */
+async function persistenceFailures(ws) {
+  const { connect } = window.mqtt;
+  const opts = { clientId: "persist-fail", protocolVersion: 5, clean: false, sessionExpiryInterval: 60, persistence: { name: "persist-fail" }, reconnect: false };
+  const c = await connect(ws, opts);
+  const errors = [];
+  c.on("error", (e) => errors.push(e.message));
+  const real = IDBDatabase.prototype.transaction;
+  let failures = 1;
+  IDBDatabase.prototype.transaction = function (scope, mode, o) {
+    if (mode === "readwrite" && failures > 0) {
+      failures--;
+      throw new DOMException("simulated", "QuotaExceededError");
+    }
+    return real.call(this, scope, mode, o);
+  };
+  const timeout = (what) => new Promise((_, reject) => setTimeout(() => reject(new Error(`timeout: ${what}`)), 5000));
+  try {
+    await Promise.race([c.publish("persist-fail/1", "a", { qos: 1 }), timeout("publish after one failed write")]);
+    if (!errors.some((m) => /rewriting the session/.test(m))) throw new Error(`one failed write: errors ${JSON.stringify(errors)}`);
+    // The rewrite left the store right: a second client with the same store finds nothing
+    // unfinished once the PUBACK's delete is in.
+    failures = 1e9;
+    await Promise.race([c.publish("persist-fail/2", "b", { qos: 2 }), timeout("publish while writes keep failing")]);
+    if (!errors.some((m) => /persistence is off/.test(m))) throw new Error(`failing writes: errors ${JSON.stringify(errors)}`);
+  } finally {
+    IDBDatabase.prototype.transaction = real;
+  }
+  await c.end();
+  // Two clients may not share one stored session (a Web Lock), and 5.0 persistence needs a
+  // session that outlives the connection.
+  const holder = await connect(ws, { ...opts, clientId: "persist-lock", persistence: true });
+  let err;
+  try {
+    await connect(ws, { ...opts, clientId: "persist-lock", persistence: true });
+  } catch (e) {
+    err = e;
+  }
+  await holder.end();
+  if (!(err instanceof Error && /holds the stored session/.test(err.message))) throw new Error(`second client on one store: ${err}`);
+  const again = await connect(ws, { ...opts, clientId: "persist-lock", persistence: true });
+  await again.end();
+  let noExpiry;
+  try {
+    await connect(ws, { ...opts, sessionExpiryInterval: 0 });
+  } catch (e) {
+    noExpiry = e;
+  }
+  if (!(noExpiry instanceof Error && /sessionExpiryInterval/.test(noExpiry.message))) throw new Error(`5.0 persistence without expiry: ${noExpiry}`);
+  return [
+    "persistence: one failed IndexedDB write -> session rewritten, publish resolved; failures that persist -> persistence off with an error event, publish resolved",
+    `persistence: a second client on the same stored session rejected (${err.message}); free again after end()`,
+    `persistence: 5.0 without session expiry rejected (${noExpiry.message})`,
+  ];
 }
 
 /**
@@ -367,6 +429,7 @@ try {
   const log = await page.evaluate(scenarios, ws);
   for (const line of log) console.log(`ok: ${line}`);
   for (const line of await page.evaluate(properties, ws)) console.log(`ok: ${line}`);
+  for (const line of await page.evaluate(persistenceFailures, ws)) console.log(`ok: ${line}`);
   for (const line of await persistence(page)) console.log(`ok: ${line}`);
   console.log("browser test passed");
   await cleanup();

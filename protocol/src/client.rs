@@ -789,6 +789,25 @@ impl Client {
         ops
     }
 
+    /// Marks every record of the session for the next [`Client::take_store_ops`]: after a
+    /// write that failed, the driver clears its store and writes the whole session again.
+    pub fn touch_all(&mut self) {
+        if !self.opts.persistent {
+            return;
+        }
+        for o in self.outbound.values() {
+            self.touched_out.insert(o.token.0, ());
+        }
+        for (t, p) in &self.queued {
+            if p.qos != QoS::AtMostOnce {
+                self.touched_out.insert(t.0, ());
+            }
+        }
+        for &id in self.inbound_qos2.keys() {
+            self.touched_in.insert(id, ());
+        }
+    }
+
     /// Takes back a session stored through [`Client::take_store_ops`], before the first
     /// [`Client::connect`]: messages in flight are resent when the server resumes the
     /// session (or sent again as new messages when it does not), queued ones follow, and
@@ -2307,6 +2326,65 @@ mod tests {
         assert!(!store.contains_key(&StoreKey::Inbound(pid(9))));
         assert_eq!(store.len(), 1);
         assert!(c.session().inbound_awaiting_pubrel.is_empty());
+    }
+
+    #[test]
+    fn touch_all_rewrites_every_record_of_the_session() {
+        let mut c = connected_persistent(ProtocolVersion::V5);
+        publish(&mut c, QoS::AtLeastOnce, 2); // in flight
+        c.connection_lost();
+        publish(&mut c, QoS::ExactlyOnce, 3); // queued
+        publish(&mut c, QoS::AtMostOnce, 3); // not kept
+        let mut store = Store::new();
+        apply(&mut store, &mut c);
+        assert_eq!(store.len(), 2);
+        // A lost write: the driver clears its store and asks for everything again.
+        store.clear();
+        c.touch_all();
+        apply(&mut store, &mut c);
+        assert_eq!(store.len(), 2);
+        let mut again = Client::new(persistent_opts(ProtocolVersion::V5));
+        again
+            .restore(store.iter().map(|(k, v)| (*k, &v[..])))
+            .unwrap();
+        assert_eq!(again.session().outbound_inflight.len(), 1);
+        assert_eq!(again.session().queued, 1);
+    }
+
+    #[test]
+    fn a_publish_the_receiver_would_refuse_is_refused_at_once_mqtt_1_5_4_2() {
+        // Otherwise the broker closes the connection as malformed, the client resends the
+        // message on every reconnection, and a stored copy cannot be read back.
+        let mut c = Client::new(persistent_opts(ProtocolVersion::V5));
+        let bad = [
+            Properties {
+                response_topic: Some("reply/+".into()), // a topic name [MQTT-3.3.2-14]
+                ..Properties::default()
+            },
+            Properties {
+                content_type: Some("text\0plain".into()),
+                ..Properties::default()
+            },
+            Properties {
+                user_properties: vec![("k".into(), "v\0".into())],
+                ..Properties::default()
+            },
+        ];
+        for props in bad {
+            let err = c
+                .publish(
+                    topic("a"),
+                    Bytes::new(),
+                    QoS::AtLeastOnce,
+                    false,
+                    props,
+                    t(0),
+                )
+                .unwrap_err();
+            assert!(matches!(err, ClientError::Encode(_)), "{err:?}");
+        }
+        assert!(c.take_store_ops().is_empty());
+        assert_eq!(c.session().queued, 0);
     }
 
     #[test]

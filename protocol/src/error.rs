@@ -207,4 +207,8 @@ pub enum EncodeError {
     /// A reason code not allowed in this packet.
     #[error("reason code 0x{0:02X} is not allowed in this packet")]
     ReasonCodeNotAllowed(u8),
+    /// A string with U+0000, which MQTT strings may not hold [MQTT-1.5.4-2]: the receiver
+    /// would close the connection as malformed.
+    #[error("a {0} contains U+0000")]
+    NullInString(&'static str),
 }

@@ -443,9 +443,11 @@ impl Properties {
         if let Some(bad) = self.present().find(|&i| !allowed.contains(i)) {
             return Err(EncodeError::PropertyNotAllowed(bad));
         }
+        // What the decoder refuses is refused here too, so that a sender learns it before
+        // the receiver closes the connection [MQTT-1.5.4-2].
         fn s(v: &Option<String>, field: &'static str) -> Result<usize, EncodeError> {
             match v {
-                Some(v) => wire::check_len(v.len(), field).map(|()| 3 + v.len()),
+                Some(v) => wire::check_str(v, field).map(|()| 3 + v.len()),
                 None => Ok(0),
             }
         }
@@ -461,6 +463,11 @@ impl Properties {
         n += 5 * usize::from(p.message_expiry_interval.is_some());
         n += s(&p.content_type, "content type")?;
         n += s(&p.response_topic, "response topic")?;
+        if let Some(t) = &p.response_topic {
+            // A topic name: no wildcards [MQTT-3.3.2-14].
+            crate::topic::validate_name(t)
+                .map_err(|_| EncodeError::PropertyValue(id::RESPONSE_TOPIC))?;
+        }
         n += b(&p.correlation_data, "correlation data")?;
         for &sid in &p.subscription_identifiers {
             if sid == 0 || sid > MAX_VAR_INT {
@@ -494,8 +501,8 @@ impl Properties {
         n += 2 * usize::from(p.maximum_qos.is_some());
         n += 2 * usize::from(p.retain_available.is_some());
         for (k, v) in &p.user_properties {
-            wire::check_len(k.len(), "user property")?;
-            wire::check_len(v.len(), "user property")?;
+            wire::check_str(k, "user property")?;
+            wire::check_str(v, "user property")?;
             n += 5 + k.len() + v.len();
         }
         if p.maximum_packet_size == Some(0) {

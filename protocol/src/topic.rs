@@ -71,7 +71,7 @@ fn check_common(s: &str) -> Result<(), TopicError> {
 }
 
 /// Validates a topic name: the common rules plus no wildcard characters.
-fn validate_name(s: &str) -> Result<(), TopicError> {
+pub(crate) fn validate_name(s: &str) -> Result<(), TopicError> {
     check_common(s)?;
     if s.bytes().any(|b| b == b'+' || b == b'#') {
         return Err(TopicError::WildcardInName);

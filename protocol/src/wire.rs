@@ -167,6 +167,16 @@ pub(crate) fn check_len(len: usize, field: &'static str) -> Result<(), EncodeErr
     }
 }
 
+/// A string field for encoding: at most 65 535 bytes and no U+0000 [MQTT-1.5.4-2] (Rust
+/// strings are well-formed UTF-8 already).
+pub(crate) fn check_str(s: &str, field: &'static str) -> Result<(), EncodeError> {
+    check_len(s.len(), field)?;
+    if s.as_bytes().contains(&0) {
+        return Err(EncodeError::NullInString(field));
+    }
+    Ok(())
+}
+
 /// Writes a length-prefixed field; its length was checked by [`check_len`] while sizing.
 pub(crate) fn put_binary(buf: &mut impl BufMut, data: &[u8]) {
     debug_assert!(data.len() <= usize::from(u16::MAX));
