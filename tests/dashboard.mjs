@@ -6,118 +6,25 @@
 //
 // Usage: node tests/dashboard.mjs   (after `cargo build -p bridge`). Exits non-zero, naming the
 // failed check, on any failure.
-import { spawn } from "node:child_process";
 import { mkdir } from "node:fs/promises";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { check, cleanup, fail, launchChromium, openPage, root, run, setup, spawnBridge } from "./support/harness.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const bridgeBin = process.env.BRIDGE_BIN ?? join(root, "target", "debug", "bridge");
-const chromiumBin = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const artifacts = join(root, "tests", "artifacts");
 const TEST_TIMEOUT_MS = 90_000;
 const WAIT_MS = 10_000;
-
-const cleanups = [];
-async function cleanup() {
-  while (cleanups.length) {
-    try {
-      await cleanups.pop()();
-    } catch {}
-  }
-}
-let failed = false;
-function fail(msg) {
-  if (failed) return;
-  failed = true;
-  console.error(`dashboard test FAILED: ${msg}`);
-  cleanup().finally(() => process.exit(1));
-}
-setTimeout(() => fail(`timed out after ${TEST_TIMEOUT_MS} ms`), TEST_TIMEOUT_MS).unref();
-
-/** Starts the bridge; resolves with { http, mqttPort }. */
-function startBridge() {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      bridgeBin,
-      ["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none", "--web", join(root, "web")],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    cleanups.push(() => child.kill("SIGKILL"));
-    let out = "";
-    const onData = (d) => {
-      out += d.toString();
-      const m = out.match(/bridge listening: http=(\S+) ws=\S+ mqtt=(\S+)/);
-      if (m) {
-        const http = m[1].startsWith("http") ? m[1] : `http://${m[1]}`;
-        resolve({ http: http.replace(/\/$/, ""), mqttPort: m[2].split(":").pop().replace(/\D/g, "") });
-      }
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("error", (e) => reject(new Error(`cannot start ${bridgeBin}: ${e.message}`)));
-    child.on("exit", (code) => reject(new Error(`bridge exited (${code}) before listening:\n${out}`)));
-  });
-}
-
-/** Spawns a command; the returned child has .output and .exited (a promise of the exit code). */
-function run(cmd, args) {
-  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-  child.output = "";
-  child.stdout.on("data", (d) => (child.output += d));
-  child.stderr.on("data", (d) => (child.output += d));
-  child.exited = new Promise((resolve, reject) => {
-    child.on("error", (e) => reject(new Error(`cannot start ${cmd}: ${e.message}`)));
-    child.on("exit", (code, signal) => resolve(code ?? signal));
-  });
-  cleanups.push(() => child.exitCode === null && child.signalCode === null && child.kill("SIGKILL"));
-  return child;
-}
-
-async function check(what, promise) {
-  try {
-    return await promise;
-  } catch (e) {
-    throw new Error(`${what}: ${e.message.split("\n")[0]}`);
-  }
-}
+setup("dashboard test", TEST_TIMEOUT_MS);
 
 async function main() {
   await mkdir(artifacts, { recursive: true });
-  const { http, mqttPort } = await startBridge();
+  const { http, mqttPort } = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none", "--web", join(root, "web")]);
   const origin = new URL(http).origin;
   console.log(`bridge at ${http}, mqtt port ${mqttPort}`);
 
-  const browser = await chromium.launch({
-    executablePath: chromiumBin,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--no-first-run",
-    ],
-  });
-  cleanups.push(() => browser.close());
-  const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
-  const problems = [];
-  page.on("console", (m) => {
-    if (m.type() === "error") problems.push(`console error: ${m.text()} at ${m.location()?.url}`);
-  });
-  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-  page.on("request", (r) => {
-    const u = r.url();
-    if (u.startsWith("data:")) return;
-    if (new URL(u).origin !== origin) problems.push(`request to another host: ${u}`);
-  });
-  page.on("requestfailed", (r) => {
-    // The event stream is cut when the page closes; anything else failing is a problem.
-    if (!r.url().endsWith("/api/v1/events")) problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`);
-  });
+  const browser = await launchChromium();
+  const { page, problems } = await openPage(browser, origin, { width: 1440, height: 900 });
 
-  const mqtt = ["-h", "127.0.0.1", "-p", mqttPort];
+  const mqtt = ["-h", "127.0.0.1", "-p", String(mqttPort)];
   const pub = async (n) => {
     const p = run("mosquitto_pub", [...mqtt, "-q", "1", "-t", "dash/x", "-m", `hello ${n}`]);
     const code = await p.exited;

@@ -20,113 +20,21 @@
 //
 // Usage: node tests/page.mjs   (after `cargo build -p bridge` and `client-wasm/build.sh`).
 // Exits non-zero, naming the failed check, on any failure.
-import { spawn } from "node:child_process";
-import { createServer } from "node:http";
-import { readFile } from "node:fs/promises";
-import { dirname, extname, join, normalize, sep } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { cleanup, fail, launchChromium, root, serveStatic, setup, spawnBridge } from "./support/harness.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const pageDir = join(root, "tests", "page");
 const pkgDir = join(root, "client-wasm", "pkg");
-const bridgeBin = process.env.BRIDGE_BIN ?? join(root, "target", "debug", "bridge");
-const chromiumBin = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const TEST_TIMEOUT_MS = 90_000;
 /** How long the throttled page must stay connected. */
 const HOLD_MS = 8_000;
 /** How late the throttled page's setTimeout fires. */
 const THROTTLE_MS = 10_000;
-
-const cleanups = [];
-async function cleanup() {
-  while (cleanups.length) {
-    try {
-      await cleanups.pop()();
-    } catch {}
-  }
-}
-let failed = false;
-function fail(msg) {
-  if (failed) return;
-  failed = true;
-  console.error(`page test FAILED: ${msg}`);
-  cleanup().finally(() => process.exit(1));
-}
-setTimeout(() => fail(`timed out after ${TEST_TIMEOUT_MS} ms`), TEST_TIMEOUT_MS).unref();
-// Whatever goes wrong, the bridge and the browser are stopped.
-process.on("uncaughtException", (e) => fail(`uncaught: ${e?.stack ?? e}`));
-process.on("unhandledRejection", (e) => fail(`unhandled rejection: ${e?.stack ?? e}`));
+setup("page test", TEST_TIMEOUT_MS);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const check = (cond, what) => {
   if (!cond) throw new Error(what);
 };
-
-/** Starts the bridge; resolves with its HTTP base (no trailing slash) and WebSocket URL. */
-function startBridge() {
-  return new Promise((resolve, reject) => {
-    const child = spawn(bridgeBin, ["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none"], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    cleanups.push(() => child.kill("SIGKILL"));
-    let out = "";
-    const onData = (d) => {
-      out += d.toString();
-      const m = out.match(/bridge listening: http=(\S+) ws=(ws:\/\/\S+) mqtt=\S+/);
-      if (m) resolve({ http: m[1].replace(/\/$/, ""), ws: m[2] });
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("error", (e) => reject(new Error(`cannot start ${bridgeBin}: ${e.message}`)));
-    child.on("exit", (code) => reject(new Error(`bridge exited (${code}) before listening:\n${out}`)));
-  });
-}
-
-const TYPES = {
-  ".html": "text/html; charset=utf-8",
-  ".js": "text/javascript",
-  ".wasm": "application/wasm",
-  ".json": "application/json",
-  ".ts": "text/plain",
-};
-
-/**
- * Serves tests/page/ at / and client-wasm/pkg/ at /pkg/. A page asked for with `?csp` gets a
- * Content-Security-Policy that allows same-origin Workers only (no blob:).
- */
-function startStatic() {
-  const server = createServer(async (req, res) => {
-    const url = new URL(req.url, "http://x");
-    let path;
-    try {
-      path = decodeURIComponent(url.pathname);
-    } catch {
-      res.writeHead(400).end();
-      return;
-    }
-    if (path.endsWith("/")) path += "index.html";
-    const [dir, rel] = path.startsWith("/pkg/") ? [pkgDir, path.slice(5)] : [pageDir, path.slice(1)];
-    const file = normalize(join(dir, rel));
-    if (!file.startsWith(dir + sep)) {
-      res.writeHead(403).end();
-      return;
-    }
-    const headers = { "content-type": TYPES[extname(file)] ?? "application/octet-stream", "cache-control": "no-store" };
-    if (url.searchParams.has("csp")) headers["content-security-policy"] = "worker-src 'self'";
-    let body;
-    try {
-      body = await readFile(file);
-    } catch {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, headers).end(body);
-  });
-  cleanups.push(() => new Promise((r) => server.close(r)));
-  return new Promise((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${server.address().port}/`)),
-  );
-}
 
 /**
  * The broker's view of a session: `GET /api/v1/sessions/{id}`; null once it is gone (a clean
@@ -198,14 +106,17 @@ async function hold(browser, base, http, ws, name, id, extra) {
 }
 
 try {
-  const { http, ws } = await startBridge();
-  const base = await startStatic();
-  const browser = await chromium.launch({
-    executablePath: chromiumBin,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"],
-  });
-  cleanups.push(() => browser.close());
+  const { http, ws } = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none"]);
+  // tests/page/ at /, the package at /pkg/. A page asked for with `?csp` gets a
+  // Content-Security-Policy that allows same-origin Workers only (no blob:).
+  const base = await serveStatic(
+    [
+      ["/pkg/", pkgDir],
+      ["/", pageDir],
+    ],
+    { headers: (url) => (url.searchParams.has("csp") ? { "content-security-policy": "worker-src 'self'" } : {}) },
+  );
+  const browser = await launchChromium();
   const started = Date.now();
 
   const seed = open(browser, base, "seed", { run: "seed", ws }).then((p) => p.result(30000));

@@ -18,111 +18,25 @@
 //
 // Usage: node tests/playground.mjs   (after `cargo build -p bridge` and `client-wasm/build.sh`).
 // Exits non-zero, naming the failed check, on any failure.
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { check, cleanup, fail, launchChromium, openPage, root, run, setup, spawnBridge } from "./support/harness.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const bridgeBin = process.env.BRIDGE_BIN ?? join(root, "target", "debug", "bridge");
-const chromiumBin = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const pkgDir = join(root, "client-wasm", "pkg");
 const artifacts = join(root, "tests", "artifacts");
 const TEST_TIMEOUT_MS = 120_000;
 /** Generous: a loaded 2-core machine runs a debug bridge and Chromium at once. */
 const WAIT_MS = 15_000;
+setup("playground test", TEST_TIMEOUT_MS);
 
-const cleanups = [];
-async function cleanup() {
-  while (cleanups.length) {
-    try {
-      await cleanups.pop()();
-    } catch {}
-  }
-}
-let failed = false;
-function fail(msg) {
-  if (failed) return;
-  failed = true;
-  console.error(`playground test FAILED: ${msg}`);
-  cleanup().finally(() => process.exit(1));
-}
-setTimeout(() => fail(`timed out after ${TEST_TIMEOUT_MS} ms`), TEST_TIMEOUT_MS).unref();
-
-/** Starts the bridge with extra arguments; resolves with { http, mqttPort }. */
+/** Starts the bridge serving web/, with `extra` arguments. */
 function startBridge(extra) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      bridgeBin,
-      ["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none", "--web", join(root, "web"), ...extra],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    cleanups.push(() => child.kill("SIGKILL"));
-    let out = "";
-    const onData = (d) => {
-      out += d.toString();
-      const m = out.match(/bridge listening: http=(\S+) ws=\S+ mqtt=(\S+)/);
-      if (m) resolve({ http: m[1].replace(/\/$/, ""), mqttPort: m[2].split(":").pop().replace(/\D/g, "") });
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("error", (e) => reject(new Error(`cannot start ${bridgeBin}: ${e.message}`)));
-    child.on("exit", (code) => reject(new Error(`bridge exited (${code}) before listening:\n${out}`)));
-  });
-}
-
-/** Spawns a command; the returned child has .output and .exited (a promise of the exit code). */
-function run(cmd, args) {
-  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-  child.output = "";
-  child.stdout.on("data", (d) => (child.output += d));
-  child.stderr.on("data", (d) => (child.output += d));
-  child.exited = new Promise((resolve, reject) => {
-    child.on("error", (e) => reject(new Error(`cannot start ${cmd}: ${e.message}`)));
-    child.on("exit", (code, signal) => resolve(code ?? signal));
-  });
-  cleanups.push(() => child.exitCode === null && child.signalCode === null && child.kill("SIGKILL"));
-  return child;
-}
-
-async function check(what, promise) {
-  try {
-    return await promise;
-  } catch (e) {
-    throw new Error(`${what}: ${e.message.split("\n")[0]}`);
-  }
+  return spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none", "--web", join(root, "web"), ...extra]);
 }
 
 function expect(cond, what) {
   if (!cond) throw new Error(what);
-}
-
-/** A new page that records console errors, page errors, failed and off-origin requests;
- * `allowed(text)` lets through the ones a check expects. */
-async function openPage(browser, origin, viewport, allowed = () => false) {
-  const page = await browser.newPage({ viewport });
-  const problems = [];
-  page.on("console", (m) => {
-    const text = `${m.text()} at ${m.location()?.url}`;
-    if (m.type() === "error" && !allowed(text)) problems.push(`console error: ${text}`);
-  });
-  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-  page.on("request", (r) => {
-    const u = r.url();
-    if (u.startsWith("data:")) return;
-    if (new URL(u).origin !== origin) problems.push(`request to another host: ${u}`);
-  });
-  page.on("requestfailed", (r) => {
-    // The event stream is cut when the page closes; anything else failing is a problem.
-    const text = `request failed: ${r.url()} ${r.failure()?.errorText}`;
-    if (!r.url().endsWith("/api/v1/events") && !allowed(text)) problems.push(text);
-  });
-  page.on("websocket", (ws) => {
-    if (new URL(ws.url()).host !== new URL(origin).host) problems.push(`WebSocket to another host: ${ws.url()}`);
-  });
-  return { page, problems };
 }
 
 async function main() {
@@ -150,18 +64,7 @@ async function main() {
     expect(missing.status === 404, `/pkg/nothing-here.js: HTTP ${missing.status}, expected 404`);
   }
 
-  const browser = await chromium.launch({
-    executablePath: chromiumBin,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--no-first-run",
-    ],
-  });
-  cleanups.push(() => browser.close());
+  const browser = await launchChromium();
   // The API answers 404 for a session that has ended (clean on: the device's, while it is
   // away); Chromium logs every 404 response as a console error, but this one is expected.
   const { page, problems } = await openPage(browser, origin, { width: 1440, height: 900 },
@@ -236,7 +139,7 @@ async function main() {
   await shot("playground-01-ready.png");
 
   // A session created by an outside client appears without a reload.
-  const mq = ["-h", "127.0.0.1", "-p", mqttPort];
+  const mq = ["-h", "127.0.0.1", "-p", String(mqttPort)];
   const outside = run("mosquitto_sub", [...mq, "-c", "-i", "outside-1", "-q", "1", "-t", "outside/#"]);
   await expectCell("outside-1", "c-state", "online", "an outside client's session appears without a reload");
   await expectCell("outside-1", "c-kind", "persistent", "outside-1 (clean session 0) shows as persistent");
@@ -370,7 +273,7 @@ async function main() {
   await check("without the package the dashboard is still live", p2.locator("#live[data-state=live]").waitFor({ timeout: WAIT_MS }));
   expect(await p2.isDisabled("#pg-device-connect") && await p2.isDisabled("#pg-publish"),
     "without the package the playground's buttons must be disabled");
-  const sub = run("mosquitto_sub", ["-h", "127.0.0.1", "-p", mqttPort2, "-i", "still-works", "-t", "x/#"]);
+  const sub = run("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(mqttPort2), "-i", "still-works", "-t", "x/#"]);
   await check("without the package sessions still show live", p2.waitForFunction(
     () => document.querySelector('#sessions-body tr[data-client-id="still-works"]'), null, { timeout: WAIT_MS }));
   await p2.screenshot({ path: join(artifacts, "playground-07-unavailable.png"), fullPage: true });

@@ -220,21 +220,28 @@ async function connectDevice() {
   render();
 }
 
-async function disconnectDevice() {
-  const client = device.client;
-  if (!client) return;
-  device.busy = true;
-  device.ending = true;
+/** Ends the client of `state` (the device or the sender); false if it had none. */
+async function endClient(state, name) {
+  const client = state.client;
+  if (!client) return false;
+  state.busy = true;
+  state.ending = true;
   render();
-  setStatus("device", "busy", "Disconnecting…");
   try {
     await client.end();
   } catch (e) {
-    console.warn("device end", e);
+    console.warn(`${name} end`, e);
   }
-  device.client = null;
-  device.ending = false;
-  device.busy = false;
+  state.client = null;
+  state.ending = false;
+  state.busy = false;
+  return true;
+}
+
+async function disconnectDevice() {
+  if (!device.client) return;
+  setStatus("device", "busy", "Disconnecting…");
+  await endClient(device, "device");
   const clean = $("pg-clean").checked;
   setStatus(
     "device",
@@ -279,19 +286,7 @@ async function connectSender() {
 }
 
 async function disconnectSender() {
-  const client = sender.client;
-  if (!client) return;
-  sender.busy = true;
-  sender.ending = true;
-  render();
-  try {
-    await client.end();
-  } catch (e) {
-    console.warn("sender end", e);
-  }
-  sender.client = null;
-  sender.ending = false;
-  sender.busy = false;
+  if (!(await endClient(sender, "sender"))) return;
   setStatus("sender", "off", "Disconnected.");
   render();
 }

@@ -42,17 +42,15 @@
 // (target/bench-browser/pkg-names, made here from the wasm-release build client-wasm/build.sh
 // left in target/: wasm-bindgen without --remove-name-section, wasm-opt -Oz -g), so wasm
 // frames have Rust names.
-import { spawn, spawnSync } from "node:child_process";
-import { createServer } from "node:http";
+import { spawnSync } from "node:child_process";
 import { connect as tcpConnect } from "node:net";
-import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
-import { dirname, extname, join, normalize, relative } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { bridgeBin as bridgeBinOf, chromiumBin, cleanup, fail, launchChromium, root, serveStatic, setup, spawnBridge } from "../../tests/support/harness.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, "..", "..");
 
 // ---- options -----------------------------------------------------------------------------
 
@@ -95,8 +93,7 @@ const cfg = {
   rttWarmup: quick ? 20 : 200,
   window: value("--window", 1000),
 };
-const bridgeBin = process.env.BRIDGE_BIN ?? join(root, "target", "release", "bridge");
-const chromiumBin = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const bridgeBin = bridgeBinOf("release");
 // CLIENT_WASM_PKG: another build of the package, to compare a change (A/B) in the same way.
 const builtPkgDir = process.env.CLIENT_WASM_PKG ?? join(root, "client-wasm", "pkg");
 // The package is copied here at start, so that a rebuild during the run cannot mix versions.
@@ -120,81 +117,33 @@ for (const [path, fix] of [
   }
 }
 
-// ---- clean-up ----------------------------------------------------------------------------
+setup("run.mjs", RUN_TIMEOUT_MS);
 
-const cleanups = [];
-async function cleanup() {
-  while (cleanups.length) {
-    try {
-      await cleanups.pop()();
-    } catch {}
-  }
-}
-function die(msg) {
-  console.error(`run.mjs FAILED: ${msg}`);
-  cleanup().finally(() => process.exit(1));
-}
-setTimeout(() => die(`timed out after ${RUN_TIMEOUT_MS / 1000} s`), RUN_TIMEOUT_MS).unref();
-for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => die(`interrupted (${sig})`));
-
-// ---- the bridge --------------------------------------------------------------------------
+// ---- the bridge and the page -------------------------------------------------------------
 
 /** Starts the release bridge on ephemeral ports; resolves with its ws URL and TCP address. */
-function startBridge() {
-  return new Promise((resolve, reject) => {
-    const args = ["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none"];
-    const child = spawn(bridgeBin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } });
-    cleanups.push(() => child.kill("SIGKILL"));
-    let out = "";
-    const onData = (d) => {
-      out += d.toString();
-      const m = out.match(/bridge listening: http=\S+ ws=(ws:\/\/\S+) mqtt=(\S+):(\d+)/);
-      if (m) resolve({ ws: m[1], host: m[2], port: Number(m[3]), pid: child.pid, args });
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("error", (e) => reject(new Error(`cannot start ${bridgeBin}: ${e.message}`)));
-    child.on("exit", (code) => reject(new Error(`bridge exited (${code}) before listening:\n${out}`)));
-  });
+async function startBridge() {
+  const args = ["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none"];
+  const b = await spawnBridge(args, { bin: bridgeBin, env: { ...process.env, RUST_LOG: "warn" } });
+  return { ws: b.ws, host: b.mqtt.slice(0, b.mqtt.lastIndexOf(":")), port: b.mqttPort, args };
 }
 
-// ---- the static server -------------------------------------------------------------------
-
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".ts": "text/plain" };
-
-/** Serves bench/browser/ at /, a client-wasm package at /pkg/ and MQTT.js's dist/ at /mqtt/. */
+/**
+ * Serves bench/browser/ at /, a client-wasm package at /pkg/ and MQTT.js's dist/ at /mqtt/,
+ * cross-origin isolated: performance.now() at 5 µs instead of 100 µs.
+ */
 function startStatic(pkg) {
   const mounts = [
     ["/pkg/", pkg],
     ["/mqtt/", mqttDist],
     ["/", here],
   ];
-  const server = createServer(async (req, res) => {
-    let path = new URL(req.url, "http://x").pathname;
-    if (path === "/") path = "/index.html";
-    const [prefix, dir] = mounts.find(([p]) => path.startsWith(p));
-    const rel = normalize(path.slice(prefix.length));
-    if (rel.startsWith("..")) {
-      res.writeHead(403).end();
-      return;
-    }
-    try {
-      const body = await readFile(join(dir, rel));
-      res.writeHead(200, {
-        "content-type": TYPES[extname(rel)] ?? "application/octet-stream",
-        // Cross-origin isolation: performance.now() at 5 µs instead of 100 µs.
-        "cross-origin-opener-policy": "same-origin",
-        "cross-origin-embedder-policy": "require-corp",
-        "cross-origin-resource-policy": "same-origin",
-        "cache-control": "no-store",
-      });
-      res.end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
+  const headers = () => ({
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-embedder-policy": "require-corp",
+    "cross-origin-resource-policy": "same-origin",
   });
-  cleanups.push(() => new Promise((r) => server.close(r)));
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${server.address().port}/`)));
+  return serveStatic(mounts, { headers });
 }
 
 // ---- a minimal MQTT 3.1.1 client over TCP (publisher, and the reference subscriber) -------
@@ -532,7 +481,7 @@ function sizes() {
   const sum = (list) => list.reduce((a, f) => ({ raw: a.raw + statSync(f).size, gz: a.gz + gz9(f) }), { raw: 0, gz: 0 });
   const wasmFiles = files.map((f) => ({ file: relative(pkgDir, f), raw: statSync(f).size, gz: gz9(f) }));
   const esm = join(mqttDist, "mqtt.esm.js");
-  const mqttVersion = JSON.parse(spawnSync("cat", [join(root, "node_modules", "mqtt", "package.json")]).stdout.toString()).version;
+  const mqttVersion = JSON.parse(readFileSync(join(root, "node_modules", "mqtt", "package.json"), "utf8")).version;
   return { wasm: { ...sum(files), files: wasmFiles }, mqttjs: { raw: statSync(esm).size, gz: gz9(esm), file: relative(root, esm), version: mqttVersion } };
 }
 
@@ -634,15 +583,7 @@ async function main() {
   const named = profile && !process.env.CLIENT_WASM_PKG;
   if (named) buildNamedPkg();
   const base = await startStatic(named ? namedPkgDir : pkgDir);
-  const browser = await chromium.launch({
-    executablePath: chromiumBin,
-    headless: true,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-      "--no-first-run", "--disable-dev-shm-usage", "--enable-precise-memory-info", "--js-flags=--expose-gc",
-    ],
-  });
-  cleanups.push(() => browser.close());
+  const browser = await launchChromium(["--enable-precise-memory-info", "--js-flags=--expose-gc"]);
   const chromeVersion = browser.version();
   const s = sizes();
   console.log(`browser client benchmark: Chromium ${chromeVersion}, MQTT.js ${s.mqttjs.version}, bridge ${relative(root, bridgeBin)} ${bridge.args.join(" ")} (memory store, nothing persisted), MQTT 3.1.1`);
@@ -742,5 +683,5 @@ try {
   await cleanup();
   process.exit(0);
 } catch (e) {
-  die(e && e.stack ? e.stack : String(e));
+  fail(e && e.stack ? e.stack : String(e));
 }

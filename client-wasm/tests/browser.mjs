@@ -4,59 +4,15 @@
 //
 // Usage: node client-wasm/tests/browser.mjs   (after `cargo build -p bridge` and
 // `client-wasm/build.sh`). Exits non-zero, naming the failed check, on any failure.
-import { spawn } from "node:child_process";
-import { createServer } from "node:http";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, extname, join, normalize } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
 import mqttjs from "mqtt";
+import { cleanup, fail, launchChromium, onCleanup, root, serveStatic, setup, spawnBridge } from "../../tests/support/harness.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const pkgDir = join(root, "client-wasm", "pkg");
-const bridgeBin = process.env.BRIDGE_BIN ?? join(root, "target", "debug", "bridge");
-const chromiumBin = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const TEST_TIMEOUT_MS = 60_000;
-
-const cleanups = [];
-async function cleanup() {
-  while (cleanups.length) {
-    try {
-      await cleanups.pop()();
-    } catch {}
-  }
-}
-function fail(msg) {
-  console.error(`browser test FAILED: ${msg}`);
-  cleanup().finally(() => process.exit(1));
-}
-setTimeout(() => fail(`timed out after ${TEST_TIMEOUT_MS} ms`), TEST_TIMEOUT_MS).unref();
-
-/** Starts the bridge and resolves with its WebSocket URL. */
-async function startBridge() {
-  return (await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none"])).ws;
-}
-
-/** Starts the bridge with `args`; resolves with { ws, http, mqtt, child }. */
-function spawnBridge(args) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(bridgeBin, args, {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    cleanups.push(() => child.kill("SIGKILL"));
-    let out = "";
-    const onData = (d) => {
-      out += d.toString();
-      const m = out.match(/bridge listening: http=(\S+) ws=(ws:\/\/\S+) mqtt=(\S+)/);
-      if (m) resolve({ http: m[1], ws: m[2], mqtt: m[3], child });
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("error", (e) => reject(new Error(`cannot start ${bridgeBin}: ${e.message}`)));
-    child.on("exit", (code) => reject(new Error(`bridge exited (${code}) before listening:\n${out}`)));
-  });
-}
+setup("browser test", TEST_TIMEOUT_MS);
 
 const PAGE = `<!doctype html><meta charset="utf-8"><title>client-wasm test</title>
 <script type="module">
@@ -64,34 +20,6 @@ import init, * as mqtt from "/pkg/client_wasm.js";
 try { await init(); window.mqtt = mqtt; window.ready = "ok"; }
 catch (e) { window.ready = "init failed: " + e; }
 </script>`;
-
-const TYPES = { ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".ts": "text/plain" };
-
-/** Serves the test page at / and client-wasm/pkg/ at /pkg/. */
-function startStatic() {
-  const server = createServer(async (req, res) => {
-    const path = new URL(req.url, "http://x").pathname;
-    if (path === "/") {
-      res.writeHead(200, { "content-type": "text/html" }).end(PAGE);
-      return;
-    }
-    const rel = normalize(path.replace(/^\/pkg\//, "")).replace(/^(\.\.[/\\])+/, "");
-    if (!path.startsWith("/pkg/")) {
-      res.writeHead(404).end();
-      return;
-    }
-    try {
-      const body = await readFile(join(pkgDir, rel));
-      res.writeHead(200, { "content-type": TYPES[extname(rel)] ?? "application/octet-stream" }).end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  cleanups.push(() => new Promise((r) => server.close(r)));
-  return new Promise((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${server.address().port}/`)),
-  );
-}
 
 // Runs inside the page. Each check throws with a message naming it.
 async function scenarios(ws) {
@@ -338,11 +266,11 @@ async function persistenceFailures(ws) {
  */
 async function persistence(page) {
   const data = await mkdtemp(join(tmpdir(), "client-wasm-persist-"));
-  cleanups.push(() => rm(data, { recursive: true, force: true }));
+  onCleanup(() => rm(data, { recursive: true, force: true }));
   const b1 = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", data]);
   // The subscriber: MQTT.js over TCP, its own persistent session.
   const sub = mqttjs.connect(`mqtt://${b1.mqtt}`, { clientId: "persist-sub", clean: false, protocolVersion: 4, reconnectPeriod: 200 });
-  cleanups.push(() => sub.end(true));
+  onCleanup(() => sub.end(true));
   const received = [];
   sub.on("message", (topic, payload) => received.push(`${topic}=${payload}`));
   await new Promise((resolve, reject) => {
@@ -388,7 +316,7 @@ async function persistence(page) {
 
   await page.reload();
   await page.waitForFunction(() => window.ready !== undefined, null, { timeout: 15000 });
-  const b2 = await spawnBridge(["--http", b1.http.replace(/^http:\/\//, "").replace(/\/$/, ""), "--mqtt", b1.mqtt, "--data", data]);
+  const b2 = await spawnBridge(["--http", b1.httpAddr, "--mqtt", b1.mqtt, "--data", data]);
   const resumed = await page.evaluate(async ([ws, opts]) => {
     window.pc = await window.mqtt.connect(ws, opts);
     return window.pc.session().sessionPresent;
@@ -411,14 +339,10 @@ async function persistence(page) {
 }
 
 try {
-  const ws = await startBridge();
-  const base = await startStatic();
-  const browser = await chromium.launch({
-    executablePath: chromiumBin,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"],
-  });
-  cleanups.push(() => browser.close());
+  const { ws } = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none"]);
+  // The test page at /, the package at /pkg/.
+  const base = await serveStatic([["/pkg/", pkgDir]], { pages: { "/": PAGE } });
+  const browser = await launchChromium();
   const page = await browser.newPage();
   page.on("console", (m) => process.env.VERBOSE && console.log(`[page] ${m.text()}`));
   page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));

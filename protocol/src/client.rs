@@ -968,14 +968,8 @@ impl Client {
             // No session on the server: our session state is void [MQTT-3.2.2-5]. A message
             // the server already took (PUBREC received) is done; the others are sent again
             // as new messages, first in line.
-            if self.opts.persistent {
-                for &id in self.inbound_qos2.keys() {
-                    self.touched_in.insert(id, ());
-                }
-                for o in self.outbound.values() {
-                    self.touched_out.insert(o.token.0, ());
-                }
-            }
+            // Everything below changes: the store follows.
+            self.touch_all();
             self.inbound_qos2.clear();
             self.by_id.clear();
             self.pending_resend = 0;

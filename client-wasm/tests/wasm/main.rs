@@ -29,6 +29,24 @@
 //! dev-dependencies (wasm-bindgen-test, wasm-bindgen-futures) are wasm32-only too.
 #![cfg(target_arch = "wasm32")]
 
+/// `both_versions!(scenario)`: the async fn `scenario(version)` of the module it stands in,
+/// as two tests, `scenario::v4` (MQTT 3.1.1) and `scenario::v5` (MQTT 5.0).
+macro_rules! both_versions {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[wasm_bindgen_test::wasm_bindgen_test]
+            async fn v4() {
+                super::$scenario(crate::support::V4).await;
+            }
+
+            #[wasm_bindgen_test::wasm_bindgen_test]
+            async fn v5() {
+                super::$scenario(crate::support::V5).await;
+            }
+        }
+    };
+}
+
 mod errors;
 mod messaging;
 mod persistence;

@@ -38,15 +38,7 @@ async fn connect_resolves_with_a_connected_client(version: u8) {
     );
 }
 
-#[wasm_bindgen_test]
-async fn connect_resolves_with_a_connected_client_v4() {
-    connect_resolves_with_a_connected_client(V4).await;
-}
-
-#[wasm_bindgen_test]
-async fn connect_resolves_with_a_connected_client_v5() {
-    connect_resolves_with_a_connected_client(V5).await;
-}
+both_versions!(connect_resolves_with_a_connected_client);
 
 async fn messages_at_qos_0_1_2_arrive_with_their_qos_and_payload(version: u8) {
     let tag = unique(&format!("qos-v{version}"));
@@ -142,15 +134,7 @@ async fn messages_at_qos_0_1_2_arrive_with_their_qos_and_payload(version: u8) {
     end(&sub, "the subscriber").await;
 }
 
-#[wasm_bindgen_test]
-async fn messages_at_qos_0_1_2_arrive_with_their_qos_and_payload_v4() {
-    messages_at_qos_0_1_2_arrive_with_their_qos_and_payload(V4).await;
-}
-
-#[wasm_bindgen_test]
-async fn messages_at_qos_0_1_2_arrive_with_their_qos_and_payload_v5() {
-    messages_at_qos_0_1_2_arrive_with_their_qos_and_payload(V5).await;
-}
+both_versions!(messages_at_qos_0_1_2_arrive_with_their_qos_and_payload);
 
 /// Subscribes to `{tag}/a` and `{tag}/b`, unsubscribes from `{tag}/a` and checks that the
 /// client forgot it and the server stopped delivering it; returns the codes `unsubscribe`
@@ -280,15 +264,7 @@ async fn a_retained_message_reaches_later_subscribers_until_cleared(version: u8)
     }
 }
 
-#[wasm_bindgen_test]
-async fn a_retained_message_reaches_later_subscribers_until_cleared_v4() {
-    a_retained_message_reaches_later_subscribers_until_cleared(V4).await;
-}
-
-#[wasm_bindgen_test]
-async fn a_retained_message_reaches_later_subscribers_until_cleared_v5() {
-    a_retained_message_reaches_later_subscribers_until_cleared(V5).await;
-}
+both_versions!(a_retained_message_reaches_later_subscribers_until_cleared);
 
 async fn the_will_is_published_when_the_server_drops_the_client_not_after_end(version: u8) {
     let tag = unique(&format!("will-v{version}"));
@@ -350,12 +326,4 @@ async fn the_will_is_published_when_the_server_drops_the_client_not_after_end(ve
     end(&watcher, "the watcher").await;
 }
 
-#[wasm_bindgen_test]
-async fn the_will_is_published_when_the_server_drops_the_client_not_after_end_v4() {
-    the_will_is_published_when_the_server_drops_the_client_not_after_end(V4).await;
-}
-
-#[wasm_bindgen_test]
-async fn the_will_is_published_when_the_server_drops_the_client_not_after_end_v5() {
-    the_will_is_published_when_the_server_drops_the_client_not_after_end(V5).await;
-}
+both_versions!(the_will_is_published_when_the_server_drops_the_client_not_after_end);

@@ -10,11 +10,10 @@
 //! after PUBREC, duplicate incoming QoS 2 not delivered twice: `protocol/src/client.rs`).
 
 use wasm_bindgen::JsValue;
-use wasm_bindgen_test::wasm_bindgen_test;
 
 use crate::support::{
     connect_ok, end, eventually, kick, obj, options, publish, rejection, session, set, subscribe,
-    unique, ws_url, Inbox, V4, V5,
+    unique, ws_url, Inbox,
 };
 
 async fn unfinished_messages_are_sent_by_the_next_instance(version: u8) {
@@ -91,12 +90,4 @@ async fn unfinished_messages_are_sent_by_the_next_instance(version: u8) {
     end(&sub, "subscriber").await;
 }
 
-#[wasm_bindgen_test]
-async fn unfinished_messages_are_sent_by_the_next_instance_v4() {
-    unfinished_messages_are_sent_by_the_next_instance(V4).await;
-}
-
-#[wasm_bindgen_test]
-async fn unfinished_messages_are_sent_by_the_next_instance_v5() {
-    unfinished_messages_are_sent_by_the_next_instance(V5).await;
-}
+both_versions!(unfinished_messages_are_sent_by_the_next_instance);

@@ -156,12 +156,4 @@ async fn with_clean_false_the_client_resubscribes_when_its_session_is_gone(versi
     end(&client, "the reconnected client").await;
 }
 
-#[wasm_bindgen_test]
-async fn with_clean_false_the_client_resubscribes_when_its_session_is_gone_v4() {
-    with_clean_false_the_client_resubscribes_when_its_session_is_gone(V4).await;
-}
-
-#[wasm_bindgen_test]
-async fn with_clean_false_the_client_resubscribes_when_its_session_is_gone_v5() {
-    with_clean_false_the_client_resubscribes_when_its_session_is_gone(V5).await;
-}
+both_versions!(with_clean_false_the_client_resubscribes_when_its_session_is_gone);

@@ -66,15 +66,7 @@ async fn clean_false_delivers_what_was_published_while_away(version: u8) {
     end(&publisher, "the publisher").await;
 }
 
-#[wasm_bindgen_test]
-async fn clean_false_delivers_what_was_published_while_away_v4() {
-    clean_false_delivers_what_was_published_while_away(V4).await;
-}
-
-#[wasm_bindgen_test]
-async fn clean_false_delivers_what_was_published_while_away_v5() {
-    clean_false_delivers_what_was_published_while_away(V5).await;
-}
+both_versions!(clean_false_delivers_what_was_published_while_away);
 
 /// Connects as `id` with clean = `first_clean`, subscribes, leaves; three QoS 1 messages are
 /// published; then reconnects with clean = true and checks that nothing was kept: session
