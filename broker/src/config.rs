@@ -31,6 +31,10 @@ pub enum DurabilityPolicy {
     None,
 }
 
+/// The default [`BrokerConfig::max_session_expiry`]: 7 days. A device away over a long
+/// weekend finds its session; a client that never returns stops costing memory and disk.
+pub const DEFAULT_MAX_SESSION_EXPIRY: u32 = 7 * 24 * 3600;
+
 /// Broker settings. See the README's configuration section for each key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -60,18 +64,46 @@ pub struct BrokerConfig {
     /// Topic aliases a client may use towards the broker (5.0 Topic Alias Maximum).
     pub topic_alias_maximum: u16,
     /// Longest session expiry interval granted, in seconds (also the lifetime of a 3.1.1
-    /// clean-session = 0 session). `None`: as long as the client asks.
+    /// clean-session = 0 session once its client is gone). 5.0 clients asking for more are
+    /// told the granted value in CONNACK. `None` (only by explicit configuration, TOML
+    /// cannot say it: set `u32::MAX`, "never") grants what the client asks.
     pub max_session_expiry: Option<u32>,
     /// Longest keep-alive accepted, in seconds; a longer or zero request is answered with
     /// this value as Server Keep Alive (5.0). `None`: whatever the client asks.
     pub max_keep_alive: Option<u16>,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
-    /// Most simultaneous client connections; more are refused with Server busy / Server
-    /// unavailable.
+    /// Seconds a packet may take to arrive once its first byte has: a connection holding a
+    /// partial packet longer than this is closed, whatever its keep-alive (keep-alive 0
+    /// does not mean "forever while half a packet is held").
+    pub packet_timeout_secs: u64,
+    /// Most simultaneous client connections, counted from the moment a socket is accepted
+    /// (before CONNECT); more are closed at once, or after CONNECT refused with Server busy
+    /// (5.0) / Server unavailable (3.1.1).
     pub max_connections: usize,
+    /// Most simultaneous connections from one source address (IPv4 address, or IPv6 /64
+    /// prefix); more are closed at accept.
+    pub max_connections_per_address: usize,
+    /// Most sessions held at once, online and offline. At the limit a CONNECT that would
+    /// create a new session is refused with Quota exceeded (5.0) / Server unavailable
+    /// (3.1.1); resuming an existing session still works. Nothing is evicted.
+    pub max_sessions: usize,
+    /// Most subscriptions one session may hold; a SUBSCRIBE beyond it gets Quota exceeded
+    /// (5.0) / Failure (3.1.1) for the filters over the limit.
+    pub max_subscriptions_per_session: usize,
+    /// Longest topic name or filter, in bytes (shared-subscription prefix included). Longer:
+    /// 5.0 Topic Filter invalid in SUBACK / Topic Name invalid DISCONNECT; 3.1.1 SUBACK
+    /// Failure / close.
+    pub max_topic_length: usize,
+    /// Most levels (`/`-separated parts) in a topic name or filter; more is refused as for
+    /// `max_topic_length`. Every walk over levels is iterative; this bounds the work and
+    /// memory of one filter.
+    pub max_topic_levels: usize,
     /// Retained messages kept at most; a new topic beyond it is not retained.
     pub max_retained_messages: usize,
+    /// Payload bytes of all retained messages together; a new or larger retained message
+    /// beyond it is not retained (routed normally).
+    pub max_retained_bytes: usize,
     /// Commands queued from all connections to the engine (backpressure on readers).
     pub engine_queue: usize,
     /// When stored state reaches the disk.
@@ -93,11 +125,18 @@ impl Default for BrokerConfig {
             maximum_qos: 2,
             retain_available: true,
             topic_alias_maximum: 64,
-            max_session_expiry: None,
+            max_session_expiry: Some(DEFAULT_MAX_SESSION_EXPIRY),
             max_keep_alive: None,
             connect_timeout_secs: 10,
+            packet_timeout_secs: 30,
             max_connections: 100_000,
+            max_connections_per_address: 1_000,
+            max_sessions: 100_000,
+            max_subscriptions_per_session: 1_000,
+            max_topic_length: 4096,
+            max_topic_levels: 128,
             max_retained_messages: 100_000,
+            max_retained_bytes: 256 * 1024 * 1024,
             engine_queue: 4096,
             durability: DurabilityPolicy::Always,
             sync_interval_ms: 100,
