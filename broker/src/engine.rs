@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::auth::{Authenticator, ConnectionInfo};
 use crate::config::{BrokerConfig, OverflowPolicy};
 use crate::message::{Message, Msg};
+use crate::ratelog::RateLimitedLog;
 use crate::session::{ConnId, Delivery, HeldAck, Inflight, Online, Session, SessionId, Stage};
 use crate::store::{
     DeliveryState, Op, Recovered, SessionMeta, Store, StoreError, StoredDelivery, StoredMessage,
@@ -229,6 +230,28 @@ pub struct Engine {
     /// Someone listened when the current command began (checked once per command, not once
     /// per delivery: the channel's receiver count is behind a lock).
     listening: bool,
+    /// Payload bytes of all retained messages; at most `max_retained_bytes`.
+    retained_bytes: usize,
+    /// Routing scratch: where each matched session is in the target list, so a session
+    /// matched by many subscriptions is merged in O(1) (kept to reuse its allocation).
+    route_index: HashMap<SessionId, usize>,
+    /// Log lines for refusals a client can repeat at will, one per interval per kind.
+    logs: RefusalLogs,
+}
+
+/// The rate-limited log lines of the engine (see `ratelog`).
+#[derive(Debug, Default)]
+struct RefusalLogs {
+    /// A retained message over the count or byte limit.
+    retained: RateLimitedLog,
+    /// A topic name or filter over the length or level limit.
+    topic: RateLimitedLog,
+    /// A new session refused at `max_sessions`.
+    sessions: RateLimitedLog,
+    /// A subscription refused at `max_subscriptions_per_session`.
+    subscriptions: RateLimitedLog,
+    /// A connection closed because it could not keep up.
+    slow: RateLimitedLog,
 }
 
 impl Engine {
@@ -261,6 +284,30 @@ impl Engine {
             events: broadcast::channel(EVENT_CAPACITY).0,
             dirty: Vec::new(),
             listening: false,
+            retained_bytes: 0,
+            route_index: HashMap::new(),
+            logs: RefusalLogs::default(),
+        }
+    }
+
+    /// Whether a topic name or filter is within `max_topic_length` and `max_topic_levels`.
+    /// Checked at the door, before anything walks its levels.
+    fn topic_within_limits(&self, topic: &str) -> bool {
+        topic.len() <= self.config.max_topic_length
+            && topic.bytes().filter(|&b| b == b'/').count() < self.config.max_topic_levels
+    }
+
+    /// Logs a refused topic, at most once per interval.
+    fn log_topic_refusal(&mut self, what: &str, topic: &str, now: Instant) {
+        if let Some(suppressed) = self.logs.topic.hit(now) {
+            let levels = topic.bytes().filter(|&b| b == b'/').count() + 1;
+            tracing::warn!(
+                what,
+                bytes = topic.len(),
+                levels,
+                suppressed,
+                "topic over max_topic_length / max_topic_levels refused"
+            );
         }
     }
 
@@ -462,7 +509,9 @@ impl Engine {
             }
             while let Some(sid) = self.to_drop.pop() {
                 if self.sessions.get(&sid).is_some_and(|s| s.online.is_some()) {
-                    tracing::warn!(client_id = %self.sessions[&sid].client_id, "connection cannot keep up; closing it");
+                    if let Some(suppressed) = self.logs.slow.hit(now) {
+                        tracing::warn!(client_id = %self.sessions[&sid].client_id, suppressed, "connection cannot keep up; closing it");
+                    }
                     self.go_offline(sid, now);
                 }
             }
@@ -703,6 +752,7 @@ impl Engine {
             if msg.is_expired(now) {
                 self.ops.push(Op::DeleteRetained(msg.topic.clone()));
             } else {
+                self.retained_bytes += msg.payload.len();
                 self.retained.insert(msg.topic.clone(), msg);
                 stats.retained += 1;
             }
@@ -773,6 +823,10 @@ impl Engine {
             return refuse(reason);
         }
         if let Some(will) = &connect.will {
+            if !self.topic_within_limits(will.topic.as_str()) {
+                self.log_topic_refusal("will topic", will.topic.as_str(), now);
+                return refuse(ReasonCode::TopicNameInvalid);
+            }
             if will.qos as u8 > self.config.maximum_qos {
                 return refuse(ReasonCode::QoSNotSupported); // [MQTT-3.2.2-12]
             }
@@ -785,6 +839,24 @@ impl Engine {
             {
                 return refuse(ReasonCode::NotAuthorized);
             }
+        }
+
+        // The session table is bounded: a new session beyond it is refused, nothing is
+        // evicted (an existing one may still resume, or start clean in its own place).
+        if !self.by_client.contains_key(&client_id)
+            && self.sessions.len() >= self.config.max_sessions
+        {
+            if let Some(suppressed) = self.logs.sessions.hit(now) {
+                tracing::warn!(
+                    max_sessions = self.config.max_sessions,
+                    suppressed,
+                    "session limit reached; new session refused"
+                );
+            }
+            return refuse(match v {
+                ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
+                ProtocolVersion::V311 => ReasonCode::ServerUnavailable,
+            });
         }
 
         // Takeover: the existing connection is closed [MQTT-3.1.4-3] (5.0: DISCONNECT 0x8E).
@@ -967,13 +1039,18 @@ impl Engine {
 
     fn on_publish(&mut self, sid: SessionId, p: Publish, now: Instant) {
         let cfg = self.config.clone();
+        if !self.topic_within_limits(p.topic.as_str()) {
+            // 5.0: DISCONNECT 0x90 Topic Name invalid; 3.1.1 can only close.
+            self.log_topic_refusal("topic name", p.topic.as_str(), now);
+            return self.fail(sid, ReasonCode::TopicNameInvalid, now);
+        }
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
+        let v = s.version;
         let Some(online) = s.online.as_mut() else {
             return;
         };
-        let v = s.version;
         if !p.properties.subscription_identifiers.is_empty() {
             return self.fail(sid, ReasonCode::ProtocolError, now); // [MQTT-3.3.4-6]
         }
@@ -1177,12 +1254,30 @@ impl Engine {
         let sub_id = sub.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(sub.subscriptions.len());
         let mut retained: Vec<(Msg, SubEntry)> = Vec::new();
+        let max_subs = self.config.max_subscriptions_per_session;
         for wanted in &sub.subscriptions {
+            // Bounded at the door, before anything walks its levels: 5.0 0x8F, 3.1.1 0x80.
+            if !self.topic_within_limits(wanted.filter.as_str()) {
+                self.log_topic_refusal("topic filter", wanted.filter.as_str(), now);
+                reasons.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            }
             if !self
                 .auth
                 .authorize_subscribe(&client_id, username.as_deref(), &wanted.filter)
             {
                 reasons.push(ReasonCode::NotAuthorized);
+                continue;
+            }
+            let full = self.sessions.get(&sid).is_some_and(|s| {
+                s.subscriptions.len() >= max_subs && !s.subscriptions.contains_key(&wanted.filter)
+            });
+            if full {
+                // 5.0 0x97 Quota exceeded; 3.1.1 0x80.
+                if let Some(suppressed) = self.logs.subscriptions.hit(now) {
+                    tracing::warn!(%client_id, max_subscriptions_per_session = max_subs, suppressed, "subscription limit reached; filter refused");
+                }
+                reasons.push(ReasonCode::QuotaExceeded);
                 continue;
             }
             let shared = matches!(wanted.filter.shared(), Ok(Some(_)));
@@ -1265,6 +1360,11 @@ impl Engine {
     fn on_unsubscribe(&mut self, sid: SessionId, unsub: Unsubscribe) {
         let mut reasons = Vec::with_capacity(unsub.filters.len());
         for f in &unsub.filters {
+            if !self.topic_within_limits(f.as_str()) {
+                // Never subscribed (refused at SUBSCRIBE): nothing to walk.
+                reasons.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            }
             let removed = self.subs.remove(sid, f);
             if let Some(s) = self.sessions.get_mut(&sid) {
                 if s.subscriptions.remove(f).is_some() && s.persistent() {
@@ -1334,27 +1434,36 @@ impl Engine {
         now: Instant,
     ) -> (usize, Option<SessionId>) {
         if msg.retain {
-            self.retain(&msg);
+            self.retain(&msg, now);
         }
         let mut targets: Vec<(SessionId, QoS, bool, Vec<u32>)> = Vec::new();
+        // One delivery per session: overlapping subscriptions merge through an index, O(1)
+        // per match (a linear search was quadratic in the subscribers of a topic).
+        let mut index = std::mem::take(&mut self.route_index);
         self.subs.for_each_match(msg.topic.as_str(), |sid, e| {
             if e.options.no_local && Some(sid) == publisher {
                 return; // [MQTT-3.8.3-3]
             }
-            match targets.iter_mut().find(|t| t.0 == sid) {
-                Some(t) => {
+            match index.entry(sid) {
+                std::collections::hash_map::Entry::Occupied(at) => {
+                    let t = &mut targets[*at.get()];
                     t.1 = t.1.max(e.options.qos);
                     t.2 |= e.options.retain_as_published;
                     t.3.extend(e.id);
                 }
-                None => targets.push((
-                    sid,
-                    e.options.qos,
-                    e.options.retain_as_published,
-                    e.id.into_iter().collect(),
-                )),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(targets.len());
+                    targets.push((
+                        sid,
+                        e.options.qos,
+                        e.options.retain_as_published,
+                        e.id.into_iter().collect(),
+                    ));
+                }
             }
         });
+        index.clear();
+        self.route_index = index;
         let sessions = &self.sessions;
         for group in self.subs.matching_groups(msg.topic.as_str()) {
             let n = group.members.len();
@@ -1408,19 +1517,38 @@ impl Engine {
 
     /// Keeps, replaces or deletes (empty payload) the retained message of a topic
     /// [MQTT-3.3.1-5], [MQTT-3.3.1-6], [MQTT-3.3.1-7].
-    fn retain(&mut self, msg: &Msg) {
-        if msg.payload.is_empty() {
-            if self.retained.remove(&msg.topic).is_some() {
-                self.ops.push(Op::DeleteRetained(msg.topic.clone()));
-            }
-        } else if self.retained.len() < self.config.max_retained_messages
-            || self.retained.contains_key(&msg.topic)
-        {
+    ///
+    /// Bounded by `max_retained_messages` and `max_retained_bytes`: a message that does not
+    /// fit is routed but not retained, and it also removes the topic's older retained
+    /// message, which it was meant to replace (a stale value is worse than none).
+    fn retain(&mut self, msg: &Msg, now: Instant) {
+        let old = self.retained.get(&msg.topic).map(|m| m.payload.len());
+        let size = msg.payload.len();
+        let fits = size > 0
+            && (old.is_some() || self.retained.len() < self.config.max_retained_messages)
+            && self.retained_bytes - old.unwrap_or(0) + size <= self.config.max_retained_bytes;
+        if fits {
             self.retained.insert(msg.topic.clone(), msg.clone());
+            self.retained_bytes = self.retained_bytes - old.unwrap_or(0) + size;
             let stored = self.stored_message(msg);
             self.ops.push(Op::PutRetained(Box::new(stored)));
-        } else {
-            tracing::warn!(topic = %msg.topic, "retained message limit reached; not retained");
+            return;
+        }
+        if size > 0 {
+            if let Some(suppressed) = self.logs.retained.hit(now) {
+                tracing::warn!(
+                    topic = %msg.topic,
+                    bytes = size,
+                    retained = self.retained.len(),
+                    retained_bytes = self.retained_bytes,
+                    suppressed,
+                    "retained message limit (max_retained_messages / max_retained_bytes) reached; not retained"
+                );
+            }
+        }
+        if let Some(old) = self.retained.remove(&msg.topic) {
+            self.retained_bytes -= old.payload.len();
+            self.ops.push(Op::DeleteRetained(msg.topic.clone()));
         }
     }
 
@@ -2672,5 +2800,163 @@ mod tests {
                 },
             ]
         );
+    }
+
+    // ----- limits (issue: no input can crash, stall or exhaust the broker) -----
+
+    fn deep(levels: usize) -> String {
+        vec!["a"; levels].join("/")
+    }
+
+    #[test]
+    fn a_filter_over_the_level_or_length_limit_is_refused_with_0x8f_and_never_reaches_the_trie() {
+        let mut w = world(BrokerConfig::default());
+        let (mut c, _) = w.connect(V5, "deep", true, None);
+        // 8 000 levels used to overflow the engine thread's stack.
+        let ack = w.subscribe(&mut c, &deep(8_000), QoS::AtLeastOnce);
+        assert_eq!(ack.reasons, vec![ReasonCode::TopicFilterInvalid]);
+        let ack = w.subscribe(&mut c, &"x".repeat(5_000), QoS::AtLeastOnce);
+        assert_eq!(ack.reasons, vec![ReasonCode::TopicFilterInvalid]);
+        // At the limit it works.
+        let ack = w.subscribe(&mut c, &deep(128), QoS::AtLeastOnce);
+        assert_eq!(ack.reasons, vec![ReasonCode::GrantedQoS1]);
+        assert_eq!(w.engine.subs.len(), 1);
+        assert_eq!(w.engine.session("deep").unwrap().subscriptions.len(), 1);
+    }
+
+    #[test]
+    fn a_publish_to_a_topic_over_the_limit_ends_the_connection_with_0x90_in_5_0_and_a_close_in_3_1_1(
+    ) {
+        let mut w = world(BrokerConfig::default());
+        let (mut sub, _) = w.connect(V5, "s", true, None);
+        w.subscribe(&mut sub, "#", QoS::AtMostOnce);
+        let (mut p5, _) = w.connect(V5, "p5", true, None);
+        w.publish(&p5, &deep(129), b"x", QoS::AtLeastOnce, false, 1);
+        let sent = p5.packets();
+        assert!(
+            matches!(sent.as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::TopicNameInvalid),
+            "{sent:?}"
+        );
+        assert!(p5.closed);
+        let (mut p3, _) = w.connect(V3, "p3", true, None);
+        w.publish(&p3, &deep(129), b"x", QoS::AtMostOnce, false, 1);
+        assert!(p3.packets().is_empty());
+        assert!(p3.closed);
+        assert!(sub.publishes().is_empty(), "nothing routed");
+    }
+
+    #[test]
+    fn a_subscribe_beyond_the_subscription_limit_gets_0x97_for_the_filters_over_it() {
+        let config = BrokerConfig {
+            max_subscriptions_per_session: 2,
+            ..Default::default()
+        };
+        let mut w = world(config);
+        let (mut c, _) = w.connect(V5, "c", true, None);
+        let filters = ["a", "b", "c"];
+        let sub = Subscribe {
+            packet_id: pid(1),
+            subscriptions: filters
+                .iter()
+                .map(|f| Subscription {
+                    filter: TopicFilter::new(f).unwrap(),
+                    options: SubscriptionOptions::default(),
+                })
+                .collect(),
+            properties: Properties::default(),
+        };
+        w.packet(&c, Packet::Subscribe(sub));
+        let ack = c.suback();
+        assert_eq!(
+            ack.reasons,
+            vec![
+                ReasonCode::GRANTED_QOS_0,
+                ReasonCode::GRANTED_QOS_0,
+                ReasonCode::QuotaExceeded
+            ]
+        );
+        // Replacing an existing subscription is not a new one [MQTT-3.8.4-3].
+        let ack = w.subscribe(&mut c, "a", QoS::AtLeastOnce);
+        assert_eq!(ack.reasons, vec![ReasonCode::GrantedQoS1]);
+    }
+
+    #[test]
+    fn a_new_session_beyond_max_sessions_is_refused_with_0x97_while_existing_ones_resume() {
+        let config = BrokerConfig {
+            max_sessions: 2,
+            ..Default::default()
+        };
+        let mut w = world(config);
+        let (a, _) = w.connect(V5, "a", false, Some(600));
+        w.disconnect(&a);
+        let (_b, _) = w.connect(V5, "b", true, None);
+        let (c, ack) = w.connect(V5, "c", true, None);
+        assert_eq!(ack.reason, ReasonCode::QuotaExceeded);
+        let (d, ack) = w.connect(V3, "d", true, None);
+        assert_eq!(ack.reason, ReasonCode::ServerUnavailable);
+        drop((c, d));
+        let (_a, ack) = w.connect(V5, "a", false, Some(600));
+        assert_eq!(ack.reason, ReasonCode::Success);
+        assert!(ack.session_present);
+        assert_eq!(w.engine.sessions.len(), 2);
+    }
+
+    #[test]
+    fn the_session_expiry_is_capped_by_default_and_the_client_is_told_mqtt_3_2_2_3_2() {
+        let mut w = world(BrokerConfig::default());
+        let (c, ack) = w.connect(V5, "forever", false, Some(u32::MAX));
+        assert_eq!(
+            ack.properties.session_expiry_interval,
+            Some(crate::config::DEFAULT_MAX_SESSION_EXPIRY)
+        );
+        w.disconnect(&c);
+        assert!(w.engine.session("forever").unwrap().expires_at.is_some());
+        // A 3.1.1 clean-session-0 session ends too, once its client has been gone that long.
+        let (c3, _) = w.connect(V3, "old", false, None);
+        w.close(&c3);
+        assert!(w.engine.session("old").unwrap().expires_at.is_some());
+    }
+
+    #[test]
+    fn retained_messages_are_bounded_by_bytes_and_a_refused_one_removes_the_stale_value() {
+        let config = BrokerConfig {
+            max_retained_bytes: 10,
+            ..Default::default()
+        };
+        let mut w = world(config);
+        let (p, _) = w.connect(V5, "p", true, None);
+        w.publish(&p, "a", b"123456", QoS::AtMostOnce, true, 1);
+        w.publish(&p, "b", b"1234", QoS::AtMostOnce, true, 2);
+        assert_eq!(w.engine.retained().count(), 2);
+        // 6 + 4 + 3 > 10: not retained.
+        w.publish(&p, "c", b"123", QoS::AtMostOnce, true, 3);
+        assert_eq!(w.engine.retained().count(), 2);
+        // A larger value for "b" that does not fit removes the old one rather than keep it.
+        w.publish(&p, "b", b"123456789", QoS::AtMostOnce, true, 4);
+        let topics: Vec<&str> = w.engine.retained().map(|m| m.topic.as_str()).collect();
+        assert_eq!(topics, vec!["a"]);
+        assert_eq!(w.engine.retained_bytes, 6);
+        // Deleting frees the bytes.
+        w.publish(&p, "a", b"", QoS::AtMostOnce, true, 5);
+        assert_eq!(w.engine.retained_bytes, 0);
+        w.publish(&p, "c", b"123", QoS::AtMostOnce, true, 6);
+        assert_eq!(w.engine.retained().count(), 1);
+    }
+
+    #[test]
+    fn ten_thousand_subscribers_of_one_topic_each_get_one_delivery() {
+        let mut w = world(BrokerConfig::default());
+        let mut subs = Vec::new();
+        for i in 0..10_000 {
+            let (mut c, _) = w.connect(V5, &format!("s{i}"), true, None);
+            w.subscribe(&mut c, "fan/+", QoS::AtMostOnce);
+            w.subscribe(&mut c, "fan/#", QoS::AtMostOnce);
+            subs.push(c);
+        }
+        let (p, _) = w.connect(V5, "p", true, None);
+        w.publish(&p, "fan/out", b"x", QoS::AtMostOnce, false, 1);
+        for c in &mut subs {
+            assert_eq!(c.publishes().len(), 1);
+        }
     }
 }

@@ -17,6 +17,7 @@
 //!   changes are written once per engine batch, before its acknowledgements go out.
 //! - [`auth`]: the authentication / authorization hook on the connection path.
 //! - [`config`]: limits and policies.
+//! - `ratelog`: log lines for repeated refusals, rate-limited.
 //! - [`view`]: serializable views of the state and the session events, for the HTTP API.
 //!
 //! # Flow control and the queue policy
@@ -32,6 +33,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod message;
+mod ratelog;
 pub mod server;
 pub mod session;
 pub mod store;
