@@ -921,13 +921,9 @@ impl Engine {
             pending_out: 0,
         });
         self.conns.insert(conn, sid);
-        if s.persistent() {
-            self.persist_session(sid);
-        } else if session_present {
-            // Resumed with expiry 0: it ends with this connection, so it is no longer kept.
-            self.ops.push(Op::DeleteSession(client_id.clone()));
-        }
-        // Messages queued while it was away come back from the store.
+        // Messages queued while it was away come back from the store [MQTT-3.1.2-5], read
+        // before this CONNECT's own changes to the session are recorded (a resume with
+        // expiry 0 deletes the stored session below, and reading after that read nothing).
         let s = &self.sessions[&sid];
         if !s.stored_queue.is_empty() {
             let client = s.client_id.clone();
@@ -946,6 +942,21 @@ impl Engine {
                 Err(e) => {
                     tracing::error!(client_id = %client, error = %e, "cannot read the queued messages")
                 }
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            if s.persistent() {
+                self.persist_session(sid);
+            } else if session_present {
+                // Resumed with expiry 0: it ends with this connection, so it is no longer
+                // kept; what it resumed now lives in memory only.
+                for d in s.queue.iter_mut() {
+                    d.stored = false;
+                }
+                for f in s.inflight.values_mut() {
+                    f.delivery.stored = false;
+                }
+                self.ops.push(Op::DeleteSession(client_id.clone()));
             }
         }
 
@@ -2957,6 +2968,35 @@ mod tests {
         w.publish(&p, "fan/out", b"x", QoS::AtMostOnce, false, 1);
         for c in &mut subs {
             assert_eq!(c.publishes().len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_5_0_resume_without_a_session_expiry_gets_its_queued_messages_mqtt_3_1_2_5_and_4_4_0_1() {
+        for store in ["memory", "sqlite"] {
+            let dir = temp_dir(&format!("resume-no-expiry-{store}"));
+            let backing: Box<dyn Store> = match store {
+                "memory" => Box::new(crate::store::MemoryStore::new()),
+                _ => sqlite(&dir),
+            };
+            let mut w = world_on(BrokerConfig::default(), backing);
+            let (mut a, _) = w.connect(V5, "a", true, Some(99_999));
+            w.subscribe(&mut a, "TopicA/+", QoS::ExactlyOnce);
+            w.disconnect(&a);
+            let (b, _) = w.connect(V5, "b", true, None);
+            w.publish(&b, "TopicA/B", b"qos0", QoS::AtMostOnce, false, 1);
+            w.publish(&b, "TopicA/C", b"qos1", QoS::AtLeastOnce, false, 2);
+            w.publish(&b, "TopicA/D", b"qos2", QoS::ExactlyOnce, false, 3);
+            // Clean Start 0 and no Session Expiry property: expiry 0 from now on, but the
+            // session is resumed and its messages are sent.
+            let (mut a, ack) = w.connect(V5, "a", false, None);
+            assert!(ack.session_present, "{store}");
+            let got = a.publishes();
+            assert_eq!(payloads(&got), vec![&b"qos1"[..], b"qos2"], "{store}");
+            // It ends with this connection.
+            w.disconnect(&a);
+            assert!(w.engine.session("a").is_none(), "{store}");
+            let _ = std::fs::remove_dir_all(&dir);
         }
     }
 }
