@@ -1476,36 +1476,37 @@ impl Engine {
         index.clear();
         self.route_index = index;
         let sessions = &self.sessions;
-        for group in self.subs.matching_groups(msg.topic.as_str()) {
-            let n = group.members.len();
-            if n == 0 {
-                continue;
-            }
-            // Take turns, preferring a member that is online with room in its window.
-            let pick = (0..n)
-                .map(|i| (group.next + i) % n)
-                .find(|&i| {
-                    sessions
-                        .get(&group.members[i].0)
-                        .is_some_and(Session::window_open)
-                })
-                .or_else(|| {
-                    (0..n).map(|i| (group.next + i) % n).find(|&i| {
+        self.subs
+            .for_each_matching_group(msg.topic.as_str(), |group| {
+                let n = group.members.len();
+                if n == 0 {
+                    return;
+                }
+                // Take turns, preferring a member that is online with room in its window.
+                let pick = (0..n)
+                    .map(|i| (group.next + i) % n)
+                    .find(|&i| {
                         sessions
                             .get(&group.members[i].0)
-                            .is_some_and(|s| s.online.is_some())
+                            .is_some_and(Session::window_open)
                     })
-                })
-                .unwrap_or(group.next % n);
-            group.next = pick + 1;
-            let (sid, e) = group.members[pick];
-            targets.push((
-                sid,
-                e.options.qos,
-                e.options.retain_as_published,
-                e.id.into_iter().collect(),
-            ));
-        }
+                    .or_else(|| {
+                        (0..n).map(|i| (group.next + i) % n).find(|&i| {
+                            sessions
+                                .get(&group.members[i].0)
+                                .is_some_and(|s| s.online.is_some())
+                        })
+                    })
+                    .unwrap_or(group.next % n);
+                group.next = pick + 1;
+                let (sid, e) = group.members[pick];
+                targets.push((
+                    sid,
+                    e.options.qos,
+                    e.options.retain_as_published,
+                    e.id.into_iter().collect(),
+                ));
+            });
         let mut congested = None;
         let count = targets.len();
         for (sid, sub_qos, rap, sub_ids) in targets {

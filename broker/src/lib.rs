@@ -12,6 +12,7 @@
 //! - [`server`]: the engine thread and the connection task ([`Broker`]).
 //! - [`session`]: one client id's session: subscriptions, queue, in-flight messages.
 //! - [`subscriptions`]: the topic trie and shared subscription groups.
+//! - [`retained`]: the retained messages by topic, a trie a filter walks instead of a scan.
 //! - [`message`]: a published message as held once for all its subscribers.
 //! - [`store`]: the storage trait, an in-memory store and the embedded SQLite store;
 //!   changes are written once per engine batch, before its acknowledgements go out.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod engine;
 pub mod message;
 mod ratelog;
+pub mod retained;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -1,8 +1,17 @@
 //! The subscription index: which sessions want a topic.
 //!
-//! A trie on topic levels, with `+` and `#` children, so matching a topic costs a walk of
-//! its levels rather than a test of every filter. Shared subscriptions (`$share/g/f`) are
-//! kept apart, per group, and one member of each matching group gets the message.
+//! A trie on topic levels, with `+` and `#` edges, so matching a topic costs a walk of its
+//! levels rather than a test of every filter. Shared subscriptions (`$share/g/f`) live in the
+//! same trie: the node of `f` holds its groups by name, so the walk that finds the ordinary
+//! subscribers of a topic finds its groups too, whatever the number of groups elsewhere.
+//!
+//! # Why an arena and no recursion
+//! A filter's depth is chosen by the client. A recursive walk, or a tree of boxed nodes whose
+//! `Drop` recurses, puts one stack frame per level on the engine thread: a SUBSCRIBE of a few
+//! thousand levels overflowed its stack and aborted the process (issue 10). Here the nodes
+//! are kept flat in a `Vec` and linked by index; insertion, removal (pruning through parent
+//! links) and matching (an explicit stack of frames) are loops, and the arena drops as a flat
+//! `Vec`. Freed nodes go to a free list and are reused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,23 +29,6 @@ pub struct SubEntry {
     pub id: Option<u32>,
 }
 
-#[derive(Debug, Default)]
-struct Node {
-    children: HashMap<Box<str>, Node>,
-    plus: Option<Box<Node>>,
-    hash: Option<Box<Node>>,
-    subs: HashMap<SessionId, SubEntry>,
-}
-
-impl Node {
-    fn is_empty(&self) -> bool {
-        self.subs.is_empty()
-            && self.children.is_empty()
-            && self.plus.is_none()
-            && self.hash.is_none()
-    }
-}
-
 /// A shared subscription group: its members take turns.
 #[derive(Debug, Default)]
 pub struct Group {
@@ -46,13 +38,58 @@ pub struct Group {
     pub next: usize,
 }
 
-/// The index of every subscription.
+/// The index of the root node, which exists always and is never freed.
+const ROOT: usize = 0;
+
+/// A node's edges: the shape of the trie.
 #[derive(Debug, Default)]
+struct Links {
+    /// The node this one hangs from (the root's is itself). Removal climbs these to prune.
+    parent: usize,
+    /// Children by literal level (empty levels are real levels).
+    children: HashMap<Box<str>, usize>,
+    /// The `+` child.
+    plus: Option<usize>,
+    /// The `#` child, always a leaf since `#` is only ever the last level.
+    hash: Option<usize>,
+}
+
+/// What a node holds: the subscriptions whose filter ends at it.
+#[derive(Debug, Default)]
+struct Payload {
+    /// Ordinary subscriptions.
+    subs: HashMap<SessionId, SubEntry>,
+    /// Shared subscription groups by group name; none is ever left without members.
+    groups: HashMap<Arc<str>, Group>,
+}
+
+/// The index of every subscription.
+///
+/// Invariant: `links` and `payload` have the same length and index `i` of both is node `i`;
+/// every node but the root that is reachable from the root holds a subscription or has a
+/// child (empty nodes are pruned at once); freed nodes are empty and listed in `free`.
+#[derive(Debug)]
 pub struct Subscriptions {
-    root: Node,
-    /// Shared groups by (group name, filter).
-    shared: HashMap<(Arc<str>, TopicFilter), Group>,
+    /// The edges of every node, kept apart from the payload so that a walk over the edges
+    /// can hand out `&mut Group`s.
+    links: Vec<Links>,
+    /// The subscriptions of every node.
+    payload: Vec<Payload>,
+    /// Freed node indices, reused before the arena grows.
+    free: Vec<usize>,
+    /// Subscriptions, shared members included.
     count: usize,
+}
+
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Self {
+            links: vec![Links::default()],
+            payload: vec![Payload::default()],
+            free: Vec::new(),
+            count: 0,
+        }
+    }
 }
 
 impl Subscriptions {
@@ -66,13 +103,16 @@ impl Subscriptions {
         self.count == 0
     }
 
+    /// How many trie nodes are in use, the root included (1 when empty).
+    pub fn node_count(&self) -> usize {
+        self.links.len() - self.free.len()
+    }
+
     /// Adds or replaces `session`'s subscription to `filter`. Returns true if it existed.
     pub fn insert(&mut self, session: SessionId, filter: &TopicFilter, entry: SubEntry) -> bool {
         let existed = if let Ok(Some(shared)) = filter.shared() {
-            let group = self
-                .shared
-                .entry((shared.group, shared.filter))
-                .or_default();
+            let node = self.node_for(shared.filter.as_str());
+            let group = self.payload[node].groups.entry(shared.group).or_default();
             match group.members.iter_mut().find(|(s, _)| *s == session) {
                 Some(m) => {
                     m.1 = entry;
@@ -84,15 +124,8 @@ impl Subscriptions {
                 }
             }
         } else {
-            let mut node = &mut self.root;
-            for level in filter.as_str().split('/') {
-                node = match level {
-                    "+" => node.plus.get_or_insert_with(Box::default),
-                    "#" => node.hash.get_or_insert_with(Box::default),
-                    _ => node.children.entry(level.into()).or_default(),
-                };
-            }
-            node.subs.insert(session, entry).is_some()
+            let node = self.node_for(filter.as_str());
+            self.payload[node].subs.insert(session, entry).is_some()
         };
         if !existed {
             self.count += 1;
@@ -102,22 +135,29 @@ impl Subscriptions {
 
     /// Removes `session`'s subscription to `filter`. Returns true if it existed.
     pub fn remove(&mut self, session: SessionId, filter: &TopicFilter) -> bool {
-        let removed = if let Ok(Some(shared)) = filter.shared() {
-            let key = (shared.group, shared.filter);
-            let Some(group) = self.shared.get_mut(&key) else {
+        let (node, path, removed) = if let Ok(Some(shared)) = filter.shared() {
+            let Some(node) = self.find(shared.filter.as_str()) else {
+                return false;
+            };
+            let groups = &mut self.payload[node].groups;
+            let Some(group) = groups.get_mut(&shared.group) else {
                 return false;
             };
             let before = group.members.len();
             group.members.retain(|(s, _)| *s != session);
             let removed = group.members.len() != before;
             if group.members.is_empty() {
-                self.shared.remove(&key);
+                groups.remove(&shared.group);
             }
-            removed
+            (node, shared.filter, removed)
         } else {
-            let levels: Vec<&str> = filter.as_str().split('/').collect();
-            remove_in(&mut self.root, &levels, session)
+            let Some(node) = self.find(filter.as_str()) else {
+                return false;
+            };
+            let removed = self.payload[node].subs.remove(&session).is_some();
+            (node, filter.clone(), removed)
         };
+        self.prune(node, path.as_str());
         if removed {
             self.count -= 1;
         }
@@ -125,92 +165,235 @@ impl Subscriptions {
     }
 
     /// Calls `f` for every non-shared subscription matching `topic`, with the `$` rule
-    /// [MQTT-4.7.2-1].
+    /// [MQTT-4.7.2-1]. Costs a walk of the trie along `topic`, not a test of every filter.
     pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(SessionId, &SubEntry)) {
-        let system = topic.starts_with('$');
-        walk(&self.root, topic.split('/'), true, system, &mut f);
+        walk(&self.links, topic, |node| {
+            if let Some(p) = self.payload.get(node) {
+                for (s, e) in &p.subs {
+                    f(*s, e);
+                }
+            }
+        });
     }
 
-    /// The shared groups whose filter matches `topic`.
-    pub fn matching_groups<'a>(
-        &'a mut self,
-        topic: &'a str,
-    ) -> impl Iterator<Item = &'a mut Group> + 'a {
-        self.shared
-            .iter_mut()
-            .filter(move |((_, filter), _)| protocol::topic::matches(filter.as_str(), topic))
-            .map(|(_, g)| g)
+    /// Calls `f` for every shared group whose filter matches `topic`, with the `$` rule
+    /// [MQTT-4.7.2-1]. Found on the same kind of walk as [`Self::for_each_match`]: groups on
+    /// other topics cost nothing.
+    pub fn for_each_matching_group(&mut self, topic: &str, mut f: impl FnMut(&mut Group)) {
+        let payload = &mut self.payload;
+        walk(&self.links, topic, |node| {
+            if let Some(p) = payload.get_mut(node) {
+                p.groups.values_mut().for_each(&mut f);
+            }
+        });
+    }
+
+    /// The node of `filter`, created (with its path) if missing.
+    fn node_for(&mut self, filter: &str) -> usize {
+        let mut node = ROOT;
+        for level in filter.split('/') {
+            let links = &self.links[node];
+            let existing = match level {
+                "+" => links.plus,
+                "#" => links.hash,
+                _ => links.children.get(level).copied(),
+            };
+            node = match existing {
+                Some(child) => child,
+                None => {
+                    let child = self.alloc(node);
+                    let links = &mut self.links[node];
+                    match level {
+                        "+" => links.plus = Some(child),
+                        "#" => links.hash = Some(child),
+                        _ => {
+                            links.children.insert(level.into(), child);
+                        }
+                    }
+                    child
+                }
+            };
+        }
+        node
+    }
+
+    /// The node of `filter`, if it exists.
+    fn find(&self, filter: &str) -> Option<usize> {
+        let mut node = ROOT;
+        for level in filter.split('/') {
+            let links = self.links.get(node)?;
+            node = match level {
+                "+" => links.plus?,
+                "#" => links.hash?,
+                _ => *links.children.get(level)?,
+            };
+        }
+        Some(node)
+    }
+
+    /// Frees `node` and then its ancestors, bottom-up, for as long as they are empty.
+    /// `filter` is the filter whose last level `node` is.
+    fn prune(&mut self, mut node: usize, filter: &str) {
+        for level in filter.rsplit('/') {
+            if node == ROOT || !self.is_empty_node(node) {
+                return;
+            }
+            let parent = self.links[node].parent;
+            let links = &mut self.links[parent];
+            match level {
+                "+" => links.plus = None,
+                "#" => links.hash = None,
+                _ => {
+                    links.children.remove(level);
+                }
+            }
+            self.release(node);
+            node = parent;
+        }
+    }
+
+    fn is_empty_node(&self, node: usize) -> bool {
+        let (l, p) = (&self.links[node], &self.payload[node]);
+        l.children.is_empty()
+            && l.plus.is_none()
+            && l.hash.is_none()
+            && p.subs.is_empty()
+            && p.groups.is_empty()
+    }
+
+    /// A fresh empty node under `parent`.
+    fn alloc(&mut self, parent: usize) -> usize {
+        let links = Links {
+            parent,
+            ..Links::default()
+        };
+        match self.free.pop() {
+            Some(i) => {
+                self.links[i] = links;
+                i
+            }
+            None => {
+                self.links.push(links);
+                self.payload.push(Payload::default());
+                self.links.len() - 1
+            }
+        }
+    }
+
+    /// Returns an unlinked, empty node to the free list; once only the root is left, the
+    /// arena gives its memory back.
+    fn release(&mut self, node: usize) {
+        // Replacing drops the (empty) maps' allocations now rather than on reuse.
+        self.links[node] = Links::default();
+        self.payload[node] = Payload::default();
+        self.free.push(node);
+        if self.free.len() + 1 == self.links.len() {
+            self.links.truncate(1);
+            self.payload.truncate(1);
+            self.links.shrink_to_fit();
+            self.payload.shrink_to_fit();
+            self.free = Vec::new();
+        }
     }
 }
 
-fn walk<'t>(
-    node: &Node,
-    mut levels: std::str::Split<'t, char>,
-    first: bool,
-    system: bool,
-    f: &mut impl FnMut(SessionId, &SubEntry),
-) {
-    let wild_ok = !(first && system);
-    let Some(level) = levels.next() else {
-        for (s, e) in &node.subs {
-            f(*s, e);
-        }
-        // "sport/#" also matches "sport" [MQTT-4.7.1-2].
-        if let Some(h) = &node.hash {
-            for (s, e) in &h.subs {
-                f(*s, e);
-            }
-        }
-        return;
-    };
-    if wild_ok {
-        if let Some(h) = &node.hash {
-            for (s, e) in &h.subs {
-                f(*s, e);
-            }
-        }
-        if let Some(p) = &node.plus {
-            walk(p, levels.clone(), false, system, f);
+/// A pending step of a walk: `node` is reached, `pos` is where the topic's next level
+/// starts (or [`END`] when every level is consumed).
+#[derive(Debug, Clone, Copy, Default)]
+struct Frame {
+    node: usize,
+    pos: usize,
+}
+
+/// `Frame::pos` once the topic has no level left.
+const END: usize = usize::MAX;
+
+/// Frames kept on the call stack: a walk needs one more frame only at a level where both a
+/// `+` and a literal child match, so real topics never spill to the heap.
+const INLINE_FRAMES: usize = 32;
+
+/// The walk's stack of frames: inline first, then a heap `Vec` for deep, branchy walks.
+#[derive(Debug)]
+struct Frames {
+    inline: [Frame; INLINE_FRAMES],
+    len: usize,
+    spill: Vec<Frame>,
+}
+
+impl Frames {
+    fn new() -> Self {
+        Self {
+            inline: [Frame::default(); INLINE_FRAMES],
+            len: 0,
+            spill: Vec::new(),
         }
     }
-    if let Some(c) = node.children.get(level) {
-        walk(c, levels, false, system, f);
+
+    fn push(&mut self, frame: Frame) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = frame;
+                self.len += 1;
+            }
+            None => self.spill.push(frame),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Frame> {
+        if let Some(frame) = self.spill.pop() {
+            return Some(frame);
+        }
+        self.len = self.len.checked_sub(1)?;
+        self.inline.get(self.len).copied()
     }
 }
 
-fn remove_in(node: &mut Node, levels: &[&str], session: SessionId) -> bool {
-    let Some((level, rest)) = levels.split_first() else {
-        return node.subs.remove(&session).is_some();
-    };
-    let (removed, empty) = match *level {
-        "+" | "#" => {
-            let slot = if *level == "+" {
-                &mut node.plus
-            } else {
-                &mut node.hash
-            };
-            let Some(child) = slot.as_mut() else {
-                return false;
-            };
-            let removed = remove_in(child, rest, session);
-            let empty = child.is_empty();
-            if empty {
-                *slot = None;
-            }
-            (removed, false)
-        }
-        _ => {
-            let Some(child) = node.children.get_mut(*level) else {
-                return false;
-            };
-            let removed = remove_in(child, rest, session);
-            (removed, child.is_empty())
-        }
-    };
-    if empty {
-        node.children.remove(*level);
+/// The level of `topic` starting at byte `pos` and where the next one starts.
+fn level_at(topic: &str, pos: usize) -> (&str, usize) {
+    let rest = topic.get(pos..).unwrap_or_default();
+    match rest.split_once('/') {
+        Some((level, _)) => (level, pos + level.len() + 1),
+        None => (rest, END),
     }
-    removed
+}
+
+/// Calls `hit` with every node whose filter matches `topic`, iteratively. Returns how many
+/// nodes it touched (the work done, for tests).
+fn walk(links: &[Links], topic: &str, mut hit: impl FnMut(usize)) -> usize {
+    let system = topic.starts_with('$');
+    let mut stack = Frames::new();
+    stack.push(Frame { node: ROOT, pos: 0 });
+    let mut touched = 0;
+    while let Some(Frame { node, pos }) = stack.pop() {
+        let Some(n) = links.get(node) else {
+            continue;
+        };
+        touched += 1;
+        if pos == END {
+            hit(node);
+            // "sport/#" also matches "sport" [MQTT-4.7.1-2].
+            if let Some(h) = n.hash {
+                touched += 1;
+                hit(h);
+            }
+            continue;
+        }
+        let (level, next) = level_at(topic, pos);
+        // A filter starting with a wildcard does not match a `$` topic [MQTT-4.7.2-1].
+        if !(system && node == ROOT) {
+            if let Some(h) = n.hash {
+                touched += 1;
+                hit(h);
+            }
+            if let Some(p) = n.plus {
+                stack.push(Frame { node: p, pos: next });
+            }
+        }
+        if let Some(&c) = n.children.get(level) {
+            stack.push(Frame { node: c, pos: next });
+        }
+    }
+    touched
 }
 
 #[cfg(test)]
@@ -229,6 +412,10 @@ mod tests {
         }
     }
 
+    fn filter(s: &str) -> TopicFilter {
+        TopicFilter::new(s).unwrap()
+    }
+
     fn matches(subs: &Subscriptions, topic: &str) -> Vec<u64> {
         let mut out = Vec::new();
         subs.for_each_match(topic, |s, _| out.push(s.0));
@@ -236,61 +423,263 @@ mod tests {
         out
     }
 
-    #[test]
-    fn the_trie_matches_like_the_reference_matcher() {
-        let filters = [
-            "a/b", "a/+", "a/#", "#", "+/b", "+", "$SYS/#", "a/+/c", "/a", "+/+",
-        ];
-        let topics = ["a/b", "a", "a/b/c", "b", "$SYS/x", "/a", "a/x/c", "x/b", ""];
-        let mut subs = Subscriptions::default();
-        for (i, f) in filters.iter().enumerate() {
-            subs.insert(
-                SessionId(i as u64),
-                &TopicFilter::new(f).unwrap(),
-                entry(QoS::AtMostOnce),
-            );
+    /// The members of every group matching `topic`, as sorted (session, group index) pairs;
+    /// groups are told apart by their members' entry ids.
+    fn group_matches(subs: &mut Subscriptions, topic: &str) -> Vec<(u64, u32)> {
+        let mut out = Vec::new();
+        subs.for_each_matching_group(topic, |g| {
+            out.extend(g.members.iter().map(|(s, e)| (s.0, e.id.unwrap())));
+        });
+        out.sort_unstable();
+        out
+    }
+
+    /// A deterministic xorshift generator, so failures reproduce.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
         }
-        for topic in topics {
-            if topic.is_empty() {
-                continue;
-            }
-            let expected: Vec<u64> = filters
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| protocol::topic::matches(f, topic))
-                .map(|(i, _)| i as u64)
+
+        /// 1 to 4 levels from a small alphabet, so random filters and topics often meet.
+        fn levels(&mut self, alphabet: &[&str], last: &[&str]) -> String {
+            let n = 1 + self.below(4);
+            let mut levels: Vec<&str> = (0..n)
+                .map(|_| alphabet[self.below(alphabet.len())])
                 .collect();
-            assert_eq!(matches(&subs, topic), expected, "topic {topic}");
+            if self.below(4) == 0 {
+                levels.push(last[self.below(last.len())]);
+            }
+            levels.join("/")
         }
+    }
+
+    const TOPIC_LEVELS: &[&str] = &["a", "b", "$x", ""];
+    const FILTER_LEVELS: &[&str] = &["a", "b", "$x", "", "+"];
+
+    fn random_topic(rng: &mut Rng) -> Option<String> {
+        let t = rng.levels(TOPIC_LEVELS, TOPIC_LEVELS);
+        protocol::TopicName::new(&t).ok().map(|_| t)
+    }
+
+    fn random_filter(rng: &mut Rng) -> Option<String> {
+        let f = rng.levels(FILTER_LEVELS, &["#"]);
+        TopicFilter::new(&f).ok().map(|_| f)
+    }
+
+    #[test]
+    fn the_trie_matches_exactly_like_the_reference_matcher_on_random_filters_and_topics() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for _round in 0..50 {
+            let mut subs = Subscriptions::default();
+            // (session, filter) of the ordinary subscriptions, and (session, group, inner
+            // filter) of the shared ones, as the reference.
+            let mut plain: Vec<(u64, String)> = Vec::new();
+            let mut shared: Vec<(u64, u32, String)> = Vec::new();
+            for _ in 0..40 {
+                let Some(f) = random_filter(&mut rng) else {
+                    continue;
+                };
+                let session = rng.below(5) as u64;
+                if rng.below(3) == 0 {
+                    let group = rng.below(3) as u32;
+                    let mut e = entry(QoS::AtMostOnce);
+                    e.id = Some(group);
+                    subs.insert(
+                        SessionId(session),
+                        &filter(&format!("$share/g{group}/{f}")),
+                        e,
+                    );
+                    if !shared.contains(&(session, group, f.clone())) {
+                        shared.push((session, group, f));
+                    }
+                } else {
+                    subs.insert(SessionId(session), &filter(&f), entry(QoS::AtMostOnce));
+                    if !plain.contains(&(session, f.clone())) {
+                        plain.push((session, f));
+                    }
+                }
+            }
+            assert_eq!(subs.len(), plain.len() + shared.len());
+            for _ in 0..40 {
+                let Some(topic) = random_topic(&mut rng) else {
+                    continue;
+                };
+                let mut expected: Vec<u64> = plain
+                    .iter()
+                    .filter(|(_, f)| protocol::topic::matches(f, &topic))
+                    .map(|(s, _)| *s)
+                    .collect();
+                expected.sort_unstable();
+                assert_eq!(
+                    matches(&subs, &topic),
+                    expected,
+                    "topic {topic:?} {plain:?}"
+                );
+                let mut expected: Vec<(u64, u32)> = shared
+                    .iter()
+                    .filter(|(_, _, f)| protocol::topic::matches(f, &topic))
+                    .map(|(s, g, _)| (*s, *g))
+                    .collect();
+                expected.sort_unstable();
+                assert_eq!(
+                    group_matches(&mut subs, &topic),
+                    expected,
+                    "topic {topic:?}"
+                );
+            }
+            for (s, f) in plain {
+                assert!(subs.remove(SessionId(s), &filter(&f)));
+            }
+            for (s, g, f) in shared {
+                assert!(subs.remove(SessionId(s), &filter(&format!("$share/g{g}/{f}"))));
+            }
+            assert!(subs.is_empty());
+            assert_eq!(subs.node_count(), 1, "removal prunes back to the root");
+        }
+    }
+
+    #[test]
+    fn the_dollar_rule_and_the_parent_level_of_hash_hold_mqtt_4_7_2_1_and_4_7_1_2() {
+        let mut subs = Subscriptions::default();
+        for (i, f) in ["#", "+/x", "$SYS/#", "sport/#", "+", "$share/g/#"]
+            .iter()
+            .enumerate()
+        {
+            let mut e = entry(QoS::AtMostOnce);
+            e.id = Some(i as u32);
+            subs.insert(SessionId(i as u64), &filter(f), e);
+        }
+        assert_eq!(matches(&subs, "$SYS/x"), vec![2]);
+        assert_eq!(matches(&subs, "$SYS"), vec![2]);
+        assert!(group_matches(&mut subs, "$SYS/x").is_empty());
+        assert_eq!(matches(&subs, "sport"), vec![0, 3, 4]);
+        assert_eq!(matches(&subs, "a/x"), vec![0, 1]);
+        assert_eq!(group_matches(&mut subs, "a/x"), vec![(5, 5)]);
     }
 
     #[test]
     fn removing_prunes_and_counts() {
         let mut subs = Subscriptions::default();
-        let f = TopicFilter::new("a/+/c").unwrap();
+        let f = filter("a/+/c");
         assert!(!subs.insert(SessionId(1), &f, entry(QoS::AtMostOnce)));
         assert!(subs.insert(SessionId(1), &f, entry(QoS::AtLeastOnce)));
         assert_eq!(subs.len(), 1);
+        assert_eq!(subs.node_count(), 4);
+        subs.insert(SessionId(2), &filter("a/b"), entry(QoS::AtMostOnce));
+        assert_eq!(subs.node_count(), 5);
         assert!(subs.remove(SessionId(1), &f));
         assert!(!subs.remove(SessionId(1), &f));
-        assert!(subs.root.is_empty());
+        assert_eq!(subs.node_count(), 3, "a and a/b stay");
+        assert!(!subs.remove(SessionId(2), &filter("a/b/c")));
+        assert!(subs.remove(SessionId(2), &filter("a/b")));
         assert!(subs.is_empty());
+        assert_eq!(subs.node_count(), 1);
+        assert_eq!(subs.links.len(), 1, "the arena gave its nodes back");
     }
 
     #[test]
-    fn shared_groups_are_kept_apart_from_the_trie() {
+    fn shared_groups_are_found_by_name_on_the_filters_node_and_take_members_in_order() {
         let mut subs = Subscriptions::default();
-        let f = TopicFilter::new("$share/g/a/#").unwrap();
+        let f = filter("$share/g/a/#");
         subs.insert(SessionId(1), &f, entry(QoS::AtMostOnce));
         subs.insert(SessionId(2), &f, entry(QoS::AtMostOnce));
+        subs.insert(
+            SessionId(3),
+            &filter("$share/h/a/#"),
+            entry(QoS::AtMostOnce),
+        );
         assert!(matches(&subs, "a/b").is_empty());
-        let groups: Vec<usize> = subs
-            .matching_groups("a/b")
-            .map(|g| g.members.len())
-            .collect();
-        assert_eq!(groups, vec![2]);
+        let mut groups = Vec::new();
+        subs.for_each_matching_group("a/b", |g| {
+            groups.push(g.members.iter().map(|m| m.0 .0).collect::<Vec<_>>());
+        });
+        groups.sort();
+        assert_eq!(groups, vec![vec![1, 2], vec![3]]);
         assert!(subs.remove(SessionId(1), &f));
         assert!(subs.remove(SessionId(2), &f));
-        assert_eq!(subs.matching_groups("a/b").count(), 0);
+        assert!(!subs.remove(SessionId(2), &f));
+        assert!(subs.remove(SessionId(3), &filter("$share/h/a/#")));
+        let mut n = 0;
+        subs.for_each_matching_group("a/b", |_| n += 1);
+        assert_eq!(n, 0);
+        assert_eq!(subs.node_count(), 1);
+    }
+
+    #[test]
+    fn a_hundred_thousand_groups_cost_nothing_to_a_publish_on_an_unrelated_topic() {
+        let mut subs = Subscriptions::default();
+        for i in 0..100_000u64 {
+            let f = filter(&format!("$share/g{i}/sensors/{i}/temp"));
+            subs.insert(SessionId(i), &f, entry(QoS::AtLeastOnce));
+        }
+        assert_eq!(subs.len(), 100_000);
+        // Root, then no child "other": one node.
+        let touched = walk(&subs.links, "other/topic", |_| panic!("nothing matches"));
+        assert_eq!(touched, 1);
+        // A matching topic walks its own three levels and finds its one group.
+        let mut hits = 0;
+        let touched = walk(&subs.links, "sensors/77/temp", |n| {
+            hits += subs.payload[n].groups.len();
+        });
+        assert_eq!((touched, hits), (4, 1));
+        let mut found = Vec::new();
+        subs.for_each_matching_group("sensors/77/temp", |g| found.push(g.members[0].0));
+        assert_eq!(found, vec![SessionId(77)]);
+    }
+
+    #[test]
+    fn a_filter_of_sixty_five_thousand_levels_is_inserted_matched_removed_and_dropped_on_a_64_kib_stack(
+    ) {
+        // The longest valid filter is 65 535 bytes: 65 536 empty levels; and 32 768 `+`.
+        let deep_empty = "/".repeat(65_535);
+        let deep_plus = format!("{}+", "+/".repeat(32_767));
+        let deep_topic = format!("{}a", "a/".repeat(32_767));
+        std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let mut subs = Subscriptions::default();
+                for (i, f) in [&deep_empty, &deep_plus, &deep_topic]
+                    .into_iter()
+                    .enumerate()
+                {
+                    subs.insert(SessionId(i as u64), &filter(f), entry(QoS::AtMostOnce));
+                    let shared = filter(&format!("$share/g/{}", &f[..f.len() - 16]));
+                    subs.insert(SessionId(i as u64), &shared, entry(QoS::AtMostOnce));
+                }
+                assert!(subs.node_count() > 130_000);
+                assert_eq!(matches(&subs, &deep_empty), vec![0]);
+                assert_eq!(matches(&subs, &deep_topic), vec![1, 2]);
+                let mut n = 0;
+                subs.for_each_matching_group(&deep_topic, |_| n += 1);
+                assert_eq!(n, 0, "the shared filters are shorter than the topic");
+                assert!(subs.remove(SessionId(0), &filter(&deep_empty)));
+                assert!(subs.remove(SessionId(1), &filter(&deep_plus)));
+                // One deep filter is left in place for Drop to free.
+                drop(subs);
+                let mut subs = Subscriptions::default();
+                subs.insert(SessionId(1), &filter(&deep_plus), entry(QoS::AtMostOnce));
+                assert!(subs.remove(SessionId(1), &filter(&deep_plus)));
+                assert_eq!(subs.node_count(), 1);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn the_walk_stack_spills_to_the_heap_beyond_its_inline_frames() {
+        let mut frames = Frames::new();
+        for i in 0..100 {
+            frames.push(Frame { node: i, pos: i });
+        }
+        for i in (0..100).rev() {
+            assert_eq!(frames.pop().map(|f| f.node), Some(i));
+        }
+        assert!(frames.pop().is_none());
     }
 }
