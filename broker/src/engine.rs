@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use protocol::{
     ConnAck, Connect, Disconnect, Packet, PacketId, ProtocolVersion, PubResp, Publish, QoS,
-    ReasonCode, RetainHandling, SubAck, Subscribe, TopicName, UnsubAck, Unsubscribe, Will,
+    ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -20,6 +20,7 @@ use crate::auth::{Authenticator, ConnectionInfo};
 use crate::config::{BrokerConfig, OverflowPolicy};
 use crate::message::{Message, Msg};
 use crate::ratelog::RateLimitedLog;
+use crate::retained::RetainedIndex;
 use crate::session::{ConnId, Delivery, HeldAck, Inflight, Online, Session, SessionId, Stage};
 use crate::store::{
     DeliveryState, Op, Recovered, SessionMeta, Store, StoreError, StoredDelivery, StoredMessage,
@@ -204,7 +205,8 @@ pub struct Engine {
     by_client: HashMap<Arc<str>, SessionId>,
     conns: HashMap<ConnId, SessionId>,
     subs: Subscriptions,
-    retained: HashMap<TopicName, Msg>,
+    /// Retained messages by topic, in a trie a SUBSCRIBE walks: it costs what it matches.
+    retained: RetainedIndex<Msg>,
     next_session: u64,
     next_assigned: u64,
     /// Sessions whose connection must be dropped after the current command (channel full).
@@ -269,7 +271,7 @@ impl Engine {
             by_client: HashMap::new(),
             conns: HashMap::new(),
             subs: Subscriptions::default(),
-            retained: HashMap::new(),
+            retained: RetainedIndex::new(),
             next_session: 0,
             next_assigned: 0,
             to_drop: Vec::new(),
@@ -753,7 +755,7 @@ impl Engine {
                 self.ops.push(Op::DeleteRetained(msg.topic.clone()));
             } else {
                 self.retained_bytes += msg.payload.len();
-                self.retained.insert(msg.topic.clone(), msg);
+                self.retained.insert(&msg.topic.clone(), msg);
                 stats.retained += 1;
             }
         }
@@ -1326,16 +1328,15 @@ impl Engine {
                     RetainHandling::DoNotSend => false,
                 };
             if send_retained {
-                let filter = wanted.filter.as_str();
                 let start = retained.len();
-                retained.extend(
-                    self.retained
-                        .values()
-                        .filter(|m| {
-                            protocol::topic::matches(filter, m.topic.as_str()) && !m.is_expired(now)
-                        })
-                        .map(|m| (m.clone(), entry)),
-                );
+                // Through the index: a filter visits the topics it can reach, not every
+                // retained message.
+                self.retained
+                    .for_each_match(wanted.filter.as_str(), |_, m| {
+                        if !m.is_expired(now) {
+                            retained.push((m.clone(), entry));
+                        }
+                    });
                 retained[start..].sort_by_key(|(m, _)| m.received_at);
             }
         }
@@ -1540,7 +1541,7 @@ impl Engine {
             && (old.is_some() || self.retained.len() < self.config.max_retained_messages)
             && self.retained_bytes - old.unwrap_or(0) + size <= self.config.max_retained_bytes;
         if fits {
-            self.retained.insert(msg.topic.clone(), msg.clone());
+            self.retained.insert(&msg.topic, msg.clone());
             self.retained_bytes = self.retained_bytes - old.unwrap_or(0) + size;
             let stored = self.stored_message(msg);
             self.ops.push(Op::PutRetained(Box::new(stored)));
@@ -1871,7 +1872,7 @@ mod tests {
     use super::*;
     use crate::auth::{AllowAll, Transport};
     use bytes::Bytes;
-    use protocol::{Properties, Subscription, SubscriptionOptions, TopicFilter};
+    use protocol::{Properties, Subscription, SubscriptionOptions, TopicFilter, TopicName};
 
     struct Conn {
         id: ConnId,
