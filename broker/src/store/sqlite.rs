@@ -13,7 +13,7 @@ use protocol::{
 };
 use rusqlite::ffi::ErrorCode;
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, Row, TransactionBehavior};
 
 use super::{
     DeliveryState, Durability, Op, Recovered, RecoveredSession, RetainedMeta, SessionMeta, Store,
@@ -37,6 +37,9 @@ const TABLES: [&str; 7] = [
     "inbound_qos2",
     "retained",
 ];
+
+/// The triggers that keep the messages' reference counts (see [`MESSAGE_TABLES`]).
+const TRIGGERS: [&str; 3] = ["delivery_added", "delivery_removed", "message_removed"];
 
 /// The tables besides `meta` in format version 1.
 const TABLES_V1: [&str; 5] = [
@@ -82,12 +85,17 @@ CREATE TABLE inbound_qos2 (
     PRIMARY KEY (client_id, packet_id)
 ) WITHOUT ROWID;";
 
-/// The tables new in version 2 (or remade: `deliveries` and `retained`).
+/// The tables new in version 2 (or remade: `deliveries` and `retained`), and the triggers
+/// that count the references to a message.
 ///
 /// A message's reference count is in a row without its body: SQLite rewrites a whole row
 /// to update one column, and counting a reference must not read (nor write) a megabyte.
 /// In `retained`, written whole every time, the big column, `message`, comes last, so
 /// reading the others does not read through its overflow pages.
+///
+/// The triggers count every way a delivery comes or goes (the foreign keys' cascade too),
+/// in the statement's own transaction; the store never uses `INSERT OR REPLACE` on
+/// `deliveries`, whose implicit delete would not fire them.
 const MESSAGE_TABLES: &str = "
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY NOT NULL,
@@ -122,7 +130,17 @@ CREATE TABLE retained (
     received_at_ms INTEGER NOT NULL,
     publisher TEXT,
     message BLOB NOT NULL
-);";
+);
+CREATE TRIGGER delivery_added AFTER INSERT ON deliveries BEGIN
+    UPDATE messages SET refs = refs + 1 WHERE id = NEW.message_id;
+END;
+CREATE TRIGGER delivery_removed AFTER DELETE ON deliveries BEGIN
+    UPDATE messages SET refs = refs - 1 WHERE id = OLD.message_id;
+    DELETE FROM messages WHERE id = OLD.message_id AND refs <= 0;
+END;
+CREATE TRIGGER message_removed AFTER DELETE ON messages BEGIN
+    DELETE FROM message_bodies WHERE id = OLD.id;
+END;";
 
 /// Version 1 to 2, before the new tables are made: the old ones step aside.
 const MIGRATE_V1_RENAME: &str = "
@@ -130,13 +148,13 @@ ALTER TABLE deliveries RENAME TO deliveries_v1;
 ALTER TABLE retained RENAME TO retained_v1;";
 
 /// Version 1 to 2, once the new tables are made, the part SQL does alone: every delivery's
-/// message becomes a row of `messages` (numbered 1, 2, ... in (client_id, seq) order, one
-/// reference each: version 1 kept a copy per delivery), referenced from the new
-/// `deliveries`. The retained rows are copied by [`migrate_v1`], which must read their
-/// messages.
+/// message becomes a row of `messages` and `message_bodies` (numbered 1, 2, ... in
+/// (client_id, seq) order: version 1 kept a copy per delivery), referenced from the new
+/// `deliveries`, whose trigger counts the one reference each. The retained rows are copied
+/// by [`migrate_v1`], which must read their messages.
 const MIGRATE_V1_DELIVERIES: &str = "
 INSERT INTO messages (id, refs, payload_len, expires_at_ms, received_at_ms, publisher)
-    SELECT row_number() OVER (ORDER BY client_id, seq), 1, payload_len, expires_at_ms,
+    SELECT row_number() OVER (ORDER BY client_id, seq), 0, payload_len, expires_at_ms,
            received_at_ms, publisher
     FROM deliveries_v1;
 INSERT INTO message_bodies (id, message)
@@ -203,7 +221,7 @@ const DELIVERY_COLUMNS: &str = "d.client_id, d.seq, d.state, d.packet_id, d.qos,
 ///
 /// A message queued for several sessions is one row of `messages` and one of
 /// `message_bodies` (its `id` is the engine's message id), referenced by `message_id` from
-/// each delivery; `refs` counts those, kept by the store's own statements in the batch's
+/// each delivery; `refs` counts those, kept by triggers on `deliveries` in the batch's
 /// transaction, and both rows are deleted with the last delivery. The count lives apart from
 /// the body because SQLite rewrites a whole row to change one column. In `retained` the
 /// small columns come before `message`, so reading the retained metadata at start does not
@@ -274,7 +292,7 @@ impl SqliteStore {
         let mut tables = Vec::new();
         {
             let mut stmt = conn
-                .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")
+                .prepare("SELECT name FROM sqlite_schema WHERE type IN ('table', 'trigger')")
                 .map_err(opening("reading the schema"))?;
             let mut rows = stmt.query([]).map_err(opening("reading the schema"))?;
             while let Some(row) = rows.next().map_err(opening("reading the schema"))? {
@@ -428,23 +446,9 @@ fn apply_op(tx: &Connection, op: &Op) -> Result<(), Failure> {
             ])?;
         }
         Op::DeleteSession(client) => {
-            // Its deliveries first, releasing their messages (by count: one session may
-            // hold a message more than once); the foreign keys' cascade would not.
-            let mut released: HashMap<i64, i64> = HashMap::new();
-            {
-                let mut stmt = tx.prepare_cached(
-                    "DELETE FROM deliveries WHERE client_id = ?1 RETURNING message_id",
-                )?;
-                let mut rows = stmt.query([&**client])?;
-                while let Some(row) = rows.next()? {
-                    *released.entry(row.get(0)?).or_default() += 1;
-                }
-            }
-            for (id, n) in released {
-                release_message(tx, id, n)?;
-            }
             for sql in [
                 "DELETE FROM subscriptions WHERE client_id = ?1",
+                "DELETE FROM deliveries WHERE client_id = ?1",
                 "DELETE FROM inbound_qos2 WHERE client_id = ?1",
                 "DELETE FROM sessions WHERE client_id = ?1",
             ] {
@@ -477,24 +481,22 @@ fn apply_op(tx: &Connection, op: &Op) -> Result<(), Failure> {
             let m = &d.msg;
             let id = id_to_sql(m.id)?;
             let seq = seq_to_sql(d.seq)?;
-            // One more reference to the message; the first stores it (encoded only then).
-            let refs: i64 = tx
+            // The message, unless stored already (encoded only then); the delivery's insert
+            // counts the reference.
+            let added = tx
                 .prepare_cached(
                     "INSERT INTO messages (id, refs, payload_len, expires_at_ms, \
-                     received_at_ms, publisher) VALUES (?1, 1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT (id) DO UPDATE SET refs = refs + 1 RETURNING refs",
+                     received_at_ms, publisher) VALUES (?1, 0, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (id) DO NOTHING",
                 )?
-                .query_row(
-                    params![
-                        id,
-                        i64::try_from(m.payload.len()).unwrap_or(i64::MAX),
-                        m.expires_at.map(to_ms),
-                        to_ms(m.received_at),
-                        m.publisher.as_deref(),
-                    ],
-                    |row| row.get(0),
-                )?;
-            if refs == 1 {
+                .execute(params![
+                    id,
+                    i64::try_from(m.payload.len()).unwrap_or(i64::MAX),
+                    m.expires_at.map(to_ms),
+                    to_ms(m.received_at),
+                    m.publisher.as_deref(),
+                ])?;
+            if added == 1 {
                 let message =
                     encode_message(&m.topic, &m.payload, m.qos, m.retain, m.properties.clone())?;
                 tx.prepare_cached("INSERT INTO message_bodies (id, message) VALUES (?1, ?2)")?
@@ -520,9 +522,11 @@ fn apply_op(tx: &Connection, op: &Op) -> Result<(), Failure> {
                 )?
                 .execute(row)?;
             if inserted == 0 {
-                // It replaces a delivery, which releases its own message (after the new one
-                // was counted: it may be the same).
-                delete_delivery(tx, client, seq)?;
+                // It replaces a delivery, which releases its own message (the new one is
+                // counted already: it may be the same). Not `INSERT OR REPLACE`: the
+                // replaced row would not fire the trigger that releases its message.
+                tx.prepare_cached("DELETE FROM deliveries WHERE client_id = ?1 AND seq = ?2")?
+                    .execute(params![&**client, seq])?;
                 tx.prepare_cached(
                     "INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, \
                      sub_ids, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -539,7 +543,8 @@ fn apply_op(tx: &Connection, op: &Op) -> Result<(), Failure> {
             .execute(params![&**client, seq_to_sql(*seq)?, state, packet_id])?;
         }
         Op::DeleteDelivery { client, seq } => {
-            delete_delivery(tx, client, seq_to_sql(*seq)?)?;
+            tx.prepare_cached("DELETE FROM deliveries WHERE client_id = ?1 AND seq = ?2")?
+                .execute(params![&**client, seq_to_sql(*seq)?])?;
         }
         Op::PutInboundQos2 { client, packet_id } => {
             tx.prepare_cached(
@@ -573,35 +578,6 @@ fn apply_op(tx: &Connection, op: &Op) -> Result<(), Failure> {
             tx.prepare_cached("DELETE FROM retained WHERE topic = ?1")?
                 .execute([topic.as_str()])?;
         }
-    }
-    Ok(())
-}
-
-/// Removes a delivery if it is there, releasing its message.
-fn delete_delivery(tx: &Connection, client: &str, seq: i64) -> Result<(), Failure> {
-    let id: Option<i64> = tx
-        .prepare_cached(
-            "DELETE FROM deliveries WHERE client_id = ?1 AND seq = ?2 RETURNING message_id",
-        )?
-        .query_row(params![client, seq], |row| row.get(0))
-        .optional()?;
-    if let Some(id) = id {
-        release_message(tx, id, 1)?;
-    }
-    Ok(())
-}
-
-/// Drops `n` references to a message; the message goes with the last.
-fn release_message(tx: &Connection, id: i64, n: i64) -> Result<(), Failure> {
-    let refs: Option<i64> = tx
-        .prepare_cached("UPDATE messages SET refs = refs - ?2 WHERE id = ?1 RETURNING refs")?
-        .query_row(params![id, n], |row| row.get(0))
-        .optional()?;
-    if refs.is_some_and(|r| r <= 0) {
-        tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?
-            .execute([id])?;
-        tx.prepare_cached("DELETE FROM message_bodies WHERE id = ?1")?
-            .execute([id])?;
     }
     Ok(())
 }
@@ -823,7 +799,7 @@ impl Store for SqliteStore {
 }
 
 /// Checks that an existing database is ours and of our version or of version 1, without
-/// writing to it; returns its version.
+/// writing to it; returns its version. `tables` names its tables and triggers.
 fn check_ours(conn: &Connection, dir: &Path, tables: &[String]) -> Result<u32, StoreError> {
     if !tables.iter().any(|t| t == "meta") {
         return Err(corrupt(
@@ -870,10 +846,11 @@ fn check_ours(conn: &Connection, dir: &Path, tables: &[String]) -> Result<u32, S
             ))
         }
     }
-    let (version, expected_tables): (u32, &[&str]) = match meta.get("format_version") {
-        Some(v) if *v == SqliteStore::FORMAT_VERSION.to_string() => {
-            (SqliteStore::FORMAT_VERSION, &TABLES)
-        }
+    let (version, expected): (u32, &[&str]) = match meta.get("format_version") {
+        Some(v) if *v == SqliteStore::FORMAT_VERSION.to_string() => (
+            SqliteStore::FORMAT_VERSION,
+            &[TABLES.as_slice(), &TRIGGERS].concat(),
+        ),
         Some(v) if v == "1" => (1, &TABLES_V1),
         Some(v) => {
             return Err(StoreError::Version {
@@ -884,7 +861,7 @@ fn check_ours(conn: &Connection, dir: &Path, tables: &[String]) -> Result<u32, S
         }
         None => return Err(corrupt(dir, "meta", "no format_version".into())),
     };
-    if let Some(missing) = expected_tables
+    if let Some(missing) = expected
         .iter()
         .find(|t| !tables.iter().any(|have| have == *t))
     {
@@ -1523,7 +1500,7 @@ mod tests {
     }
 
     #[test]
-    fn a_database_missing_a_table_is_corrupt() {
+    fn a_database_missing_a_table_or_trigger_is_corrupt() {
         let tmp = TempDir::new();
         drop(SqliteStore::open(&tmp.0, Durability::None).unwrap());
         {
@@ -1533,6 +1510,19 @@ mod tests {
         match SqliteStore::open(&tmp.0, Durability::None) {
             Err(StoreError::Corrupt { detail, .. }) => {
                 assert!(detail.contains("retained"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without a trigger the references would go uncounted.
+        let tmp = TempDir::new();
+        drop(SqliteStore::open(&tmp.0, Durability::None).unwrap());
+        {
+            let conn = Connection::open(tmp.0.join(FILE_NAME)).unwrap();
+            conn.execute_batch("DROP TRIGGER delivery_removed").unwrap();
+        }
+        match SqliteStore::open(&tmp.0, Durability::None) {
+            Err(StoreError::Corrupt { detail, .. }) => {
+                assert!(detail.contains("delivery_removed"), "{detail}")
             }
             other => panic!("{other:?}"),
         }
