@@ -209,6 +209,8 @@ pub struct Engine {
     retained: RetainedIndex<Msg>,
     next_session: u64,
     next_assigned: u64,
+    /// The id of the next message: above every id the store held at start.
+    next_message_id: u64,
     /// Sessions whose connection must be dropped after the current command (channel full).
     to_drop: Vec<SessionId>,
     shutting_down: bool,
@@ -274,6 +276,7 @@ impl Engine {
             retained: RetainedIndex::new(),
             next_session: 0,
             next_assigned: 0,
+            next_message_id: 0,
             to_drop: Vec::new(),
             shutting_down: false,
             stats: EngineStats::default(),
@@ -603,6 +606,7 @@ impl Engine {
 
     fn stored_message(&self, m: &Message) -> StoredMessage {
         StoredMessage {
+            id: m.id,
             topic: m.topic.clone(),
             payload: m.payload.clone(),
             qos: m.qos,
@@ -616,6 +620,7 @@ impl Engine {
 
     fn message_from_store(&self, m: StoredMessage) -> Msg {
         Arc::new(Message {
+            id: m.id,
             topic: m.topic,
             payload: m.payload,
             qos: m.qos,
@@ -669,11 +674,25 @@ impl Engine {
         self.store.load_queue(client_id)
     }
 
+    /// A new message id.
+    fn new_message_id(&mut self) -> u64 {
+        let id = self.next_message_id;
+        self.next_message_id += 1;
+        id
+    }
+
     /// Reads back what the store holds: sessions (a session whose expiry passed while the
     /// broker was down is ended now), their subscriptions, in-flight messages and QoS 2
     /// state, and the retained messages. Queued messages stay in the store.
     pub fn recover(&mut self, now: Instant) -> Result<RecoverStats, StoreError> {
-        let Recovered { sessions, retained } = self.store.load()?;
+        let Recovered {
+            sessions,
+            retained,
+            max_message_id,
+        } = self.store.load()?;
+        if let Some(max) = max_message_id {
+            self.next_message_id = self.next_message_id.max(max.saturating_add(1));
+        }
         let wall = self.clock.to_system(now);
         let mut stats = RecoverStats::default();
         let mut wills = Vec::new();
@@ -749,7 +768,10 @@ impl Engine {
         for (will, client) in wills {
             self.publish_will(will, client, now);
         }
-        for m in retained {
+        for meta in retained {
+            let Some(m) = self.store.load_retained(&meta.topic)? else {
+                continue;
+            };
             let msg = self.message_from_store(m);
             if msg.is_expired(now) {
                 self.ops.push(Op::DeleteRetained(msg.topic.clone()));
@@ -1106,7 +1128,8 @@ impl Engine {
                     });
                 }
             }
-            let msg = Arc::new(Message::from_publish(p, Some(client_id), now));
+            let id = self.new_message_id();
+            let msg = Arc::new(Message::from_publish(p, id, Some(client_id), now));
             self.route(msg, Some(sid), now)
         } else {
             (0, None)
@@ -1837,7 +1860,8 @@ impl Engine {
             payload: will.payload,
             properties,
         };
-        let msg = Arc::new(Message::from_publish(p, Some(client), now));
+        let id = self.new_message_id();
+        let msg = Arc::new(Message::from_publish(p, id, Some(client), now));
         self.route(msg, None, now);
     }
 

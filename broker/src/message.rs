@@ -9,6 +9,10 @@ use protocol::{Properties, Publish, QoS, TopicName};
 /// A published message, once, however many sessions it goes to.
 #[derive(Debug)]
 pub struct Message {
+    /// Its identity, given by the engine: unique within the process, and above every id the
+    /// store held at start, so it never names another message that is still stored. The
+    /// store keeps one copy of a message however many sessions it is queued for, by this id.
+    pub id: u64,
     /// Its topic.
     pub topic: TopicName,
     /// Its payload (shared, never copied per subscriber).
@@ -31,8 +35,8 @@ pub struct Message {
 }
 
 impl Message {
-    /// The message carried by an incoming PUBLISH.
-    pub fn from_publish(p: Publish, publisher: Option<Arc<str>>, now: Instant) -> Message {
+    /// The message carried by an incoming PUBLISH, with the id the engine gave it.
+    pub fn from_publish(p: Publish, id: u64, publisher: Option<Arc<str>>, now: Instant) -> Message {
         let mut properties = p.properties;
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
@@ -40,6 +44,7 @@ impl Message {
             .message_expiry_interval
             .map(|s| now + std::time::Duration::from_secs(u64::from(s)));
         Message {
+            id,
             topic: p.topic,
             payload: p.payload,
             qos: p.qos,

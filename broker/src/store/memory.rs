@@ -3,27 +3,37 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use protocol::{TopicFilter, TopicName};
+use protocol::{QoS, TopicFilter, TopicName};
 
 use super::{
-    DeliveryState, Op, Recovered, RecoveredSession, SessionMeta, Store, StoreError, StoredDelivery,
-    StoredMessage,
+    DeliveryState, Op, Recovered, RecoveredSession, RetainedMeta, SessionMeta, Store, StoreError,
+    StoredDelivery, StoredMessage,
 };
 use crate::subscriptions::SubEntry;
 
 /// Keeps everything in memory: nothing survives the process, which is its purpose.
 ///
 /// It behaves as [`super::SqliteStore`] does, so the engine cannot tell them apart: a batch
-/// applies whole or not at all, and a batch that would leave rows of a session that is not
+/// applies whole or not at all, a batch that would leave rows of a session that is not
 /// stored (a subscription, delivery or QoS 2 id without its `PutSession`) is refused, as the
-/// database's foreign keys refuse it. It is bounded only by what the engine puts in it (the
-/// engine enforces the queue limits).
+/// database's foreign keys refuse it, and a message queued for many sessions is held once,
+/// counted by reference. It is bounded only by what the engine puts in it (the engine
+/// enforces the queue limits).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     /// Every session's rows, by client id. An entry always has `meta` between batches.
     clients: BTreeMap<Arc<str>, Client>,
+    /// The messages of the deliveries, one copy each, by id.
+    messages: HashMap<u64, Shared>,
     /// Retained messages by topic.
     retained: BTreeMap<TopicName, StoredMessage>,
+}
+
+/// A message and how many deliveries hold it (at least one: it goes with the last).
+#[derive(Debug)]
+struct Shared {
+    msg: Arc<StoredMessage>,
+    refs: usize,
 }
 
 /// One client id's rows.
@@ -33,8 +43,31 @@ struct Client {
     meta: Option<SessionMeta>,
     subscriptions: BTreeMap<TopicFilter, SubEntry>,
     /// Queued and in-flight deliveries by seq.
-    deliveries: BTreeMap<u64, StoredDelivery>,
+    deliveries: BTreeMap<u64, Held>,
     inbound_qos2: BTreeSet<u16>,
+}
+
+/// A delivery: its own fields, and its message shared with the other deliveries of it.
+#[derive(Debug)]
+struct Held {
+    state: DeliveryState,
+    qos: QoS,
+    retain: bool,
+    sub_ids: Vec<u32>,
+    msg: Arc<StoredMessage>,
+}
+
+impl Held {
+    fn to_delivery(&self, seq: u64) -> StoredDelivery {
+        StoredDelivery {
+            seq,
+            state: self.state,
+            qos: self.qos,
+            retain: self.retain,
+            sub_ids: self.sub_ids.clone(),
+            msg: (*self.msg).clone(),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -89,6 +122,26 @@ impl MemoryStore {
         }
     }
 
+    /// The shared copy of a message, stored if its id is not, with one more reference.
+    fn acquire(&mut self, msg: &StoredMessage) -> Arc<StoredMessage> {
+        let shared = self.messages.entry(msg.id).or_insert_with(|| Shared {
+            msg: Arc::new(msg.clone()),
+            refs: 0,
+        });
+        shared.refs += 1;
+        shared.msg.clone()
+    }
+
+    /// Drops a delivery's reference to its message; the last one drops the message.
+    fn release(&mut self, id: u64) {
+        if let Some(shared) = self.messages.get_mut(&id) {
+            shared.refs = shared.refs.saturating_sub(1);
+            if shared.refs == 0 {
+                self.messages.remove(&id);
+            }
+        }
+    }
+
     fn apply_one(&mut self, op: &Op) {
         match op {
             Op::PutSession(meta) => {
@@ -96,7 +149,11 @@ impl MemoryStore {
                     Some((**meta).clone());
             }
             Op::DeleteSession(client) => {
-                self.clients.remove(client);
+                if let Some(c) = self.clients.remove(client) {
+                    for held in c.deliveries.values() {
+                        self.release(held.msg.id);
+                    }
+                }
             }
             Op::PutSubscription {
                 client,
@@ -115,11 +172,23 @@ impl MemoryStore {
                 }
             }
             Op::PutDelivery { client, delivery } => {
-                self.clients
+                let d = &**delivery;
+                let held = Held {
+                    state: d.state,
+                    qos: d.qos,
+                    retain: d.retain,
+                    sub_ids: d.sub_ids.clone(),
+                    msg: self.acquire(&d.msg),
+                };
+                let replaced = self
+                    .clients
                     .entry(client.clone())
                     .or_default()
                     .deliveries
-                    .insert(delivery.seq, (**delivery).clone());
+                    .insert(d.seq, held);
+                if let Some(old) = replaced {
+                    self.release(old.msg.id);
+                }
             }
             Op::SetDeliveryState { client, seq, state } => {
                 if let Some(d) = self
@@ -131,8 +200,12 @@ impl MemoryStore {
                 }
             }
             Op::DeleteDelivery { client, seq } => {
-                if let Some(c) = self.clients.get_mut(client) {
-                    c.deliveries.remove(seq);
+                let removed = self
+                    .clients
+                    .get_mut(client)
+                    .and_then(|c| c.deliveries.remove(seq));
+                if let Some(old) = removed {
+                    self.release(old.msg.id);
                 }
             }
             Op::PutInboundQos2 { client, packet_id } => {
@@ -166,12 +239,12 @@ impl Store for MemoryStore {
                 let meta = c.meta.clone()?;
                 let mut queued = (0, 0);
                 let mut inflight = Vec::new();
-                for d in c.deliveries.values() {
+                for (seq, d) in &c.deliveries {
                     if d.state == DeliveryState::Queued {
                         queued.0 += 1;
                         queued.1 += d.msg.payload.len();
                     } else {
-                        inflight.push(d.clone());
+                        inflight.push(d.to_delivery(*seq));
                     }
                 }
                 Some(RecoveredSession {
@@ -188,9 +261,16 @@ impl Store for MemoryStore {
                 })
             })
             .collect();
+        let max_message_id = self
+            .messages
+            .keys()
+            .copied()
+            .chain(self.retained.values().map(|m| m.id))
+            .max();
         Ok(Recovered {
             sessions,
-            retained: self.retained.values().cloned().collect(),
+            retained: self.retained.values().map(RetainedMeta::of).collect(),
+            max_message_id,
         })
     }
 
@@ -200,12 +280,16 @@ impl Store for MemoryStore {
             .get(client_id)
             .map(|c| {
                 c.deliveries
-                    .values()
-                    .filter(|d| d.state == DeliveryState::Queued)
-                    .cloned()
+                    .iter()
+                    .filter(|(_, d)| d.state == DeliveryState::Queued)
+                    .map(|(seq, d)| d.to_delivery(*seq))
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    fn load_retained(&mut self, topic: &str) -> Result<Option<StoredMessage>, StoreError> {
+        Ok(self.retained.get(topic).cloned())
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError> {
@@ -233,8 +317,15 @@ pub(super) mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms)
     }
 
-    fn msg(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> StoredMessage {
+    pub(in crate::store) fn msg(
+        id: u64,
+        topic: &str,
+        payload: &'static [u8],
+        qos: QoS,
+        retain: bool,
+    ) -> StoredMessage {
         StoredMessage {
+            id,
             topic: TopicName::new(topic).unwrap(),
             payload: Bytes::from_static(payload),
             qos,
@@ -259,11 +350,16 @@ pub(super) mod tests {
             },
             expires_at: Some(at(60_000)),
             publisher: None,
-            ..msg("a/b", b"hello", QoS::ExactlyOnce, true)
+            ..msg(1, "a/b", b"hello", QoS::ExactlyOnce, true)
         }
     }
 
-    fn delivery(seq: u64, state: DeliveryState, qos: QoS, m: StoredMessage) -> StoredDelivery {
+    pub(in crate::store) fn delivery(
+        seq: u64,
+        state: DeliveryState,
+        qos: QoS,
+        m: StoredMessage,
+    ) -> StoredDelivery {
         StoredDelivery {
             seq,
             state,
@@ -274,7 +370,7 @@ pub(super) mod tests {
         }
     }
 
-    fn session(id: &str, version: ProtocolVersion) -> SessionMeta {
+    pub(in crate::store) fn session(id: &str, version: ProtocolVersion) -> SessionMeta {
         SessionMeta {
             client_id: id.into(),
             version,
@@ -291,7 +387,7 @@ pub(super) mod tests {
         TopicFilter::new(s).unwrap()
     }
 
-    fn put_delivery(client: &str, d: StoredDelivery) -> Op {
+    pub(in crate::store) fn put_delivery(client: &str, d: StoredDelivery) -> Op {
         Op::PutDelivery {
             client: client.into(),
             delivery: Box::new(d),
@@ -365,37 +461,38 @@ pub(super) mod tests {
             2,
             DeliveryState::Queued,
             QoS::ExactlyOnce,
-            msg("t/2", b"two", QoS::ExactlyOnce, false),
+            msg(2, "t/2", b"two", QoS::ExactlyOnce, false),
         );
         let d3 = delivery(
             3,
             DeliveryState::Queued,
             QoS::AtMostOnce,
-            msg("t/3", b"", QoS::AtMostOnce, false),
+            msg(3, "t/3", b"", QoS::AtMostOnce, false),
         );
         let d7 = delivery(
             7,
             DeliveryState::Queued,
             QoS::AtLeastOnce,
-            msg("t/7", b"seven", QoS::ExactlyOnce, false),
+            msg(7, "t/7", b"seven", QoS::ExactlyOnce, false),
         );
         let d9 = delivery(
             9,
             DeliveryState::Queued,
             QoS::AtLeastOnce,
-            msg("t/9", b"nine", QoS::AtLeastOnce, false),
+            msg(9, "t/9", b"nine", QoS::AtLeastOnce, false),
         );
         let b1 = delivery(
             1,
             DeliveryState::AwaitingAck(65_535),
             QoS::AtLeastOnce,
-            msg("t/1", b"to b", QoS::AtLeastOnce, false),
+            msg(11, "t/1", b"to b", QoS::AtLeastOnce, false),
         );
         let r1 = StoredMessage {
             retain: true,
             ..rich_msg()
         };
-        let r2 = msg("r/2", b"two", QoS::AtMostOnce, true);
+        let r2 = msg(20, "r/2", b"two", QoS::AtMostOnce, true);
+        assert_eq!(store.load_retained("a/b").unwrap(), None);
         store
             .apply(&[
                 put_delivery("a", d9.clone()),
@@ -417,18 +514,21 @@ pub(super) mod tests {
                     packet_id: 12,
                 },
                 Op::PutRetained(Box::new(r1.clone())),
-                Op::PutRetained(Box::new(r2)),
+                Op::PutRetained(Box::new(r2.clone())),
             ])
             .unwrap();
         assert_eq!(
             store.load_queue("a").unwrap(),
             vec![d1.clone(), d2.clone(), d3.clone(), d7.clone(), d9.clone()]
         );
+        assert_eq!(store.load_retained("r/2").unwrap(), Some(r2.clone()));
+        assert_eq!(store.load_retained("a/b").unwrap(), Some(r1.clone()));
 
         // Batch 3: two sent (one of them on to PUBCOMP), one acknowledged, a QoS 2 id
         // released, retained replaced and deleted, a subscription gone, `a` goes offline
         // with a delayed will; `c` comes and goes.
         let r1b = StoredMessage {
+            id: 21,
             payload: Bytes::from_static(b"replaced"),
             publisher: Some("someone".into()),
             received_at: at(5),
@@ -589,12 +689,23 @@ pub(super) mod tests {
                     max_seq: Some(1),
                 },
             ],
-            retained: vec![r1b],
+            retained: vec![RetainedMeta {
+                topic: TopicName::new("a/b").unwrap(),
+                id: 21,
+                qos: QoS::ExactlyOnce,
+                payload_len: 8,
+                expires_at: Some(at(60_000)),
+                received_at: at(5),
+            }],
+            max_message_id: Some(21),
         };
         assert_eq!(before, expected);
         assert_eq!(store.load_queue("a").unwrap(), vec![d7, d9]);
         assert_eq!(store.load_queue("b").unwrap(), vec![]);
         assert_eq!(store.load_queue("nobody").unwrap(), vec![]);
+        assert_eq!(store.load_retained("a/b").unwrap(), Some(r1b));
+        assert_eq!(store.load_retained("r/2").unwrap(), None);
+        assert_eq!(store.load_retained("nothing/here").unwrap(), None);
         store.tick().unwrap();
         expected
     }
@@ -603,5 +714,117 @@ pub(super) mod tests {
     fn the_memory_store_keeps_what_it_is_given() {
         let mut store = MemoryStore::new();
         exercise(&mut store);
+        // Only the messages of the deliveries left are held: d1, d2 (in flight to `a`), d7,
+        // d9 (queued for `a`; also for `c`, `d` and `e`, which are gone), and b's.
+        let mut ids: Vec<u64> = store.messages.keys().copied().collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![1, 2, 7, 9, 11]);
+        assert!(store.messages.values().all(|m| m.refs == 1));
+    }
+
+    /// A client id for session `i` of a fan-out.
+    pub(in crate::store) fn client(i: usize) -> Arc<str> {
+        format!("s{i:03}").into()
+    }
+
+    /// One message queued for `n` new sessions, in one batch.
+    pub(in crate::store) fn fan_out(store: &mut dyn Store, n: usize, m: &StoredMessage) {
+        let mut ops = Vec::new();
+        for i in 0..n {
+            ops.push(Op::PutSession(Box::new(session(
+                &client(i),
+                ProtocolVersion::V5,
+            ))));
+            ops.push(Op::PutDelivery {
+                client: client(i),
+                delivery: Box::new(delivery(0, DeliveryState::Queued, m.qos, m.clone())),
+            });
+        }
+        store.apply(&ops).unwrap();
+    }
+
+    /// A message of `len` bytes of payload.
+    pub(in crate::store) fn big(id: u64, len: usize) -> StoredMessage {
+        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        StoredMessage {
+            payload: Bytes::from(payload),
+            ..msg(id, "big/one", b"", QoS::AtLeastOnce, false)
+        }
+    }
+
+    #[test]
+    fn one_message_queued_for_200_sessions_is_held_once_and_goes_with_its_last_delivery() {
+        let mut store = MemoryStore::new();
+        let m = big(42, 1 << 20);
+        fan_out(&mut store, 200, &m);
+        assert_eq!(store.messages.len(), 1);
+        assert_eq!(store.messages[&42].refs, 200);
+        let first = &store.clients[&client(0)].deliveries[&0].msg;
+        assert!(store
+            .clients
+            .values()
+            .all(|c| Arc::ptr_eq(&c.deliveries[&0].msg, first)));
+        assert_eq!(store.load_queue(&client(199)).unwrap()[0].msg, m);
+        let recovered = store.load().unwrap();
+        assert_eq!(recovered.max_message_id, Some(42));
+        assert!(recovered.sessions.iter().all(|s| s.queued == (1, 1 << 20)));
+
+        for i in 0..200 {
+            assert_eq!(store.messages.len(), 1, "before delivery {i} is deleted");
+            store
+                .apply(&[Op::DeleteDelivery {
+                    client: client(i),
+                    seq: 0,
+                }])
+                .unwrap();
+        }
+        assert!(store.messages.is_empty());
+        assert_eq!(store.load().unwrap().max_message_id, None);
+    }
+
+    #[test]
+    fn deleting_a_session_releases_the_messages_of_its_deliveries() {
+        let mut store = MemoryStore::new();
+        let shared = msg(1, "t", b"shared", QoS::AtLeastOnce, false);
+        fan_out(&mut store, 2, &shared);
+        // Session 0 also holds a message of its own, twice.
+        let own = msg(2, "t", b"own", QoS::AtLeastOnce, false);
+        store
+            .apply(&[
+                put_delivery(
+                    &client(0),
+                    delivery(
+                        1,
+                        DeliveryState::AwaitingAck(1),
+                        QoS::AtLeastOnce,
+                        own.clone(),
+                    ),
+                ),
+                put_delivery(
+                    &client(0),
+                    delivery(2, DeliveryState::Queued, QoS::AtLeastOnce, own),
+                ),
+            ])
+            .unwrap();
+        assert_eq!((store.messages[&1].refs, store.messages[&2].refs), (2, 2));
+        store.apply(&[Op::DeleteSession(client(0))]).unwrap();
+        assert_eq!(store.messages.len(), 1);
+        assert_eq!(store.messages[&1].refs, 1);
+        store.apply(&[Op::DeleteSession(client(1))]).unwrap();
+        assert!(store.messages.is_empty());
+    }
+
+    #[test]
+    fn a_replaced_delivery_releases_its_message() {
+        let mut store = MemoryStore::new();
+        let first = msg(1, "t", b"first", QoS::AtLeastOnce, false);
+        fan_out(&mut store, 1, &first);
+        // The same message again under the same seq: still one reference.
+        fan_out(&mut store, 1, &first);
+        assert_eq!(store.messages[&1].refs, 1);
+        let second = msg(2, "t", b"second", QoS::AtLeastOnce, false);
+        fan_out(&mut store, 1, &second);
+        assert_eq!(store.messages.keys().copied().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(store.load_queue(&client(0)).unwrap()[0].msg, second);
     }
 }

@@ -14,6 +14,21 @@
 //! Queued messages of offline sessions live in the store only (the engine keeps their count
 //! and size); they come back with [`Store::load_queue`] when the client returns.
 //!
+//! # One copy of a message
+//! A message queued for many sessions is stored once: every [`StoredMessage`] carries the
+//! engine's message id, [`Op::PutDelivery`] stores the message under that id if it is not
+//! stored yet and counts one more reference to it, and removing a delivery
+//! ([`Op::DeleteDelivery`], [`Op::DeleteSession`], or a `PutDelivery` replacing one) releases
+//! its reference; the message goes with the last one, in the same batch. So one PUBLISH to
+//! many offline sessions costs its payload once, plus a small row per session. The same id
+//! must therefore always name the same message.
+//!
+//! # Retained messages
+//! At start [`Store::load`] returns only what the engine needs to know about each retained
+//! message ([`RetainedMeta`]: no payload, no properties); the message itself is read with
+//! [`Store::load_retained`] when a subscription needs it, so retained payloads need not be
+//! held in memory.
+//!
 //! Times are absolute (`SystemTime`), so a session that expired while the broker was down is
 //! gone after a restart and one that did not keeps its remaining time.
 
@@ -46,6 +61,9 @@ pub enum Durability {
 /// A message as stored: what a `Message` holds, with absolute times.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
+    /// The engine's id of the message: the same id is always the same message (see the
+    /// [module docs](self#one-copy-of-a-message)).
+    pub id: u64,
     /// Topic.
     pub topic: TopicName,
     /// Payload.
@@ -118,7 +136,7 @@ pub struct SessionMeta {
 pub enum Op {
     /// Insert or replace a session's own fields.
     PutSession(Box<SessionMeta>),
-    /// Remove a session and everything of it.
+    /// Remove a session and everything of it (its deliveries release their messages).
     DeleteSession(Arc<str>),
     /// Insert or replace a subscription.
     PutSubscription {
@@ -136,7 +154,8 @@ pub enum Op {
         /// Filter.
         filter: TopicFilter,
     },
-    /// Insert or replace a delivery (by client and seq).
+    /// Insert or replace a delivery (by client and seq). Its message is stored if its id is
+    /// not, and gains a reference; a replaced delivery releases its own.
     PutDelivery {
         /// Client id.
         client: Arc<str>,
@@ -152,7 +171,8 @@ pub enum Op {
         /// New state.
         state: DeliveryState,
     },
-    /// Remove a delivery (acknowledged, dropped or expired).
+    /// Remove a delivery (acknowledged, dropped or expired), releasing its message's
+    /// reference (the message goes with the last).
     DeleteDelivery {
         /// Client id.
         client: Arc<str>,
@@ -197,13 +217,48 @@ pub struct RecoveredSession {
     pub max_seq: Option<u64>,
 }
 
+/// What is known at start of a retained message without reading it: enough for the
+/// engine's limits, expiry and ordering. The message is read by [`Store::load_retained`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainedMeta {
+    /// Its topic (one retained message per topic).
+    pub topic: TopicName,
+    /// The engine's id of the message.
+    pub id: u64,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The length of its payload in bytes.
+    pub payload_len: usize,
+    /// When it expires.
+    pub expires_at: Option<SystemTime>,
+    /// When the broker received it.
+    pub received_at: SystemTime,
+}
+
+impl RetainedMeta {
+    /// The metadata of a message.
+    pub fn of(m: &StoredMessage) -> RetainedMeta {
+        RetainedMeta {
+            topic: m.topic.clone(),
+            id: m.id,
+            qos: m.qos,
+            payload_len: m.payload.len(),
+            expires_at: m.expires_at,
+            received_at: m.received_at,
+        }
+    }
+}
+
 /// Everything recovered at start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovered {
     /// Sessions.
     pub sessions: Vec<RecoveredSession>,
-    /// Retained messages.
-    pub retained: Vec<StoredMessage>,
+    /// Retained messages, without their payloads, by topic.
+    pub retained: Vec<RetainedMeta>,
+    /// The highest message id stored (in a delivery or a retained message): the engine's
+    /// next ids must be above it.
+    pub max_message_id: Option<u64>,
 }
 
 /// Why the store failed.
@@ -249,6 +304,8 @@ pub trait Store: Send + std::fmt::Debug {
     fn load(&mut self) -> Result<Recovered, StoreError>;
     /// The queued deliveries of one session, oldest first.
     fn load_queue(&mut self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError>;
+    /// The retained message of a topic, if there is one.
+    fn load_retained(&mut self, topic: &str) -> Result<Option<StoredMessage>, StoreError>;
     /// Applies one batch of changes atomically, durable per the policy when it returns.
     fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError>;
     /// Called periodically: the `Interval` policy syncs here.

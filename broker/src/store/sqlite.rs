@@ -16,8 +16,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OpenFlags, Row, TransactionBehavior};
 
 use super::{
-    DeliveryState, Durability, Op, Recovered, RecoveredSession, SessionMeta, Store, StoreError,
-    StoredDelivery, StoredMessage,
+    DeliveryState, Durability, Op, Recovered, RecoveredSession, RetainedMeta, SessionMeta, Store,
+    StoreError, StoredDelivery, StoredMessage,
 };
 use crate::subscriptions::SubEntry;
 
@@ -28,7 +28,21 @@ const FILE_NAME: &str = "broker.sqlite3";
 const PROGRAM: &str = "mqtt-bridge";
 
 /// The tables besides `meta`.
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 7] = [
+    "sessions",
+    "subscriptions",
+    "messages",
+    "message_bodies",
+    "deliveries",
+    "inbound_qos2",
+    "retained",
+];
+
+/// The triggers that keep the messages' reference counts (see [`MESSAGE_TABLES`]).
+const TRIGGERS: [&str; 3] = ["delivery_added", "delivery_removed", "message_removed"];
+
+/// The tables besides `meta` in format version 1.
+const TABLES_V1: [&str; 5] = [
     "sessions",
     "subscriptions",
     "deliveries",
@@ -36,11 +50,14 @@ const TABLES: [&str; 5] = [
     "retained",
 ];
 
-const SCHEMA: &str = "
+const META_TABLE: &str = "
 CREATE TABLE meta (
     key TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
-) WITHOUT ROWID;
+) WITHOUT ROWID;";
+
+/// The tables that did not change from version 1 to 2.
+const SESSION_TABLES: &str = "
 CREATE TABLE sessions (
     client_id TEXT PRIMARY KEY NOT NULL,
     version INTEGER NOT NULL,
@@ -61,6 +78,37 @@ CREATE TABLE subscriptions (
     sub_id INTEGER,
     PRIMARY KEY (client_id, filter)
 ) WITHOUT ROWID;
+CREATE TABLE inbound_qos2 (
+    client_id TEXT NOT NULL
+        REFERENCES sessions (client_id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    packet_id INTEGER NOT NULL,
+    PRIMARY KEY (client_id, packet_id)
+) WITHOUT ROWID;";
+
+/// The tables new in version 2 (or remade: `deliveries` and `retained`), and the triggers
+/// that count the references to a message.
+///
+/// A message's reference count is in a row without its body: SQLite rewrites a whole row
+/// to update one column, and counting a reference must not read (nor write) a megabyte.
+/// In `retained`, written whole every time, the big column, `message`, comes last, so
+/// reading the others does not read through its overflow pages.
+///
+/// The triggers count every way a delivery comes or goes (the foreign keys' cascade too),
+/// in the statement's own transaction; the store never uses `INSERT OR REPLACE` on
+/// `deliveries`, whose implicit delete would not fire them.
+const MESSAGE_TABLES: &str = "
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY NOT NULL,
+    refs INTEGER NOT NULL,
+    payload_len INTEGER NOT NULL,
+    expires_at_ms INTEGER,
+    received_at_ms INTEGER NOT NULL,
+    publisher TEXT
+);
+CREATE TABLE message_bodies (
+    id INTEGER PRIMARY KEY NOT NULL,
+    message BLOB NOT NULL
+);
 CREATE TABLE deliveries (
     client_id TEXT NOT NULL
         REFERENCES sessions (client_id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
@@ -70,31 +118,65 @@ CREATE TABLE deliveries (
     qos INTEGER NOT NULL,
     retain INTEGER NOT NULL,
     sub_ids BLOB NOT NULL,
-    payload_len INTEGER NOT NULL,
-    message BLOB NOT NULL,
-    expires_at_ms INTEGER,
-    received_at_ms INTEGER NOT NULL,
-    publisher TEXT,
+    message_id INTEGER NOT NULL,
     PRIMARY KEY (client_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE inbound_qos2 (
-    client_id TEXT NOT NULL
-        REFERENCES sessions (client_id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
-    packet_id INTEGER NOT NULL,
-    PRIMARY KEY (client_id, packet_id)
 ) WITHOUT ROWID;
 CREATE TABLE retained (
     topic TEXT PRIMARY KEY NOT NULL,
-    message BLOB NOT NULL,
+    id INTEGER NOT NULL,
+    qos INTEGER NOT NULL,
+    payload_len INTEGER NOT NULL,
     expires_at_ms INTEGER,
     received_at_ms INTEGER NOT NULL,
-    publisher TEXT
-) WITHOUT ROWID;
-";
+    publisher TEXT,
+    message BLOB NOT NULL
+);
+CREATE TRIGGER delivery_added AFTER INSERT ON deliveries BEGIN
+    UPDATE messages SET refs = refs + 1 WHERE id = NEW.message_id;
+END;
+CREATE TRIGGER delivery_removed AFTER DELETE ON deliveries BEGIN
+    UPDATE messages SET refs = refs - 1 WHERE id = OLD.message_id;
+    DELETE FROM messages WHERE id = OLD.message_id AND refs <= 0;
+END;
+CREATE TRIGGER message_removed AFTER DELETE ON messages BEGIN
+    DELETE FROM message_bodies WHERE id = OLD.id;
+END;";
 
-/// The columns of a delivery row, in the order [`decode_delivery`] reads them.
-const DELIVERY_COLUMNS: &str = "client_id, seq, state, packet_id, qos, retain, sub_ids, message, \
-                                expires_at_ms, received_at_ms, publisher";
+/// Version 1 to 2, before the new tables are made: the old ones step aside.
+const MIGRATE_V1_RENAME: &str = "
+ALTER TABLE deliveries RENAME TO deliveries_v1;
+ALTER TABLE retained RENAME TO retained_v1;";
+
+/// Version 1 to 2, once the new tables are made, the part SQL does alone: every delivery's
+/// message becomes a row of `messages` and `message_bodies` (numbered 1, 2, ... in
+/// (client_id, seq) order: version 1 kept a copy per delivery), referenced from the new
+/// `deliveries`, whose trigger counts the one reference each. The retained rows are copied
+/// by [`migrate_v1`], which must read their messages.
+const MIGRATE_V1_DELIVERIES: &str = "
+INSERT INTO messages (id, refs, payload_len, expires_at_ms, received_at_ms, publisher)
+    SELECT row_number() OVER (ORDER BY client_id, seq), 0, payload_len, expires_at_ms,
+           received_at_ms, publisher
+    FROM deliveries_v1;
+INSERT INTO message_bodies (id, message)
+    SELECT row_number() OVER (ORDER BY client_id, seq), message FROM deliveries_v1;
+INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, sub_ids, message_id)
+    SELECT client_id, seq, state, packet_id, qos, retain, sub_ids,
+           row_number() OVER (ORDER BY client_id, seq)
+    FROM deliveries_v1;
+DROP TABLE deliveries_v1;";
+
+/// The whole schema of the current version.
+fn schema() -> String {
+    format!("{META_TABLE}{SESSION_TABLES}{MESSAGE_TABLES}")
+}
+
+/// The columns of a delivery with its message, in the order [`decode_delivery`] reads them.
+const DELIVERY_COLUMNS: &str = "d.client_id, d.seq, d.state, d.packet_id, d.qos, d.retain, \
+                                d.sub_ids, d.message_id, b.message, m.expires_at_ms, \
+                                m.received_at_ms, m.publisher \
+                                FROM deliveries d \
+                                LEFT JOIN messages m ON m.id = d.message_id \
+                                LEFT JOIN message_bodies b ON b.id = d.message_id";
 
 /// Sessions, subscriptions, deliveries and retained messages in `dir/broker.sqlite3`.
 ///
@@ -122,10 +204,13 @@ const DELIVERY_COLUMNS: &str = "client_id, seq, state, packet_id, qos, retain, s
 /// sessions(client_id PK, version, username, expiry_interval, expires_at_ms,
 ///          disconnected_at_ms, will, will_delay, will_at_ms, dropped)
 /// subscriptions(client_id, filter, options, sub_id)            PK (client_id, filter)
-/// deliveries(client_id, seq, state, packet_id, qos, retain, sub_ids, payload_len,
-///            message, expires_at_ms, received_at_ms, publisher) PK (client_id, seq)
+/// messages(id PK, refs, payload_len, expires_at_ms, received_at_ms, publisher)
+/// message_bodies(id PK, message)
+/// deliveries(client_id, seq, state, packet_id, qos, retain, sub_ids, message_id)
+///                                                               PK (client_id, seq)
 /// inbound_qos2(client_id, packet_id)                            PK (client_id, packet_id)
-/// retained(topic PK, message, expires_at_ms, received_at_ms, publisher)
+/// retained(topic PK, id, qos, payload_len, expires_at_ms, received_at_ms, publisher,
+///          message)
 /// ```
 /// Times are unix milliseconds. `message` and `will` are PUBLISH packets (packet id 1 at
 /// QoS 1/2, ignored on load); the will's delay, which a PUBLISH cannot carry, is
@@ -133,6 +218,18 @@ const DELIVERY_COLUMNS: &str = "client_id, seq, state, packet_id, qos, retain, s
 /// `state` is 0 queued, 1 awaiting PUBACK/PUBREC, 2 awaiting PUBCOMP. `sub_ids` is the
 /// subscription identifiers as big-endian `u32`s. The rows of a session reference it (foreign
 /// keys checked at commit): a batch cannot leave rows of a session that is not stored.
+///
+/// A message queued for several sessions is one row of `messages` and one of
+/// `message_bodies` (its `id` is the engine's message id), referenced by `message_id` from
+/// each delivery; `refs` counts those, kept by triggers on `deliveries` in the batch's
+/// transaction, and both rows are deleted with the last delivery. The count lives apart from
+/// the body because SQLite rewrites a whole row to change one column. In `retained` the
+/// small columns come before `message`, so reading the retained metadata at start does not
+/// read the payloads.
+///
+/// Version 1 (until the messages were shared) kept the message in each delivery row and no
+/// id, QoS or length in `retained`; [`SqliteStore::open`] migrates such a file in one
+/// transaction.
 pub struct SqliteStore {
     conn: Connection,
     /// The data directory, named in errors.
@@ -155,19 +252,22 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// The version of the schema and of the serialization; another one is refused, untouched.
-    pub const FORMAT_VERSION: u32 = 1;
+    /// The version of the schema and of the serialization; version 1 is migrated, another
+    /// one is refused, untouched.
+    pub const FORMAT_VERSION: u32 = 2;
 
     /// Opens the store in `dir`, creating the directory and the database if missing.
     ///
     /// # Errors
     /// - [`StoreError::Io`]: the directory or the file cannot be created, opened or written
     ///   (or another process holds the database).
-    /// - [`StoreError::Version`]: the database has another format version.
+    /// - [`StoreError::Version`]: the database has another format version (neither this one
+    ///   nor 1).
     /// - [`StoreError::Corrupt`]: the file is not an SQLite database, or not ours.
     ///
     /// An existing file is never overwritten nor deleted, and one of another version or not
-    /// ours is not modified at all.
+    /// ours is not modified at all. One of format version 1 is migrated to this version in
+    /// one transaction: if the migration fails, the file is left as it was.
     pub fn open(dir: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
             path: dir.to_owned(),
@@ -181,7 +281,7 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&file, flags).map_err(opening("opening"))?;
+        let mut conn = Connection::open_with_flags(&file, flags).map_err(opening("opening"))?;
         // Neither reads nor writes the file: safe before we know whose it is.
         conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA locking_mode = EXCLUSIVE;")
             .map_err(opening("configuring"))?;
@@ -192,17 +292,18 @@ impl SqliteStore {
         let mut tables = Vec::new();
         {
             let mut stmt = conn
-                .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")
+                .prepare("SELECT name FROM sqlite_schema WHERE type IN ('table', 'trigger')")
                 .map_err(opening("reading the schema"))?;
             let mut rows = stmt.query([]).map_err(opening("reading the schema"))?;
             while let Some(row) = rows.next().map_err(opening("reading the schema"))? {
                 tables.push(text(row, 0, "name").map_err(|d| corrupt(dir, "sqlite_schema", d))?);
             }
         }
-        let new = tables.is_empty();
-        if !new {
-            check_ours(&conn, dir, &tables)?;
-        }
+        let found = if tables.is_empty() {
+            None
+        } else {
+            Some(check_ours(&conn, dir, &tables)?)
+        };
         // Only now that the file is known to be ours (or empty) is it written.
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
@@ -213,22 +314,31 @@ impl SqliteStore {
                 file.display()
             )));
         }
-        let init = if new {
-            format!(
-                "BEGIN IMMEDIATE; {SCHEMA}
-                 INSERT INTO meta (key, value) VALUES ('format_version', '{}');
-                 INSERT INTO meta (key, value) VALUES ('program', '{PROGRAM}');
-                 COMMIT;",
-                Self::FORMAT_VERSION
-            )
-        } else {
-            // A real write, so that a read-only file or directory is found now, not at the
-            // first acknowledgement.
-            "BEGIN IMMEDIATE; UPDATE meta SET value = value WHERE key = 'program'; COMMIT;"
-                .to_owned()
-        };
-        conn.execute_batch(&init)
-            .map_err(opening("writing the database"))?;
+        match found {
+            None => {
+                let init = format!(
+                    "BEGIN IMMEDIATE; {}
+                     INSERT INTO meta (key, value) VALUES ('format_version', '{}');
+                     INSERT INTO meta (key, value) VALUES ('program', '{PROGRAM}');
+                     COMMIT;",
+                    schema(),
+                    Self::FORMAT_VERSION
+                );
+                conn.execute_batch(&init)
+                    .map_err(opening("writing the database"))?;
+            }
+            // A write too: a read-only file or directory is found now.
+            Some(1) => migrate_v1(&mut conn, dir)?,
+            Some(_) => {
+                // A real write, so that a read-only file or directory is found now, not at
+                // the first acknowledgement.
+                conn.execute_batch(
+                    "BEGIN IMMEDIATE; UPDATE meta SET value = value WHERE key = 'program'; \
+                     COMMIT;",
+                )
+                .map_err(opening("writing the database"))?;
+            }
+        }
         let synchronous = match durability {
             Durability::Always => "FULL",
             Durability::Interval(_) => "NORMAL",
@@ -369,29 +479,60 @@ fn apply_op(tx: &Connection, op: &Op) -> Result<(), Failure> {
         Op::PutDelivery { client, delivery } => {
             let d = &**delivery;
             let m = &d.msg;
+            let id = id_to_sql(m.id)?;
+            let seq = seq_to_sql(d.seq)?;
+            // The message, unless stored already (encoded only then); the delivery's insert
+            // counts the reference.
+            let added = tx
+                .prepare_cached(
+                    "INSERT INTO messages (id, refs, payload_len, expires_at_ms, \
+                     received_at_ms, publisher) VALUES (?1, 0, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![
+                    id,
+                    i64::try_from(m.payload.len()).unwrap_or(i64::MAX),
+                    m.expires_at.map(to_ms),
+                    to_ms(m.received_at),
+                    m.publisher.as_deref(),
+                ])?;
+            if added == 1 {
+                let message =
+                    encode_message(&m.topic, &m.payload, m.qos, m.retain, m.properties.clone())?;
+                tx.prepare_cached("INSERT INTO message_bodies (id, message) VALUES (?1, ?2)")?
+                    .execute(params![id, message])?;
+            }
             let (state, packet_id) = pack_state(d.state);
             let sub_ids: Vec<u8> = d.sub_ids.iter().flat_map(|id| id.to_be_bytes()).collect();
-            let message =
-                encode_message(&m.topic, &m.payload, m.qos, m.retain, m.properties.clone())?;
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO deliveries (client_id, seq, state, packet_id, qos, \
-                 retain, sub_ids, payload_len, message, expires_at_ms, received_at_ms, \
-                 publisher) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?
-            .execute(params![
+            let row = params![
                 &**client,
-                seq_to_sql(d.seq)?,
+                seq,
                 state,
                 packet_id,
                 d.qos as u8,
                 d.retain,
                 sub_ids,
-                i64::try_from(m.payload.len()).unwrap_or(i64::MAX),
-                message,
-                m.expires_at.map(to_ms),
-                to_ms(m.received_at),
-                m.publisher.as_deref(),
-            ])?;
+                id,
+            ];
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, \
+                     sub_ids, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT (client_id, seq) DO NOTHING",
+                )?
+                .execute(row)?;
+            if inserted == 0 {
+                // It replaces a delivery, which releases its own message (the new one is
+                // counted already: it may be the same). Not `INSERT OR REPLACE`: the
+                // replaced row would not fire the trigger that releases its message.
+                tx.prepare_cached("DELETE FROM deliveries WHERE client_id = ?1 AND seq = ?2")?
+                    .execute(params![&**client, seq])?;
+                tx.prepare_cached(
+                    "INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, \
+                     sub_ids, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(row)?;
+            }
         }
         Op::SetDeliveryState { client, seq, state } => {
             let (state, packet_id) = pack_state(*state);
@@ -419,15 +560,18 @@ fn apply_op(tx: &Connection, op: &Op) -> Result<(), Failure> {
             let message =
                 encode_message(&m.topic, &m.payload, m.qos, m.retain, m.properties.clone())?;
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO retained (topic, message, expires_at_ms, \
-                 received_at_ms, publisher) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO retained (topic, id, qos, payload_len, expires_at_ms, \
+                 received_at_ms, publisher, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 m.topic.as_str(),
-                message,
+                id_to_sql(m.id)?,
+                m.qos as u8,
+                i64::try_from(m.payload.len()).unwrap_or(i64::MAX),
                 m.expires_at.map(to_ms),
                 to_ms(m.received_at),
                 m.publisher.as_deref(),
+                message,
             ])?;
         }
         Op::DeleteRetained(topic) => {
@@ -493,8 +637,7 @@ impl Store for SqliteStore {
             let mut stmt = self
                 .conn
                 .prepare_cached(&format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state <> 0 \
-                     ORDER BY client_id, seq"
+                    "SELECT {DELIVERY_COLUMNS} WHERE d.state <> 0 ORDER BY d.client_id, d.seq"
                 ))
                 .map_err(|e| self.error(e))?;
             let mut rows = stmt.query([]).map_err(|e| self.error(e))?;
@@ -509,10 +652,12 @@ impl Store for SqliteStore {
             let mut stmt = self
                 .conn
                 .prepare_cached(
-                    "SELECT client_id, \
-                     count(*) FILTER (WHERE state = 0), \
-                     total(payload_len) FILTER (WHERE state = 0), \
-                     max(seq) FROM deliveries GROUP BY client_id",
+                    "SELECT d.client_id, \
+                     count(*) FILTER (WHERE d.state = 0), \
+                     total(m.payload_len) FILTER (WHERE d.state = 0), \
+                     max(d.seq) \
+                     FROM deliveries d LEFT JOIN messages m ON m.id = d.message_id \
+                     GROUP BY d.client_id",
                 )
                 .map_err(|e| self.error(e))?;
             let mut rows = stmt.query([]).map_err(|e| self.error(e))?;
@@ -562,24 +707,38 @@ impl Store for SqliteStore {
             let mut stmt = self
                 .conn
                 .prepare_cached(
-                    "SELECT topic, message, expires_at_ms, received_at_ms, publisher \
+                    "SELECT topic, id, qos, payload_len, expires_at_ms, received_at_ms \
                      FROM retained ORDER BY topic",
                 )
                 .map_err(|e| self.error(e))?;
             let mut rows = stmt.query([]).map_err(|e| self.error(e))?;
             while let Some(row) = rows.next().map_err(|e| self.error(e))? {
-                retained.push(decode_retained(row).map_err(|d| self.corrupt("retained", d))?);
+                retained.push(decode_retained_meta(row).map_err(|d| self.corrupt("retained", d))?);
             }
         }
-        Ok(Recovered { sessions, retained })
+        let max_message_id = self
+            .conn
+            .prepare_cached("SELECT max(id) FROM messages")
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, Option<i64>>(0)))
+            .map_err(|e| self.error(e))?
+            .map(|id| int_as::<u64>(id, "id"))
+            .transpose()
+            .map_err(|d| self.corrupt("messages", d))?
+            .into_iter()
+            .chain(retained.iter().map(|r| r.id))
+            .max();
+        Ok(Recovered {
+            sessions,
+            retained,
+            max_message_id,
+        })
     }
 
     fn load_queue(&mut self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE client_id = ?1 AND state = 0 \
-                 ORDER BY seq"
+                "SELECT {DELIVERY_COLUMNS} WHERE d.client_id = ?1 AND d.state = 0 ORDER BY d.seq"
             ))
             .map_err(|e| self.error(e))?;
         let mut rows = stmt.query([client_id]).map_err(|e| self.error(e))?;
@@ -589,6 +748,23 @@ impl Store for SqliteStore {
             queue.push(d);
         }
         Ok(queue)
+    }
+
+    fn load_retained(&mut self, topic: &str) -> Result<Option<StoredMessage>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT topic, id, message, expires_at_ms, received_at_ms, publisher \
+                 FROM retained WHERE topic = ?1",
+            )
+            .map_err(|e| self.error(e))?;
+        let mut rows = stmt.query([topic]).map_err(|e| self.error(e))?;
+        match rows.next().map_err(|e| self.error(e))? {
+            Some(row) => Ok(Some(
+                decode_retained(row).map_err(|d| self.corrupt("retained", d))?,
+            )),
+            None => Ok(None),
+        }
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError> {
@@ -622,8 +798,9 @@ impl Store for SqliteStore {
     }
 }
 
-/// Checks that an existing database is ours and of our version, without writing to it.
-fn check_ours(conn: &Connection, dir: &Path, tables: &[String]) -> Result<(), StoreError> {
+/// Checks that an existing database is ours and of our version or of version 1, without
+/// writing to it; returns its version. `tables` names its tables and triggers.
+fn check_ours(conn: &Connection, dir: &Path, tables: &[String]) -> Result<u32, StoreError> {
     if !tables.iter().any(|t| t == "meta") {
         return Err(corrupt(
             dir,
@@ -669,8 +846,12 @@ fn check_ours(conn: &Connection, dir: &Path, tables: &[String]) -> Result<(), St
             ))
         }
     }
-    match meta.get("format_version") {
-        Some(v) if *v == SqliteStore::FORMAT_VERSION.to_string() => {}
+    let (version, expected): (u32, &[&str]) = match meta.get("format_version") {
+        Some(v) if *v == SqliteStore::FORMAT_VERSION.to_string() => (
+            SqliteStore::FORMAT_VERSION,
+            &[TABLES.as_slice(), &TRIGGERS].concat(),
+        ),
+        Some(v) if v == "1" => (1, &TABLES_V1),
         Some(v) => {
             return Err(StoreError::Version {
                 path: dir.to_owned(),
@@ -679,14 +860,71 @@ fn check_ours(conn: &Connection, dir: &Path, tables: &[String]) -> Result<(), St
             })
         }
         None => return Err(corrupt(dir, "meta", "no format_version".into())),
-    }
-    if let Some(missing) = TABLES
+    };
+    if let Some(missing) = expected
         .iter()
         .find(|t| !tables.iter().any(|have| have == *t))
     {
         return Err(corrupt(dir, missing, "missing".into()));
     }
-    Ok(())
+    Ok(version)
+}
+
+/// Migrates a database of format version 1 to the current one, in one transaction (see
+/// [`MIGRATE_V1_DELIVERIES`]); a retained message gets the next id after the deliveries'.
+fn migrate_v1(conn: &mut Connection, dir: &Path) -> Result<(), StoreError> {
+    let failed = |e: rusqlite::Error| open_error(dir.to_owned(), "migrating from version 1", e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failed)?;
+    tx.execute_batch(&format!(
+        "{MIGRATE_V1_RENAME}{MESSAGE_TABLES}{MIGRATE_V1_DELIVERIES}"
+    ))
+    .map_err(failed)?;
+    let mut next_id: i64 = tx
+        .query_row("SELECT coalesce(max(id), 0) + 1 FROM messages", [], |row| {
+            row.get(0)
+        })
+        .map_err(failed)?;
+    {
+        let mut read = tx
+            .prepare(
+                "SELECT topic, message, expires_at_ms, received_at_ms, publisher \
+                 FROM retained_v1 ORDER BY topic",
+            )
+            .map_err(failed)?;
+        let mut write = tx
+            .prepare(
+                "INSERT INTO retained (topic, id, qos, payload_len, expires_at_ms, \
+                 received_at_ms, publisher, message) \
+                 SELECT topic, ?2, ?3, ?4, expires_at_ms, received_at_ms, publisher, message \
+                 FROM retained_v1 WHERE topic = ?1",
+            )
+            .map_err(failed)?;
+        let mut rows = read.query([]).map_err(failed)?;
+        while let Some(row) = rows.next().map_err(failed)? {
+            let topic = text(row, 0, "topic").map_err(|d| corrupt(dir, "retained", d))?;
+            let p =
+                decode_message(blob(row, 1, "message").map_err(|d| corrupt(dir, "retained", d))?)
+                    .map_err(|d| corrupt(dir, "retained", format!("key {topic:?}: {d}")))?;
+            write
+                .execute(params![
+                    topic,
+                    next_id,
+                    p.qos as u8,
+                    i64::try_from(p.payload.len()).unwrap_or(i64::MAX),
+                ])
+                .map_err(failed)?;
+            next_id += 1;
+        }
+    }
+    tx.execute_batch(&format!(
+        "DROP TABLE retained_v1; \
+         UPDATE meta SET value = '{}' WHERE key = 'format_version';",
+        SqliteStore::FORMAT_VERSION
+    ))
+    .map_err(failed)?;
+    tx.commit().map_err(failed)
 }
 
 /// An error while opening: the file system's fault (`Io`), the file's (`Corrupt`), or else.
@@ -815,6 +1053,10 @@ fn unpack_state(state: i64, packet_id: Option<i64>) -> Result<DeliveryState, Str
 
 fn seq_to_sql(seq: u64) -> Result<i64, Failure> {
     i64::try_from(seq).map_err(|_| Failure::Invalid(format!("seq {seq} is out of range")))
+}
+
+fn id_to_sql(id: u64) -> Result<i64, Failure> {
+    i64::try_from(id).map_err(|_| Failure::Invalid(format!("message id {id} is out of range")))
 }
 
 /// Unix milliseconds (negative before 1970).
@@ -962,7 +1204,9 @@ fn decode_delivery(row: &Row<'_>) -> Result<(String, StoredDelivery), String> {
             .chunks_exact(4)
             .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        let msg = decode_stored_message(row, 7)?;
+        let id = int(row, 7, "message_id")?;
+        let msg = decode_stored_message(row, 7)
+            .map_err(|d| format!("message {id} (table messages): {d}"))?;
         Ok(StoredDelivery {
             seq: int_as(seq, "seq")?,
             state,
@@ -976,21 +1220,27 @@ fn decode_delivery(row: &Row<'_>) -> Result<(String, StoredDelivery), String> {
     .map_err(|d: String| format!("key ({client:?}, {seq}): {d}"))
 }
 
-/// Reads `message, expires_at_ms, received_at_ms, publisher` from column `first` on.
+/// Reads `id, message, expires_at_ms, received_at_ms, publisher` from column `first` on.
 fn decode_stored_message(row: &Row<'_>, first: usize) -> Result<StoredMessage, String> {
-    let p = decode_message(blob(row, first, "message")?)?;
+    let id = int_as::<u64>(int(row, first, "id")?, "id")?;
+    let p = match opt_blob(row, first + 1, "message")? {
+        Some(b) => decode_message(b)?,
+        None => return Err("missing".to_owned()),
+    };
     Ok(StoredMessage {
+        id,
         topic: p.topic,
         payload: p.payload,
         qos: p.qos,
         retain: p.retain,
         properties: p.properties,
-        expires_at: opt_time(row, first + 1, "expires_at_ms")?,
-        received_at: from_ms(int(row, first + 2, "received_at_ms")?, "received_at_ms")?,
-        publisher: opt_text(row, first + 3, "publisher")?.map(Arc::from),
+        expires_at: opt_time(row, first + 2, "expires_at_ms")?,
+        received_at: from_ms(int(row, first + 3, "received_at_ms")?, "received_at_ms")?,
+        publisher: opt_text(row, first + 4, "publisher")?.map(Arc::from),
     })
 }
 
+/// Reads `topic`, then a message as [`decode_stored_message`] does.
 fn decode_retained(row: &Row<'_>) -> Result<StoredMessage, String> {
     let topic = text(row, 0, "topic")?;
     (|| {
@@ -1003,13 +1253,83 @@ fn decode_retained(row: &Row<'_>) -> Result<StoredMessage, String> {
     .map_err(|d: String| format!("key {topic:?}: {d}"))
 }
 
+/// Reads `topic, id, qos, payload_len, expires_at_ms, received_at_ms`.
+fn decode_retained_meta(row: &Row<'_>) -> Result<RetainedMeta, String> {
+    let topic = text(row, 0, "topic")?;
+    (|| {
+        let qos = int_as::<u8>(int(row, 2, "qos")?, "qos")?;
+        Ok(RetainedMeta {
+            topic: TopicName::new(&topic).map_err(|e| format!("topic: {e}"))?,
+            id: int_as(int(row, 1, "id")?, "id")?,
+            qos: QoS::from_u8(qos).map_err(|_| format!("qos {qos}"))?,
+            payload_len: int_as(int(row, 3, "payload_len")?, "payload_len")?,
+            expires_at: opt_time(row, 4, "expires_at_ms")?,
+            received_at: from_ms(int(row, 5, "received_at_ms")?, "received_at_ms")?,
+        })
+    })()
+    .map_err(|d: String| format!("key {topic:?}: {d}"))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::super::memory::tests::{at, exercise};
+    use super::super::memory::tests::{
+        at, big, client, delivery, exercise, fan_out, msg, put_delivery,
+    };
+    use super::super::MemoryStore;
     use super::*;
+
+    /// A database written by the code of format version 1 (before messages were shared):
+    /// the history of [`exercise`], as it left it.
+    const V1_FIXTURE: &[u8] = include_bytes!("testdata/v1.sqlite3");
+
+    /// One integer from a query.
+    fn count(store: &SqliteStore, sql: &str) -> i64 {
+        store.conn.query_row(sql, [], |row| row.get(0)).unwrap()
+    }
+
+    /// The size of the database, in bytes (the write-ahead log included).
+    fn stored_bytes(store: &SqliteStore) -> i64 {
+        count(store, "PRAGMA page_count") * count(store, "PRAGMA page_size")
+    }
+
+    /// Every message row counts exactly the deliveries that reference it, and every
+    /// delivery's message is there.
+    fn assert_references_counted(store: &SqliteStore) {
+        let miscounted = count(
+            store,
+            "SELECT count(*) FROM messages m \
+             WHERE refs <> (SELECT count(*) FROM deliveries d WHERE d.message_id = m.id)",
+        );
+        let dangling = count(
+            store,
+            "SELECT count(*) FROM deliveries d \
+             WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = d.message_id)",
+        );
+        let unpaired = count(
+            store,
+            "SELECT (SELECT count(*) FROM messages m \
+                     WHERE NOT EXISTS (SELECT 1 FROM message_bodies b WHERE b.id = m.id)) \
+                  + (SELECT count(*) FROM message_bodies b \
+                     WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = b.id))",
+        );
+        assert_eq!((miscounted, dangling, unpaired), (0, 0, 0));
+    }
+
+    fn message_ids(store: &SqliteStore) -> Vec<u64> {
+        let mut stmt = store
+            .conn
+            .prepare("SELECT id FROM messages ORDER BY id")
+            .unwrap();
+        let ids = stmt
+            .query_map([], |row| row.get::<_, i64>(0))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        ids.into_iter().map(|id| id as u64).collect()
+    }
 
     /// A fresh directory under the system's temp dir, removed on drop.
     struct TempDir(PathBuf);
@@ -1097,6 +1417,10 @@ mod tests {
             };
             let mut store = SqliteStore::open(&tmp.0, durability).unwrap();
             assert_eq!(store.load().unwrap(), expected);
+            // Only the messages of the deliveries left are stored: d1, d2 (in flight to
+            // `a`), d7, d9 (queued for `a`; also for `c`, `d` and `e`, which are gone), b's.
+            assert_eq!(message_ids(&store), vec![1, 2, 7, 9, 11]);
+            assert_references_counted(&store);
             let queue = store.load_queue("a").unwrap();
             assert_eq!(
                 queue.iter().map(|d| d.seq).collect::<Vec<_>>(),
@@ -1155,7 +1479,7 @@ mod tests {
         let file = tmp.0.join(FILE_NAME);
         {
             let conn = Connection::open(&file).unwrap();
-            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(&schema()).unwrap();
             conn.execute_batch(
                 "INSERT INTO meta VALUES ('format_version', 999), ('program', 'mqtt-bridge');",
             )
@@ -1168,7 +1492,7 @@ mod tests {
                 found,
                 expected,
             }) => {
-                assert_eq!((path, found.as_str(), expected), (tmp.0.clone(), "999", 1));
+                assert_eq!((path, found.as_str(), expected), (tmp.0.clone(), "999", 2));
             }
             other => panic!("{other:?}"),
         }
@@ -1176,7 +1500,7 @@ mod tests {
     }
 
     #[test]
-    fn a_database_missing_a_table_is_corrupt() {
+    fn a_database_missing_a_table_or_trigger_is_corrupt() {
         let tmp = TempDir::new();
         drop(SqliteStore::open(&tmp.0, Durability::None).unwrap());
         {
@@ -1186,6 +1510,19 @@ mod tests {
         match SqliteStore::open(&tmp.0, Durability::None) {
             Err(StoreError::Corrupt { detail, .. }) => {
                 assert!(detail.contains("retained"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without a trigger the references would go uncounted.
+        let tmp = TempDir::new();
+        drop(SqliteStore::open(&tmp.0, Durability::None).unwrap());
+        {
+            let conn = Connection::open(tmp.0.join(FILE_NAME)).unwrap();
+            conn.execute_batch("DROP TRIGGER delivery_removed").unwrap();
+        }
+        match SqliteStore::open(&tmp.0, Durability::None) {
+            Err(StoreError::Corrupt { detail, .. }) => {
+                assert!(detail.contains("delivery_removed"), "{detail}")
             }
             other => panic!("{other:?}"),
         }
@@ -1200,9 +1537,15 @@ mod tests {
         }
         let cases = [
             (
-                "UPDATE deliveries SET message = x'30' WHERE client_id = 'a' AND seq = 1",
+                "UPDATE message_bodies SET message = x'30' WHERE id = \
+                 (SELECT message_id FROM deliveries WHERE client_id = 'a' AND seq = 1)",
                 "deliveries",
-                "(\"a\", 1)",
+                "(\"a\", 1): message 1 (table messages)",
+            ),
+            (
+                "DELETE FROM messages WHERE id = 11; DELETE FROM message_bodies WHERE id = 11",
+                "deliveries",
+                "(\"b\", 1): message 11 (table messages): missing",
             ),
             (
                 "UPDATE deliveries SET qos = 3 WHERE client_id = 'a' AND seq = 2",
@@ -1219,10 +1562,11 @@ mod tests {
                 "subscriptions",
                 "\"a\"",
             ),
+            ("UPDATE retained SET qos = 3", "retained", "\"a/b\": qos 3"),
             (
-                "UPDATE retained SET topic = 'other'",
+                "UPDATE retained SET topic = 'a/#'",
                 "retained",
-                "\"other\"",
+                "\"a/#\": topic",
             ),
         ];
         for (sql, table, key) in cases {
@@ -1256,6 +1600,26 @@ mod tests {
             store.load_queue("a"),
             Err(StoreError::Corrupt { .. })
         ));
+        // A retained message is read when asked for: its metadata loads, it does not.
+        let copy = TempDir::new();
+        std::fs::copy(tmp.0.join(FILE_NAME), copy.0.join(FILE_NAME)).unwrap();
+        {
+            let conn = Connection::open(copy.0.join(FILE_NAME)).unwrap();
+            conn.execute_batch("UPDATE retained SET topic = 'other'")
+                .unwrap();
+        }
+        let mut store = SqliteStore::open(&copy.0, Durability::None).unwrap();
+        assert_eq!(store.load().unwrap().retained[0].topic.as_str(), "other");
+        match store.load_retained("other") {
+            Err(StoreError::Corrupt { detail, .. }) => {
+                assert!(
+                    detail.contains("retained")
+                        && detail.contains("\"other\": message is for topic \"a/b\""),
+                    "{detail}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -1298,5 +1662,311 @@ mod tests {
         }
         set_mode(&ro, 0o700);
         set_mode(&existing, 0o700);
+    }
+
+    #[test]
+    fn one_message_queued_for_200_sessions_is_one_row_and_its_payload_is_stored_once() {
+        let tmp = TempDir::new();
+        let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+        let before = stored_bytes(&store);
+        let m = big(42, 1 << 20);
+        fan_out(&mut store, 200, &m);
+        assert_eq!(count(&store, "SELECT count(*) FROM messages"), 1);
+        assert_eq!(
+            count(&store, "SELECT refs FROM messages WHERE id = 42"),
+            200
+        );
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM deliveries WHERE message_id = 42"
+            ),
+            200
+        );
+        assert_references_counted(&store);
+        // One payload and 200 small rows, where a copy per session took 200 MB.
+        let grown = stored_bytes(&store) - before;
+        assert!(
+            (1 << 20..(1 << 20) * 5 / 4).contains(&grown),
+            "grew by {grown} bytes"
+        );
+        let on_disk: u64 = ["", "-wal"]
+            .iter()
+            .filter_map(|ext| std::fs::metadata(tmp.0.join(format!("{FILE_NAME}{ext}"))).ok())
+            .map(|m| m.len())
+            .sum();
+        assert!(on_disk < 3 << 20, "{on_disk} bytes on disk");
+    }
+
+    #[test]
+    fn deleting_the_deliveries_one_by_one_frees_the_message_row_at_the_last() {
+        let tmp = TempDir::new();
+        let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+        fan_out(&mut store, 200, &big(7, 100_000));
+        let free_before = count(&store, "PRAGMA freelist_count");
+        for i in 0..200 {
+            assert_eq!(
+                message_ids(&store),
+                vec![7],
+                "before delivery {i} is deleted"
+            );
+            store
+                .apply(&[Op::DeleteDelivery {
+                    client: client(i),
+                    seq: 0,
+                }])
+                .unwrap();
+            assert_eq!(
+                count(&store, "SELECT coalesce(sum(refs), 0) FROM messages"),
+                199 - i as i64
+            );
+        }
+        assert_eq!(message_ids(&store), Vec::<u64>::new());
+        // The payload's pages are free for the next messages.
+        let freed = count(&store, "PRAGMA freelist_count") - free_before;
+        assert!(
+            freed * count(&store, "PRAGMA page_size") >= 96_000,
+            "{freed} pages"
+        );
+        assert_eq!(store.load().unwrap().max_message_id, None);
+    }
+
+    #[test]
+    fn deleting_a_session_releases_the_messages_of_its_deliveries() {
+        let tmp = TempDir::new();
+        let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+        fan_out(
+            &mut store,
+            2,
+            &msg(1, "t", b"shared", QoS::AtLeastOnce, false),
+        );
+        // Session 0 also holds a message of its own, twice, and replaces a delivery.
+        let own = msg(2, "t", b"own", QoS::AtLeastOnce, false);
+        let replaced = msg(3, "t", b"replaced", QoS::AtLeastOnce, false);
+        store
+            .apply(&[
+                put_delivery(
+                    &client(0),
+                    delivery(
+                        1,
+                        DeliveryState::AwaitingAck(1),
+                        QoS::AtLeastOnce,
+                        own.clone(),
+                    ),
+                ),
+                put_delivery(
+                    &client(0),
+                    delivery(2, DeliveryState::Queued, QoS::AtLeastOnce, replaced),
+                ),
+                put_delivery(
+                    &client(0),
+                    delivery(2, DeliveryState::Queued, QoS::AtLeastOnce, own.clone()),
+                ),
+                // The same delivery again: still one reference.
+                put_delivery(
+                    &client(0),
+                    delivery(2, DeliveryState::Queued, QoS::AtLeastOnce, own),
+                ),
+            ])
+            .unwrap();
+        assert_eq!(message_ids(&store), vec![1, 2]);
+        assert_references_counted(&store);
+        store.apply(&[Op::DeleteSession(client(0))]).unwrap();
+        assert_eq!(message_ids(&store), vec![1]);
+        assert_eq!(count(&store, "SELECT refs FROM messages"), 1);
+        store.apply(&[Op::DeleteSession(client(1))]).unwrap();
+        assert_eq!(message_ids(&store), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_batch_refused_at_commit_leaves_the_references_as_they_were() {
+        let tmp = TempDir::new();
+        let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+        let m = msg(1, "t", b"m", QoS::AtLeastOnce, false);
+        fan_out(&mut store, 1, &m);
+        // A delivery to a session that is not stored: the foreign key refuses the batch.
+        let refused = store.apply(&[
+            put_delivery(
+                "ghost",
+                delivery(0, DeliveryState::Queued, QoS::AtLeastOnce, m),
+            ),
+            Op::DeleteDelivery {
+                client: client(0),
+                seq: 0,
+            },
+        ]);
+        assert!(
+            matches!(refused, Err(StoreError::Database(_))),
+            "{refused:?}"
+        );
+        assert_eq!(count(&store, "SELECT refs FROM messages WHERE id = 1"), 1);
+        assert_references_counted(&store);
+    }
+
+    #[test]
+    fn recovery_after_a_restart_gives_back_the_queues_with_their_shared_message() {
+        let tmp = TempDir::new();
+        let m = big(42, 1 << 20);
+        {
+            let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+            fan_out(&mut store, 200, &m);
+        }
+        let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+        let recovered = store.load().unwrap();
+        assert_eq!(recovered.max_message_id, Some(42));
+        assert_eq!(recovered.sessions.len(), 200);
+        for s in &recovered.sessions {
+            assert_eq!((s.queued, s.max_seq), ((1, 1 << 20), Some(0)));
+        }
+        for i in 0..200 {
+            assert_eq!(
+                store.load_queue(&client(i)).unwrap(),
+                vec![delivery(
+                    0,
+                    DeliveryState::Queued,
+                    QoS::AtLeastOnce,
+                    m.clone()
+                )]
+            );
+        }
+        assert_eq!(message_ids(&store), vec![42]);
+        assert_eq!(count(&store, "SELECT refs FROM messages"), 200);
+    }
+
+    #[test]
+    fn retained_messages_load_as_metadata_and_one_is_read_when_asked_for() {
+        let tmp = TempDir::new();
+        let retained: Vec<StoredMessage> = (0..3u8)
+            .map(|i| StoredMessage {
+                topic: TopicName::new(format!("r/{i}")).unwrap(),
+                qos: QoS::from_u8(i).unwrap(),
+                retain: true,
+                expires_at: (i == 1).then(|| at(9_000)),
+                received_at: at(u64::from(i)),
+                ..big(100 + u64::from(i), 100_000 + usize::from(i))
+            })
+            .collect();
+        {
+            let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+            let ops: Vec<Op> = retained
+                .iter()
+                .map(|m| Op::PutRetained(Box::new(m.clone())))
+                .collect();
+            store.apply(&ops).unwrap();
+        }
+        let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+        let recovered = store.load().unwrap();
+        assert_eq!(
+            recovered.retained,
+            retained.iter().map(RetainedMeta::of).collect::<Vec<_>>()
+        );
+        assert_eq!(recovered.retained[2].payload_len, 100_002);
+        assert_eq!(recovered.retained[1].expires_at, Some(at(9_000)));
+        assert_eq!(recovered.max_message_id, Some(102));
+        for m in &retained {
+            assert_eq!(store.load_retained(&m.topic).unwrap().as_ref(), Some(m));
+        }
+        assert_eq!(store.load_retained("r/9").unwrap(), None);
+    }
+
+    /// What is left to compare once the message ids are set aside.
+    fn without_ids(mut r: Recovered) -> Recovered {
+        for s in &mut r.sessions {
+            for d in &mut s.inflight {
+                d.msg.id = 0;
+            }
+        }
+        for m in &mut r.retained {
+            m.id = 0;
+        }
+        r.max_message_id = None;
+        r
+    }
+
+    #[test]
+    fn a_version_1_database_opens_migrated_with_its_sessions_queues_and_retained_messages() {
+        // What the same history leaves in this version's store.
+        let mut memory = MemoryStore::new();
+        let expected = exercise(&mut memory);
+        let tmp = TempDir::new();
+        std::fs::write(tmp.0.join(FILE_NAME), V1_FIXTURE).unwrap();
+        let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+        assert_eq!(
+            count(
+                &store,
+                "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'format_version'"
+            ),
+            2
+        );
+        let got = store.load().unwrap();
+        // Version 1 had no ids: the deliveries' messages are numbered in (client, seq)
+        // order, one each, then the retained messages.
+        let inflight: Vec<u64> = got
+            .sessions
+            .iter()
+            .flat_map(|s| s.inflight.iter().map(|d| d.msg.id))
+            .collect();
+        assert_eq!(inflight, vec![1, 2, 5]);
+        assert_eq!(
+            got.retained.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![6]
+        );
+        assert_eq!(got.max_message_id, Some(6));
+        assert_eq!(without_ids(got), without_ids(expected));
+        let queue = store.load_queue("a").unwrap();
+        assert_eq!(
+            queue.iter().map(|d| d.msg.id).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        let mut expected_queue = memory.load_queue("a").unwrap();
+        for (d, id) in expected_queue.iter_mut().zip([3, 4]) {
+            d.msg.id = id;
+        }
+        assert_eq!(queue, expected_queue);
+        let mut expected_retained = memory.load_retained("a/b").unwrap().unwrap();
+        expected_retained.id = 6;
+        assert_eq!(store.load_retained("a/b").unwrap(), Some(expected_retained));
+        assert_eq!(message_ids(&store), vec![1, 2, 3, 4, 5]);
+        assert_references_counted(&store);
+
+        // It is a database of this version now: it takes batches and opens as it is.
+        store.apply(&[Op::DeleteSession("a".into())]).unwrap();
+        assert_eq!(message_ids(&store), vec![5]);
+        drop(store);
+        let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+        assert_eq!(store.load().unwrap().sessions.len(), 1);
+        assert_references_counted(&store);
+    }
+
+    #[test]
+    fn a_version_1_database_that_cannot_be_migrated_is_left_as_it_was() {
+        let tmp = TempDir::new();
+        let file = tmp.0.join(FILE_NAME);
+        std::fs::write(&file, V1_FIXTURE).unwrap();
+        {
+            let conn = Connection::open(&file).unwrap();
+            conn.execute_batch("UPDATE retained SET message = x'30'")
+                .unwrap();
+        }
+        let before = std::fs::read(&file).unwrap();
+        match SqliteStore::open(&tmp.0, Durability::Always) {
+            Err(StoreError::Corrupt { detail, .. }) => {
+                assert!(
+                    detail.contains("retained") && detail.contains("a/b"),
+                    "{detail}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(std::fs::read(&file).unwrap(), before);
+        let conn = Connection::open(&file).unwrap();
+        let version: String = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'format_version'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, "1");
     }
 }
