@@ -296,7 +296,7 @@ async fn retained(
     let prefix = map.get("prefix").cloned().unwrap_or_default();
     let (total, messages) = state
         .broker
-        .inspect(move |e| view::retained_view(e, &prefix, limit))
+        .admin(move |e, _| view::retained_view(e, &prefix, limit))
         .await
         .ok_or_else(ApiError::stopped)?;
     Ok(Json(Retained { total, messages }))

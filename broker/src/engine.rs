@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use protocol::{
     ConnAck, Connect, Disconnect, Packet, PacketId, ProtocolVersion, PubResp, Publish, QoS,
-    ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
+    ReasonCode, RetainHandling, SubAck, Subscribe, TopicName, UnsubAck, Unsubscribe, Will,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -206,7 +206,12 @@ pub struct Engine {
     conns: HashMap<ConnId, SessionId>,
     subs: Subscriptions,
     /// Retained messages by topic, in a trie a SUBSCRIBE walks: it costs what it matches.
-    retained: RetainedIndex<Msg>,
+    /// Only what matching, bounding and listing need is in memory; payloads stay in the
+    /// store (read when a SUBSCRIBE sends them).
+    retained: RetainedIndex<Retained>,
+    /// Retained messages set in the current batch, not yet in the store (written at
+    /// `flush`); a SUBSCRIBE in the same batch reads them from here.
+    batch_retained: HashMap<TopicName, Msg>,
     next_session: u64,
     next_assigned: u64,
     /// The id of the next message: above every id the store held at start.
@@ -243,6 +248,37 @@ pub struct Engine {
     logs: RefusalLogs,
 }
 
+/// What the engine keeps in memory of a retained message; the rest is in the store.
+#[derive(Debug, Clone)]
+pub struct Retained {
+    /// The message's id in the store.
+    pub id: u64,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// Payload bytes (counted against `max_retained_bytes`).
+    pub size: usize,
+    /// When its Message Expiry Interval runs out.
+    pub expires_at: Option<Instant>,
+    /// When it was received: retained messages go out in this order.
+    pub received_at: Instant,
+}
+
+impl Retained {
+    fn of(msg: &Message) -> Retained {
+        Retained {
+            id: msg.id,
+            qos: msg.qos,
+            size: msg.payload.len(),
+            expires_at: msg.expires_at,
+            received_at: msg.received_at,
+        }
+    }
+
+    fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+}
+
 /// The rate-limited log lines of the engine (see `ratelog`).
 #[derive(Debug, Default)]
 struct RefusalLogs {
@@ -274,6 +310,7 @@ impl Engine {
             conns: HashMap::new(),
             subs: Subscriptions::default(),
             retained: RetainedIndex::new(),
+            batch_retained: HashMap::new(),
             next_session: 0,
             next_assigned: 0,
             next_message_id: 0,
@@ -417,8 +454,35 @@ impl Engine {
     }
 
     /// Retained messages.
-    pub fn retained(&self) -> impl Iterator<Item = &Msg> {
-        self.retained.values()
+    pub fn retained(&self) -> impl Iterator<Item = (&TopicName, &Retained)> {
+        self.retained.iter()
+    }
+
+    /// Payload bytes of all retained messages.
+    pub fn retained_bytes(&self) -> usize {
+        self.retained_bytes
+    }
+
+    /// The whole retained message of `topic`, read from the store (or from the current
+    /// batch, not yet written); `None` if there is none or it cannot be read.
+    pub fn load_retained(&mut self, topic: &str) -> Option<Msg> {
+        if !self.retained.contains_key(topic) {
+            return None;
+        }
+        if let Some(m) = self.batch_retained.get(topic) {
+            return Some(m.clone());
+        }
+        match self.store.load_retained(topic) {
+            Ok(Some(m)) => Some(self.message_from_store(m)),
+            Ok(None) => {
+                tracing::error!(topic, "retained message missing from the store");
+                None
+            }
+            Err(e) => {
+                tracing::error!(topic, error = %e, "cannot read the retained message");
+                None
+            }
+        }
     }
 
     /// Applies one command.
@@ -484,6 +548,7 @@ impl Engine {
     fn flush_batch(&mut self, now: Instant) {
         loop {
             let mut store_failed = std::mem::take(&mut self.batch_failed);
+            self.batch_retained.clear();
             if !self.ops.is_empty() {
                 if let Err(e) = self.store.apply(&self.ops) {
                     // Nothing of this batch may be acknowledged: the clients will resend.
@@ -768,16 +833,20 @@ impl Engine {
         for (will, client) in wills {
             self.publish_will(will, client, now);
         }
+        // Metadata only: the payloads stay in the store until a SUBSCRIBE sends them.
         for meta in retained {
-            let Some(m) = self.store.load_retained(&meta.topic)? else {
-                continue;
+            let entry = Retained {
+                id: meta.id,
+                qos: meta.qos,
+                size: meta.payload_len,
+                expires_at: meta.expires_at.map(|t| self.clock.to_instant(t)),
+                received_at: self.clock.to_instant(meta.received_at),
             };
-            let msg = self.message_from_store(m);
-            if msg.is_expired(now) {
-                self.ops.push(Op::DeleteRetained(msg.topic.clone()));
+            if entry.is_expired(now) {
+                self.ops.push(Op::DeleteRetained(meta.topic));
             } else {
-                self.retained_bytes += msg.payload.len();
-                self.retained.insert(&msg.topic.clone(), msg);
+                self.retained_bytes += entry.size;
+                self.retained.insert(&meta.topic, entry);
                 stats.retained += 1;
             }
         }
@@ -1289,7 +1358,7 @@ impl Engine {
         let max_qos = self.config.max_qos();
         let sub_id = sub.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(sub.subscriptions.len());
-        let mut retained: Vec<(Msg, SubEntry)> = Vec::new();
+        let mut retained: Vec<(TopicName, (Instant, u64), SubEntry)> = Vec::new();
         let max_subs = self.config.max_subscriptions_per_session;
         for wanted in &sub.subscriptions {
             // Bounded at the door, before anything walks its levels: 5.0 0x8F, 3.1.1 0x80.
@@ -1355,12 +1424,13 @@ impl Engine {
                 // Through the index: a filter visits the topics it can reach, not every
                 // retained message.
                 self.retained
-                    .for_each_match(wanted.filter.as_str(), |_, m| {
-                        if !m.is_expired(now) {
-                            retained.push((m.clone(), entry));
+                    .for_each_match(wanted.filter.as_str(), |topic, r| {
+                        if !r.is_expired(now) {
+                            retained.push((topic.clone(), (r.received_at, r.id), entry));
                         }
                     });
-                retained[start..].sort_by_key(|(m, _)| m.received_at);
+                // Oldest first; ids break ties (times are kept to the millisecond).
+                retained[start..].sort_by_key(|&(_, at, _)| at);
             }
         }
         let ack = SubAck {
@@ -1377,7 +1447,28 @@ impl Engine {
                 .map(|w| w.filter.as_str().to_owned())
                 .collect(),
         });
-        for (msg, entry) in retained {
+        // Bounded by the session's queue: what would overflow it is not read from the store
+        // at all (counted as dropped), so one SUBSCRIBE of `#` costs at most a queue's worth
+        // of reads and memory, whatever is retained.
+        let (max_msgs, max_bytes) = (
+            self.config.max_queued_messages,
+            self.config.max_queued_bytes,
+        );
+        for (topic, _, entry) in retained {
+            let full = self.sessions.get(&sid).is_none_or(|s| {
+                let size = self.retained.get(topic.as_str()).map_or(0, |r| r.size);
+                s.queue.len() >= max_msgs || s.queued_bytes + size > max_bytes
+            });
+            if full {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.stats.dropped += 1;
+                }
+                self.stats.dropped += 1;
+                continue;
+            }
+            let Some(msg) = self.load_retained(topic.as_str()) else {
+                continue;
+            };
             let d = Delivery {
                 seq: 0,
                 stored: false,
@@ -1558,13 +1649,14 @@ impl Engine {
     /// fit is routed but not retained, and it also removes the topic's older retained
     /// message, which it was meant to replace (a stale value is worse than none).
     fn retain(&mut self, msg: &Msg, now: Instant) {
-        let old = self.retained.get(&msg.topic).map(|m| m.payload.len());
+        let old = self.retained.get(msg.topic.as_str()).map(|r| r.size);
         let size = msg.payload.len();
         let fits = size > 0
             && (old.is_some() || self.retained.len() < self.config.max_retained_messages)
             && self.retained_bytes - old.unwrap_or(0) + size <= self.config.max_retained_bytes;
         if fits {
-            self.retained.insert(&msg.topic, msg.clone());
+            self.retained.insert(&msg.topic, Retained::of(msg));
+            self.batch_retained.insert(msg.topic.clone(), msg.clone());
             self.retained_bytes = self.retained_bytes - old.unwrap_or(0) + size;
             let stored = self.stored_message(msg);
             self.ops.push(Op::PutRetained(Box::new(stored)));
@@ -1582,8 +1674,9 @@ impl Engine {
                 );
             }
         }
-        if let Some(old) = self.retained.remove(&msg.topic) {
-            self.retained_bytes -= old.payload.len();
+        self.batch_retained.remove(&msg.topic);
+        if let Some(old) = self.retained.remove(msg.topic.as_str()) {
+            self.retained_bytes -= old.size;
             self.ops.push(Op::DeleteRetained(msg.topic.clone()));
         }
     }
@@ -1896,7 +1989,7 @@ mod tests {
     use super::*;
     use crate::auth::{AllowAll, Transport};
     use bytes::Bytes;
-    use protocol::{Properties, Subscription, SubscriptionOptions, TopicFilter, TopicName};
+    use protocol::{Properties, Subscription, SubscriptionOptions, TopicFilter};
 
     struct Conn {
         id: ConnId,
@@ -2970,7 +3063,7 @@ mod tests {
         assert_eq!(w.engine.retained().count(), 2);
         // A larger value for "b" that does not fit removes the old one rather than keep it.
         w.publish(&p, "b", b"123456789", QoS::AtMostOnce, true, 4);
-        let topics: Vec<&str> = w.engine.retained().map(|m| m.topic.as_str()).collect();
+        let topics: Vec<&str> = w.engine.retained().map(|(t, _)| t.as_str()).collect();
         assert_eq!(topics, vec!["a"]);
         assert_eq!(w.engine.retained_bytes, 6);
         // Deleting frees the bytes.
@@ -3024,5 +3117,83 @@ mod tests {
             assert!(w.engine.session("a").is_none(), "{store}");
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    #[test]
+    fn retained_payloads_live_in_the_store_and_are_read_when_a_subscribe_sends_them() {
+        let dir = temp_dir("retained-in-store");
+        let mut w = world_on(BrokerConfig::default(), sqlite(&dir));
+        let (p, _) = w.connect(V5, "p", true, None);
+        w.publish(&p, "r/1", b"one", QoS::AtLeastOnce, true, 1);
+        // Set and subscribed in one batch: read from the batch, not yet in the store.
+        let (mut s, _) = w.connect(V5, "s", true, None);
+        let mut t = TopicName::new("r/2").unwrap();
+        let mut p2 = Publish::new(t.clone(), Bytes::from_static(b"two"));
+        p2.retain = true;
+        w.engine.handle(
+            Command::Packet {
+                conn: p.id,
+                packet: Packet::Publish(p2),
+            },
+            w.now,
+        );
+        let sub = Subscribe {
+            packet_id: pid(7),
+            subscriptions: vec![Subscription {
+                filter: TopicFilter::new("r/#").unwrap(),
+                options: SubscriptionOptions::default(),
+            }],
+            properties: Properties::default(),
+        };
+        w.engine.handle(
+            Command::Packet {
+                conn: s.id,
+                packet: Packet::Subscribe(sub),
+            },
+            w.now,
+        );
+        w.engine.flush(w.now);
+        let got = s.publishes();
+        assert_eq!(payloads(&got), vec![&b"one"[..], b"two"]);
+        assert!(w.engine.batch_retained.is_empty());
+        // After a restart only metadata is in memory; the payload comes from the store.
+        drop(w);
+        let mut w = world_on(BrokerConfig::default(), sqlite(&dir));
+        assert_eq!(w.engine.retained_bytes(), 6);
+        let (mut s, _) = w.connect(V5, "s2", true, None);
+        w.subscribe(&mut s, "r/+", QoS::AtMostOnce);
+        let got = s.publishes();
+        assert_eq!(payloads(&got), vec![&b"one"[..], b"two"]);
+        assert!(got.iter().all(|p| p.retain), "[MQTT-3.3.1-8]");
+        t = TopicName::new("r/1").unwrap();
+        assert_eq!(w.engine.load_retained(t.as_str()).unwrap().payload, "one");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_subscribe_matching_more_retained_messages_than_its_queue_holds_reads_only_what_fits() {
+        let config = BrokerConfig {
+            max_inflight: 2,
+            max_queued_messages: 3,
+            ..Default::default()
+        };
+        let mut w = world(config);
+        let (p, _) = w.connect(V5, "p", true, None);
+        for i in 0..20u16 {
+            let topic = format!("many/{i}");
+            let mut m = Publish::new(TopicName::new(&topic).unwrap(), Bytes::from_static(b"x"));
+            m.retain = true;
+            m.qos = QoS::AtLeastOnce;
+            m.packet_id = Some(pid(i + 1));
+            w.packet(&p, Packet::Publish(m));
+        }
+        assert_eq!(w.engine.retained().count(), 20);
+        let (mut s, _) = w.connect(V5, "s", true, None);
+        w.subscribe(&mut s, "many/#", QoS::AtLeastOnce);
+        // Two in flight, three queued, the rest never read.
+        assert_eq!(s.publishes().len(), 2);
+        let session = w.engine.session("s").unwrap();
+        assert_eq!(session.queue.len(), 3);
+        assert_eq!(session.stats.dropped, 15);
     }
 }

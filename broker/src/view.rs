@@ -8,7 +8,7 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use protocol::ProtocolVersion;
+use protocol::{ProtocolVersion, TopicName};
 use serde::Serialize;
 
 use crate::engine::Engine;
@@ -421,19 +421,28 @@ pub fn inflight_view(engine: &Engine, client_id: &str, limit: usize) -> Option<V
 }
 
 /// Retained messages whose topic starts with `prefix`, sorted by topic, at most `limit`;
-/// and how many matched.
-pub fn retained_view(engine: &Engine, prefix: &str, limit: usize) -> (usize, Vec<MessageView>) {
-    let mut matching: Vec<&Message> = engine
+/// and how many matched. The page's payloads are read from the store (hence `&mut`):
+/// memory holds only what matching and bounding need.
+pub fn retained_view(engine: &mut Engine, prefix: &str, limit: usize) -> (usize, Vec<MessageView>) {
+    let mut matching: Vec<TopicName> = engine
         .retained()
-        .map(|m| &**m)
-        .filter(|m| m.topic.as_str().starts_with(prefix))
+        .filter(|(topic, _)| topic.as_str().starts_with(prefix))
+        .map(|(topic, _)| topic.clone())
         .collect();
-    matching.sort_unstable_by(|a, b| a.topic.as_str().cmp(b.topic.as_str()));
+    matching.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
     let total = matching.len();
     let page = matching
         .into_iter()
         .take(limit)
-        .map(|m| message_view(m, m.qos as u8, true, engine.wall_time(m.received_at)))
+        .filter_map(|topic| {
+            let m = engine.load_retained(topic.as_str())?;
+            Some(message_view(
+                &m,
+                m.qos as u8,
+                true,
+                engine.wall_time(m.received_at),
+            ))
+        })
         .collect();
     (total, page)
 }
