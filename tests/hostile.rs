@@ -526,14 +526,14 @@ async fn ws_handshake(authority: &str) -> TcpStream {
     s
 }
 
-/// Writes masked 125-byte ping frames as fast as the socket takes them until `stop`;
-/// returns the bytes written and whether the server closed the connection.
-async fn ping_flood(mut s: TcpStream, stop: Arc<AtomicBool>) -> (u64, bool) {
+/// Writes masked 125-byte ping frames as fast as the socket takes them until `stop` or
+/// `budget` bytes; returns the bytes written and whether the server closed the connection.
+async fn ping_flood(mut s: TcpStream, stop: Arc<AtomicBool>, budget: u64) -> (u64, bool) {
     let mut frame = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
     frame.extend(std::iter::repeat_n(b'p', 125));
     let chunk = frame.repeat(500);
     let (mut pos, mut sent) = (0, 0u64);
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && sent < budget {
         // `write` (not `write_all`) so a timeout never leaves half a frame behind.
         match tokio::time::timeout(Duration::from_millis(100), s.write(&chunk[pos..])).await {
             Ok(Ok(0)) | Ok(Err(_)) => return (sent, true),
@@ -550,20 +550,24 @@ async fn ping_flood(mut s: TcpStream, stop: Arc<AtomicBool>) -> (u64, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_pings_sent_without_reading_the_pongs_keep_the_bridge_s_memory_bounded() {
     // The finding 2: two such connections took RSS from 7 MB to 5.5 GB in 12 s.
+    // Each flooder sends 64 MiB of pings (or floods for 6 s if the bridge stops reading
+    // them): unbounded pongs would then hold more than the 64 MiB bound, whatever the
+    // speed of the machine.
     let mut bridge = Launch::new("").start();
     let bystander = Bystander::start(&bridge.endpoint(TCP), "pingflood").await;
     let rss0 = bridge.rss_kb();
     let limit = rss0 + RSS_GROWTH_BOUND_MB * 1024;
     let stop = Arc::new(AtomicBool::new(false));
+    let budget = scale("HOSTILE_FLOOD_MB", 64) as u64 * MB;
     let mut flooders = Vec::new();
     for _ in 0..2 {
         let s = ws_handshake(bridge.http_authority()).await;
-        flooders.push(tokio::spawn(ping_flood(s, Arc::clone(&stop))));
+        flooders.push(tokio::spawn(ping_flood(s, Arc::clone(&stop), budget)));
     }
-    let flood = Duration::from_secs(scale("HOSTILE_FLOOD_SECS", 3) as u64);
+    let flood = Duration::from_secs(scale("HOSTILE_FLOOD_SECS", 6) as u64);
     let started = Instant::now();
     let mut peak = rss0;
-    while started.elapsed() < flood {
+    while started.elapsed() < flood && !flooders.iter().all(|f| f.is_finished()) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let Some(rss) = e2e::hostile::rss_kb_of(bridge.pid()) else {
             break;
