@@ -61,6 +61,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use protocol;
 
+pub mod hostile;
+
 /// How long any single wait lasts before a test fails (a message, an acknowledgement, a
 /// close): long enough for a loaded CI machine, short enough to fail fast.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
