@@ -7,22 +7,24 @@
 //! `connection_logic.rs` for the input layout; `broker/tests/connection_fuzz_corpus.rs`
 //! replays the corpus and the crash reproducers in the ordinary test run.
 //!
-//! Runs on stable Rust (no nightly here): cargo-fuzz with `-s none` (no sanitizer) and
-//! RUSTC_BOOTSTRAP for the `-Z` flags it passes. From `broker/`:
+//! Runs on stable Rust (no nightly here): cargo-fuzz with `-s none` (no sanitizer), `-a`
+//! (debug assertions and overflow checks), and RUSTC_BOOTSTRAP for the `-Z` flags it passes.
+//! From `broker/` (with `-jobs=1` libFuzzer's own log goes to `broker/fuzz-0.log`):
 //!
 //! ```text
 //! cargo install cargo-fuzz
 //! mkdir -p /tmp/broker-fuzz-corpus
-//! RUSTC_BOOTSTRAP=1 nice -n 10 cargo fuzz run connection -s none \
-//!     /tmp/broker-fuzz-corpus fuzz/corpus/connection -- \
+//! BROKER_FUZZ_SAVE_INPUT=/tmp/broker-fuzz-current RUSTC_BOOTSTRAP=1 nice -n 10 \
+//!     cargo fuzz run connection -s none -a /tmp/broker-fuzz-corpus fuzz/corpus/connection -- \
 //!     -max_total_time=600 -jobs=1 -print_final_stats=1 -max_len=65536 -timeout=60 \
 //!     -rss_limit_mb=4096
 //! ```
 //!
-//! New inputs land in the scratch directory (first on the command line); merge the ones
-//! worth keeping with `-merge=1 fuzz/corpus/connection /tmp/broker-fuzz-corpus`. A crash is
-//! written to `fuzz/artifacts/connection/`; minimize it with `cargo fuzz tmin`, and keep it
-//! in `fuzz/regressions/connection/`.
+//! New inputs land in the scratch directory (first on the command line); fold the useful
+//! ones in with `cargo fuzz run connection -s none -a fuzz/corpus/connection
+//! /tmp/broker-fuzz-corpus -- -merge=1`. A crash is written to `fuzz/artifacts/connection/`
+//! (a stack overflow is not: take `/tmp/broker-fuzz-current`); minimize it with `cargo fuzz
+//! tmin connection -s none -a <file>` and keep it in `fuzz/regressions/connection/`.
 #![no_main]
 // The counting allocator wraps `System` and must be an `unsafe impl`; this crate is outside
 // the workspace and its `unsafe_code = "forbid"`.
@@ -90,11 +92,20 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 fuzz_target!(|data: &[u8]| {
+    // A stack overflow on the engine thread kills the process with SIGSEGV before libFuzzer
+    // can write the crashing input (its handler has no alternate stack there): with this set,
+    // each input is written to that file first, so the last one is the reproducer.
+    if let Some(path) = std::env::var_os("BROKER_FUZZ_SAVE_INPUT") {
+        let _ = std::fs::write(path, data);
+    }
     let before = CURRENT.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
     connection_logic::run(data);
     let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
     let bound = connection_logic::memory_bound(data);
+    if std::env::var_os("BROKER_FUZZ_PEAKS").is_some() {
+        eprintln!("peak {peak} bound {bound} len {}", data.len());
+    }
     assert!(
         peak <= bound,
         "peak heap {peak} bytes over the bound {bound} for a {}-byte input",

@@ -105,7 +105,7 @@ pub(crate) fn memory_bound(data: &[u8]) -> usize {
     let max_packet = data
         .first()
         .map_or(MAX_PACKET_SIZES[0], |&b| config(b).max_packet_size) as usize;
-    4 * 1024 * 1024 + (MAX_OPENED + 1) * 4 * max_packet + 64 * data.len()
+    1024 * 1024 + (MAX_OPENED + 1) * 2 * max_packet + 32 * data.len()
 }
 
 /// What one input did, for the corpus tests.
