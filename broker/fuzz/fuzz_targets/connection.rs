@@ -20,9 +20,10 @@
 //!     -rss_limit_mb=4096
 //! ```
 //!
-//! New inputs land in the scratch directory (first on the command line); fold the useful
-//! ones in with `cargo fuzz run connection -s none -a fuzz/corpus/connection
-//! /tmp/broker-fuzz-corpus -- -merge=1`. A crash is written to `fuzz/artifacts/connection/`
+//! New inputs land in the scratch directory (first on the command line); fold in those that
+//! reach new edges (counters off keeps the committed corpus small, so the replay test stays
+//! fast) with `RUSTC_BOOTSTRAP=1 cargo fuzz run connection -s none -a fuzz/corpus/connection
+//! /tmp/broker-fuzz-corpus -- -merge=1 -use_counters=0 -max_len=65536`. A crash is written to `fuzz/artifacts/connection/`
 //! (a stack overflow is not: take `/tmp/broker-fuzz-current`); minimize it with `cargo fuzz
 //! tmin connection -s none -a <file>` and keep it in `fuzz/regressions/connection/`.
 #![no_main]
