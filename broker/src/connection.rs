@@ -77,6 +77,10 @@ pub enum ConnectionError {
 /// The most bytes of outgoing packets gathered into one write (one WebSocket frame).
 const MAX_BATCH: usize = 64 * 1024;
 
+/// How long the last bytes of a closing connection (a DISCONNECT, a CONNACK refusal) and
+/// the transport's close may take when the peer does not read.
+const CLOSING_WRITE: Duration = Duration::from_secs(1);
+
 /// Far enough to never come: the time a disarmed [`Deadline`] is parked at.
 const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -125,12 +129,12 @@ fn parked() -> Sleep {
     tokio::time::sleep_until(Instant::now() + NEVER)
 }
 
-/// What woke the connected loop. Lives for one pass of the loop, so the size of an
-/// [`Outgoing`] inline costs nothing worth a box.
-#[allow(clippy::large_enum_variant)]
+/// What woke the connected loop. Outgoing packets are already encoded: a [`Packet`] held
+/// here would be held across the write's await (see `encoded`).
 enum Event {
     Read(Option<io::Result<Bytes>>),
-    Write(Option<Outgoing>),
+    /// A batch to write, and whether the engine asked to close after it.
+    Write(BytesMut, bool),
     KeepAlive,
     PacketTimeout,
 }
@@ -204,7 +208,7 @@ where
         tokio::pin!(connect_deadline);
         loop {
             if *stopping.borrow_and_update() {
-                let _ = self.transport.close().await;
+                self.close().await;
                 return Err(ConnectionError::Stopped);
             }
             let next = tokio::select! {
@@ -214,53 +218,56 @@ where
                 // The sender lives as long as the broker, which outlives this call.
                 _ = stopping.changed() => continue,
                 () = &mut connect_deadline => {
-                    let _ = self.transport.close().await;
+                    self.close().await;
                     return Err(ConnectionError::ConnectTimeout);
                 }
                 () = self.packet.expired() => {
-                    let _ = self.transport.close().await;
+                    self.close().await;
                     return Err(ConnectionError::PacketTimeout);
                 }
             };
             let chunk = match next {
                 None => return Ok(None),
                 Some(Err(e)) => {
-                    let _ = self.transport.close().await;
+                    self.close().await;
                     return Err(e.into());
                 }
                 Some(Ok(chunk)) => chunk,
             };
             let now = Instant::now();
             let mut input = &chunk[..];
-            match self.decoder.decode(&mut input) {
-                Ok(None) => {
+            // The decoded packet is matched in this statement, not across an await (see
+            // `encoded`).
+            let first = match self.decoder.decode(&mut input) {
+                Ok(None) => None,
+                Ok(Some(Packet::Connect(connect))) => Some(Ok(connect)),
+                Ok(Some(_)) => Some(Err(ConnectionError::NotConnect)),
+                Err(e) => Some(Err(e.into())),
+            };
+            match first {
+                None => {
                     // The chunk ended inside the CONNECT: it began with this chunk's first
                     // byte if nothing was held before, and the deadline runs from then.
                     if self.decoder.buffered() > 0 && !self.packet.armed {
                         self.packet.arm(now + self.packet_timeout());
                     }
                 }
-                Ok(Some(Packet::Connect(connect))) => {
+                Some(Ok(connect)) => {
                     self.packet.disarm();
                     let rest = chunk.slice(chunk.len() - input.len()..);
                     return Ok(Some((connect, rest)));
                 }
-                Ok(Some(_)) => {
-                    let _ = self.transport.close().await;
-                    return Err(ConnectionError::NotConnect);
-                }
-                Err(e) => {
+                Some(Err(e)) => {
                     // An unsupported protocol level is answered with CONNACK 0x01 in the
                     // 3.1.1 format [MQTT-3.1.2-2]; anything else just closes.
-                    if let protocol::DecodeError::UnsupportedProtocolVersion(_) = e {
-                        let ack = Packet::ConnAck(ConnAck::new(
-                            false,
-                            ReasonCode::UnsupportedProtocolVersion,
-                        ));
-                        self.send_one(&ack, ProtocolVersion::V311).await;
+                    if let ConnectionError::Protocol(
+                        protocol::DecodeError::UnsupportedProtocolVersion(_),
+                    ) = e
+                    {
+                        self.send_last(unsupported_version_ack()).await;
                     }
-                    let _ = self.transport.close().await;
-                    return Err(e.into());
+                    self.close().await;
+                    return Err(e);
                 }
             }
         }
@@ -290,15 +297,15 @@ where
             aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
         };
         let (out_tx, mut out_rx) = mpsc::channel(connection_channel_capacity(self.config));
-        let cmd = Command::Connect {
+        let Ok(permit) = self.engine.reserve().await else {
+            return Err(ConnectionError::Stopped);
+        };
+        permit.send(Command::Connect {
             conn: self.id,
             connect,
             info,
             tx: out_tx,
-        };
-        if self.engine.send(cmd).await.is_err() {
-            return Err(ConnectionError::Stopped);
-        }
+        });
         // CONNECT was a complete packet: the keep-alive runs from now.
         if let Some(idle) = peer.idle {
             keep_alive.arm(Instant::now() + idle);
@@ -307,22 +314,20 @@ where
             Err(ending) => ending,
             Ok(()) => self.run(&mut peer, &mut out_rx, &mut keep_alive).await,
         };
-        let _ = self
-            .engine
-            .send(Command::Closed {
+        if let Ok(permit) = self.engine.reserve().await {
+            permit.send(Command::Closed {
                 conn: self.id,
                 reason,
-            })
-            .await;
+            });
+        }
         // Send what the engine queued before it closed us (e.g. DISCONNECT 0x8E).
         let mut out = BytesMut::new();
         while let Ok(Outgoing::Packet(p)) = out_rx.try_recv() {
             encode(p, &mut peer, &mut out);
         }
-        if !out.is_empty() {
-            let _ = self.transport.send(out.freeze()).await;
-        }
-        let _ = self.transport.close().await;
+        let last = (!out.is_empty()).then(|| out.freeze());
+        self.send_last(last).await;
+        self.close().await;
         result
     }
 
@@ -347,12 +352,18 @@ where
                     next = self.transport.next() => Event::Read(next),
                     () = keep_alive.expired() => Event::KeepAlive,
                     () = self.packet.expired() => Event::PacketTimeout,
-                    item = out_rx.recv() => Event::Write(item),
+                    item = out_rx.recv() => {
+                        let (out, close) = encode_batch(item, peer, out_rx);
+                        Event::Write(out, close)
+                    }
                 }
             } else {
                 tokio::select! {
                     biased;
-                    item = out_rx.recv() => Event::Write(item),
+                    item = out_rx.recv() => {
+                        let (out, close) = encode_batch(item, peer, out_rx);
+                        Event::Write(out, close)
+                    }
                     next = self.transport.next() => Event::Read(next),
                     () = keep_alive.expired() => Event::KeepAlive,
                     () = self.packet.expired() => Event::PacketTimeout,
@@ -363,7 +374,7 @@ where
                 Event::Read(None) => Err((CloseReason::NetworkLoss, Ok(()))),
                 Event::Read(Some(Err(e))) => Err((CloseReason::NetworkLoss, Err(e.into()))),
                 Event::Read(Some(Ok(chunk))) => self.on_chunk(&chunk, peer, keep_alive).await,
-                Event::Write(item) => self.write_batch(item, peer, out_rx).await,
+                Event::Write(out, close) => self.write(out, close, peer, keep_alive).await,
                 Event::KeepAlive => Err(self
                     .timed_out(peer, ConnectionError::KeepAliveTimeout)
                     .await),
@@ -390,16 +401,18 @@ where
         let mut input = chunk;
         let mut completed = false;
         let failed = loop {
+            // Room in the engine's queue first, then the packet: no packet is held across
+            // the wait, which keeps this task's size (paid by every connection) small.
+            let Ok(permit) = self.engine.reserve().await else {
+                return Err((CloseReason::ServerClosed, Err(ConnectionError::Stopped)));
+            };
             match self.decoder.decode(&mut input) {
                 Ok(Some(packet)) => {
                     completed = true;
-                    let cmd = Command::Packet {
+                    permit.send(Command::Packet {
                         conn: self.id,
                         packet,
-                    };
-                    if self.engine.send(cmd).await.is_err() {
-                        return Err((CloseReason::ServerClosed, Err(ConnectionError::Stopped)));
-                    }
+                    });
                 }
                 Ok(None) => break None,
                 Err(e) => break Some(e),
@@ -407,8 +420,7 @@ where
         };
         if let Some(e) = failed {
             if peer.version == ProtocolVersion::V5 {
-                let disconnect = Packet::Disconnect(Disconnect::new(e.reason_code()));
-                self.send_one(&disconnect, ProtocolVersion::V5).await;
+                self.send_last(disconnect(e.reason_code())).await;
             }
             return Err((CloseReason::ProtocolError, Err(e.into())));
         }
@@ -426,35 +438,28 @@ where
         Ok(())
     }
 
-    /// Encodes `first` and whatever else the engine has ready into one write.
-    async fn write_batch(
+    /// Writes one batch; `close`: the engine asked to close after it.
+    ///
+    /// A write waits while the peer does not read, and nothing is read meanwhile; the
+    /// keep-alive still runs, so that a client that neither reads nor sends is closed
+    /// rather than held for ever. (A client that keeps sending PINGREQ while reading
+    /// nothing for that long is closed too: its packets wait unread behind the write.)
+    async fn write(
         &mut self,
-        first: Option<Outgoing>,
-        peer: &mut Peer,
-        out_rx: &mut mpsc::Receiver<Outgoing>,
+        out: BytesMut,
+        close: bool,
+        peer: &Peer,
+        keep_alive: &mut Deadline<'_>,
     ) -> Result<(), Ending> {
-        // Made for this batch and handed to the transport: nothing is kept while idle.
-        let mut out = BytesMut::new();
-        let mut close = false;
-        let mut item = first;
-        loop {
-            match item {
-                Some(Outgoing::Packet(p)) => encode(p, peer, &mut out),
-                Some(Outgoing::Close) | None => {
-                    close = true;
-                    break;
-                }
-            }
-            if out.len() >= MAX_BATCH {
-                break;
-            }
-            match out_rx.try_recv() {
-                Ok(next) => item = Some(next),
-                Err(_) => break,
-            }
-        }
         if !out.is_empty() {
-            if let Err(e) = self.transport.send(out.freeze()).await {
+            let sent = tokio::select! {
+                biased;
+                sent = self.transport.send(out.freeze()) => sent,
+                () = keep_alive.expired() => {
+                    return Err(self.timed_out(peer, ConnectionError::KeepAliveTimeout).await);
+                }
+            };
+            if let Err(e) = sent {
                 return Err((CloseReason::NetworkLoss, Err(e.into())));
             }
         }
@@ -468,22 +473,77 @@ where
     /// told as for a keep-alive timeout (so the will is published) [MQTT-3.1.2-24].
     async fn timed_out(&mut self, peer: &Peer, error: ConnectionError) -> Ending {
         if peer.version == ProtocolVersion::V5 {
-            let disconnect = Packet::Disconnect(Disconnect::new(ReasonCode::KeepAliveTimeout));
-            self.send_one(&disconnect, ProtocolVersion::V5).await;
+            self.send_last(disconnect(ReasonCode::KeepAliveTimeout))
+                .await;
         }
         (CloseReason::KeepAliveTimeout, Err(error))
     }
 
-    /// Sends one packet, ignoring failure (the connection is closing).
-    async fn send_one(&mut self, packet: &Packet, version: ProtocolVersion) {
-        let mut buf = BytesMut::new();
-        if packet.encode(version, &mut buf).is_ok() {
-            let _ = self.transport.send(buf.freeze()).await;
+    /// Sends the last bytes of a closing connection, if any, ignoring failure; a peer
+    /// that does not read gets [`CLOSING_WRITE`] to take them.
+    async fn send_last(&mut self, bytes: Option<Bytes>) {
+        if let Some(bytes) = bytes {
+            let _ = tokio::time::timeout(CLOSING_WRITE, self.transport.send(bytes)).await;
         }
+    }
+
+    /// Closes the transport, waiting at most [`CLOSING_WRITE`] for a peer that does not read.
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(CLOSING_WRITE, self.transport.close()).await;
     }
 
     fn packet_timeout(&self) -> Duration {
         Duration::from_secs(self.config.packet_timeout_secs)
+    }
+}
+
+/// One packet's bytes, for the last packet of a closing connection.
+///
+/// Why packets are encoded by plain functions before any `.await`: a value held across an
+/// await is stored in the connection's future, whose size every connection pays for its
+/// whole life, and a [`Packet`] is several hundred bytes.
+fn encoded(packet: &Packet, version: ProtocolVersion) -> Option<Bytes> {
+    let mut buf = BytesMut::new();
+    packet.encode(version, &mut buf).ok()?;
+    Some(buf.freeze())
+}
+
+/// CONNACK 0x01 (unacceptable protocol version) in the 3.1.1 format [MQTT-3.1.2-2].
+fn unsupported_version_ack() -> Option<Bytes> {
+    let ack = ConnAck::new(false, ReasonCode::UnsupportedProtocolVersion);
+    encoded(&Packet::ConnAck(ack), ProtocolVersion::V311)
+}
+
+/// A 5.0 DISCONNECT's bytes.
+fn disconnect(reason: ReasonCode) -> Option<Bytes> {
+    encoded(
+        &Packet::Disconnect(Disconnect::new(reason)),
+        ProtocolVersion::V5,
+    )
+}
+
+/// Encodes `first` and whatever else the engine has ready into one buffer, made for this
+/// batch and handed to the transport: nothing is kept while idle. Also says whether the
+/// engine asked to close (or is gone).
+fn encode_batch(
+    first: Option<Outgoing>,
+    peer: &mut Peer,
+    out_rx: &mut mpsc::Receiver<Outgoing>,
+) -> (BytesMut, bool) {
+    let mut out = BytesMut::new();
+    let mut item = first;
+    loop {
+        match item {
+            Some(Outgoing::Packet(p)) => encode(p, peer, &mut out),
+            Some(Outgoing::Close) | None => return (out, true),
+        }
+        if out.len() >= MAX_BATCH {
+            return (out, false);
+        }
+        match out_rx.try_recv() {
+            Ok(next) => item = Some(next),
+            Err(_) => return (out, false),
+        }
     }
 }
 

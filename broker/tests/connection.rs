@@ -15,6 +15,8 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -73,6 +75,15 @@ async fn settle() {
 struct Pipe {
     inbound: mpsc::UnboundedReceiver<Bytes>,
     outbound: Option<mpsc::UnboundedSender<Bytes>>,
+    /// A peer that stopped reading: while set, every write waits (for ever).
+    stalled: Arc<Stall>,
+}
+
+/// Whether a [`Pipe`]'s peer reads, and a signal once a write has had to wait.
+#[derive(Default)]
+struct Stall {
+    on: AtomicBool,
+    waited: tokio::sync::Notify,
 }
 
 impl Stream for Pipe {
@@ -87,6 +98,10 @@ impl Sink<Bytes> for Pipe {
     type Error = io::Error;
 
     fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.stalled.on.load(Ordering::Relaxed) {
+            self.stalled.waited.notify_one();
+            return Poll::Pending;
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -122,6 +137,7 @@ struct Client {
     rx: mpsc::UnboundedReceiver<Bytes>,
     decoder: Decoder,
     received: VecDeque<Packet>,
+    stall: Arc<Stall>,
     task: JoinHandle<Result<(), ConnectionError>>,
 }
 
@@ -131,9 +147,11 @@ impl Client {
     async fn open(broker: &Broker, version: ProtocolVersion) -> Client {
         let (to_broker, inbound) = mpsc::unbounded_channel();
         let (outbound, from_broker) = mpsc::unbounded_channel();
+        let stall = Arc::new(Stall::default());
         let pipe = Pipe {
             inbound,
             outbound: Some(outbound),
+            stalled: stall.clone(),
         };
         let broker = broker.clone();
         let task = tokio::spawn(async move {
@@ -150,6 +168,7 @@ impl Client {
             rx: from_broker,
             decoder: Decoder::with_version(version, 1 << 20),
             received: VecDeque::new(),
+            stall,
             task,
         }
     }
@@ -337,6 +356,36 @@ async fn a_subscriber_that_only_receives_is_closed_after_one_and_a_half_times_it
         }
         other => panic!("expected the will, got {other:?}"),
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_that_neither_reads_nor_sends_is_closed_while_a_write_to_it_waits() {
+    // [MQTT-3.1.2-24] again, for a peer whose socket is full: the write that waits for it
+    // must not hold the connection open past its keep-alive.
+    let _hold = hold_clock();
+    let broker = Broker::start(BrokerConfig::default());
+    let publisher = Client::connect(&broker, V5, "publisher", 0, None).await;
+    let mut subscriber = Client::connect(&broker, V5, "subscriber", 2, None).await;
+    subscriber.subscribe("t").await;
+    subscriber.stall.on.store(true, Ordering::Relaxed);
+    publisher.send(&publish("t", b"m")).await;
+    within_real_time("the write to wait", subscriber.stall.waited.notified()).await;
+    advance(ms(2_990)).await;
+    subscriber.assert_open("2.99 s, a write waiting").await;
+    advance(ms(20)).await;
+    settle().await;
+    // The DISCONNECT cannot be written either: it gets a bounded time, then the close.
+    assert_eq!(subscriber.seen(), Seen::Nothing);
+    advance(ms(1_010)).await;
+    settle().await;
+    assert_eq!(subscriber.seen(), Seen::Closed);
+    let ended = within_real_time("the connection task's end", subscriber.task)
+        .await
+        .unwrap();
+    assert!(
+        matches!(ended, Err(ConnectionError::KeepAliveTimeout)),
+        "{ended:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
