@@ -9,7 +9,10 @@
 //!
 //! # Layout
 //! - [`engine`]: the single owner of all session state, synchronous, time passed in.
-//! - [`server`]: the engine thread and the connection task ([`Broker`]).
+//! - [`server`]: the [`Broker`] handle and the engine thread, shared by all connections.
+//! - `connection`: one connection from its first byte to its close (the CONNECT deadline,
+//!   keep-alive, the deadline for a packet once begun, buffers only while in use), reached
+//!   through [`Broker::serve`].
 //! - [`session`]: one client id's session: subscriptions, queue, in-flight messages.
 //! - [`subscriptions`]: the topic trie and shared subscription groups.
 //! - [`retained`]: the retained messages by topic, a trie a filter walks instead of a scan.
@@ -32,6 +35,7 @@
 
 pub mod auth;
 pub mod config;
+mod connection;
 pub mod engine;
 pub mod message;
 mod ratelog;

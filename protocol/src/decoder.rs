@@ -13,6 +13,11 @@ use crate::error::DecodeError;
 use crate::packet::{check_size, FixedHeader, Packet, ProtocolVersion};
 use crate::topic::TopicName;
 
+/// The most buffer capacity kept between packets (bytes). Small packets split across
+/// chunks (acknowledgements, PINGREQ, short messages) reuse it; anything larger is freed
+/// once its packet is decoded, so an idle connection holds at most this much.
+const KEEP_CAPACITY: usize = 256;
+
 /// Decodes a connection's inbound byte stream.
 ///
 /// After an error the stream is no longer in sync: the connection must be closed (with the
@@ -84,12 +89,15 @@ impl Decoder {
     /// Forgets everything of the previous network connection (aliases live only as long as
     /// one network connection [MQTT-3.3.2-7], a partial packet is garbage after a drop).
     pub fn reset(&mut self) {
-        self.partial.clear();
+        // Released, not cleared: a connection that is gone needs no buffer.
+        self.partial = Vec::new();
         self.partial_len = None;
         self.aliases.clear();
     }
 
-    /// Bytes of an unfinished packet held.
+    /// Bytes of an unfinished packet held: more than 0 from the first byte of a packet
+    /// until its last, 0 between packets. A server uses it to give a packet, once begun, a
+    /// deadline of its own.
     pub fn buffered(&self) -> usize {
         self.partial.len()
     }
@@ -176,8 +184,11 @@ impl Decoder {
             Some(header) => self.finish::<FROM_SERVER>(header.byte1, &partial[header.header_len..]),
             None => Err(DecodeError::MalformedVarInt),
         };
-        // Keep the allocation for the next partial packet unless it was a big one.
-        if partial.capacity() <= 4096 {
+        // Keep the allocation for the next partial packet only if it is small: a server
+        // holds one decoder per connection, mostly idle, and a buffer kept after one large
+        // packet would be paid by every idle connection that ever sent one. Dropping it
+        // costs one allocation the next time a large packet is split across chunks.
+        if partial.capacity() <= KEEP_CAPACITY {
             self.partial = partial;
             self.partial.clear();
         }
@@ -327,6 +338,80 @@ mod tests {
         }
         assert_eq!(n, 8);
         assert!(a.is_empty() && b.is_empty());
+    }
+
+    /// A QoS 0 PUBLISH to "t" with `payload_len` bytes of payload, in 3.1.1.
+    fn publish_bytes(payload_len: usize) -> Vec<u8> {
+        let remaining = 3 + payload_len;
+        let mut bytes = vec![0x30];
+        let mut n = remaining;
+        loop {
+            let mut b = (n % 128) as u8;
+            n /= 128;
+            if n > 0 {
+                b |= 0x80;
+            }
+            bytes.push(b);
+            if n == 0 {
+                break;
+            }
+        }
+        bytes.extend_from_slice(&[0x00, 0x01, b't']);
+        bytes.resize(bytes.len() + payload_len, b'x');
+        bytes
+    }
+
+    /// Feeds `bytes` in chunks of `chunk` bytes; returns the packets decoded.
+    fn feed(d: &mut Decoder, bytes: &[u8], chunk: usize) -> Vec<Packet> {
+        let mut packets = Vec::new();
+        for mut input in bytes.chunks(chunk) {
+            while let Some(p) = d.decode(&mut input).unwrap() {
+                packets.push(p);
+            }
+        }
+        packets
+    }
+
+    #[test]
+    fn the_buffer_of_a_large_split_packet_is_freed_once_it_is_decoded() {
+        let mut d = Decoder::with_version(ProtocolVersion::V311, 1 << 20);
+        let bytes = publish_bytes(100_000);
+        let mut first: &[u8] = &bytes[..50_000];
+        assert_eq!(d.decode(&mut first), Ok(None));
+        assert_eq!(d.buffered(), 50_000, "the unfinished packet is held");
+        let mut second: &[u8] = &bytes[50_000..];
+        assert!(matches!(
+            d.decode(&mut second),
+            Ok(Some(Packet::Publish(_)))
+        ));
+        assert_eq!(d.buffered(), 0);
+        assert_eq!(
+            d.partial.capacity(),
+            0,
+            "an idle connection holds no large buffer"
+        );
+    }
+
+    #[test]
+    fn a_small_split_packet_leaves_at_most_a_small_buffer_for_the_next_one() {
+        let mut d = Decoder::with_version(ProtocolVersion::V311, 1 << 20);
+        let mut stream = publish_bytes(20);
+        stream.extend_from_slice(&publish_bytes(20));
+        assert_eq!(feed(&mut d, &stream, 7).len(), 2);
+        assert_eq!(d.buffered(), 0);
+        assert!(d.partial.capacity() <= KEEP_CAPACITY);
+    }
+
+    #[test]
+    fn reset_releases_the_buffer_of_an_unfinished_packet() {
+        let mut d = Decoder::with_version(ProtocolVersion::V311, 1 << 20);
+        let bytes = publish_bytes(10_000);
+        let mut first: &[u8] = &bytes[..5_000];
+        assert_eq!(d.decode(&mut first), Ok(None));
+        d.reset();
+        assert_eq!((d.buffered(), d.partial.capacity()), (0, 0));
+        // And the next connection's packets decode from scratch.
+        assert_eq!(feed(&mut d, &publish_bytes(3), 1).len(), 1);
     }
 
     #[test]

@@ -1,0 +1,575 @@
+//! One client connection, from its first byte to its close: the CONNECT handshake, then
+//! packets in to the engine and packets out from it, over any transport.
+//!
+//! # Why a module of its own
+//! [`crate::server`] owns what all connections share (the engine thread, its channel, the
+//! shutdown signal); this module owns what each connection holds and when it must end. The
+//! two change for different reasons: the rules below are about hostile or broken peers, and
+//! they are easier to check when nothing else is in the file.
+//!
+//! # The clocks of a connection
+//! A peer must not be able to keep a connection (and what it holds) open by sending a little
+//! at a time, nor by being sent to. So there are exactly three deadlines, each a pinned
+//! [`Sleep`] that is reset only when its own condition happens (a timeout rebuilt in every
+//! `select!` pass restarts whenever any other branch wakes the task, and never fires while
+//! messages flow out):
+//! - the **connect timeout**: CONNECT must be complete within `connect_timeout_secs` of the
+//!   connection's start [MQTT-3.1.0-1];
+//! - the **keep-alive**: once connected with a keep-alive of `k` seconds, a complete packet
+//!   must be decoded at least every `1.5 × k` seconds, or the connection is closed (5.0:
+//!   DISCONNECT 0x8D first) [MQTT-3.1.2-24]. Outgoing traffic does not count, and neither
+//!   do bytes of a packet that is not finished yet (a trickle of one byte a second is not a
+//!   packet);
+//! - the **packet deadline**: once the first byte of a packet has arrived, the rest must
+//!   arrive within `packet_timeout_secs`, whatever the keep-alive, 0 ("none") included: a
+//!   peer holding half a packet holds up to `max_packet_size` of our memory.
+//!
+//! # Memory while idle
+//! An idle connection should cost as little as possible (thousands of browsers may keep one
+//! open and silent). It holds no read buffer (the decoder frees a large partial-packet
+//! buffer once the packet is decoded, see [`protocol::Decoder`]) and no write buffer: each
+//! batch of outgoing packets is encoded into a buffer made for it and handed to the
+//! transport, which owns it from then on.
+
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use protocol::{
+    ConnAck, Connect, Decoder, Disconnect, OutboundAliases, Packet, ProtocolVersion, ReasonCode,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, Sleep};
+
+use crate::auth::ConnectionInfo;
+use crate::config::BrokerConfig;
+use crate::engine::{connection_channel_capacity, CloseReason, Command, Outgoing};
+use crate::session::ConnId;
+
+/// How a connection ended, for the transport's logs.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Io(#[from] io::Error),
+    /// The peer broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(#[from] protocol::DecodeError),
+    /// The first packet was not CONNECT [MQTT-3.1.0-1].
+    #[error("first packet was not CONNECT")]
+    NotConnect,
+    /// No CONNECT in time.
+    #[error("no CONNECT within the connect timeout")]
+    ConnectTimeout,
+    /// No complete packet within 1.5 times the keep-alive [MQTT-3.1.2-24].
+    #[error("keep-alive timeout")]
+    KeepAliveTimeout,
+    /// A packet begun and not finished within the packet timeout.
+    #[error("packet not completed within the packet timeout")]
+    PacketTimeout,
+    /// The broker is stopping.
+    #[error("broker stopped")]
+    Stopped,
+}
+
+/// The most bytes of outgoing packets gathered into one write (one WebSocket frame).
+const MAX_BATCH: usize = 64 * 1024;
+
+/// How long the last bytes of a closing connection (a DISCONNECT, a CONNACK refusal) and
+/// the transport's close may take when the peer does not read.
+const CLOSING_WRITE: Duration = Duration::from_secs(1);
+
+/// Far enough to never come: the time a disarmed [`Deadline`] is parked at.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Why the connected loop ended: what the engine is told, and what `serve` returns.
+type Ending = (CloseReason, Result<(), ConnectionError>);
+
+/// A deadline on one pinned [`Sleep`], armed or not.
+///
+/// The `Sleep` is made once per connection and moved with [`Sleep::reset`], never rebuilt,
+/// so waking the task for anything else does not restart it; while disarmed it is not
+/// polled, so it holds no timer slot.
+struct Deadline<'a> {
+    sleep: Pin<&'a mut Sleep>,
+    armed: bool,
+}
+
+impl<'a> Deadline<'a> {
+    fn new(sleep: Pin<&'a mut Sleep>) -> Self {
+        Deadline {
+            sleep,
+            armed: false,
+        }
+    }
+
+    fn arm(&mut self, at: Instant) {
+        self.sleep.as_mut().reset(at);
+        self.armed = true;
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    /// Resolves when armed and its time has come; never while disarmed.
+    async fn expired(&mut self) {
+        if self.armed {
+            self.sleep.as_mut().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A parked `Sleep` for a [`Deadline`].
+fn parked() -> Sleep {
+    tokio::time::sleep_until(Instant::now() + NEVER)
+}
+
+/// What woke the connected loop. Outgoing packets are already encoded: a [`Packet`] held
+/// here would be held across the write's await (see `encoded`).
+enum Event {
+    Read(Option<io::Result<Bytes>>),
+    /// A batch to write, and whether the engine asked to close after it.
+    Write(BytesMut, bool),
+    KeepAlive,
+    PacketTimeout,
+}
+
+/// What was agreed at CONNECT and how outgoing packets are encoded for this client.
+struct Peer {
+    version: ProtocolVersion,
+    /// 1.5 × the keep-alive in force; `None` for keep-alive 0.
+    idle: Option<Duration>,
+    /// The client's Maximum Packet Size (5.0).
+    client_max: usize,
+    /// Topic aliases towards the client (5.0).
+    aliases: OutboundAliases,
+}
+
+/// One connection being served: the transport, its decoder, and the engine it talks to.
+pub(crate) struct Connection<'a, T> {
+    id: ConnId,
+    config: &'a BrokerConfig,
+    engine: &'a mpsc::Sender<Command>,
+    /// Read and written in turn from one task, so not split: a split transport costs a
+    /// lock and an allocation per connection for nothing.
+    transport: T,
+    /// Holds the bytes of at most one unfinished packet.
+    decoder: Decoder,
+    /// Armed while the decoder holds part of a packet, at the time that packet began plus
+    /// `packet_timeout_secs`.
+    packet: Deadline<'a>,
+}
+
+impl<'a, T> Connection<'a, T>
+where
+    T: Stream<Item = io::Result<Bytes>> + Sink<Bytes, Error = io::Error> + Unpin,
+{
+    /// Serves `transport` as connection `id` until it ends.
+    pub(crate) async fn serve(
+        id: ConnId,
+        config: &'a BrokerConfig,
+        engine: &'a mpsc::Sender<Command>,
+        stopping: watch::Receiver<bool>,
+        transport: T,
+        info: ConnectionInfo,
+    ) -> Result<(), ConnectionError> {
+        let packet_sleep = std::pin::pin!(parked());
+        let keep_alive_sleep = std::pin::pin!(parked());
+        let mut decoder = Decoder::new(config.max_packet_size);
+        decoder.set_topic_alias_maximum(config.topic_alias_maximum);
+        let mut conn = Connection {
+            id,
+            config,
+            engine,
+            transport,
+            decoder,
+            packet: Deadline::new(packet_sleep),
+        };
+        let Some((connect, rest)) = conn.read_connect(stopping).await? else {
+            return Ok(());
+        };
+        conn.connected(connect, rest, info, Deadline::new(keep_alive_sleep))
+            .await
+    }
+
+    /// Reads up to a complete CONNECT, within the connect timeout and the packet deadline.
+    /// Returns it with the bytes of the chunk that came after it; `None` if the peer left.
+    async fn read_connect(
+        &mut self,
+        mut stopping: watch::Receiver<bool>,
+    ) -> Result<Option<(Box<Connect>, Bytes)>, ConnectionError> {
+        let connect_timeout = Duration::from_secs(self.config.connect_timeout_secs);
+        let connect_deadline = tokio::time::sleep(connect_timeout);
+        tokio::pin!(connect_deadline);
+        loop {
+            if *stopping.borrow_and_update() {
+                self.close().await;
+                return Err(ConnectionError::Stopped);
+            }
+            let next = tokio::select! {
+                // Input first: a CONNECT that is there when a deadline passes still counts.
+                biased;
+                next = self.transport.next() => next,
+                // The sender lives as long as the broker, which outlives this call.
+                _ = stopping.changed() => continue,
+                () = &mut connect_deadline => {
+                    self.close().await;
+                    return Err(ConnectionError::ConnectTimeout);
+                }
+                () = self.packet.expired() => {
+                    self.close().await;
+                    return Err(ConnectionError::PacketTimeout);
+                }
+            };
+            let chunk = match next {
+                None => return Ok(None),
+                Some(Err(e)) => {
+                    self.close().await;
+                    return Err(e.into());
+                }
+                Some(Ok(chunk)) => chunk,
+            };
+            let now = Instant::now();
+            let mut input = &chunk[..];
+            // The decoded packet is matched in this statement, not across an await (see
+            // `encoded`).
+            let first = match self.decoder.decode(&mut input) {
+                Ok(None) => None,
+                Ok(Some(Packet::Connect(connect))) => Some(Ok(connect)),
+                Ok(Some(_)) => Some(Err(ConnectionError::NotConnect)),
+                Err(e) => Some(Err(e.into())),
+            };
+            match first {
+                None => {
+                    // The chunk ended inside the CONNECT: it began with this chunk's first
+                    // byte if nothing was held before, and the deadline runs from then.
+                    if self.decoder.buffered() > 0 && !self.packet.armed {
+                        self.packet.arm(now + self.packet_timeout());
+                    }
+                }
+                Some(Ok(connect)) => {
+                    self.packet.disarm();
+                    let rest = chunk.slice(chunk.len() - input.len()..);
+                    return Ok(Some((connect, rest)));
+                }
+                Some(Err(e)) => {
+                    // An unsupported protocol level is answered with CONNACK 0x01 in the
+                    // 3.1.1 format [MQTT-3.1.2-2]; anything else just closes.
+                    if let ConnectionError::Protocol(
+                        protocol::DecodeError::UnsupportedProtocolVersion(_),
+                    ) = e
+                    {
+                        self.send_last(unsupported_version_ack()).await;
+                    }
+                    self.close().await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Hands CONNECT to the engine and serves the connection until it ends; `rest` is what
+    /// followed CONNECT in its chunk.
+    async fn connected(
+        mut self,
+        connect: Box<Connect>,
+        rest: Bytes,
+        info: ConnectionInfo,
+        mut keep_alive: Deadline<'_>,
+    ) -> Result<(), ConnectionError> {
+        let version = connect.protocol;
+        let keep_alive_secs = self
+            .config
+            .effective_keep_alive(connect.keep_alive, version);
+        let mut peer = Peer {
+            version,
+            idle: (keep_alive_secs > 0)
+                .then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500)),
+            client_max: connect
+                .properties
+                .maximum_packet_size
+                .map_or(usize::MAX, |m| m as usize),
+            aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
+        };
+        let (out_tx, mut out_rx) = mpsc::channel(connection_channel_capacity(self.config));
+        let Ok(permit) = self.engine.reserve().await else {
+            return Err(ConnectionError::Stopped);
+        };
+        permit.send(Command::Connect {
+            conn: self.id,
+            connect,
+            info,
+            tx: out_tx,
+        });
+        // CONNECT was a complete packet: the keep-alive runs from now.
+        if let Some(idle) = peer.idle {
+            keep_alive.arm(Instant::now() + idle);
+        }
+        let (reason, result) = match self.on_chunk(&rest, &peer, &mut keep_alive).await {
+            Err(ending) => ending,
+            Ok(()) => self.run(&mut peer, &mut out_rx, &mut keep_alive).await,
+        };
+        if let Ok(permit) = self.engine.reserve().await {
+            permit.send(Command::Closed {
+                conn: self.id,
+                reason,
+            });
+        }
+        // Send what the engine queued before it closed us (e.g. DISCONNECT 0x8E).
+        let mut out = BytesMut::new();
+        while let Ok(Outgoing::Packet(p)) = out_rx.try_recv() {
+            encode(p, &mut peer, &mut out);
+        }
+        let last = (!out.is_empty()).then(|| out.freeze());
+        self.send_last(last).await;
+        self.close().await;
+        result
+    }
+
+    /// The connected loop: packets in to the engine, packets out from it, deadlines.
+    async fn run(
+        &mut self,
+        peer: &mut Peer,
+        out_rx: &mut mpsc::Receiver<Outgoing>,
+        keep_alive: &mut Deadline<'_>,
+    ) -> Ending {
+        // Reading and writing take turns being first, so that neither a flood in nor a
+        // flood out starves the other. Input always comes before the deadlines: bytes that
+        // are already here when a deadline passes are looked at first, so a slow pass of
+        // this loop (the engine's queue full, say) does not close a client that was on
+        // time. The deadlines come before output in the reading turn, so a stream of
+        // outgoing messages cannot hide an expired deadline.
+        let mut read_first = true;
+        loop {
+            let event = if read_first {
+                tokio::select! {
+                    biased;
+                    next = self.transport.next() => Event::Read(next),
+                    () = keep_alive.expired() => Event::KeepAlive,
+                    () = self.packet.expired() => Event::PacketTimeout,
+                    item = out_rx.recv() => {
+                        let (out, close) = encode_batch(item, peer, out_rx);
+                        Event::Write(out, close)
+                    }
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    item = out_rx.recv() => {
+                        let (out, close) = encode_batch(item, peer, out_rx);
+                        Event::Write(out, close)
+                    }
+                    next = self.transport.next() => Event::Read(next),
+                    () = keep_alive.expired() => Event::KeepAlive,
+                    () = self.packet.expired() => Event::PacketTimeout,
+                }
+            };
+            read_first = !read_first;
+            let step = match event {
+                Event::Read(None) => Err((CloseReason::NetworkLoss, Ok(()))),
+                Event::Read(Some(Err(e))) => Err((CloseReason::NetworkLoss, Err(e.into()))),
+                Event::Read(Some(Ok(chunk))) => self.on_chunk(&chunk, peer, keep_alive).await,
+                Event::Write(out, close) => self.write(out, close, peer, keep_alive).await,
+                Event::KeepAlive => Err(self
+                    .timed_out(peer, ConnectionError::KeepAliveTimeout)
+                    .await),
+                Event::PacketTimeout => {
+                    Err(self.timed_out(peer, ConnectionError::PacketTimeout).await)
+                }
+            };
+            if let Err(ending) = step {
+                return ending;
+            }
+        }
+    }
+
+    /// Decodes the packets `chunk` completes, hands them to the engine in order, and moves
+    /// the deadlines: the keep-alive restarts if a packet was completed, the packet deadline
+    /// is armed if a new packet began (and left unchanged while the same one continues).
+    async fn on_chunk(
+        &mut self,
+        chunk: &[u8],
+        peer: &Peer,
+        keep_alive: &mut Deadline<'_>,
+    ) -> Result<(), Ending> {
+        let now = Instant::now();
+        let mut input = chunk;
+        let mut completed = false;
+        let failed = loop {
+            // Room in the engine's queue first, then the packet: no packet is held across
+            // the wait, which keeps this task's size (paid by every connection) small.
+            let Ok(permit) = self.engine.reserve().await else {
+                return Err((CloseReason::ServerClosed, Err(ConnectionError::Stopped)));
+            };
+            match self.decoder.decode(&mut input) {
+                Ok(Some(packet)) => {
+                    completed = true;
+                    permit.send(Command::Packet {
+                        conn: self.id,
+                        packet,
+                    });
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        if let Some(e) = failed {
+            if peer.version == ProtocolVersion::V5 {
+                self.send_last(disconnect(e.reason_code())).await;
+            }
+            return Err((CloseReason::ProtocolError, Err(e.into())));
+        }
+        if completed {
+            if let Some(idle) = peer.idle {
+                keep_alive.arm(now + idle);
+            }
+        }
+        if self.decoder.buffered() == 0 {
+            self.packet.disarm();
+        } else if completed || !self.packet.armed {
+            // The unfinished packet began in this chunk.
+            self.packet.arm(now + self.packet_timeout());
+        }
+        Ok(())
+    }
+
+    /// Writes one batch; `close`: the engine asked to close after it.
+    ///
+    /// A write waits while the peer does not read, and nothing is read meanwhile; the
+    /// keep-alive still runs, so that a client that neither reads nor sends is closed
+    /// rather than held for ever. (A client that keeps sending PINGREQ while reading
+    /// nothing for that long is closed too: its packets wait unread behind the write.)
+    async fn write(
+        &mut self,
+        out: BytesMut,
+        close: bool,
+        peer: &Peer,
+        keep_alive: &mut Deadline<'_>,
+    ) -> Result<(), Ending> {
+        if !out.is_empty() {
+            let sent = tokio::select! {
+                biased;
+                sent = self.transport.send(out.freeze()) => sent,
+                () = keep_alive.expired() => {
+                    return Err(self.timed_out(peer, ConnectionError::KeepAliveTimeout).await);
+                }
+            };
+            if let Err(e) = sent {
+                return Err((CloseReason::NetworkLoss, Err(e.into())));
+            }
+        }
+        if close {
+            return Err((CloseReason::ServerClosed, Ok(())));
+        }
+        Ok(())
+    }
+
+    /// A deadline passed: 5.0 clients are told Keep Alive timeout (0x8D), the engine is
+    /// told as for a keep-alive timeout (so the will is published) [MQTT-3.1.2-24].
+    async fn timed_out(&mut self, peer: &Peer, error: ConnectionError) -> Ending {
+        if peer.version == ProtocolVersion::V5 {
+            self.send_last(disconnect(ReasonCode::KeepAliveTimeout))
+                .await;
+        }
+        (CloseReason::KeepAliveTimeout, Err(error))
+    }
+
+    /// Sends the last bytes of a closing connection, if any, ignoring failure; a peer
+    /// that does not read gets [`CLOSING_WRITE`] to take them.
+    async fn send_last(&mut self, bytes: Option<Bytes>) {
+        if let Some(bytes) = bytes {
+            let _ = tokio::time::timeout(CLOSING_WRITE, self.transport.send(bytes)).await;
+        }
+    }
+
+    /// Closes the transport, waiting at most [`CLOSING_WRITE`] for a peer that does not read.
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(CLOSING_WRITE, self.transport.close()).await;
+    }
+
+    fn packet_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.packet_timeout_secs)
+    }
+}
+
+/// One packet's bytes, for the last packet of a closing connection.
+///
+/// Why packets are encoded by plain functions before any `.await`: a value held across an
+/// await is stored in the connection's future, whose size every connection pays for its
+/// whole life, and a [`Packet`] is several hundred bytes.
+fn encoded(packet: &Packet, version: ProtocolVersion) -> Option<Bytes> {
+    let mut buf = BytesMut::new();
+    packet.encode(version, &mut buf).ok()?;
+    Some(buf.freeze())
+}
+
+/// CONNACK 0x01 (unacceptable protocol version) in the 3.1.1 format [MQTT-3.1.2-2].
+fn unsupported_version_ack() -> Option<Bytes> {
+    let ack = ConnAck::new(false, ReasonCode::UnsupportedProtocolVersion);
+    encoded(&Packet::ConnAck(ack), ProtocolVersion::V311)
+}
+
+/// A 5.0 DISCONNECT's bytes.
+fn disconnect(reason: ReasonCode) -> Option<Bytes> {
+    encoded(
+        &Packet::Disconnect(Disconnect::new(reason)),
+        ProtocolVersion::V5,
+    )
+}
+
+/// Encodes `first` and whatever else the engine has ready into one buffer, made for this
+/// batch and handed to the transport: nothing is kept while idle. Also says whether the
+/// engine asked to close (or is gone).
+fn encode_batch(
+    first: Option<Outgoing>,
+    peer: &mut Peer,
+    out_rx: &mut mpsc::Receiver<Outgoing>,
+) -> (BytesMut, bool) {
+    let mut out = BytesMut::new();
+    let mut item = first;
+    loop {
+        match item {
+            Some(Outgoing::Packet(p)) => encode(p, peer, &mut out),
+            Some(Outgoing::Close) | None => return (out, true),
+        }
+        if out.len() >= MAX_BATCH {
+            return (out, false);
+        }
+        match out_rx.try_recv() {
+            Ok(next) => item = Some(next),
+            Err(_) => return (out, false),
+        }
+    }
+}
+
+/// Encodes `p` for the client into `out`, with an outbound topic alias where one applies;
+/// a packet over the client's Maximum Packet Size is not sent.
+fn encode(mut p: Packet, peer: &mut Peer, out: &mut BytesMut) {
+    let mut new_alias = false;
+    if let (Packet::Publish(publish), ProtocolVersion::V5) = (&mut p, peer.version) {
+        new_alias = peer.aliases.apply(publish);
+    }
+    if let Err(e) = p.encode_limited(peer.version, peer.client_max, out) {
+        // A new alias adds 3 bytes: take it back, and send the message without it if that
+        // fits [MQTT-3.1.2-24] (the engine checked the size without an alias).
+        let retry = match (&mut p, new_alias) {
+            (Packet::Publish(publish), true) => {
+                peer.aliases.forget(&publish.topic);
+                publish.properties.topic_alias = None;
+                true
+            }
+            _ => false,
+        };
+        if !retry
+            || p.encode_limited(peer.version, peer.client_max, out)
+                .is_err()
+        {
+            tracing::debug!(error = %e, "not sent: cannot encode for this client");
+        }
+    }
+}
