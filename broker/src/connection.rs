@@ -148,6 +148,10 @@ struct Peer {
     client_max: usize,
     /// Topic aliases towards the client (5.0).
     aliases: OutboundAliases,
+    /// CONNACK has gone out. Nothing else may go before it [MQTT-3.2.0-1], so a protocol
+    /// error found before then (bytes that followed CONNECT in its chunk) closes the
+    /// connection without a DISCONNECT.
+    acked: bool,
 }
 
 /// One connection being served: the transport, its decoder, and the engine it talks to.
@@ -295,6 +299,7 @@ where
                 .maximum_packet_size
                 .map_or(usize::MAX, |m| m as usize),
             aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
+            acked: false,
         };
         let (out_tx, mut out_rx) = mpsc::channel(connection_channel_capacity(self.config));
         let Ok(permit) = self.engine.reserve().await else {
@@ -323,7 +328,7 @@ where
         // Send what the engine queued before it closed us (e.g. DISCONNECT 0x8E).
         let mut out = BytesMut::new();
         while let Ok(Outgoing::Packet(p)) = out_rx.try_recv() {
-            encode(p, &mut peer, &mut out);
+            encode(*p, &mut peer, &mut out);
         }
         let last = (!out.is_empty()).then(|| out.freeze());
         self.send_last(last).await;
@@ -419,7 +424,7 @@ where
             }
         };
         if let Some(e) = failed {
-            if peer.version == ProtocolVersion::V5 {
+            if peer.version == ProtocolVersion::V5 && peer.acked {
                 self.send_last(disconnect(e.reason_code())).await;
             }
             return Err((CloseReason::ProtocolError, Err(e.into())));
@@ -534,7 +539,7 @@ fn encode_batch(
     let mut item = first;
     loop {
         match item {
-            Some(Outgoing::Packet(p)) => encode(p, peer, &mut out),
+            Some(Outgoing::Packet(p)) => encode(*p, peer, &mut out),
             Some(Outgoing::Close) | None => return (out, true),
         }
         if out.len() >= MAX_BATCH {
@@ -550,6 +555,7 @@ fn encode_batch(
 /// Encodes `p` for the client into `out`, with an outbound topic alias where one applies;
 /// a packet over the client's Maximum Packet Size is not sent.
 fn encode(mut p: Packet, peer: &mut Peer, out: &mut BytesMut) {
+    peer.acked |= matches!(p, Packet::ConnAck(_));
     let mut new_alias = false;
     if let (Packet::Publish(publish), ProtocolVersion::V5) = (&mut p, peer.version) {
         new_alias = peer.aliases.apply(publish);

@@ -562,3 +562,26 @@ async fn a_connect_begun_and_not_finished_within_packet_timeout_secs_is_closed()
         "{ended:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn garbage_right_behind_connect_in_its_chunk_never_puts_a_disconnect_before_the_connack() {
+    // [MQTT-3.2.0-1]: the first packet the server sends is CONNACK. A protocol error in the
+    // bytes that followed CONNECT may be found before the engine has answered it; the
+    // connection then closes without a DISCONNECT rather than send one first.
+    let _hold = hold_clock();
+    let broker = Broker::start(BrokerConfig::default());
+    let mut client = Client::open(&broker, V5).await;
+    let mut chunk = BytesMut::new();
+    Packet::Connect(Box::new(Connect::new(V5, "garbage", true)))
+        .encode(V5, &mut chunk)
+        .unwrap();
+    chunk.extend_from_slice(&[0x00, 0x00]); // packet type 0 is reserved: malformed
+    client.send_bytes(&chunk).await;
+    let mut first = true;
+    while let Some(p) = client.recv().await {
+        if first {
+            assert!(matches!(p, Packet::ConnAck(_)), "first packet {p:?}");
+            first = false;
+        }
+    }
+}
