@@ -1,0 +1,251 @@
+//! CONNECT: refusals, takeover [MQTT-3.1.4-3], clean start and resume, CONNACK.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn on_connect(
+        &mut self,
+        conn: ConnId,
+        connect: Connect,
+        info: ConnectionInfo,
+        tx: mpsc::Sender<Outgoing>,
+        now: Instant,
+    ) {
+        let v = connect.protocol;
+        let refuse = |reason: ReasonCode| {
+            let ack = Packet::ConnAck(ConnAck::new(false, reason));
+            let _ = tx.try_send(Outgoing::Packet(Box::new(ack)));
+            let _ = tx.try_send(Outgoing::Close);
+        };
+        if self.shutting_down {
+            return refuse(ReasonCode::ServerUnavailable);
+        }
+        if self.conns.len() >= self.config.max_connections {
+            return refuse(match v {
+                ProtocolVersion::V5 => ReasonCode::ServerBusy,
+                ProtocolVersion::V311 => ReasonCode::ServerUnavailable,
+            });
+        }
+        let mut assigned = None;
+        let client_id: Arc<str> = if connect.client_id.is_empty() {
+            if v == ProtocolVersion::V311 && !connect.clean_start {
+                // [MQTT-3.1.3-8]: a zero-byte client id needs clean session = 1.
+                return refuse(ReasonCode::ClientIdentifierNotValid);
+            }
+            self.next_assigned += 1;
+            let id = format!(
+                "auto-{:x}-{}",
+                now.elapsed().as_nanos() as u32 ^ 0x5bd1_e995,
+                self.next_assigned
+            );
+            assigned = Some(id.clone());
+            id.into()
+        } else {
+            connect.client_id.as_str().into()
+        };
+        if connect.properties.authentication_method.is_some() {
+            // No extended authentication (no AUTH exchange): refuse and close
+            // [MQTT-4.12.0-1].
+            return refuse(ReasonCode::BadAuthenticationMethod);
+        }
+        if let Err(reason) = self.auth.authenticate(&connect, &info) {
+            return refuse(reason);
+        }
+        if let Some(will) = &connect.will {
+            if !self.topic_within_limits(will.topic.as_str()) {
+                self.log_topic_refusal("will topic", will.topic.as_str(), now);
+                return refuse(ReasonCode::TopicNameInvalid);
+            }
+            if will.qos as u8 > self.config.maximum_qos {
+                return refuse(ReasonCode::QoSNotSupported); // [MQTT-3.2.2-12]
+            }
+            if will.retain && !self.config.retain_available {
+                return refuse(ReasonCode::RetainNotSupported); // [MQTT-3.2.2-13]
+            }
+            if !self
+                .auth
+                .authorize_publish(&client_id, connect.username.as_deref(), &will.topic)
+            {
+                return refuse(ReasonCode::NotAuthorized);
+            }
+        }
+
+        // The session table is bounded: a new session beyond it is refused, nothing is
+        // evicted (an existing one may still resume, or start clean in its own place).
+        if !self.by_client.contains_key(&client_id)
+            && self.sessions.len() >= self.config.max_sessions
+        {
+            if let Some(suppressed) = self.logs.sessions.hit(now) {
+                tracing::warn!(
+                    max_sessions = self.config.max_sessions,
+                    suppressed,
+                    "session limit reached; new session refused"
+                );
+            }
+            return refuse(match v {
+                ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
+                ProtocolVersion::V311 => ReasonCode::ServerUnavailable,
+            });
+        }
+
+        // Takeover: the existing connection is closed [MQTT-3.1.4-3] (5.0: DISCONNECT 0x8E).
+        if let Some(&old) = self.by_client.get(&client_id) {
+            if self.sessions.get(&old).is_some_and(|s| s.online.is_some()) {
+                self.close(old, Some(ReasonCode::SessionTakenOver));
+                self.go_offline(old, now);
+            }
+        }
+        let existing = self.by_client.get(&client_id).copied();
+        if let (Some(sid), true) = (existing, connect.clean_start) {
+            self.end_session(sid, now);
+        }
+        let session_present = existing.is_some() && !connect.clean_start;
+        let sid = match self.by_client.get(&client_id) {
+            Some(&sid) => sid,
+            None => {
+                let sid = SessionId(self.next_session);
+                self.next_session += 1;
+                self.sessions
+                    .insert(sid, Session::new(sid, client_id.clone(), v));
+                self.by_client.insert(client_id.clone(), sid);
+                self.emit(|| SessionEvent::Created {
+                    client_id: client_id.to_string(),
+                });
+                sid
+            }
+        };
+
+        let cfg = self.config.clone();
+        let requested_expiry = match v {
+            ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+            ProtocolVersion::V311 if connect.clean_start => 0,
+            ProtocolVersion::V311 => u32::MAX,
+        };
+        let expiry = cfg
+            .max_session_expiry
+            .map_or(requested_expiry, |m| requested_expiry.min(m));
+        let keep_alive = cfg.effective_keep_alive(connect.keep_alive, v);
+        let client_window = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        s.version = v;
+        s.clean_start = connect.clean_start;
+        s.username = connect.username.clone();
+        s.expiry_interval = expiry;
+        s.expires_at = None;
+        // Back before the will delay ran out: no will [MQTT-3.1.3-9].
+        s.pending_will = None;
+        s.online = Some(Online {
+            conn,
+            tx,
+            window: usize::from(client_window.min(cfg.max_inflight).max(1)),
+            max_packet_size: connect.properties.maximum_packet_size,
+            inbound_unacked: u16::try_from(s.inbound_qos2.len()).unwrap_or(u16::MAX),
+            will: connect.will,
+            connected_at: now,
+            peer: info.peer,
+            keep_alive,
+            disconnected_normally: false,
+            pending_out: 0,
+        });
+        self.conns.insert(conn, sid);
+        // Messages queued while it was away come back from the store [MQTT-3.1.2-5], read
+        // before this CONNECT's own changes to the session are recorded (a resume with
+        // expiry 0 deletes the stored session below, and reading after that read nothing).
+        let s = &self.sessions[&sid];
+        if !s.stored_queue.is_empty() {
+            let client = s.client_id.clone();
+            match self.load_queue(&client) {
+                Ok(stored) => {
+                    let queue: VecDeque<Delivery> = stored
+                        .into_iter()
+                        .map(|d| self.delivery_from_store(d, now))
+                        .collect();
+                    if let Some(s) = self.sessions.get_mut(&sid) {
+                        s.stored_queue.clear();
+                        s.queue = queue;
+                        s.queued_bytes = s.queue.iter().map(|d| d.msg.payload.len()).sum();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(client_id = %client, error = %e, "cannot read the queued messages")
+                }
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            if s.persistent() {
+                self.persist_session(sid);
+            } else if session_present {
+                // Resumed with expiry 0: it ends with this connection, so it is no longer
+                // kept; what it resumed now lives in memory only.
+                for d in s.queue.iter_mut() {
+                    d.stored = false;
+                }
+                for f in s.inflight.values_mut() {
+                    f.delivery.stored = false;
+                }
+                self.ops.push(Op::DeleteSession(client_id.clone()));
+            }
+        }
+
+        let mut ack = ConnAck::new(session_present, ReasonCode::Success);
+        if v == ProtocolVersion::V5 {
+            let p = &mut ack.properties;
+            if expiry != requested_expiry {
+                p.session_expiry_interval = Some(expiry);
+            }
+            p.receive_maximum = (cfg.receive_maximum != u16::MAX).then_some(cfg.receive_maximum);
+            p.maximum_qos = match cfg.maximum_qos {
+                0 => Some(QoS::AtMostOnce),
+                1 => Some(QoS::AtLeastOnce),
+                _ => None,
+            };
+            p.retain_available = (!cfg.retain_available).then_some(false);
+            p.maximum_packet_size = Some(cfg.max_packet_size);
+            p.assigned_client_identifier = assigned;
+            p.topic_alias_maximum =
+                (cfg.topic_alias_maximum > 0).then_some(cfg.topic_alias_maximum);
+            if keep_alive != connect.keep_alive {
+                p.server_keep_alive = Some(keep_alive);
+            }
+        }
+        self.send(sid, Packet::ConnAck(ack));
+        self.emit(|| SessionEvent::Connected {
+            client_id: client_id.to_string(),
+        });
+        self.touch(sid);
+
+        // Resume: resend what is unacknowledged, in order, PUBLISH with DUP [MQTT-4.4.0-1].
+        if session_present {
+            let mut inflight: Vec<(u64, u16, Stage)> = self.sessions[&sid]
+                .inflight
+                .iter()
+                .map(|(&id, f)| (f.seq, id, f.stage))
+                .collect();
+            inflight.sort_unstable_by_key(|&(seq, _, _)| seq);
+            for (_, id, stage) in inflight {
+                let Some(pid) = PacketId::new(id) else {
+                    continue;
+                };
+                let packet = match stage {
+                    Stage::AwaitingComp => Packet::PubRel(PubResp::new(pid)),
+                    Stage::AwaitingAck => {
+                        let f = &self.sessions[&sid].inflight[&id];
+                        let mut p = f.delivery.msg.to_publish(
+                            f.delivery.qos,
+                            f.delivery.retain,
+                            &f.delivery.sub_ids,
+                            now,
+                        );
+                        p.packet_id = Some(pid);
+                        p.dup = true;
+                        Packet::Publish(p)
+                    }
+                };
+                self.send(sid, packet);
+            }
+        }
+        self.drain(sid, now);
+    }
+}

@@ -1,0 +1,562 @@
+//! The broker engine: one owner for all session state.
+//!
+//! Connection tasks decode bytes into packets and send them here as [`Command`]s over one
+//! bounded channel; the engine routes, queues and acknowledges, and answers each
+//! connection through that connection's own bounded channel of [`Outgoing`] items. The
+//! engine itself is synchronous and takes the time as an argument, so every rule below is
+//! unit-tested without sockets or sleeping.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use protocol::{
+    ConnAck, Connect, Disconnect, Packet, PacketId, ProtocolVersion, PubResp, Publish, QoS,
+    ReasonCode, RetainHandling, SubAck, Subscribe, TopicName, UnsubAck, Unsubscribe, Will,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::auth::{Authenticator, ConnectionInfo};
+use crate::config::{BrokerConfig, OverflowPolicy};
+use crate::message::{Message, Msg};
+use crate::ratelog::RateLimitedLog;
+use crate::retained::RetainedIndex;
+use crate::session::{ConnId, Delivery, HeldAck, Inflight, Online, Session, SessionId, Stage};
+use crate::store::{
+    DeliveryState, Op, Recovered, SessionMeta, Store, StoreError, StoredDelivery, StoredMessage,
+};
+use crate::subscriptions::{SubEntry, Subscriptions};
+use crate::view::{MessageView, SessionEvent};
+
+mod connect;
+mod inbound;
+mod lifecycle;
+mod persistence;
+mod routing;
+mod subscribe;
+
+/// What a connection task sends the engine.
+///
+/// Packets move by value through the bounded channels: boxing them would cost an
+/// allocation per packet on the hot path to save a memcpy.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Command {
+    /// A CONNECT arrived on a new connection; answers go to `tx`.
+    Connect {
+        /// The connection.
+        conn: ConnId,
+        /// The packet.
+        connect: Box<Connect>,
+        /// What the transport knows.
+        info: ConnectionInfo,
+        /// The connection's outgoing channel.
+        tx: mpsc::Sender<Outgoing>,
+    },
+    /// Any later packet.
+    Packet {
+        /// The connection.
+        conn: ConnId,
+        /// The packet.
+        packet: Packet,
+    },
+    /// The connection ended.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Run a query on the engine (the HTTP API's view of sessions).
+    Inspect(Inspector),
+    /// Run an administrative change on the engine (kick, discard; reading an offline
+    /// queue from the store); the batch is flushed after it like any other command.
+    Admin(Admin),
+    /// Run the clocks (session expiry, delayed wills, the store's interval sync).
+    Tick,
+    /// Close every connection (5.0: DISCONNECT 0x8B) and stop accepting.
+    Shutdown {
+        /// Answered when done.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A query run on the engine's task.
+pub struct Inspector(pub Box<dyn FnOnce(&Engine) + Send>);
+
+impl std::fmt::Debug for Inspector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inspector")
+    }
+}
+
+/// The closure of an [`Admin`] command.
+pub type AdminFn = Box<dyn FnOnce(&mut Engine, Instant) + Send>;
+
+/// An administrative operation run on the engine's task, with the batch's time.
+pub struct Admin(pub AdminFn);
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admin")
+    }
+}
+
+/// Session events the channel holds for a slow listener before it lags (and is told to
+/// resynchronize).
+pub const EVENT_CAPACITY: usize = 1024;
+
+/// Why a connection ended, as its task saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed, or the socket failed.
+    NetworkLoss,
+    /// Nothing received within 1.5 times the keep-alive [MQTT-3.1.2-24].
+    KeepAliveTimeout,
+    /// The peer sent something invalid; the task already sent DISCONNECT (5.0).
+    ProtocolError,
+    /// The engine asked it to close.
+    ServerClosed,
+}
+
+/// What the engine sends a connection task.
+///
+/// The packet is boxed: a tokio channel allocates its slots in blocks of 32 when it is
+/// created, and with a `Packet` (~400 bytes) inline every connection, even an idle one,
+/// paid ~12.5 KB for its outgoing channel. Boxed, the block is 512 bytes; the price is one
+/// small allocation per outgoing packet.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Encode and send.
+    Packet(Box<Packet>),
+    /// Flush what was sent before, then close the connection.
+    Close,
+}
+
+/// The channel capacity a connection needs for `config`: a full window of messages, the
+/// acknowledgements of a full inbound window, QoS 0 headroom and control packets.
+pub fn connection_channel_capacity(config: &BrokerConfig) -> usize {
+    usize::from(config.max_inflight) + usize::from(config.receive_maximum) + QOS0_BUDGET + 16
+}
+
+/// QoS 0 messages that may wait in a connection's channel; beyond it they are dropped
+/// (QoS 0 is at most once), so that a slow reader never makes room run out for QoS 1/2.
+const QOS0_BUDGET: usize = 1024;
+
+/// What [`Engine::recover`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoverStats {
+    /// Sessions recovered.
+    pub sessions: usize,
+    /// Sessions that had expired while the broker was down.
+    pub expired: usize,
+    /// Messages queued for them.
+    pub queued: usize,
+    /// Messages in flight to them.
+    pub inflight: usize,
+    /// Retained messages.
+    pub retained: usize,
+}
+
+/// Totals for the stats API.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineStats {
+    /// Messages received from clients.
+    pub msgs_in: u64,
+    /// Messages sent to clients.
+    pub msgs_out: u64,
+    /// Messages dropped (queue overflow, expiry, too large, slow QoS 0 reader).
+    pub dropped: u64,
+}
+
+/// Converts between the engine's monotonic clock and the wall clock the store keeps
+/// (deadlines must survive a restart, so they are stored as absolute times).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    instant: Instant,
+    system: SystemTime,
+}
+
+impl Clock {
+    /// Both clocks, now.
+    pub fn now() -> Self {
+        Clock {
+            instant: Instant::now(),
+            system: SystemTime::now(),
+        }
+    }
+
+    /// The wall-clock time of `at`.
+    pub fn to_system(&self, at: Instant) -> SystemTime {
+        if at >= self.instant {
+            self.system + (at - self.instant)
+        } else {
+            self.system - (self.instant - at)
+        }
+    }
+
+    /// The monotonic time of `at` (clamped to the past the monotonic clock can express).
+    pub fn to_instant(&self, at: SystemTime) -> Instant {
+        match at.duration_since(self.system) {
+            Ok(ahead) => self.instant + ahead,
+            Err(e) => self
+                .instant
+                .checked_sub(e.duration())
+                .unwrap_or(self.instant),
+        }
+    }
+}
+
+/// The broker engine. See the [module docs](self).
+#[derive(Debug)]
+pub struct Engine {
+    config: Arc<BrokerConfig>,
+    auth: Arc<dyn Authenticator>,
+    sessions: HashMap<SessionId, Session>,
+    by_client: HashMap<Arc<str>, SessionId>,
+    conns: HashMap<ConnId, SessionId>,
+    subs: Subscriptions,
+    /// Retained messages by topic, in a trie a SUBSCRIBE walks: it costs what it matches.
+    /// Only what matching, bounding and listing need is in memory; payloads stay in the
+    /// store (read when a SUBSCRIBE sends them).
+    retained: RetainedIndex<Retained>,
+    /// Retained messages set in the current batch, not yet in the store (written at
+    /// `flush`); a SUBSCRIBE in the same batch reads them from here.
+    batch_retained: HashMap<TopicName, Msg>,
+    next_session: u64,
+    next_assigned: u64,
+    /// The id of the next message: above every id the store held at start.
+    next_message_id: u64,
+    /// Sessions whose connection must be dropped after the current command (channel full).
+    to_drop: Vec<SessionId>,
+    shutting_down: bool,
+    stats: EngineStats,
+    /// Where sessions are kept durably.
+    store: Box<dyn Store>,
+    /// Changes of the current batch, written by [`Engine::flush`] in one transaction.
+    ops: Vec<Op>,
+    /// What the current batch sends, held until its changes are durable (group commit).
+    outbox: Vec<(mpsc::Sender<Outgoing>, Outgoing, Option<SessionId>)>,
+    clock: Clock,
+    /// Shutdown requests, answered when the state is flushed.
+    shutdown_done: Vec<oneshot::Sender<()>>,
+    /// A write of the current batch failed: none of its acknowledgements may go out.
+    batch_failed: bool,
+    /// Session changes for the dashboard (a UI stream: a lagging listener skips events).
+    events: broadcast::Sender<SessionEvent>,
+    /// Sessions whose queue or in-flight count may have changed in this batch; filled only
+    /// while someone listens, turned into one `queue` event each by [`Engine::flush`].
+    dirty: Vec<SessionId>,
+    /// Someone listened when the current command began (checked once per command, not once
+    /// per delivery: the channel's receiver count is behind a lock).
+    listening: bool,
+    /// Payload bytes of all retained messages; at most `max_retained_bytes`.
+    retained_bytes: usize,
+    /// Routing scratch: where each matched session is in the target list, so a session
+    /// matched by many subscriptions is merged in O(1) (kept to reuse its allocation).
+    route_index: HashMap<SessionId, usize>,
+    /// Log lines for refusals a client can repeat at will, one per interval per kind.
+    logs: RefusalLogs,
+}
+
+/// What the engine keeps in memory of a retained message; the rest is in the store.
+#[derive(Debug, Clone)]
+pub struct Retained {
+    /// The message's id in the store.
+    pub id: u64,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// Payload bytes (counted against `max_retained_bytes`).
+    pub size: usize,
+    /// When its Message Expiry Interval runs out.
+    pub expires_at: Option<Instant>,
+    /// When it was received: retained messages go out in this order.
+    pub received_at: Instant,
+}
+
+impl Retained {
+    fn of(msg: &Message) -> Retained {
+        Retained {
+            id: msg.id,
+            qos: msg.qos,
+            size: msg.payload.len(),
+            expires_at: msg.expires_at,
+            received_at: msg.received_at,
+        }
+    }
+
+    fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+}
+
+/// The rate-limited log lines of the engine (see `ratelog`).
+#[derive(Debug, Default)]
+struct RefusalLogs {
+    /// A retained message over the count or byte limit.
+    retained: RateLimitedLog,
+    /// A topic name or filter over the length or level limit.
+    topic: RateLimitedLog,
+    /// A new session refused at `max_sessions`.
+    sessions: RateLimitedLog,
+    /// A subscription refused at `max_subscriptions_per_session`.
+    subscriptions: RateLimitedLog,
+    /// A connection closed because it could not keep up.
+    slow: RateLimitedLog,
+}
+
+impl Engine {
+    /// An engine with no sessions, writing to `store` (call [`Engine::recover`] to read
+    /// back what the store holds).
+    pub fn new(
+        config: Arc<BrokerConfig>,
+        auth: Arc<dyn Authenticator>,
+        store: Box<dyn Store>,
+    ) -> Self {
+        Engine {
+            config,
+            auth,
+            sessions: HashMap::new(),
+            by_client: HashMap::new(),
+            conns: HashMap::new(),
+            subs: Subscriptions::default(),
+            retained: RetainedIndex::new(),
+            batch_retained: HashMap::new(),
+            next_session: 0,
+            next_assigned: 0,
+            next_message_id: 0,
+            to_drop: Vec::new(),
+            shutting_down: false,
+            stats: EngineStats::default(),
+            store,
+            ops: Vec::new(),
+            outbox: Vec::new(),
+            clock: Clock::now(),
+            shutdown_done: Vec::new(),
+            batch_failed: false,
+            events: broadcast::channel(EVENT_CAPACITY).0,
+            dirty: Vec::new(),
+            listening: false,
+            retained_bytes: 0,
+            route_index: HashMap::new(),
+            logs: RefusalLogs::default(),
+        }
+    }
+
+    /// Whether a topic name or filter is within `max_topic_length` and `max_topic_levels`.
+    /// Checked at the door, before anything walks its levels.
+    fn topic_within_limits(&self, topic: &str) -> bool {
+        topic.len() <= self.config.max_topic_length
+            && topic.bytes().filter(|&b| b == b'/').count() < self.config.max_topic_levels
+    }
+
+    /// Logs a refused topic, at most once per interval.
+    fn log_topic_refusal(&mut self, what: &str, topic: &str, now: Instant) {
+        if let Some(suppressed) = self.logs.topic.hit(now) {
+            let levels = topic.bytes().filter(|&b| b == b'/').count() + 1;
+            tracing::warn!(
+                what,
+                bytes = topic.len(),
+                levels,
+                suppressed,
+                "topic over max_topic_length / max_topic_levels refused"
+            );
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// The wall-clock time of an engine instant.
+    pub fn wall_time(&self, at: Instant) -> SystemTime {
+        self.clock.to_system(at)
+    }
+
+    /// A receiver of session changes (see [`SessionEvent`]).
+    pub fn subscribe_events(&self) -> broadcast::Receiver<SessionEvent> {
+        self.events.subscribe()
+    }
+
+    /// The sender of session changes, to subscribe more receivers later.
+    pub fn event_sender(&self) -> broadcast::Sender<SessionEvent> {
+        self.events.clone()
+    }
+
+    /// Sends a session event if anyone listens (no allocation otherwise).
+    fn emit(&self, event: impl FnOnce() -> SessionEvent) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(event());
+        }
+    }
+
+    /// Notes that a session's queue or in-flight count may have changed in this batch.
+    fn touch(&mut self, sid: SessionId) {
+        if self.listening {
+            self.dirty.push(sid);
+        }
+    }
+
+    /// Totals.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// All sessions, for inspection.
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values()
+    }
+
+    /// A session by client id.
+    pub fn session(&self, client_id: &str) -> Option<&Session> {
+        self.by_client
+            .get(client_id)
+            .and_then(|id| self.sessions.get(id))
+    }
+
+    /// Retained messages.
+    pub fn retained(&self) -> impl Iterator<Item = (&TopicName, &Retained)> {
+        self.retained.iter()
+    }
+
+    /// Payload bytes of all retained messages.
+    pub fn retained_bytes(&self) -> usize {
+        self.retained_bytes
+    }
+
+    /// Applies one command.
+    pub fn handle(&mut self, cmd: Command, now: Instant) {
+        self.listening = self.events.receiver_count() > 0;
+        match cmd {
+            Command::Connect {
+                conn,
+                connect,
+                info,
+                tx,
+            } => self.on_connect(conn, *connect, info, tx, now),
+            Command::Packet { conn, packet } => {
+                if let Some(&sid) = self.conns.get(&conn) {
+                    self.on_packet(sid, packet, now);
+                }
+            }
+            Command::Closed { conn, .. } => {
+                if let Some(&sid) = self.conns.get(&conn) {
+                    self.go_offline(sid, now);
+                }
+            }
+            Command::Inspect(Inspector(f)) => f(self),
+            Command::Admin(Admin(f)) => f(self, now),
+            Command::Tick => {
+                self.tick(now);
+                if let Err(e) = self.store.tick() {
+                    tracing::error!(error = %e, "store sync failed");
+                }
+            }
+            Command::Shutdown { done } => {
+                self.shutdown(now);
+                // Answered once the batch is written and sent (see `flush`).
+                self.shutdown_done.push(done);
+            }
+        }
+    }
+
+    /// Ends a batch: writes its changes to the store in one transaction (durable per the
+    /// policy), then sends what the batch produced. Acknowledgements therefore never go
+    /// out before the state they acknowledge is stored.
+    pub fn flush(&mut self, now: Instant) {
+        self.flush_batch(now);
+        // One `queue` event per session touched by the batch.
+        if !self.dirty.is_empty() {
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for sid in dirty.drain(..) {
+                if let Some(s) = self.sessions.get(&sid) {
+                    self.emit(|| SessionEvent::Queue {
+                        client_id: s.client_id.to_string(),
+                        queued: s.queued_len(),
+                        inflight: s.inflight.len(),
+                    });
+                }
+            }
+            // Keep the allocation for the next batch.
+            self.dirty = dirty;
+        }
+    }
+
+    fn flush_batch(&mut self, now: Instant) {
+        loop {
+            let mut store_failed = std::mem::take(&mut self.batch_failed);
+            self.batch_retained.clear();
+            if !self.ops.is_empty() {
+                if let Err(e) = self.store.apply(&self.ops) {
+                    // Nothing of this batch may be acknowledged: the clients will resend.
+                    tracing::error!(error = %e, "store write failed; closing the batch's connections");
+                    store_failed = true;
+                }
+                self.ops.clear();
+            }
+            if self.outbox.is_empty() && self.to_drop.is_empty() {
+                for done in self.shutdown_done.drain(..) {
+                    let _ = done.send(());
+                }
+                return;
+            }
+            for (tx, item, sid) in std::mem::take(&mut self.outbox) {
+                if let Some(s) = sid.and_then(|sid| self.sessions.get_mut(&sid)) {
+                    if let Some(o) = s.online.as_mut() {
+                        o.pending_out = 0;
+                    }
+                }
+                let item = match (store_failed, item) {
+                    (true, Outgoing::Packet(_)) => Outgoing::Close,
+                    (_, item) => item,
+                };
+                if tx.try_send(item).is_err() {
+                    self.to_drop.extend(sid);
+                }
+            }
+            while let Some(sid) = self.to_drop.pop() {
+                if self.sessions.get(&sid).is_some_and(|s| s.online.is_some()) {
+                    if let Some(suppressed) = self.logs.slow.hit(now) {
+                        tracing::warn!(client_id = %self.sessions[&sid].client_id, suppressed, "connection cannot keep up; closing it");
+                    }
+                    self.go_offline(sid, now);
+                }
+            }
+        }
+    }
+
+    /// Runs the clocks: ends expired sessions, publishes delayed wills.
+    pub fn tick(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        let mut wills = Vec::new();
+        for s in self.sessions.values_mut() {
+            if s.online.is_none() && s.expires_at.is_some_and(|t| now >= t) {
+                expired.push(s.id);
+            } else if s.pending_will.as_ref().is_some_and(|(_, at)| now >= *at) {
+                if let Some((will, _)) = s.pending_will.take() {
+                    wills.push((will, s.client_id.clone()));
+                }
+            }
+        }
+        for (will, client) in wills {
+            if let Some(&sid) = self.by_client.get(&client) {
+                self.persist_session(sid);
+            }
+            self.publish_will(will, client, now);
+        }
+        for sid in expired {
+            self.end_session(sid, now);
+        }
+    }
+}
+
+/// Channel slots kept free for QoS 1/2 and control packets.
+fn connection_reserve(config: &BrokerConfig) -> usize {
+    usize::from(config.max_inflight) + usize::from(config.receive_maximum) + 16
+}
+
+#[cfg(test)]
+mod tests;
