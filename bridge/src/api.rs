@@ -1,8 +1,8 @@
 //! The session-state JSON API under `/api/v1/` (documented in the README, "HTTP API").
 //!
-//! Every handler asks the engine through [`Broker::inspect`] (read-only) or
-//! [`Broker::admin`] (kick, discard, reading an offline queue from the store); views are
-//! built on the engine's thread by [`broker::view`] and only serialized here. Errors are
+//! Every handler asks the broker through its typed queries ([`Broker::sessions`],
+//! [`Broker::queue`], [`Broker::kick`], ...); the views of [`broker::view`] are built on the
+//! engine's thread and only serialized here. Errors are
 //! JSON, `{"error": "..."}`: 400 for a bad query value or an unknown query parameter, 404 for
 //! an unknown client id, 503 once the broker is stopping. Query strings are parsed by hand
 //! (from axum's map), so a bad value gets our JSON answer rather than axum's plain text.
@@ -75,11 +75,13 @@ impl ApiError {
             message: format!("no session for client id `{client_id}`"),
         }
     }
+}
 
-    fn stopped() -> ApiError {
+impl From<broker::Stopped> for ApiError {
+    fn from(stopped: broker::Stopped) -> ApiError {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            message: "the broker is stopping".into(),
+            message: stopped.to_string(),
         }
     }
 }
@@ -179,11 +181,7 @@ async fn list_sessions(
         offset: offset(&map)?,
         limit: limit(&map)?,
     };
-    let page = state
-        .broker
-        .inspect(move |e| view::session_page(e, &filter))
-        .await
-        .ok_or_else(ApiError::stopped)?;
+    let page = state.broker.sessions(filter).await?;
     Ok(Json(page))
 }
 
@@ -193,12 +191,7 @@ async fn session_detail(
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<view::SessionDetail>> {
     let id = client_id(p)?;
-    let lookup = id.clone();
-    let detail = state
-        .broker
-        .inspect(move |e| view::session_detail(e, &lookup))
-        .await
-        .ok_or_else(ApiError::stopped)?;
+    let detail = state.broker.session(&id).await?;
     detail.map(Json).ok_or_else(|| ApiError::no_session(&id))
 }
 
@@ -215,12 +208,10 @@ async fn queue(
 ) -> ApiResult<Json<Messages>> {
     let id = client_id(p)?;
     let limit = limit(&query(q, &["limit"])?)?;
-    let lookup = id.clone();
     let messages = state
         .broker
-        .admin(move |e, _| view::queue_view(e, &lookup, limit))
-        .await
-        .ok_or_else(ApiError::stopped)?
+        .queue(&id, limit)
+        .await?
         .ok_or_else(|| ApiError::no_session(&id))?;
     Ok(Json(Messages { messages }))
 }
@@ -233,50 +224,41 @@ async fn inflight(
 ) -> ApiResult<Json<Messages>> {
     let id = client_id(p)?;
     let limit = limit(&query(q, &["limit"])?)?;
-    let lookup = id.clone();
     let messages = state
         .broker
-        .inspect(move |e| view::inflight_view(e, &lookup, limit))
-        .await
-        .ok_or_else(ApiError::stopped)?
+        .inflight(&id, limit)
+        .await?
         .ok_or_else(|| ApiError::no_session(&id))?;
     Ok(Json(Messages { messages }))
 }
 
 /// `DELETE /api/v1/sessions/{client_id}`: the session is discarded (see
-/// [`broker::Engine::discard`]).
+/// [`Broker::discard`]).
 async fn discard(
     State(state): State<AppState>,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<StatusCode> {
-    on_session(state, p, broker::Engine::discard).await
+    let id = client_id(p)?;
+    let found = state.broker.discard(&id).await?;
+    found_or_404(found, &id)
 }
 
 /// `POST /api/v1/sessions/{client_id}/kick`: the client is disconnected, the session kept
-/// (see [`broker::Engine::kick`]).
+/// (see [`Broker::kick`]).
 async fn kick(
     State(state): State<AppState>,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<StatusCode> {
-    on_session(state, p, broker::Engine::kick).await
+    let id = client_id(p)?;
+    let found = state.broker.kick(&id).await?;
+    found_or_404(found, &id)
 }
 
-/// Runs an administrative operation on one session: 204 if it existed, 404 if not.
-async fn on_session(
-    state: AppState,
-    p: Result<Path<String>, PathRejection>,
-    op: fn(&mut broker::Engine, &str, std::time::Instant) -> bool,
-) -> ApiResult<StatusCode> {
-    let id = client_id(p)?;
-    let lookup = id.clone();
-    let found = state
-        .broker
-        .admin(move |e, now| op(e, &lookup, now))
-        .await
-        .ok_or_else(ApiError::stopped)?;
+/// 204 if the session existed, 404 if not.
+fn found_or_404(found: bool, id: &str) -> ApiResult<StatusCode> {
     match found {
         true => Ok(StatusCode::NO_CONTENT),
-        false => Err(ApiError::no_session(&id)),
+        false => Err(ApiError::no_session(id)),
     }
 }
 
@@ -294,11 +276,7 @@ async fn retained(
     let map = query(q, &["prefix", "limit"])?;
     let limit = limit(&map)?;
     let prefix = map.get("prefix").cloned().unwrap_or_default();
-    let (total, messages) = state
-        .broker
-        .admin(move |e, _| view::retained_view(e, &prefix, limit))
-        .await
-        .ok_or_else(ApiError::stopped)?;
+    let (total, messages) = state.broker.retained(&prefix, limit).await?;
     Ok(Json(Retained { total, messages }))
 }
 
@@ -351,11 +329,7 @@ async fn stats(
     State(state): State<AppState>,
     Extension(rates): Extension<Rates>,
 ) -> ApiResult<Json<Stats>> {
-    let totals = state
-        .broker
-        .inspect(view::stats_view)
-        .await
-        .ok_or_else(ApiError::stopped)?;
+    let totals = state.broker.stats().await?;
     let (in_rate, out_rate) = match rates.lock() {
         Ok(mut t) => t.sample(Instant::now(), totals.msgs_in, totals.msgs_out),
         Err(poisoned) => {

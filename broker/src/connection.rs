@@ -44,9 +44,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Sleep};
 
 use crate::auth::ConnectionInfo;
+use crate::command::{connection_channel_capacity, CloseReason, Command, Outgoing};
 use crate::config::BrokerConfig;
-use crate::engine::{connection_channel_capacity, CloseReason, Command, Outgoing};
-use crate::session::ConnId;
+use crate::ids::ConnId;
 
 /// How a connection ended, for the transport's logs.
 #[derive(Debug, thiserror::Error)]

@@ -34,21 +34,24 @@
 //! towards a slow reader is dropped once its connection's channel is full.
 
 pub mod auth;
+mod command;
 pub mod config;
 mod connection;
-pub mod engine;
-pub mod message;
+mod engine;
+mod ids;
+mod message;
 mod ratelog;
-pub mod retained;
+mod retained;
 pub mod server;
-pub mod session;
+mod session;
 pub mod store;
-pub mod subscriptions;
+mod subscriptions;
 pub mod view;
 
 pub use auth::{AllowAll, Authenticator, ConnectionInfo, Transport};
 pub use config::{BrokerConfig, DurabilityPolicy, OverflowPolicy};
-pub use engine::{CloseReason, Command, Engine, Outgoing, RecoverStats};
-pub use server::{Broker, ConnectionError};
+pub use engine::RecoverStats;
+pub use server::{Broker, ConnectionError, Stopped};
 pub use store::{MemoryStore, SqliteStore, Store, StoreError};
+pub use subscriptions::SubEntry;
 pub use view::SessionEvent;

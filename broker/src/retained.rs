@@ -48,7 +48,7 @@ impl<V> Node<V> {
 /// a child (empty nodes are pruned at once); freed nodes are empty and listed in `free`;
 /// `len` is the number of nodes holding a value.
 #[derive(Debug)]
-pub struct RetainedIndex<V> {
+pub(crate) struct RetainedIndex<V> {
     /// The arena; index 0 is the root.
     nodes: Vec<Node<V>>,
     /// Freed node indices, reused before the arena grows.
@@ -74,7 +74,7 @@ enum Frame {
 
 impl<V> RetainedIndex<V> {
     /// An empty index.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             nodes: vec![Node::new(ROOT)],
             free: Vec::new(),
@@ -83,22 +83,24 @@ impl<V> RetainedIndex<V> {
     }
 
     /// How many topics hold a value.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
+    #[cfg(test)]
     /// No topic holds a value.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    #[cfg(test)]
     /// How many trie nodes are in use, the root included (1 when empty).
-    pub fn node_count(&self) -> usize {
+    pub(crate) fn node_count(&self) -> usize {
         self.nodes.len() - self.free.len()
     }
 
     /// Sets the value of `topic`, returning the one it replaces.
-    pub fn insert(&mut self, topic: &TopicName, value: V) -> Option<V> {
+    pub(crate) fn insert(&mut self, topic: &TopicName, value: V) -> Option<V> {
         let mut node = ROOT;
         for level in topic.levels() {
             node = match self.nodes[node].children.get(level) {
@@ -118,7 +120,7 @@ impl<V> RetainedIndex<V> {
     }
 
     /// Removes the value of `topic` (a `&TopicName` coerces), pruning the nodes left empty.
-    pub fn remove(&mut self, topic: &str) -> Option<V> {
+    pub(crate) fn remove(&mut self, topic: &str) -> Option<V> {
         let mut node = self.find(topic)?;
         let (_, value) = self.nodes[node].value.take()?;
         self.len -= 1;
@@ -136,36 +138,39 @@ impl<V> RetainedIndex<V> {
     }
 
     /// The value of `topic`.
-    pub fn get(&self, topic: &str) -> Option<&V> {
+    pub(crate) fn get(&self, topic: &str) -> Option<&V> {
         let node = self.find(topic)?;
         self.nodes[node].value.as_ref().map(|(_, v)| v)
     }
 
     /// The value of `topic`, to change in place.
-    pub fn get_mut(&mut self, topic: &str) -> Option<&mut V> {
+    #[cfg(test)]
+    pub(crate) fn get_mut(&mut self, topic: &str) -> Option<&mut V> {
         let node = self.find(topic)?;
         self.nodes[node].value.as_mut().map(|(_, v)| v)
     }
 
     /// Whether `topic` holds a value.
-    pub fn contains_key(&self, topic: &str) -> bool {
+    pub(crate) fn contains_key(&self, topic: &str) -> bool {
         self.get(topic).is_some()
     }
 
     /// Every topic and its value, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&TopicName, &V)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&TopicName, &V)> {
         self.nodes
             .iter()
             .filter_map(|n| n.value.as_ref().map(|(t, v)| (t, v)))
     }
 
+    #[cfg(test)]
     /// Every value, in no particular order.
-    pub fn values(&self) -> impl Iterator<Item = &V> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
         self.iter().map(|(_, v)| v)
     }
 
+    #[cfg(test)]
     /// Keeps only the topics for which `keep` returns true (e.g. to drop expired messages).
-    pub fn retain(&mut self, mut keep: impl FnMut(&TopicName, &mut V) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&TopicName, &mut V) -> bool) {
         let mut doomed = Vec::new();
         for n in &mut self.nodes {
             if let Some((t, v)) = &mut n.value {
@@ -184,7 +189,7 @@ impl<V> RetainedIndex<V> {
     /// `a` [MQTT-4.7.1-2]. The cost is the nodes the filter can reach, not the size of the
     /// index. `filter` is a plain filter: shared subscriptions get no retained messages and
     /// their `$share/g/` prefix is not understood here.
-    pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&TopicName, &V)) {
+    pub(crate) fn for_each_match(&self, filter: &str, mut f: impl FnMut(&TopicName, &V)) {
         self.walk(filter, |t, v| f(t, v));
     }
 

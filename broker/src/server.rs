@@ -18,13 +18,21 @@ use futures_util::{Sink, Stream};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::auth::{AllowAll, Authenticator, ConnectionInfo};
+use crate::command::{Command, Request};
 use crate::config::BrokerConfig;
 use crate::connection::Connection;
 pub use crate::connection::ConnectionError;
-use crate::engine::{Admin, Command, Engine, RecoverStats};
-use crate::session::ConnId;
+use crate::engine::{Engine, RecoverStats};
+use crate::ids::ConnId;
 use crate::store::{MemoryStore, Store, StoreError};
-use crate::view::SessionEvent;
+use crate::view::{
+    MessageView, SessionDetail, SessionEvent, SessionFilter, SessionPage, StatsView,
+};
+
+/// The broker has stopped (or is stopping): its engine no longer answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the broker is stopping")]
+pub struct Stopped;
 
 /// A handle on a running broker; cheap to clone, one per listener.
 #[derive(Debug, Clone)]
@@ -109,36 +117,105 @@ impl Broker {
         &self.inner.config
     }
 
-    /// Runs an engine query (for the HTTP API) on the engine's task.
-    pub async fn inspect<R: Send + 'static>(
+    /// Puts one request to the engine and waits for its answer; `Err(Stopped)` once the
+    /// engine is gone.
+    async fn ask<R>(
         &self,
-        f: impl FnOnce(&Engine) -> R + Send + 'static,
-    ) -> Option<R> {
-        let (tx, rx) = oneshot::channel();
-        let cmd = Command::Inspect(crate::engine::Inspector(Box::new(move |e: &Engine| {
-            let _ = tx.send(f(e));
-        })));
-        self.inner.tx.send(cmd).await.ok()?;
-        rx.await.ok()
+        request: impl FnOnce(oneshot::Sender<R>) -> Request,
+    ) -> Result<R, Stopped> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Request(request(reply)))
+            .await
+            .map_err(|_| Stopped)?;
+        answer.await.map_err(|_| Stopped)
     }
 
-    /// Runs an administrative change (kick, discard, reading an offline queue from the
-    /// store) on the engine's task, with the batch's time; the batch is flushed after it,
-    /// so what it sends goes out and what it changes is stored.
-    pub async fn admin<R: Send + 'static>(
+    /// The sessions matching `filter`, sorted by client id, one page.
+    pub async fn sessions(&self, filter: SessionFilter) -> Result<SessionPage, Stopped> {
+        self.ask(|reply| Request::Sessions { filter, reply }).await
+    }
+
+    /// Everything about the session of `client_id`; `None` if there is none.
+    pub async fn session(&self, client_id: &str) -> Result<Option<SessionDetail>, Stopped> {
+        let client_id = client_id.to_owned();
+        self.ask(|reply| Request::Session { client_id, reply })
+            .await
+    }
+
+    /// The first `limit` messages queued for a session, oldest first (an offline session's
+    /// are read from the store); `None` if there is no such session.
+    pub async fn queue(
         &self,
-        f: impl FnOnce(&mut Engine, Instant) -> R + Send + 'static,
-    ) -> Option<R> {
-        let (tx, rx) = oneshot::channel();
-        let cmd = Command::Admin(Admin(Box::new(move |e: &mut Engine, now: Instant| {
-            let _ = tx.send(f(e, now));
-        })));
-        self.inner.tx.send(cmd).await.ok()?;
-        rx.await.ok()
+        client_id: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<MessageView>>, Stopped> {
+        let client_id = client_id.to_owned();
+        self.ask(|reply| Request::Queue {
+            client_id,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// The first `limit` messages in flight to a session, in send order; `None` if there
+    /// is no such session.
+    pub async fn inflight(
+        &self,
+        client_id: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<MessageView>>, Stopped> {
+        let client_id = client_id.to_owned();
+        self.ask(|reply| Request::Inflight {
+            client_id,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Retained messages whose topic starts with `prefix`, sorted by topic, at most
+    /// `limit`, and how many match.
+    pub async fn retained(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<(usize, Vec<MessageView>), Stopped> {
+        let prefix = prefix.to_owned();
+        self.ask(|reply| Request::Retained {
+            prefix,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// The broker's totals.
+    pub async fn stats(&self) -> Result<StatsView, Stopped> {
+        self.ask(|reply| Request::Stats { reply }).await
+    }
+
+    /// Closes the connection of `client_id` by an administrator's decision (5.0: DISCONNECT
+    /// 0x98 Administrative action, and the will is published); the session is kept per its
+    /// expiry. `false` if there is no such session.
+    pub async fn kick(&self, client_id: &str) -> Result<bool, Stopped> {
+        let client_id = client_id.to_owned();
+        self.ask(|reply| Request::Kick { client_id, reply }).await
+    }
+
+    /// Ends the session of `client_id` (its connection closed first, as by [`Broker::kick`];
+    /// a will still waiting for its delay is published now). `false` if there is no such
+    /// session.
+    pub async fn discard(&self, client_id: &str) -> Result<bool, Stopped> {
+        let client_id = client_id.to_owned();
+        self.ask(|reply| Request::Discard { client_id, reply })
+            .await
     }
 
     /// A receiver of session changes. A receiver that falls more than
-    /// [`crate::engine::EVENT_CAPACITY`] events behind gets `RecvError::Lagged` and skips
+    /// 1024 events behind gets `RecvError::Lagged` and skips
     /// them: this is a UI stream, never the path of a QoS 1/2 message.
     pub fn events(&self) -> broadcast::Receiver<SessionEvent> {
         self.inner.events.subscribe()

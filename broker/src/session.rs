@@ -13,40 +13,33 @@ use std::time::Instant;
 use protocol::{PacketId, ProtocolVersion, QoS, TopicFilter, Will};
 use tokio::sync::mpsc;
 
+use crate::command::Outgoing;
+pub(crate) use crate::ids::{ConnId, SessionId};
 use crate::message::Msg;
 use crate::subscriptions::SubEntry;
-use crate::Outgoing;
-
-/// A session's number, stable for its life (client ids are looked up once, at CONNECT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u64);
-
-/// A network connection's number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
 
 /// One message waiting for a session, with the QoS and flags of its delivery.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// Its place in the session's order (given when queued or sent; the store's key).
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// Written to the store (a persistent session's QoS 1/2, or queued while offline).
-    pub stored: bool,
+    pub(crate) stored: bool,
     /// The message.
-    pub msg: Msg,
+    pub(crate) msg: Msg,
     /// min(published QoS, subscription QoS).
-    pub qos: QoS,
+    pub(crate) qos: QoS,
     /// The RETAIN flag to send (Retain As Published, or a retained message on subscribe).
-    pub retain: bool,
+    pub(crate) retain: bool,
     /// Subscription identifiers of the matching subscriptions.
-    pub sub_ids: Vec<u32>,
+    pub(crate) sub_ids: Vec<u32>,
     /// When it was queued.
-    pub queued_at: Instant,
+    pub(crate) queued_at: Instant,
 }
 
 /// Where an outgoing QoS 1/2 message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// PUBLISH sent; PUBACK or PUBREC due.
     AwaitingAck,
     /// PUBREC received, PUBREL sent; PUBCOMP due.
@@ -55,120 +48,120 @@ pub enum Stage {
 
 /// An outgoing message in flight.
 #[derive(Debug, Clone)]
-pub struct Inflight {
+pub(crate) struct Inflight {
     /// Send order, for resending in order [MQTT-4.6.0-1].
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// What was sent.
-    pub delivery: Delivery,
+    pub(crate) delivery: Delivery,
     /// Where it is.
-    pub stage: Stage,
+    pub(crate) stage: Stage,
 }
 
 /// An acknowledgement held back from a publisher while a session its message went to is
 /// over its queue limit (the backpressure policy, see the README).
 #[derive(Debug, Clone, Copy)]
-pub struct HeldAck {
+pub(crate) struct HeldAck {
     /// The publisher's connection.
-    pub conn: ConnId,
+    pub(crate) conn: ConnId,
     /// The publisher's packet id.
-    pub packet_id: PacketId,
+    pub(crate) packet_id: PacketId,
     /// QoS 1 (PUBACK) or 2 (PUBREC).
-    pub qos: QoS,
+    pub(crate) qos: QoS,
 }
 
 /// The state of an online session's network connection.
 #[derive(Debug)]
-pub struct Online {
+pub(crate) struct Online {
     /// The connection.
-    pub conn: ConnId,
+    pub(crate) conn: ConnId,
     /// Its outgoing channel (bounded); a full channel closes the connection.
-    pub tx: mpsc::Sender<Outgoing>,
+    pub(crate) tx: mpsc::Sender<Outgoing>,
     /// Our sending window: min(client's Receive Maximum, `max_inflight`).
-    pub window: usize,
+    pub(crate) window: usize,
     /// The client's Maximum Packet Size.
-    pub max_packet_size: Option<u32>,
+    pub(crate) max_packet_size: Option<u32>,
     /// QoS 1/2 PUBLISHes received and not yet fully acknowledged (our Receive Maximum).
-    pub inbound_unacked: u16,
+    pub(crate) inbound_unacked: u16,
     /// The will, published if the connection ends without a normal DISCONNECT.
-    pub will: Option<Will>,
+    pub(crate) will: Option<Will>,
     /// When it connected.
-    pub connected_at: Instant,
+    pub(crate) connected_at: Instant,
     /// The peer address.
-    pub peer: Option<SocketAddr>,
+    pub(crate) peer: Option<SocketAddr>,
     /// Keep-alive in force, seconds.
-    pub keep_alive: u16,
+    pub(crate) keep_alive: u16,
     /// A normal DISCONNECT came: no will.
-    pub disconnected_normally: bool,
+    pub(crate) disconnected_normally: bool,
     /// Items waiting in the engine's outbox for this connection (sent at the end of the
     /// batch, after the store's commit).
-    pub pending_out: usize,
+    pub(crate) pending_out: usize,
 }
 
 /// Counters shown by the dashboard.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SessionStats {
+pub(crate) struct SessionStats {
     /// Messages received from this client.
-    pub msgs_in: u64,
+    pub(crate) msgs_in: u64,
     /// Messages sent to this client.
-    pub msgs_out: u64,
+    pub(crate) msgs_out: u64,
     /// Payload bytes received.
-    pub bytes_in: u64,
+    pub(crate) bytes_in: u64,
     /// Payload bytes sent.
-    pub bytes_out: u64,
+    pub(crate) bytes_out: u64,
     /// Messages dropped by the queue's overflow policy, by expiry or for being too large.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
 }
 
 /// Everything the broker keeps for one client id.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     /// Its number.
-    pub id: SessionId,
+    pub(crate) id: SessionId,
     /// The client id.
-    pub client_id: Arc<str>,
+    pub(crate) client_id: Arc<str>,
     /// The protocol of its last connection.
-    pub version: ProtocolVersion,
+    pub(crate) version: ProtocolVersion,
     /// The clean start flag of its last connection.
-    pub clean_start: bool,
+    pub(crate) clean_start: bool,
     /// The user name of its last connection.
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     /// Seconds it outlives its connection: 0 = ends with it, `u32::MAX` = never.
-    pub expiry_interval: u32,
+    pub(crate) expiry_interval: u32,
     /// When it ends, while offline (`None` online, or never).
-    pub expires_at: Option<Instant>,
+    pub(crate) expires_at: Option<Instant>,
     /// When it last went offline.
-    pub disconnected_at: Option<Instant>,
+    pub(crate) disconnected_at: Option<Instant>,
     /// Subscriptions (also in the index).
-    pub subscriptions: HashMap<TopicFilter, SubEntry>,
+    pub(crate) subscriptions: HashMap<TopicFilter, SubEntry>,
     /// Messages waiting while online, oldest first.
-    pub queue: VecDeque<Delivery>,
+    pub(crate) queue: VecDeque<Delivery>,
     /// Messages waiting while offline: only their seq and size are in memory, the messages
     /// are in the store until the client returns (bounded memory per idle session).
-    pub stored_queue: VecDeque<(u64, usize)>,
+    pub(crate) stored_queue: VecDeque<(u64, usize)>,
     /// Payload bytes in `queue` and `stored_queue`.
-    pub queued_bytes: usize,
+    pub(crate) queued_bytes: usize,
     /// Outgoing QoS 1/2 in flight, by packet id.
-    pub inflight: HashMap<u16, Inflight>,
+    pub(crate) inflight: HashMap<u16, Inflight>,
     /// Next packet id to try.
-    pub next_packet_id: u16,
+    pub(crate) next_packet_id: u16,
     /// Next send sequence number.
-    pub next_seq: u64,
+    pub(crate) next_seq: u64,
     /// Incoming QoS 2 packet ids routed and awaiting PUBREL: a resent PUBLISH with one of
     /// these is not routed again [MQTT-4.3.3-9].
-    pub inbound_qos2: HashSet<u16>,
+    pub(crate) inbound_qos2: HashSet<u16>,
     /// A will waiting for its Will Delay Interval (5.0), and when it is due.
-    pub pending_will: Option<(Will, Instant)>,
+    pub(crate) pending_will: Option<(Will, Instant)>,
     /// Acks of other clients held while this session is over its queue limit.
-    pub held_acks: VecDeque<HeldAck>,
+    pub(crate) held_acks: VecDeque<HeldAck>,
     /// The connection, while online.
-    pub online: Option<Online>,
+    pub(crate) online: Option<Online>,
     /// Counters.
-    pub stats: SessionStats,
+    pub(crate) stats: SessionStats,
 }
 
 impl Session {
     /// A new, empty, offline session.
-    pub fn new(id: SessionId, client_id: Arc<str>, version: ProtocolVersion) -> Self {
+    pub(crate) fn new(id: SessionId, client_id: Arc<str>, version: ProtocolVersion) -> Self {
         Session {
             id,
             client_id,
@@ -195,7 +188,7 @@ impl Session {
 
     /// A free packet id for an outgoing message: never zero, never one in flight
     /// [MQTT-2.2.1-3].
-    pub fn alloc_packet_id(&mut self) -> Option<PacketId> {
+    pub(crate) fn alloc_packet_id(&mut self) -> Option<PacketId> {
         for _ in 0..=u16::MAX {
             let candidate = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
@@ -209,7 +202,7 @@ impl Session {
     }
 
     /// Room in the sending window.
-    pub fn window_open(&self) -> bool {
+    pub(crate) fn window_open(&self) -> bool {
         match &self.online {
             Some(o) => self.inflight.len() < o.window,
             None => false,
@@ -217,30 +210,30 @@ impl Session {
     }
 
     /// Removes the oldest message of the online queue.
-    pub fn pop_queue(&mut self) -> Option<Delivery> {
+    pub(crate) fn pop_queue(&mut self) -> Option<Delivery> {
         let d = self.queue.pop_front()?;
         self.queued_bytes -= d.msg.payload.len();
         Some(d)
     }
 
     /// Appends to the online queue (limits are the caller's business).
-    pub fn push_queue(&mut self, d: Delivery) {
+    pub(crate) fn push_queue(&mut self, d: Delivery) {
         self.queued_bytes += d.msg.payload.len();
         self.queue.push_back(d);
     }
 
     /// Messages waiting, online or offline.
-    pub fn queued_len(&self) -> usize {
+    pub(crate) fn queued_len(&self) -> usize {
         self.queue.len() + self.stored_queue.len()
     }
 
     /// Kept after its connection ends (and so written to the store).
-    pub fn persistent(&self) -> bool {
+    pub(crate) fn persistent(&self) -> bool {
         self.expiry_interval > 0
     }
 
     /// The next sequence number.
-    pub fn take_seq(&mut self) -> u64 {
+    pub(crate) fn take_seq(&mut self) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         seq

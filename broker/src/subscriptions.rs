@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use protocol::{SubscriptionOptions, TopicFilter};
 
-use crate::session::SessionId;
+use crate::ids::SessionId;
 
 /// One subscription's options and identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +31,11 @@ pub struct SubEntry {
 
 /// A shared subscription group: its members take turns.
 #[derive(Debug, Default)]
-pub struct Group {
+pub(crate) struct Group {
     /// Members in subscription order.
-    pub members: Vec<(SessionId, SubEntry)>,
+    pub(crate) members: Vec<(SessionId, SubEntry)>,
     /// Whose turn is next.
-    pub next: usize,
+    pub(crate) next: usize,
 }
 
 /// The index of the root node, which exists always and is never freed.
@@ -69,7 +69,7 @@ struct Payload {
 /// every node but the root that is reachable from the root holds a subscription or has a
 /// child (empty nodes are pruned at once); freed nodes are empty and listed in `free`.
 #[derive(Debug)]
-pub struct Subscriptions {
+pub(crate) struct Subscriptions {
     /// The edges of every node, kept apart from the payload so that a walk over the edges
     /// can hand out `&mut Group`s.
     links: Vec<Links>,
@@ -93,23 +93,31 @@ impl Default for Subscriptions {
 }
 
 impl Subscriptions {
+    #[cfg(test)]
     /// How many subscriptions (shared ones included).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.count
     }
 
+    #[cfg(test)]
     /// No subscriptions.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.count == 0
     }
 
+    #[cfg(test)]
     /// How many trie nodes are in use, the root included (1 when empty).
-    pub fn node_count(&self) -> usize {
+    pub(crate) fn node_count(&self) -> usize {
         self.links.len() - self.free.len()
     }
 
     /// Adds or replaces `session`'s subscription to `filter`. Returns true if it existed.
-    pub fn insert(&mut self, session: SessionId, filter: &TopicFilter, entry: SubEntry) -> bool {
+    pub(crate) fn insert(
+        &mut self,
+        session: SessionId,
+        filter: &TopicFilter,
+        entry: SubEntry,
+    ) -> bool {
         let existed = if let Ok(Some(shared)) = filter.shared() {
             let node = self.node_for(shared.filter.as_str());
             let group = self.payload[node].groups.entry(shared.group).or_default();
@@ -134,7 +142,7 @@ impl Subscriptions {
     }
 
     /// Removes `session`'s subscription to `filter`. Returns true if it existed.
-    pub fn remove(&mut self, session: SessionId, filter: &TopicFilter) -> bool {
+    pub(crate) fn remove(&mut self, session: SessionId, filter: &TopicFilter) -> bool {
         let (node, path, removed) = if let Ok(Some(shared)) = filter.shared() {
             let Some(node) = self.find(shared.filter.as_str()) else {
                 return false;
@@ -166,7 +174,7 @@ impl Subscriptions {
 
     /// Calls `f` for every non-shared subscription matching `topic`, with the `$` rule
     /// [MQTT-4.7.2-1]. Costs a walk of the trie along `topic`, not a test of every filter.
-    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(SessionId, &SubEntry)) {
+    pub(crate) fn for_each_match(&self, topic: &str, mut f: impl FnMut(SessionId, &SubEntry)) {
         walk(&self.links, topic, |node| {
             if let Some(p) = self.payload.get(node) {
                 for (s, e) in &p.subs {
@@ -179,7 +187,7 @@ impl Subscriptions {
     /// Calls `f` for every shared group whose filter matches `topic`, with the `$` rule
     /// [MQTT-4.7.2-1]. Found on the same kind of walk as [`Self::for_each_match`]: groups on
     /// other topics cost nothing.
-    pub fn for_each_matching_group(&mut self, topic: &str, mut f: impl FnMut(&mut Group)) {
+    pub(crate) fn for_each_matching_group(&mut self, topic: &str, mut f: impl FnMut(&mut Group)) {
         let payload = &mut self.payload;
         walk(&self.links, topic, |node| {
             if let Some(p) = payload.get_mut(node) {

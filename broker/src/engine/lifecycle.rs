@@ -7,7 +7,7 @@ impl Engine {
     /// DISCONNECT 0x98 Administrative action); the session is kept per its expiry. The
     /// server closed the connection, so the will is published (after its delay).
     /// Returns false if there is no such session.
-    pub fn kick(&mut self, client_id: &str, now: Instant) -> bool {
+    pub(crate) fn kick(&mut self, client_id: &str, now: Instant) -> bool {
         let Some(&sid) = self.by_client.get(client_id) else {
             return false;
         };
@@ -22,7 +22,7 @@ impl Engine {
     /// [`Engine::kick`] (will published), then the session ends as when it expires (a will
     /// still waiting for its delay is published now). Returns false if there is no such
     /// session.
-    pub fn discard(&mut self, client_id: &str, now: Instant) -> bool {
+    pub(crate) fn discard(&mut self, client_id: &str, now: Instant) -> bool {
         if !self.kick(client_id, now) {
             return false;
         }

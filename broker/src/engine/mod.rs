@@ -16,132 +16,32 @@ use protocol::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::command::{Command, Outgoing};
+
 use crate::auth::{Authenticator, ConnectionInfo};
 use crate::config::{BrokerConfig, OverflowPolicy};
+use crate::ids::{ConnId, SessionId};
 use crate::message::{Message, Msg};
 use crate::ratelog::RateLimitedLog;
 use crate::retained::RetainedIndex;
-use crate::session::{ConnId, Delivery, HeldAck, Inflight, Online, Session, SessionId, Stage};
+use crate::session::{Delivery, HeldAck, Inflight, Online, Session, Stage};
 use crate::store::{
     DeliveryState, Op, Recovered, SessionMeta, Store, StoreError, StoredDelivery, StoredMessage,
 };
 use crate::subscriptions::{SubEntry, Subscriptions};
-use crate::view::{MessageView, SessionEvent};
+use crate::view::SessionEvent;
 
 mod connect;
 mod inbound;
+mod inspect;
 mod lifecycle;
 mod persistence;
 mod routing;
 mod subscribe;
 
-/// What a connection task sends the engine.
-///
-/// Packets move by value through the bounded channels: boxing them would cost an
-/// allocation per packet on the hot path to save a memcpy.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)]
-pub enum Command {
-    /// A CONNECT arrived on a new connection; answers go to `tx`.
-    Connect {
-        /// The connection.
-        conn: ConnId,
-        /// The packet.
-        connect: Box<Connect>,
-        /// What the transport knows.
-        info: ConnectionInfo,
-        /// The connection's outgoing channel.
-        tx: mpsc::Sender<Outgoing>,
-    },
-    /// Any later packet.
-    Packet {
-        /// The connection.
-        conn: ConnId,
-        /// The packet.
-        packet: Packet,
-    },
-    /// The connection ended.
-    Closed {
-        /// The connection.
-        conn: ConnId,
-        /// Why.
-        reason: CloseReason,
-    },
-    /// Run a query on the engine (the HTTP API's view of sessions).
-    Inspect(Inspector),
-    /// Run an administrative change on the engine (kick, discard; reading an offline
-    /// queue from the store); the batch is flushed after it like any other command.
-    Admin(Admin),
-    /// Run the clocks (session expiry, delayed wills, the store's interval sync).
-    Tick,
-    /// Close every connection (5.0: DISCONNECT 0x8B) and stop accepting.
-    Shutdown {
-        /// Answered when done.
-        done: oneshot::Sender<()>,
-    },
-}
-
-/// A query run on the engine's task.
-pub struct Inspector(pub Box<dyn FnOnce(&Engine) + Send>);
-
-impl std::fmt::Debug for Inspector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Inspector")
-    }
-}
-
-/// The closure of an [`Admin`] command.
-pub type AdminFn = Box<dyn FnOnce(&mut Engine, Instant) + Send>;
-
-/// An administrative operation run on the engine's task, with the batch's time.
-pub struct Admin(pub AdminFn);
-
-impl std::fmt::Debug for Admin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Admin")
-    }
-}
-
 /// Session events the channel holds for a slow listener before it lags (and is told to
 /// resynchronize).
-pub const EVENT_CAPACITY: usize = 1024;
-
-/// Why a connection ended, as its task saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The peer closed, or the socket failed.
-    NetworkLoss,
-    /// Nothing received within 1.5 times the keep-alive [MQTT-3.1.2-24].
-    KeepAliveTimeout,
-    /// The peer sent something invalid; the task already sent DISCONNECT (5.0).
-    ProtocolError,
-    /// The engine asked it to close.
-    ServerClosed,
-}
-
-/// What the engine sends a connection task.
-///
-/// The packet is boxed: a tokio channel allocates its slots in blocks of 32 when it is
-/// created, and with a `Packet` (~400 bytes) inline every connection, even an idle one,
-/// paid ~12.5 KB for its outgoing channel. Boxed, the block is 512 bytes; the price is one
-/// small allocation per outgoing packet.
-#[derive(Debug)]
-pub enum Outgoing {
-    /// Encode and send.
-    Packet(Box<Packet>),
-    /// Flush what was sent before, then close the connection.
-    Close,
-}
-
-/// The channel capacity a connection needs for `config`: a full window of messages, the
-/// acknowledgements of a full inbound window, QoS 0 headroom and control packets.
-pub fn connection_channel_capacity(config: &BrokerConfig) -> usize {
-    usize::from(config.max_inflight) + usize::from(config.receive_maximum) + QOS0_BUDGET + 16
-}
-
-/// QoS 0 messages that may wait in a connection's channel; beyond it they are dropped
-/// (QoS 0 is at most once), so that a slow reader never makes room run out for QoS 1/2.
-const QOS0_BUDGET: usize = 1024;
+pub(crate) const EVENT_CAPACITY: usize = 1024;
 
 /// What [`Engine::recover`] found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -160,26 +60,26 @@ pub struct RecoverStats {
 
 /// Totals for the stats API.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct EngineStats {
+pub(crate) struct EngineStats {
     /// Messages received from clients.
-    pub msgs_in: u64,
+    pub(crate) msgs_in: u64,
     /// Messages sent to clients.
-    pub msgs_out: u64,
+    pub(crate) msgs_out: u64,
     /// Messages dropped (queue overflow, expiry, too large, slow QoS 0 reader).
-    pub dropped: u64,
+    pub(crate) dropped: u64,
 }
 
 /// Converts between the engine's monotonic clock and the wall clock the store keeps
 /// (deadlines must survive a restart, so they are stored as absolute times).
 #[derive(Debug, Clone, Copy)]
-pub struct Clock {
+pub(crate) struct Clock {
     instant: Instant,
     system: SystemTime,
 }
 
 impl Clock {
     /// Both clocks, now.
-    pub fn now() -> Self {
+    pub(crate) fn now() -> Self {
         Clock {
             instant: Instant::now(),
             system: SystemTime::now(),
@@ -187,7 +87,7 @@ impl Clock {
     }
 
     /// The wall-clock time of `at`.
-    pub fn to_system(&self, at: Instant) -> SystemTime {
+    pub(crate) fn to_system(self, at: Instant) -> SystemTime {
         if at >= self.instant {
             self.system + (at - self.instant)
         } else {
@@ -196,7 +96,7 @@ impl Clock {
     }
 
     /// The monotonic time of `at` (clamped to the past the monotonic clock can express).
-    pub fn to_instant(&self, at: SystemTime) -> Instant {
+    pub(crate) fn to_instant(self, at: SystemTime) -> Instant {
         match at.duration_since(self.system) {
             Ok(ahead) => self.instant + ahead,
             Err(e) => self
@@ -209,7 +109,7 @@ impl Clock {
 
 /// The broker engine. See the [module docs](self).
 #[derive(Debug)]
-pub struct Engine {
+pub(crate) struct Engine {
     config: Arc<BrokerConfig>,
     auth: Arc<dyn Authenticator>,
     sessions: HashMap<SessionId, Session>,
@@ -261,24 +161,21 @@ pub struct Engine {
 
 /// What the engine keeps in memory of a retained message; the rest is in the store.
 #[derive(Debug, Clone)]
-pub struct Retained {
+pub(crate) struct Retained {
     /// The message's id in the store.
-    pub id: u64,
-    /// The QoS it was published with.
-    pub qos: QoS,
+    pub(crate) id: u64,
     /// Payload bytes (counted against `max_retained_bytes`).
-    pub size: usize,
+    pub(crate) size: usize,
     /// When its Message Expiry Interval runs out.
-    pub expires_at: Option<Instant>,
+    pub(crate) expires_at: Option<Instant>,
     /// When it was received: retained messages go out in this order.
-    pub received_at: Instant,
+    pub(crate) received_at: Instant,
 }
 
 impl Retained {
     fn of(msg: &Message) -> Retained {
         Retained {
             id: msg.id,
-            qos: msg.qos,
             size: msg.payload.len(),
             expires_at: msg.expires_at,
             received_at: msg.received_at,
@@ -308,7 +205,7 @@ struct RefusalLogs {
 impl Engine {
     /// An engine with no sessions, writing to `store` (call [`Engine::recover`] to read
     /// back what the store holds).
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<BrokerConfig>,
         auth: Arc<dyn Authenticator>,
         store: Box<dyn Store>,
@@ -365,22 +262,23 @@ impl Engine {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &BrokerConfig {
+    pub(crate) fn config(&self) -> &BrokerConfig {
         &self.config
     }
 
     /// The wall-clock time of an engine instant.
-    pub fn wall_time(&self, at: Instant) -> SystemTime {
+    pub(crate) fn wall_time(&self, at: Instant) -> SystemTime {
         self.clock.to_system(at)
     }
 
     /// A receiver of session changes (see [`SessionEvent`]).
-    pub fn subscribe_events(&self) -> broadcast::Receiver<SessionEvent> {
+    #[cfg(test)]
+    pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<SessionEvent> {
         self.events.subscribe()
     }
 
     /// The sender of session changes, to subscribe more receivers later.
-    pub fn event_sender(&self) -> broadcast::Sender<SessionEvent> {
+    pub(crate) fn event_sender(&self) -> broadcast::Sender<SessionEvent> {
         self.events.clone()
     }
 
@@ -399,34 +297,35 @@ impl Engine {
     }
 
     /// Totals.
-    pub fn stats(&self) -> EngineStats {
+    pub(crate) fn stats(&self) -> EngineStats {
         self.stats
     }
 
     /// All sessions, for inspection.
-    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+    pub(crate) fn sessions(&self) -> impl Iterator<Item = &Session> {
         self.sessions.values()
     }
 
     /// A session by client id.
-    pub fn session(&self, client_id: &str) -> Option<&Session> {
+    pub(crate) fn session(&self, client_id: &str) -> Option<&Session> {
         self.by_client
             .get(client_id)
             .and_then(|id| self.sessions.get(id))
     }
 
     /// Retained messages.
-    pub fn retained(&self) -> impl Iterator<Item = (&TopicName, &Retained)> {
+    pub(crate) fn retained(&self) -> impl Iterator<Item = (&TopicName, &Retained)> {
         self.retained.iter()
     }
 
     /// Payload bytes of all retained messages.
-    pub fn retained_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn retained_bytes(&self) -> usize {
         self.retained_bytes
     }
 
     /// Applies one command.
-    pub fn handle(&mut self, cmd: Command, now: Instant) {
+    pub(crate) fn handle(&mut self, cmd: Command, now: Instant) {
         self.listening = self.events.receiver_count() > 0;
         match cmd {
             Command::Connect {
@@ -440,13 +339,20 @@ impl Engine {
                     self.on_packet(sid, packet, now);
                 }
             }
-            Command::Closed { conn, .. } => {
+            Command::Closed { conn, reason } => {
                 if let Some(&sid) = self.conns.get(&conn) {
+                    if let Some(s) = self.sessions.get(&sid) {
+                        tracing::debug!(client_id = %s.client_id, ?reason, "connection ended");
+                    }
                     self.go_offline(sid, now);
                 }
             }
-            Command::Inspect(Inspector(f)) => f(self),
-            Command::Admin(Admin(f)) => f(self, now),
+            Command::Request(request) => {
+                // A barrier: what the commands before it changed is written and sent
+                // before the answer, so an answer never describes unsent state.
+                self.flush(now);
+                self.answer(request, now);
+            }
             Command::Tick => {
                 self.tick(now);
                 if let Err(e) = self.store.tick() {
@@ -464,7 +370,7 @@ impl Engine {
     /// Ends a batch: writes its changes to the store in one transaction (durable per the
     /// policy), then sends what the batch produced. Acknowledgements therefore never go
     /// out before the state they acknowledge is stored.
-    pub fn flush(&mut self, now: Instant) {
+    pub(crate) fn flush(&mut self, now: Instant) {
         self.flush_batch(now);
         // One `queue` event per session touched by the batch.
         if !self.dirty.is_empty() {
@@ -529,7 +435,7 @@ impl Engine {
     }
 
     /// Runs the clocks: ends expired sessions, publishes delayed wills.
-    pub fn tick(&mut self, now: Instant) {
+    pub(crate) fn tick(&mut self, now: Instant) {
         let mut expired = Vec::new();
         let mut wills = Vec::new();
         for s in self.sessions.values_mut() {

@@ -3,26 +3,6 @@
 use super::*;
 
 impl Engine {
-    /// The first `limit` messages queued for an offline session, read from the store
-    /// (empty if there is no such session or the store cannot be read).
-    pub fn stored_queue_view(&mut self, client_id: &str, limit: usize) -> Vec<MessageView> {
-        match self.load_queue(client_id) {
-            Ok(stored) => stored
-                .into_iter()
-                .take(limit)
-                .map(|d| {
-                    let at = d.msg.received_at;
-                    let msg = self.message_from_store(d.msg);
-                    crate::view::message_view(&msg, d.qos as u8, d.retain, at)
-                })
-                .collect(),
-            Err(e) => {
-                tracing::error!(client_id, error = %e, "cannot read the queued messages");
-                Vec::new()
-            }
-        }
-    }
-
     pub(super) fn session_meta(&self, s: &Session) -> SessionMeta {
         SessionMeta {
             client_id: s.client_id.clone(),
@@ -133,7 +113,7 @@ impl Engine {
     /// Reads back what the store holds: sessions (a session whose expiry passed while the
     /// broker was down is ended now), their subscriptions, in-flight messages and QoS 2
     /// state, and the retained messages. Queued messages stay in the store.
-    pub fn recover(&mut self, now: Instant) -> Result<RecoverStats, StoreError> {
+    pub(crate) fn recover(&mut self, now: Instant) -> Result<RecoverStats, StoreError> {
         let Recovered {
             sessions,
             retained,
@@ -221,7 +201,6 @@ impl Engine {
         for meta in retained {
             let entry = Retained {
                 id: meta.id,
-                qos: meta.qos,
                 size: meta.payload_len,
                 expires_at: meta.expires_at.map(|t| self.clock.to_instant(t)),
                 received_at: self.clock.to_instant(meta.received_at),

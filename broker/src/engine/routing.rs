@@ -336,7 +336,7 @@ impl Engine {
 
     /// The whole retained message of `topic`, read from the store (or from the current
     /// batch, not yet written); `None` if there is none or it cannot be read.
-    pub fn load_retained(&mut self, topic: &str) -> Option<Msg> {
+    pub(crate) fn load_retained(&mut self, topic: &str) -> Option<Msg> {
         if !self.retained.contains_key(topic) {
             return None;
         }

@@ -12,6 +12,7 @@ mod wills;
 
 use super::*;
 use crate::auth::{AllowAll, Transport};
+use crate::command::{connection_channel_capacity, CloseReason};
 use bytes::Bytes;
 use protocol::{Properties, Subscription, SubscriptionOptions, TopicFilter};
 

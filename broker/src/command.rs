@@ -1,0 +1,161 @@
+//! What flows between the connection tasks, the broker handle and the engine: commands in,
+//! packets out, and the typed requests of the HTTP API with their reply channels.
+//!
+//! A leaf module: the engine, the connection task and the broker handle all speak these
+//! types, and none of them needs another to do it.
+
+use protocol::{Connect, Packet};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::ConnectionInfo;
+use crate::config::BrokerConfig;
+use crate::ids::ConnId;
+use crate::view::{MessageView, SessionDetail, SessionFilter, SessionPage, StatsView};
+
+/// What the engine's one channel carries: from connection tasks, the ticker and the
+/// broker handle.
+///
+/// Inbound packets move by value: boxing them would cost an allocation per packet on the
+/// hot path to save a memcpy, and this channel is one for the whole broker.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Command {
+    /// A CONNECT arrived on a new connection; answers go to `tx`.
+    Connect {
+        /// The connection.
+        conn: ConnId,
+        /// The packet.
+        connect: Box<Connect>,
+        /// What the transport knows.
+        info: ConnectionInfo,
+        /// The connection's outgoing channel.
+        tx: mpsc::Sender<Outgoing>,
+    },
+    /// Any later packet.
+    Packet {
+        /// The connection.
+        conn: ConnId,
+        /// The packet.
+        packet: Packet,
+    },
+    /// The connection ended.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A query or an administrative action of the HTTP API; the batch is flushed after it
+    /// like after any other command, so what an action sends goes out and is stored.
+    Request(Request),
+    /// Run the clocks (session expiry, delayed wills, the store's interval sync).
+    Tick,
+    /// Close every connection (5.0: DISCONNECT 0x8B) and stop accepting.
+    Shutdown {
+        /// Answered when done.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The questions and actions the broker handle can put to the engine, each with the channel
+/// its answer goes back on. Views are built on the engine's thread and own their data.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// The sessions matching a filter, one page.
+    Sessions {
+        /// Which, and which page.
+        filter: SessionFilter,
+        /// The answer.
+        reply: oneshot::Sender<SessionPage>,
+    },
+    /// Everything about one session.
+    Session {
+        /// Its client id.
+        client_id: String,
+        /// `None`: no such session.
+        reply: oneshot::Sender<Option<SessionDetail>>,
+    },
+    /// The first messages queued for a session (an offline one's are read from the store).
+    Queue {
+        /// Its client id.
+        client_id: String,
+        /// How many at most.
+        limit: usize,
+        /// `None`: no such session.
+        reply: oneshot::Sender<Option<Vec<MessageView>>>,
+    },
+    /// The first messages in flight to a session, in send order.
+    Inflight {
+        /// Its client id.
+        client_id: String,
+        /// How many at most.
+        limit: usize,
+        /// `None`: no such session.
+        reply: oneshot::Sender<Option<Vec<MessageView>>>,
+    },
+    /// Retained messages by topic prefix (payloads read from the store), and how many match.
+    Retained {
+        /// The topic prefix.
+        prefix: String,
+        /// How many at most.
+        limit: usize,
+        /// `(total matching, page)`.
+        reply: oneshot::Sender<(usize, Vec<MessageView>)>,
+    },
+    /// The broker's totals.
+    Stats {
+        /// The answer.
+        reply: oneshot::Sender<StatsView>,
+    },
+    /// Close a session's connection (5.0: DISCONNECT 0x98), keeping the session.
+    Kick {
+        /// Its client id.
+        client_id: String,
+        /// `false`: no such session.
+        reply: oneshot::Sender<bool>,
+    },
+    /// End a session (its connection closed first, as by a kick).
+    Discard {
+        /// Its client id.
+        client_id: String,
+        /// `false`: no such session.
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// Why a connection ended, as its task saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The peer closed, or the socket failed.
+    NetworkLoss,
+    /// Nothing received within 1.5 times the keep-alive [MQTT-3.1.2-24].
+    KeepAliveTimeout,
+    /// The peer sent something invalid; the task already sent DISCONNECT (5.0).
+    ProtocolError,
+    /// The engine asked it to close.
+    ServerClosed,
+}
+
+/// What the engine sends a connection task.
+///
+/// The packet is boxed: a tokio channel allocates its slots in blocks of 32 when it is
+/// created, and with a `Packet` (~400 bytes) inline every connection, even an idle one,
+/// paid ~12.5 KB for its outgoing channel. Boxed, the block is 512 bytes; the price is one
+/// small allocation per outgoing packet.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// Encode and send.
+    Packet(Box<Packet>),
+    /// Flush what was sent before, then close the connection.
+    Close,
+}
+
+/// The channel capacity a connection needs for `config`: a full window of messages, the
+/// acknowledgements of a full inbound window, QoS 0 headroom and control packets.
+pub(crate) fn connection_channel_capacity(config: &BrokerConfig) -> usize {
+    usize::from(config.max_inflight) + usize::from(config.receive_maximum) + QOS0_BUDGET + 16
+}
+
+/// QoS 0 messages that may wait in a connection's channel; beyond it they are dropped
+/// (QoS 0 is at most once), so that a slow reader never makes room run out for QoS 1/2.
+const QOS0_BUDGET: usize = 1024;
