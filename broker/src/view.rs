@@ -15,8 +15,10 @@ pub const PREVIEW_BYTES: usize = 64;
 
 /// A change of a session, sent on the broker's event channel ([`crate::Broker::events`]).
 ///
-/// Serialized with a `type` tag (`"connected"`, `"queue"`, ...). Queue and in-flight counts
-/// are coalesced: at most one `queue` event per session per engine batch.
+/// Serialized with a `type` tag (`"connected"`, `"queue"`, ...). Every event but `ended`
+/// carries the session's summary as it is after the change, so a listener keeps a session
+/// list without asking for it again. Queue and in-flight counts are coalesced: at most one
+/// `queue` event per session per engine batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SessionEvent {
@@ -24,16 +26,22 @@ pub enum SessionEvent {
     Created {
         /// The client id.
         client_id: String,
+        /// The session after the change.
+        session: SessionSummary,
     },
     /// A client connected.
     Connected {
         /// The client id.
         client_id: String,
+        /// The session after the change.
+        session: SessionSummary,
     },
     /// A client's connection ended (the session may go on).
     Disconnected {
         /// The client id.
         client_id: String,
+        /// The session after the change.
+        session: SessionSummary,
     },
     /// A session ended: expired, clean, discarded, or replaced by a clean start.
     Ended {
@@ -46,6 +54,8 @@ pub enum SessionEvent {
         client_id: String,
         /// The filters.
         filters: Vec<String>,
+        /// The session after the change.
+        session: SessionSummary,
     },
     /// Filters were unsubscribed.
     Unsubscribed {
@@ -53,6 +63,8 @@ pub enum SessionEvent {
         client_id: String,
         /// The filters.
         filters: Vec<String>,
+        /// The session after the change.
+        session: SessionSummary,
     },
     /// The queue length or in-flight count may have changed in the last batch.
     Queue {
@@ -62,11 +74,13 @@ pub enum SessionEvent {
         queued: usize,
         /// Messages in flight.
         inflight: usize,
+        /// The session after the change.
+        session: SessionSummary,
     },
 }
 
 /// One line of the session list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionSummary {
     /// The client id.
     pub client_id: String,

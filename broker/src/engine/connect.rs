@@ -108,8 +108,9 @@ impl Engine {
                 self.sessions
                     .insert(sid, Session::new(sid, client_id.clone(), v));
                 self.by_client.insert(client_id.clone(), sid);
-                self.emit(|| SessionEvent::Created {
+                self.emit_about(sid, |session| SessionEvent::Created {
                     client_id: client_id.to_string(),
+                    session,
                 });
                 sid
             }
@@ -211,8 +212,9 @@ impl Engine {
             }
         }
         self.send(sid, Packet::ConnAck(ack));
-        self.emit(|| SessionEvent::Connected {
+        self.emit_about(sid, |session| SessionEvent::Connected {
             client_id: client_id.to_string(),
+            session,
         });
         self.touch(sid);
 

@@ -43,12 +43,6 @@ impl Engine {
         };
         self.conns.remove(&online.conn);
         s.disconnected_at = Some(now);
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(SessionEvent::Disconnected {
-                client_id: s.client_id.to_string(),
-            });
-            self.dirty.push(sid);
-        }
         let mut will_now = None;
         if !online.disconnected_normally {
             if let Some(will) = online.will {
@@ -79,6 +73,14 @@ impl Engine {
         }
         // Acks held for publishers: the slow reader is gone, so they are released.
         let held: Vec<HeldAck> = s.held_acks.drain(..).collect();
+        // Told once the session's new state (offline, its end time) is in place.
+        if self.events.receiver_count() > 0 {
+            self.emit_about(sid, |session| SessionEvent::Disconnected {
+                client_id: session.client_id.clone(),
+                session,
+            });
+            self.dirty.push(sid);
+        }
         for d in unstored {
             self.put_delivery(&client, &d, DeliveryState::Queued);
         }

@@ -29,7 +29,7 @@ use crate::store::{
     DeliveryState, Op, Recovered, SessionMeta, Store, StoreError, StoredDelivery, StoredMessage,
 };
 use crate::subscriptions::{SubEntry, Subscriptions};
-use crate::view::SessionEvent;
+use crate::view::{SessionEvent, SessionSummary};
 
 mod connect;
 mod inbound;
@@ -282,6 +282,17 @@ impl Engine {
         self.events.clone()
     }
 
+    /// Sends an event about session `sid`, with its summary as it is now, if anyone
+    /// listens (nothing is built otherwise).
+    fn emit_about(&self, sid: SessionId, event: impl FnOnce(SessionSummary) -> SessionEvent) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        if let Some(s) = self.sessions.get(&sid) {
+            let _ = self.events.send(event(inspect::session_summary(self, s)));
+        }
+    }
+
     /// Sends a session event if anyone listens (no allocation otherwise).
     fn emit(&self, event: impl FnOnce() -> SessionEvent) {
         if self.events.receiver_count() > 0 {
@@ -378,13 +389,12 @@ impl Engine {
             dirty.sort_unstable();
             dirty.dedup();
             for sid in dirty.drain(..) {
-                if let Some(s) = self.sessions.get(&sid) {
-                    self.emit(|| SessionEvent::Queue {
-                        client_id: s.client_id.to_string(),
-                        queued: s.queued_len(),
-                        inflight: s.inflight.len(),
-                    });
-                }
+                self.emit_about(sid, |session| SessionEvent::Queue {
+                    client_id: session.client_id.clone(),
+                    queued: session.queued,
+                    inflight: session.inflight,
+                    session,
+                });
             }
             // Keep the allocation for the next batch.
             self.dirty = dirty;

@@ -93,13 +93,14 @@ impl Engine {
             properties: Default::default(),
         };
         self.send(sid, Packet::SubAck(ack));
-        self.emit(|| SessionEvent::Subscribed {
+        self.emit_about(sid, |session| SessionEvent::Subscribed {
             client_id: client_id.to_string(),
             filters: sub
                 .subscriptions
                 .iter()
                 .map(|w| w.filter.as_str().to_owned())
                 .collect(),
+            session,
         });
         // Bounded by the session's queue: what would overflow it is not read from the store
         // at all (counted as dropped), so one SUBSCRIBE of `#` costs at most a queue's worth
@@ -167,15 +168,14 @@ impl Engine {
             properties: Default::default(),
         };
         self.send(sid, Packet::UnsubAck(ack));
-        if let Some(s) = self.sessions.get(&sid) {
-            self.emit(|| SessionEvent::Unsubscribed {
-                client_id: s.client_id.to_string(),
-                filters: unsub
-                    .filters
-                    .iter()
-                    .map(|f| f.as_str().to_owned())
-                    .collect(),
-            });
-        }
+        self.emit_about(sid, |session| SessionEvent::Unsubscribed {
+            client_id: session.client_id.clone(),
+            filters: unsub
+                .filters
+                .iter()
+                .map(|f| f.as_str().to_owned())
+                .collect(),
+            session,
+        });
     }
 }

@@ -195,30 +195,61 @@ fn session_events_go_to_listeners_with_one_queue_event_per_session_per_batch() {
     while let Ok(e) = events.try_recv() {
         got.push(e);
     }
-    let id = |s: &str| s.to_owned();
+    // Each event carries the session's summary as it is after the change.
+    let seen: Vec<(&str, &str, usize, bool)> = got
+        .iter()
+        .map(|e| match e {
+            SessionEvent::Disconnected { client_id, session } => (
+                "disconnected",
+                client_id.as_str(),
+                session.queued,
+                session.connected,
+            ),
+            SessionEvent::Created { client_id, session } => (
+                "created",
+                client_id.as_str(),
+                session.queued,
+                session.connected,
+            ),
+            SessionEvent::Connected { client_id, session } => (
+                "connected",
+                client_id.as_str(),
+                session.queued,
+                session.connected,
+            ),
+            SessionEvent::Queue {
+                client_id,
+                queued,
+                session,
+                ..
+            } => {
+                assert_eq!(*queued, session.queued);
+                (
+                    "queue",
+                    client_id.as_str(),
+                    session.queued,
+                    session.connected,
+                )
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
     assert_eq!(
-        got,
+        seen,
         [
-            SessionEvent::Disconnected { client_id: id("A") },
-            SessionEvent::Queue {
-                client_id: id("A"),
-                queued: 0,
-                inflight: 0
-            },
-            SessionEvent::Created { client_id: id("P") },
-            SessionEvent::Connected { client_id: id("P") },
-            SessionEvent::Queue {
-                client_id: id("P"),
-                queued: 0,
-                inflight: 0
-            },
-            SessionEvent::Queue {
-                client_id: id("A"),
-                queued: 3,
-                inflight: 0
-            },
+            ("disconnected", "A", 0, false),
+            ("queue", "A", 0, false),
+            ("created", "P", 0, false),
+            ("connected", "P", 0, true),
+            ("queue", "P", 0, true),
+            ("queue", "A", 3, false),
         ]
     );
+    // An offline persistent session's summary says when it ends.
+    match &got[0] {
+        SessionEvent::Disconnected { session, .. } => assert!(session.expires_at_ms.is_some()),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
