@@ -417,6 +417,19 @@ mod tests {
     fn connected(id: &str) -> SessionEvent {
         SessionEvent::Connected {
             client_id: id.to_owned(),
+            session: view::SessionSummary {
+                client_id: id.to_owned(),
+                protocol_version: 5,
+                connected: true,
+                clean_start: true,
+                persistent: false,
+                queued: 0,
+                inflight: 0,
+                subscriptions: 0,
+                connected_at_ms: Some(1),
+                disconnected_at_ms: None,
+                expires_at_ms: None,
+            },
         }
     }
 
