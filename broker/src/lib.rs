@@ -4,25 +4,35 @@
 //! # Why a crate of its own
 //! The engine knows no transport. Bytes arrive at a connection task (from TCP or from a
 //! WebSocket, it does not matter: [`Broker::serve`] takes any `Stream`/`Sink` of byte
-//! chunks), are decoded by [`protocol`], and reach the [`engine`] as packets; what goes back
+//! chunks), are decoded by [`protocol`], and reach the engine as packets; what goes back
 //! is encoded by the same `protocol` crate. The bridge binary only adapts its sockets.
 //!
-//! # Layout
-//! - [`engine`]: the single owner of all session state, synchronous, time passed in.
-//! - [`server`]: the [`Broker`] handle and the engine thread, shared by all connections.
-//! - `connection`: one connection from its first byte to its close (the CONNECT deadline,
-//!   keep-alive, the deadline for a packet once begun, buffers only while in use), reached
-//!   through [`Broker::serve`].
-//! - [`session`]: one client id's session: subscriptions, queue, in-flight messages.
-//! - [`subscriptions`]: the topic trie and shared subscription groups.
-//! - [`retained`]: the retained messages by topic, a trie a filter walks instead of a scan.
-//! - [`message`]: a published message as held once for all its subscribers.
-//! - [`store`]: the storage trait, an in-memory store and the embedded SQLite store;
-//!   changes are written once per engine batch, before its acknowledgements go out.
-//! - [`auth`]: the authentication / authorization hook on the connection path.
-//! - [`config`]: limits and policies.
-//! - `ratelog`: log lines for repeated refusals, rate-limited.
-//! - [`view`]: serializable views of the state and the session events, for the HTTP API.
+//! # Layout, in the order data flows through it
+//! - [`server`]: the [`Broker`] handle: starts the engine on its own thread, takes each new
+//!   transport ([`Broker::serve`]), and answers the HTTP API's typed queries
+//!   ([`Broker::sessions`], [`Broker::kick`], ...) and its event stream ([`Broker::events`]).
+//! - `connection`: one connection from its first byte to its close: CONNECT within its
+//!   deadline, keep-alive counted in whole packets [MQTT-3.1.2-24], a deadline for a packet
+//!   once begun, buffers only while in use. Packets go to the engine as commands.
+//! - `command`: what flows between them: `Command`s in (packets, closes,
+//!   requests with their reply channels), `Outgoing` packets back to each connection.
+//! - `engine`: the single owner of all session state, synchronous, time passed in; one file
+//!   per concern: `connect` (takeover, resume), `inbound` (PUBLISH in and the acks both
+//!   ways), `subscribe` (and retained messages on subscribe), `routing` (matching, queues,
+//!   the in-flight window), `lifecycle` (offline, expiry, wills, kick, discard),
+//!   `persistence` (what each batch writes, recovery), `inspect` (views and requests).
+//! - `session`: one client id's session: subscriptions, queue, in-flight messages.
+//! - `subscriptions`: the topic trie with shared groups on it; `retained`: the retained
+//!   messages by topic, a trie a filter walks. Neither recurses: depth is the client's to
+//!   choose.
+//! - `message`: a published message, held once for all its subscribers.
+//! - [`store`]: the storage trait, an in-memory store and the embedded SQLite store; the
+//!   engine writes each batch's changes in one transaction before its acknowledgements go
+//!   out, and a message queued for many sessions is stored once.
+//! - [`view`]: the serializable answers and session events the bridge shows.
+//! - Alongside: [`auth`] (the authentication / authorization hook), [`config`] (limits and
+//!   policies), `ids` (session and connection numbers), `ratelog` (rate-limited log lines
+//!   for refusals a client can repeat).
 //!
 //! # Flow control and the queue policy
 //! Every queue is bounded. An offline session's queue holds at most

@@ -119,7 +119,7 @@ pub struct SessionPage {
     pub sessions: Vec<SessionSummary>,
 }
 
-/// Which sessions [`session_page`] lists.
+/// Which sessions [`Broker::sessions`](crate::Broker::sessions) lists.
 #[derive(Debug, Clone, Default)]
 pub struct SessionFilter {
     /// `Some(true)`: online only; `Some(false)`: offline only.

@@ -43,7 +43,7 @@ mod subscribe;
 /// resynchronize).
 pub(crate) const EVENT_CAPACITY: usize = 1024;
 
-/// What [`Engine::recover`] found.
+/// What the engine found in the store at start ([`Broker::with_store`](crate::Broker::with_store)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecoverStats {
     /// Sessions recovered.
