@@ -37,7 +37,7 @@ pub(crate) struct Fanin {
     /// mqtt://HOST:PORT or ws://HOST:PORT/PATH
     #[arg(long)]
     url: Target,
-    /// Publishing connections; publisher i publishes to bench/<i>.
+    /// Publishing connections; publisher i publishes to `bench/<i>`.
     #[arg(long, default_value_t = 8)]
     publishers: u32,
     /// Subscribing connections, each subscribed to bench/#.

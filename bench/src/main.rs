@@ -34,7 +34,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// N publishers (topic bench/<i>) to M subscribers of bench/#: messages/s, latency, and
+    /// N publishers (topic `bench/<i>`) to M subscribers of `bench/#`: messages/s, latency, and
     /// at QoS 1 and 2 a check that every acknowledged message arrived.
     Fanin(fanin::Fanin),
     /// Create persistent sessions (clean session 0, one subscription each), optionally

@@ -48,7 +48,7 @@ pub(crate) struct Sessions {
     /// Unacknowledged messages per publisher.
     #[arg(long, default_value_t = 64)]
     inflight: u16,
-    /// Client ids are <prefix>-<i>.
+    /// Client ids are `<prefix>-<i>`.
     #[arg(long, default_value = "bench-session")]
     prefix: String,
     /// Instead of creating the sessions, reconnect each (clean session 0), expect session
