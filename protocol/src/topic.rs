@@ -6,7 +6,7 @@
 //! can rely on the rules of section 4.7 without checking again. Both hold an `Arc<str>` so a
 //! broker can fan one topic out to many sessions without copying it.
 //!
-//! [`matches`] is the allocation-free matcher on raw strings used on the broker's hot path.
+//! [`matches()`] is the allocation-free matcher on raw strings used on the broker's hot path.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -190,7 +190,7 @@ macro_rules! impl_topic_traits {
 /// A validated topic name (what a PUBLISH is sent to).
 ///
 /// Invariant: non-empty, no `+` or `#`, no U+0000, at most [`MAX_TOPIC_LEN`] bytes
-/// (4.7.3, [MQTT-4.7.0-1]). The only exception is [`TopicName::alias_placeholder`], which is
+/// (4.7.3, [MQTT-4.7.0-1]). The only exception is `TopicName::alias_placeholder`, which is
 /// empty and never leaves the codec. Cheap to clone (`Arc<str>`) because the broker fans one
 /// name out to many subscribers.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -226,7 +226,7 @@ impl TopicName {
         Self(Arc::from(""))
     }
 
-    /// Whether the name is empty, which only [`TopicName::alias_placeholder`] can be.
+    /// Whether the name is empty, which only `TopicName::alias_placeholder` can be.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -264,7 +264,7 @@ impl TopicFilter {
 
     /// Does this filter match the topic name? Literal match of the whole filter string (a
     /// `$share/...` filter is matched literally; the broker strips the share prefix first, see
-    /// [`TopicFilter::shared`]). Same rules as [`matches`].
+    /// [`TopicFilter::shared`]). Same rules as [`matches()`].
     pub fn matches(&self, topic: &TopicName) -> bool {
         matches(self.as_str(), topic.as_str())
     }
