@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use e2e::protocol::{ProtocolVersion, QoS, ReasonCode};
-use e2e::{clean, persistent, Bridge, Transport};
+use e2e::{clean, options, persistent, Bridge, Transport};
 
 const V311: ProtocolVersion = ProtocolVersion::V311;
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -118,4 +118,55 @@ async fn clean_start_1_without_expiry_over_tcp_in_mqtt_5_keeps_nothing() {
 #[tokio::test]
 async fn clean_start_1_without_expiry_over_websocket_in_mqtt_5_keeps_nothing() {
     clean_session_keeps_nothing(Transport::Ws, V5).await;
+}
+
+/// 5.0, the resume without a Session Expiry Interval: A subscribes `TopicA/+` at QoS 2 with
+/// expiry 99 999 and leaves; B publishes QoS 0, 1 and 2 (the QoS 1 one with a Message
+/// Expiry Interval); A comes back with clean start 0 and no Session Expiry property. The
+/// session is resumed and its messages are sent [MQTT-3.1.2-5], [MQTT-4.4.0-1]; the new
+/// expiry of 0 only means the session ends with this connection [MQTT-3.1.2-11]; the
+/// message expiry is lowered by the time the message waited [MQTT-3.3.2-6].
+async fn resume_without_a_session_expiry_gets_the_queued_messages(t: Transport) {
+    let bridge = Bridge::start();
+    let mut opts = clean(V5, "a");
+    opts.session_expiry_interval = Some(99_999);
+    let (mut a, _) = bridge.connect(t, opts).await.unwrap();
+    a.subscribe("TopicA/+", QoS::ExactlyOnce).await;
+    a.disconnect().await;
+
+    let mut b = bridge.client(t, clean(V5, "b")).await;
+    b.publish("TopicA/B", "qos0", QoS::AtMostOnce, false).await;
+    let expiring = e2e::protocol::Properties {
+        message_expiry_interval: Some(100),
+        ..Default::default()
+    };
+    b.publish_with_properties("TopicA/C", "qos1", QoS::AtLeastOnce, false, expiring)
+        .await;
+    b.publish("TopicA/D", "qos2", QoS::ExactlyOnce, false).await;
+    b.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Clean start 0, and no Session Expiry Interval property at all.
+    let (mut a, ack) = bridge.connect(t, options(V5, "a", false)).await.unwrap();
+    assert!(ack.session_present, "CONNACK must say session present = 1");
+    let first = a.recv().await;
+    assert_eq!(first.payload, "qos1");
+    let left = first.properties.message_expiry_interval.unwrap();
+    assert!(left < 100, "lowered by the time it waited: {left}");
+    assert_eq!(a.recv().await.payload, "qos2");
+    a.expect_no_message(Duration::from_millis(200)).await;
+    a.disconnect().await;
+    // The session ended with that connection.
+    let (_, ack) = bridge.connect(t, options(V5, "a", false)).await.unwrap();
+    assert!(!ack.session_present);
+}
+
+#[tokio::test]
+async fn a_5_0_resume_without_session_expiry_over_tcp_gets_the_queued_messages() {
+    resume_without_a_session_expiry_gets_the_queued_messages(Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn a_5_0_resume_without_session_expiry_over_websocket_gets_the_queued_messages() {
+    resume_without_a_session_expiry_gets_the_queued_messages(Transport::Ws).await;
 }
