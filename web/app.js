@@ -1,5 +1,8 @@
 // The operator dashboard: sessions live from the SSE stream /api/v1/events, totals from
 // /api/v1/stats every 2 s, the retained messages, and a session's detail with kick / discard.
+// Each event carries its session's summary as it is after the change, in the engine's order,
+// so the latest event for a session is its truth: the table is the list read once (and again
+// on `resync`) with the events applied on top, and only the selected session is ever re-read.
 // No framework, nothing fetched from anywhere but this origin. All data goes into the DOM
 // through textContent (never innerHTML). The playground is playground.js; the two talk through
 // two document events: `dashboard:sessions` (the session map after each change, from here) and
@@ -11,18 +14,14 @@ const PAGE = 1000;
 
 const $ = (id) => document.getElementById(id);
 
-/** client id -> summary (the shape of GET /sessions items). */
+/** client id -> summary (the shape of GET /sessions items), from the list or a later event. */
 const sessions = new Map();
 /** client id -> its <tr>. */
 const rows = new Map();
-/** Per client id: a refresh in progress, and whether another is due after it. */
-const refreshing = new Map();
-/** Bumped when a session ends, so an older refresh cannot bring it back. */
-const generation = new Map();
-/** Per client id: how many `queue` events have come, to tell a stale re-read from a new one. */
-const queueEvents = new Map();
-/** Events seen while the full list loads: refreshed again once it is in. */
-let loadingList = null;
+/** While the list loads: the events that came since its request (they may be newer than the
+ * list, which comes on another connection, so they are applied again on top of it), and
+ * whether it must be read again (a resync or a reconnect came meanwhile). Null otherwise. */
+let loading = null;
 let selected = null;
 
 // ---------------------------------------------------------------------------------------
@@ -83,23 +82,6 @@ function toast(msg) {
   t.hidden = false;
   clearTimeout(toast.timer);
   toast.timer = setTimeout(() => (t.hidden = true), 6000);
-}
-
-/** A summary (list item shape) from a detail. */
-function summaryOf(d) {
-  return {
-    client_id: d.client_id,
-    protocol_version: d.protocol_version,
-    connected: d.connected,
-    clean_start: d.clean_start,
-    persistent: d.session_expiry_interval > 0,
-    queued: d.queue.length,
-    inflight: d.inflight.count,
-    subscriptions: d.subscriptions.length,
-    connected_at_ms: d.connected_at_ms,
-    disconnected_at_ms: d.disconnected_at_ms,
-    expires_at_ms: d.expires_at_ms,
-  };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -191,107 +173,44 @@ function layoutTable() {
   document.dispatchEvent(new CustomEvent("dashboard:sessions", { detail: sessions }));
 }
 
-function upsert(s) {
-  const had = sessions.has(s.client_id);
-  sessions.set(s.client_id, s);
-  if (had) renderRow(s);
-  layoutTable();
+/** Applies one event to the session map: the session it carries, or none once `ended`. */
+function apply({ type, data }) {
+  if (type === "ended") sessions.delete(data.client_id);
+  else sessions.set(data.client_id, data.session);
 }
 
-function remove(id) {
-  sessions.delete(id);
-  rows.delete(id);
-  layoutTable();
-}
-
+/** Reads the whole session list, then applies again the events that came while it loaded. */
 async function loadAll() {
-  const touched = new Set();
-  touched.ended = new Set(); // ended (and not created again) while the list loaded
-  loadingList = touched;
+  if (loading) {
+    loading.again = true;
+    return;
+  }
+  loading = { events: [], again: false };
   try {
-    const all = [];
-    for (let offset = 0; ; offset += PAGE) {
-      const page = await getJson(`/sessions?offset=${offset}&limit=${PAGE}`);
-      all.push(...page.sessions);
-      if (all.length >= page.total || page.sessions.length === 0) break;
-    }
+    let all;
+    do {
+      // What came before this request is older than its answer.
+      loading.events = [];
+      loading.again = false;
+      all = await readList();
+    } while (loading.again);
     sessions.clear();
     for (const s of all) sessions.set(s.client_id, s);
-    for (const tr of rows.values()) tr.remove();
-    rows.clear();
+    for (const ev of loading.events) apply(ev);
     layoutTable();
   } finally {
-    if (loadingList === touched) loadingList = null;
+    loading = null;
   }
-  // Changes seen while the list was loading may be older or newer than it: ask again.
-  for (const id of touched) if (!touched.ended.has(id)) refresh(id);
   if (selected) refreshDetail();
 }
 
-/** Per client id: a refresh waiting for the rest of its engine batch. */
-const pending = new Map();
-/** How long a change waits before its session is re-read: a short-lived client (a
- * mosquitto_pub) is created, connected and ended within a few ms, and is then never fetched. */
-const SETTLE_MS = 120;
-
-/** Re-reads one session soon; changes that come together are read once. */
-function refresh(id) {
-  if (loadingList) loadingList.add(id);
-  if (pending.has(id)) return;
-  pending.set(
-    id,
-    setTimeout(() => {
-      pending.delete(id);
-      refreshNow(id);
-    }, SETTLE_MS),
-  );
-}
-
-function cancelRefresh(id) {
-  clearTimeout(pending.get(id));
-  pending.delete(id);
-}
-
-/** Re-reads one session; coalesced, so at most one request per id is in flight. */
-function refreshNow(id) {
-  if (loadingList) loadingList.add(id);
-  const st = refreshing.get(id);
-  if (st) {
-    st.again = true;
-    return;
+async function readList() {
+  const all = [];
+  for (let offset = 0; ; offset += PAGE) {
+    const page = await getJson(`/sessions?offset=${offset}&limit=${PAGE}`);
+    all.push(...page.sessions);
+    if (all.length >= page.total || page.sessions.length === 0) return all;
   }
-  const entry = { again: false };
-  refreshing.set(id, entry);
-  (async () => {
-    do {
-      entry.again = false;
-      const gen = generation.get(id) ?? 0;
-      const queueSeen = queueEvents.get(id) ?? 0;
-      try {
-        const d = await getJson(`/sessions/${enc(id)}`);
-        if ((generation.get(id) ?? 0) !== gen) continue;
-        if (d) {
-          const s = summaryOf(d);
-          // A queue event that came in meanwhile may be newer than this answer (the event
-          // stream and this request are separate connections): keep its counts rather than
-          // let the count flicker back; the refresh that event asked for follows.
-          const cur = sessions.get(id);
-          if (cur && (queueEvents.get(id) ?? 0) !== queueSeen) {
-            s.queued = cur.queued;
-            s.inflight = cur.inflight;
-          }
-          upsert(s);
-        } else remove(id);
-        if (selected === id) {
-          showDetail(d);
-          if (d) scheduleDetailMessages();
-        }
-      } catch (e) {
-        console.warn("refresh", id, e);
-      }
-    } while (entry.again);
-    refreshing.delete(id);
-  })();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -324,24 +243,16 @@ function connectEvents() {
       return;
     }
     const id = data.client_id;
-    if (typeof id !== "string") return;
+    if (typeof id !== "string" || (ev.type !== "ended" && data.session?.client_id !== id)) return;
+    const change = { type: ev.type, data };
+    loading?.events.push(change);
+    apply(change);
+    layoutTable();
     scheduleStats();
-    if (ev.type === "ended") {
-      generation.set(id, (generation.get(id) ?? 0) + 1);
-      cancelRefresh(id);
-      if (loadingList) loadingList.ended.add(id);
-      remove(id);
-      if (selected === id) showDetail(null);
-      return;
+    if (id === selected) {
+      if (ev.type === "ended") showDetail(null);
+      refreshDetailSoon();
     }
-    if (ev.type === "created" && loadingList) loadingList.ended.delete(id);
-    if (ev.type === "queue") {
-      queueEvents.set(id, (queueEvents.get(id) ?? 0) + 1);
-      // Show the counts at once; the refresh below brings the rest.
-      const s = sessions.get(id);
-      if (s) upsert({ ...s, queued: data.queued, inflight: data.inflight });
-    }
-    refresh(id);
   };
   for (const t of ["created", "connected", "disconnected", "ended", "subscribed", "unsubscribed", "queue"]) {
     source.addEventListener(t, onChange);
@@ -375,26 +286,43 @@ function closeDetail() {
   if (btn) btn.focus();
 }
 
-async function refreshDetail() {
-  const id = selected;
-  if (!id) return;
-  try {
-    const d = await getJson(`/sessions/${enc(id)}`);
-    if (selected !== id) return;
-    showDetail(d);
-    if (d) await loadDetailMessages();
-  } catch (e) {
-    toast(`Could not load ${id}: ${e.message}`);
-  }
+/** How long the selected session's events gather before its detail is read again. */
+const DETAIL_SETTLE_MS = 150;
+let detailTimer = null;
+/** A detail read in progress, and whether another is due after it (for a newer event or
+ * another selection: what it answers may be older than they are). */
+let detailBusy = false;
+let detailAgain = false;
+
+function refreshDetailSoon() {
+  if (detailTimer) return;
+  detailTimer = setTimeout(() => {
+    detailTimer = null;
+    refreshDetail();
+  }, DETAIL_SETTLE_MS);
 }
 
-let messagesTimer = null;
-function scheduleDetailMessages() {
-  if (messagesTimer) return;
-  messagesTimer = setTimeout(() => {
-    messagesTimer = null;
-    loadDetailMessages().catch((e) => console.warn(e));
-  }, 150);
+/** Reads the selected session's detail and messages; one read at a time. */
+async function refreshDetail() {
+  if (detailBusy) {
+    detailAgain = true;
+    return;
+  }
+  detailBusy = true;
+  do {
+    detailAgain = false;
+    const id = selected;
+    if (!id) break;
+    try {
+      const d = await getJson(`/sessions/${enc(id)}`);
+      if (selected !== id) continue;
+      showDetail(d);
+      if (d) await loadDetailMessages();
+    } catch (e) {
+      toast(`Could not load ${id}: ${e.message}`);
+    }
+  } while (detailAgain);
+  detailBusy = false;
 }
 
 function showDetail(d) {
@@ -526,8 +454,8 @@ async function kick() {
   );
   if (!ok) return;
   const r = await fetch(`${API}/sessions/${enc(id)}/kick`, { method: "POST" });
+  // The row and the detail follow from the `disconnected` event.
   if (r.status !== 204) toast(`Kick ${id} failed: HTTP ${r.status} ${await errorText(r)}`);
-  refresh(id);
 }
 
 async function discard() {
@@ -544,8 +472,7 @@ async function discard() {
     toast(`Discard ${id} failed: HTTP ${r.status} ${await errorText(r)}`);
     return;
   }
-  generation.set(id, (generation.get(id) ?? 0) + 1);
-  remove(id);
+  // The row goes with the `ended` event.
   closeDetail();
   $("sessions-heading").focus();
 }
