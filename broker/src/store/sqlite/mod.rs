@@ -1,0 +1,646 @@
+//! [`SqliteStore`]: the embedded, durable store.
+//!
+//! - `schema`: the tables, their triggers, checking a file is ours, migrating format 1.
+//! - `rows`: rows to and from the store's types (messages as PUBLISH packets).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::ffi::ErrorCode;
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+
+use super::{
+    DeliveryState, Durability, Op, Recovered, RecoveredSession, RetainedMeta, SessionMeta, Store,
+    StoreError, StoredDelivery, StoredMessage,
+};
+
+mod rows;
+mod schema;
+
+use rows::*;
+use schema::*;
+
+/// Sessions, subscriptions, deliveries and retained messages in `dir/broker.sqlite3`.
+///
+/// # Why SQLite
+/// It is the most trusted embedded store there is (its file format is a Library of Congress
+/// recommended storage format, its test suite is famous), it is what mosquitto 2.1's
+/// persistence plugin uses, and it fits the engine's way of writing:
+/// - **One transaction per engine batch.** The engine hands over every change of a batch of
+///   commands at once ([`Store::apply`]); they become one transaction, so the clients whose
+///   commands were in the batch share one commit and one sync (group commit).
+/// - **WAL.** A commit appends to the write-ahead log: a sequential write, no rewrite of the
+///   database file, and with `synchronous = NORMAL` durable against a crash of the process
+///   without an `fsync`; the log is synced and folded into the database at checkpoints, which
+///   [`Store::tick`] runs for [`Durability::Interval`].
+/// - **Exclusive locking.** The file is locked for the life of the store, so a second broker
+///   on the same data directory fails at start rather than corrupting it, and WAL needs no
+///   shared-memory file.
+///
+/// Messages are serialized as MQTT 5.0 PUBLISH packets by the [`protocol`] codec, which is
+/// fuzzed and round-trip tested; there is no second serialization to get wrong.
+///
+/// # Schema (format version [`SqliteStore::FORMAT_VERSION`])
+/// ```text
+/// meta(key PK, value)                        format_version, program
+/// sessions(client_id PK, version, username, expiry_interval, expires_at_ms,
+///          disconnected_at_ms, will, will_delay, will_at_ms, dropped)
+/// subscriptions(client_id, filter, options, sub_id)            PK (client_id, filter)
+/// messages(id PK, refs, payload_len, expires_at_ms, received_at_ms, publisher)
+/// message_bodies(id PK, message)
+/// deliveries(client_id, seq, state, packet_id, qos, retain, sub_ids, message_id)
+///                                                               PK (client_id, seq)
+/// inbound_qos2(client_id, packet_id)                            PK (client_id, packet_id)
+/// retained(topic PK, id, qos, payload_len, expires_at_ms, received_at_ms, publisher,
+///          message)
+/// ```
+/// Times are unix milliseconds. `message` and `will` are PUBLISH packets (packet id 1 at
+/// QoS 1/2, ignored on load); the will's delay, which a PUBLISH cannot carry, is
+/// `will_delay`. `options` packs the subscription options as the SUBSCRIBE options byte does.
+/// `state` is 0 queued, 1 awaiting PUBACK/PUBREC, 2 awaiting PUBCOMP. `sub_ids` is the
+/// subscription identifiers as big-endian `u32`s. The rows of a session reference it (foreign
+/// keys checked at commit): a batch cannot leave rows of a session that is not stored.
+///
+/// A message queued for several sessions is one row of `messages` and one of
+/// `message_bodies` (its `id` is the engine's message id), referenced by `message_id` from
+/// each delivery; `refs` counts those, kept by triggers on `deliveries` in the batch's
+/// transaction, and both rows are deleted with the last delivery. The count lives apart from
+/// the body because SQLite rewrites a whole row to change one column. In `retained` the
+/// small columns come before `message`, so reading the retained metadata at start does not
+/// read the payloads.
+///
+/// Version 1 (until the messages were shared) kept the message in each delivery row and no
+/// id, QoS or length in `retained`; [`SqliteStore::open`] migrates such a file in one
+/// transaction.
+pub struct SqliteStore {
+    conn: Connection,
+    /// The data directory, named in errors.
+    dir: PathBuf,
+    durability: Durability,
+    /// When the WAL was last synced by a checkpoint (`Interval` policy).
+    last_sync: Instant,
+    /// Whether anything was committed since `last_sync`.
+    dirty: bool,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("dir", &self.dir)
+            .field("durability", &self.durability)
+            .field("dirty", &self.dirty)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// The version of the schema and of the serialization; version 1 is migrated, another
+    /// one is refused, untouched.
+    pub const FORMAT_VERSION: u32 = 2;
+
+    /// Opens the store in `dir`, creating the directory and the database if missing.
+    ///
+    /// # Errors
+    /// - [`StoreError::Io`]: the directory or the file cannot be created, opened or written
+    ///   (or another process holds the database).
+    /// - [`StoreError::Version`]: the database has another format version (neither this one
+    ///   nor 1).
+    /// - [`StoreError::Corrupt`]: the file is not an SQLite database, or not ours.
+    ///
+    /// An existing file is never overwritten nor deleted, and one of another version or not
+    /// ours is not modified at all. One of format version 1 is migrated to this version in
+    /// one transaction: if the migration fails, the file is left as it was.
+    pub fn open(dir: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
+            path: dir.to_owned(),
+            error,
+        })?;
+        let file = dir.join(FILE_NAME);
+        let opening = |what: &'static str| {
+            let dir = dir.to_owned();
+            move |e: rusqlite::Error| open_error(dir, what, e)
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(&file, flags).map_err(opening("opening"))?;
+        // Neither reads nor writes the file: safe before we know whose it is.
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA locking_mode = EXCLUSIVE;")
+            .map_err(opening("configuring"))?;
+        // Only another process holding the lock makes us wait; do not wait long for it.
+        conn.busy_timeout(Duration::from_millis(500))
+            .map_err(opening("configuring"))?;
+
+        let mut tables = Vec::new();
+        {
+            let mut stmt = conn
+                .prepare("SELECT name FROM sqlite_schema WHERE type IN ('table', 'trigger')")
+                .map_err(opening("reading the schema"))?;
+            let mut rows = stmt.query([]).map_err(opening("reading the schema"))?;
+            while let Some(row) = rows.next().map_err(opening("reading the schema"))? {
+                tables.push(text(row, 0, "name").map_err(|d| corrupt(dir, "sqlite_schema", d))?);
+            }
+        }
+        let found = if tables.is_empty() {
+            None
+        } else {
+            Some(check_ours(&conn, dir, &tables)?)
+        };
+        // Only now that the file is known to be ours (or empty) is it written.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(opening("switching to WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database(format!(
+                "{}: journal mode is {mode}, not WAL",
+                file.display()
+            )));
+        }
+        match found {
+            None => {
+                let init = format!(
+                    "BEGIN IMMEDIATE; {}
+                     INSERT INTO meta (key, value) VALUES ('format_version', '{}');
+                     INSERT INTO meta (key, value) VALUES ('program', '{PROGRAM}');
+                     COMMIT;",
+                    schema(),
+                    Self::FORMAT_VERSION
+                );
+                conn.execute_batch(&init)
+                    .map_err(opening("writing the database"))?;
+            }
+            // A write too: a read-only file or directory is found now.
+            Some(1) => migrate_v1(&mut conn, dir)?,
+            Some(_) => {
+                // A real write, so that a read-only file or directory is found now, not at
+                // the first acknowledgement.
+                conn.execute_batch(
+                    "BEGIN IMMEDIATE; UPDATE meta SET value = value WHERE key = 'program'; \
+                     COMMIT;",
+                )
+                .map_err(opening("writing the database"))?;
+            }
+        }
+        let synchronous = match durability {
+            Durability::Always => "FULL",
+            Durability::Interval(_) => "NORMAL",
+            Durability::None => "OFF",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {synchronous}; PRAGMA journal_size_limit = 67108864;"
+        ))
+        .map_err(opening("configuring"))?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(SqliteStore {
+            conn,
+            dir: dir.to_owned(),
+            durability,
+            last_sync: Instant::now(),
+            dirty: false,
+        })
+    }
+
+    fn error(&self, e: rusqlite::Error) -> StoreError {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
+                path: self.dir.clone(),
+                detail: e.to_string(),
+            },
+            _ => StoreError::Database(e.to_string()),
+        }
+    }
+
+    fn corrupt(&self, table: &str, detail: String) -> StoreError {
+        corrupt(&self.dir, table, detail)
+    }
+
+    fn apply_ops(&mut self, ops: &[Op]) -> Result<(), Failure> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for op in ops {
+            apply_op(&tx, op)?;
+        }
+        tx.commit().map_err(|e| {
+            if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
+                Failure::Invalid(format!(
+                    "the batch leaves rows of a session that is not stored ({e})"
+                ))
+            } else {
+                Failure::Sql(e)
+            }
+        })
+    }
+}
+
+/// Why a batch failed.
+enum Failure {
+    Sql(rusqlite::Error),
+    Invalid(String),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::Sql(e)
+    }
+}
+
+fn apply_op(tx: &Connection, op: &Op) -> Result<(), Failure> {
+    match op {
+        Op::PutSession(meta) => {
+            let (will, will_delay, will_at) = match &meta.pending_will {
+                Some((will, at)) => {
+                    let mut properties = will.properties.clone();
+                    let delay = properties.will_delay_interval.take();
+                    let blob = encode_message(
+                        &will.topic,
+                        &will.payload,
+                        will.qos,
+                        will.retain,
+                        properties,
+                    )?;
+                    (Some(blob), delay, Some(to_ms(*at)))
+                }
+                None => (None, None, None),
+            };
+            tx.prepare_cached(
+                "INSERT INTO sessions (client_id, version, username, expiry_interval, \
+                 expires_at_ms, disconnected_at_ms, will, will_delay, will_at_ms, dropped) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT (client_id) DO UPDATE SET version = excluded.version, \
+                 username = excluded.username, expiry_interval = excluded.expiry_interval, \
+                 expires_at_ms = excluded.expires_at_ms, \
+                 disconnected_at_ms = excluded.disconnected_at_ms, will = excluded.will, \
+                 will_delay = excluded.will_delay, will_at_ms = excluded.will_at_ms, \
+                 dropped = excluded.dropped",
+            )?
+            .execute(params![
+                &*meta.client_id,
+                meta.version.level(),
+                meta.username,
+                meta.expiry_interval,
+                meta.expires_at.map(to_ms),
+                meta.disconnected_at.map(to_ms),
+                will,
+                will_delay,
+                will_at,
+                i64::try_from(meta.dropped).unwrap_or(i64::MAX),
+            ])?;
+        }
+        Op::DeleteSession(client) => {
+            for sql in [
+                "DELETE FROM subscriptions WHERE client_id = ?1",
+                "DELETE FROM deliveries WHERE client_id = ?1",
+                "DELETE FROM inbound_qos2 WHERE client_id = ?1",
+                "DELETE FROM sessions WHERE client_id = ?1",
+            ] {
+                tx.prepare_cached(sql)?.execute([&**client])?;
+            }
+        }
+        Op::PutSubscription {
+            client,
+            filter,
+            entry,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO subscriptions (client_id, filter, options, sub_id) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (client_id, filter) \
+                 DO UPDATE SET options = excluded.options, sub_id = excluded.sub_id",
+            )?
+            .execute(params![
+                &**client,
+                filter.as_str(),
+                pack_options(entry.options),
+                entry.id
+            ])?;
+        }
+        Op::DeleteSubscription { client, filter } => {
+            tx.prepare_cached("DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2")?
+                .execute(params![&**client, filter.as_str()])?;
+        }
+        Op::PutDelivery { client, delivery } => {
+            let d = &**delivery;
+            let m = &d.msg;
+            let id = id_to_sql(m.id)?;
+            let seq = seq_to_sql(d.seq)?;
+            // The message, unless stored already (encoded only then); the delivery's insert
+            // counts the reference.
+            let added = tx
+                .prepare_cached(
+                    "INSERT INTO messages (id, refs, payload_len, expires_at_ms, \
+                     received_at_ms, publisher) VALUES (?1, 0, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![
+                    id,
+                    i64::try_from(m.payload.len()).unwrap_or(i64::MAX),
+                    m.expires_at.map(to_ms),
+                    to_ms(m.received_at),
+                    m.publisher.as_deref(),
+                ])?;
+            if added == 1 {
+                let message =
+                    encode_message(&m.topic, &m.payload, m.qos, m.retain, m.properties.clone())?;
+                tx.prepare_cached("INSERT INTO message_bodies (id, message) VALUES (?1, ?2)")?
+                    .execute(params![id, message])?;
+            }
+            let (state, packet_id) = pack_state(d.state);
+            let sub_ids: Vec<u8> = d.sub_ids.iter().flat_map(|id| id.to_be_bytes()).collect();
+            let row = params![
+                &**client,
+                seq,
+                state,
+                packet_id,
+                d.qos as u8,
+                d.retain,
+                sub_ids,
+                id,
+            ];
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, \
+                     sub_ids, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT (client_id, seq) DO NOTHING",
+                )?
+                .execute(row)?;
+            if inserted == 0 {
+                // It replaces a delivery, which releases its own message (the new one is
+                // counted already: it may be the same). Not `INSERT OR REPLACE`: the
+                // replaced row would not fire the trigger that releases its message.
+                tx.prepare_cached("DELETE FROM deliveries WHERE client_id = ?1 AND seq = ?2")?
+                    .execute(params![&**client, seq])?;
+                tx.prepare_cached(
+                    "INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, \
+                     sub_ids, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(row)?;
+            }
+        }
+        Op::SetDeliveryState { client, seq, state } => {
+            let (state, packet_id) = pack_state(*state);
+            tx.prepare_cached(
+                "UPDATE deliveries SET state = ?3, packet_id = ?4 \
+                 WHERE client_id = ?1 AND seq = ?2",
+            )?
+            .execute(params![&**client, seq_to_sql(*seq)?, state, packet_id])?;
+        }
+        Op::DeleteDelivery { client, seq } => {
+            tx.prepare_cached("DELETE FROM deliveries WHERE client_id = ?1 AND seq = ?2")?
+                .execute(params![&**client, seq_to_sql(*seq)?])?;
+        }
+        Op::PutInboundQos2 { client, packet_id } => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO inbound_qos2 (client_id, packet_id) VALUES (?1, ?2)",
+            )?
+            .execute(params![&**client, packet_id])?;
+        }
+        Op::DeleteInboundQos2 { client, packet_id } => {
+            tx.prepare_cached("DELETE FROM inbound_qos2 WHERE client_id = ?1 AND packet_id = ?2")?
+                .execute(params![&**client, packet_id])?;
+        }
+        Op::PutRetained(m) => {
+            let message =
+                encode_message(&m.topic, &m.payload, m.qos, m.retain, m.properties.clone())?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO retained (topic, id, qos, payload_len, expires_at_ms, \
+                 received_at_ms, publisher, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                m.topic.as_str(),
+                id_to_sql(m.id)?,
+                m.qos as u8,
+                i64::try_from(m.payload.len()).unwrap_or(i64::MAX),
+                m.expires_at.map(to_ms),
+                to_ms(m.received_at),
+                m.publisher.as_deref(),
+                message,
+            ])?;
+        }
+        Op::DeleteRetained(topic) => {
+            tx.prepare_cached("DELETE FROM retained WHERE topic = ?1")?
+                .execute([topic.as_str()])?;
+        }
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn load(&mut self) -> Result<Recovered, StoreError> {
+        let mut sessions = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT client_id, version, username, expiry_interval, expires_at_ms, \
+                     disconnected_at_ms, will, will_delay, will_at_ms, dropped \
+                     FROM sessions ORDER BY client_id",
+                )
+                .map_err(|e| self.error(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.error(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+                let meta = decode_session(row).map_err(|d| self.corrupt("sessions", d))?;
+                index.insert(meta.client_id.to_string(), sessions.len());
+                sessions.push(RecoveredSession {
+                    meta,
+                    subscriptions: Vec::new(),
+                    inflight: Vec::new(),
+                    inbound_qos2: Vec::new(),
+                    queued: (0, 0),
+                    max_seq: None,
+                });
+            }
+        }
+        // Rows of a session not stored cannot be there (foreign keys); if they are anyway,
+        // the file was not written by us.
+        let find = |client: &str, table: &str| {
+            index
+                .get(client)
+                .copied()
+                .ok_or_else(|| self.corrupt(table, format!("key {client:?}: no such session")))
+        };
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT client_id, filter, options, sub_id FROM subscriptions \
+                     ORDER BY client_id, filter",
+                )
+                .map_err(|e| self.error(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.error(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+                let (client, filter, entry) =
+                    decode_subscription(row).map_err(|d| self.corrupt("subscriptions", d))?;
+                let i = find(&client, "subscriptions")?;
+                sessions[i].subscriptions.push((filter, entry));
+            }
+        }
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS} WHERE d.state <> 0 ORDER BY d.client_id, d.seq"
+                ))
+                .map_err(|e| self.error(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.error(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+                let (client, d) =
+                    decode_delivery(row).map_err(|d| self.corrupt("deliveries", d))?;
+                let i = find(&client, "deliveries")?;
+                sessions[i].inflight.push(d);
+            }
+        }
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT d.client_id, \
+                     count(*) FILTER (WHERE d.state = 0), \
+                     total(m.payload_len) FILTER (WHERE d.state = 0), \
+                     max(d.seq) \
+                     FROM deliveries d LEFT JOIN messages m ON m.id = d.message_id \
+                     GROUP BY d.client_id",
+                )
+                .map_err(|e| self.error(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.error(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+                let (client, count, bytes, max_seq) = (|| {
+                    let client = text(row, 0, "client_id")?;
+                    let key = |d: String| format!("key {client:?}: {d}");
+                    let count = int_as::<usize>(int(row, 1, "count").map_err(key)?, "count")
+                        .map_err(key)?;
+                    let bytes = match row.get_ref(2) {
+                        Ok(ValueRef::Real(v)) if v >= 0.0 => v as usize,
+                        _ => return Err(key("payload_len: bad total".to_owned())),
+                    };
+                    let max_seq =
+                        int_as::<u64>(int(row, 3, "seq").map_err(key)?, "seq").map_err(key)?;
+                    Ok((client, count, bytes, max_seq))
+                })()
+                .map_err(|d| self.corrupt("deliveries", d))?;
+                let i = find(&client, "deliveries")?;
+                sessions[i].queued = (count, bytes);
+                sessions[i].max_seq = Some(max_seq);
+            }
+        }
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT client_id, packet_id FROM inbound_qos2 ORDER BY client_id, packet_id",
+                )
+                .map_err(|e| self.error(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.error(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+                let (client, id) = (|| {
+                    let client = text(row, 0, "client_id")?;
+                    let id = int(row, 1, "packet_id")
+                        .and_then(|v| int_as::<u16>(v, "packet_id"))
+                        .map_err(|d| format!("key ({client:?}, ?): {d}"))?;
+                    Ok((client, id))
+                })()
+                .map_err(|d| self.corrupt("inbound_qos2", d))?;
+                let i = find(&client, "inbound_qos2")?;
+                sessions[i].inbound_qos2.push(id);
+            }
+        }
+        let mut retained = Vec::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT topic, id, qos, payload_len, expires_at_ms, received_at_ms \
+                     FROM retained ORDER BY topic",
+                )
+                .map_err(|e| self.error(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.error(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+                retained.push(decode_retained_meta(row).map_err(|d| self.corrupt("retained", d))?);
+            }
+        }
+        let max_message_id = self
+            .conn
+            .prepare_cached("SELECT max(id) FROM messages")
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, Option<i64>>(0)))
+            .map_err(|e| self.error(e))?
+            .map(|id| int_as::<u64>(id, "id"))
+            .transpose()
+            .map_err(|d| self.corrupt("messages", d))?
+            .into_iter()
+            .chain(retained.iter().map(|r| r.id))
+            .max();
+        Ok(Recovered {
+            sessions,
+            retained,
+            max_message_id,
+        })
+    }
+
+    fn load_queue(&mut self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} WHERE d.client_id = ?1 AND d.state = 0 ORDER BY d.seq"
+            ))
+            .map_err(|e| self.error(e))?;
+        let mut rows = stmt.query([client_id]).map_err(|e| self.error(e))?;
+        let mut queue = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+            let (_, d) = decode_delivery(row).map_err(|d| self.corrupt("deliveries", d))?;
+            queue.push(d);
+        }
+        Ok(queue)
+    }
+
+    fn load_retained(&mut self, topic: &str) -> Result<Option<StoredMessage>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT topic, id, message, expires_at_ms, received_at_ms, publisher \
+                 FROM retained WHERE topic = ?1",
+            )
+            .map_err(|e| self.error(e))?;
+        let mut rows = stmt.query([topic]).map_err(|e| self.error(e))?;
+        match rows.next().map_err(|e| self.error(e))? {
+            Some(row) => Ok(Some(
+                decode_retained(row).map_err(|d| self.corrupt("retained", d))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        match self.apply_ops(ops) {
+            Ok(()) => {
+                self.dirty = true;
+                Ok(())
+            }
+            Err(Failure::Sql(e)) => Err(self.error(e)),
+            Err(Failure::Invalid(detail)) => Err(StoreError::Database(detail)),
+        }
+    }
+
+    fn tick(&mut self) -> Result<(), StoreError> {
+        let Durability::Interval(every) = self.durability else {
+            return Ok(());
+        };
+        if !self.dirty || self.last_sync.elapsed() < every {
+            return Ok(());
+        }
+        // With `synchronous = NORMAL` a checkpoint syncs the WAL before copying it.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| self.error(e))?;
+        self.last_sync = Instant::now();
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,347 @@
+//! The schema of the SQLite store: its tables and triggers, the check that an existing file
+//! is ours and of a version we read, and the migration from format 1.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::ffi::ErrorCode;
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use super::rows::*;
+use super::SqliteStore;
+use super::StoreError;
+
+/// The database file in the data directory.
+pub(super) const FILE_NAME: &str = "broker.sqlite3";
+
+/// Who writes the database, kept in `meta` so a foreign SQLite file is not taken for ours.
+pub(super) const PROGRAM: &str = "mqtt-bridge";
+
+/// The tables besides `meta`.
+pub(super) const TABLES: [&str; 7] = [
+    "sessions",
+    "subscriptions",
+    "messages",
+    "message_bodies",
+    "deliveries",
+    "inbound_qos2",
+    "retained",
+];
+
+/// The triggers that keep the messages' reference counts (see [`MESSAGE_TABLES`]).
+pub(super) const TRIGGERS: [&str; 3] = ["delivery_added", "delivery_removed", "message_removed"];
+
+/// The tables besides `meta` in format version 1.
+pub(super) const TABLES_V1: [&str; 5] = [
+    "sessions",
+    "subscriptions",
+    "deliveries",
+    "inbound_qos2",
+    "retained",
+];
+
+pub(super) const META_TABLE: &str = "
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+) WITHOUT ROWID;";
+
+/// The tables that did not change from version 1 to 2.
+pub(super) const SESSION_TABLES: &str = "
+CREATE TABLE sessions (
+    client_id TEXT PRIMARY KEY NOT NULL,
+    version INTEGER NOT NULL,
+    username TEXT,
+    expiry_interval INTEGER NOT NULL,
+    expires_at_ms INTEGER,
+    disconnected_at_ms INTEGER,
+    will BLOB,
+    will_delay INTEGER,
+    will_at_ms INTEGER,
+    dropped INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE subscriptions (
+    client_id TEXT NOT NULL
+        REFERENCES sessions (client_id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    filter TEXT NOT NULL,
+    options INTEGER NOT NULL,
+    sub_id INTEGER,
+    PRIMARY KEY (client_id, filter)
+) WITHOUT ROWID;
+CREATE TABLE inbound_qos2 (
+    client_id TEXT NOT NULL
+        REFERENCES sessions (client_id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    packet_id INTEGER NOT NULL,
+    PRIMARY KEY (client_id, packet_id)
+) WITHOUT ROWID;";
+
+/// The tables new in version 2 (or remade: `deliveries` and `retained`), and the triggers
+/// that count the references to a message.
+///
+/// A message's reference count is in a row without its body: SQLite rewrites a whole row
+/// to update one column, and counting a reference must not read (nor write) a megabyte.
+/// In `retained`, written whole every time, the big column, `message`, comes last, so
+/// reading the others does not read through its overflow pages.
+///
+/// The triggers count every way a delivery comes or goes (the foreign keys' cascade too),
+/// in the statement's own transaction; the store never uses `INSERT OR REPLACE` on
+/// `deliveries`, whose implicit delete would not fire them.
+pub(super) const MESSAGE_TABLES: &str = "
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY NOT NULL,
+    refs INTEGER NOT NULL,
+    payload_len INTEGER NOT NULL,
+    expires_at_ms INTEGER,
+    received_at_ms INTEGER NOT NULL,
+    publisher TEXT
+);
+CREATE TABLE message_bodies (
+    id INTEGER PRIMARY KEY NOT NULL,
+    message BLOB NOT NULL
+);
+CREATE TABLE deliveries (
+    client_id TEXT NOT NULL
+        REFERENCES sessions (client_id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    seq INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    packet_id INTEGER,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    sub_ids BLOB NOT NULL,
+    message_id INTEGER NOT NULL,
+    PRIMARY KEY (client_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE retained (
+    topic TEXT PRIMARY KEY NOT NULL,
+    id INTEGER NOT NULL,
+    qos INTEGER NOT NULL,
+    payload_len INTEGER NOT NULL,
+    expires_at_ms INTEGER,
+    received_at_ms INTEGER NOT NULL,
+    publisher TEXT,
+    message BLOB NOT NULL
+);
+CREATE TRIGGER delivery_added AFTER INSERT ON deliveries BEGIN
+    UPDATE messages SET refs = refs + 1 WHERE id = NEW.message_id;
+END;
+CREATE TRIGGER delivery_removed AFTER DELETE ON deliveries BEGIN
+    UPDATE messages SET refs = refs - 1 WHERE id = OLD.message_id;
+    DELETE FROM messages WHERE id = OLD.message_id AND refs <= 0;
+END;
+CREATE TRIGGER message_removed AFTER DELETE ON messages BEGIN
+    DELETE FROM message_bodies WHERE id = OLD.id;
+END;";
+
+/// Version 1 to 2, before the new tables are made: the old ones step aside.
+pub(super) const MIGRATE_V1_RENAME: &str = "
+ALTER TABLE deliveries RENAME TO deliveries_v1;
+ALTER TABLE retained RENAME TO retained_v1;";
+
+/// Version 1 to 2, once the new tables are made, the part SQL does alone: every delivery's
+/// message becomes a row of `messages` and `message_bodies` (numbered 1, 2, ... in
+/// (client_id, seq) order: version 1 kept a copy per delivery), referenced from the new
+/// `deliveries`, whose trigger counts the one reference each. The retained rows are copied
+/// by [`migrate_v1`], which must read their messages.
+pub(super) const MIGRATE_V1_DELIVERIES: &str = "
+INSERT INTO messages (id, refs, payload_len, expires_at_ms, received_at_ms, publisher)
+    SELECT row_number() OVER (ORDER BY client_id, seq), 0, payload_len, expires_at_ms,
+           received_at_ms, publisher
+    FROM deliveries_v1;
+INSERT INTO message_bodies (id, message)
+    SELECT row_number() OVER (ORDER BY client_id, seq), message FROM deliveries_v1;
+INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, sub_ids, message_id)
+    SELECT client_id, seq, state, packet_id, qos, retain, sub_ids,
+           row_number() OVER (ORDER BY client_id, seq)
+    FROM deliveries_v1;
+DROP TABLE deliveries_v1;";
+
+/// The whole schema of the current version.
+pub(super) fn schema() -> String {
+    format!("{META_TABLE}{SESSION_TABLES}{MESSAGE_TABLES}")
+}
+
+/// The columns of a delivery with its message, in the order [`decode_delivery`] reads them.
+pub(super) const DELIVERY_COLUMNS: &str =
+    "d.client_id, d.seq, d.state, d.packet_id, d.qos, d.retain, \
+                                d.sub_ids, d.message_id, b.message, m.expires_at_ms, \
+                                m.received_at_ms, m.publisher \
+                                FROM deliveries d \
+                                LEFT JOIN messages m ON m.id = d.message_id \
+                                LEFT JOIN message_bodies b ON b.id = d.message_id";
+
+/// Checks that an existing database is ours and of our version or of version 1, without
+/// writing to it; returns its version. `tables` names its tables and triggers.
+pub(super) fn check_ours(
+    conn: &Connection,
+    dir: &Path,
+    tables: &[String],
+) -> Result<u32, StoreError> {
+    if !tables.iter().any(|t| t == "meta") {
+        return Err(corrupt(
+            dir,
+            "meta",
+            "missing: not a broker database".to_owned(),
+        ));
+    }
+    let mut meta = HashMap::new();
+    {
+        let mut stmt = conn
+            .prepare("SELECT key, value FROM meta")
+            .map_err(|e| open_error(dir.to_owned(), "reading meta", e))?;
+        let mut rows = stmt
+            .query([])
+            .map_err(|e| open_error(dir.to_owned(), "reading meta", e))?;
+        while let Some(row) = rows
+            .next()
+            .map_err(|e| open_error(dir.to_owned(), "reading meta", e))?
+        {
+            let key = text(row, 0, "key").map_err(|d| corrupt(dir, "meta", d))?;
+            let value = match row.get_ref(1) {
+                Ok(ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+                Ok(ValueRef::Integer(i)) => i.to_string(),
+                _ => return Err(corrupt(dir, "meta", format!("key {key:?}: bad value"))),
+            };
+            meta.insert(key, value);
+        }
+    }
+    match meta.get("program") {
+        Some(p) if p == PROGRAM => {}
+        Some(p) => {
+            return Err(corrupt(
+                dir,
+                "meta",
+                format!("written by {p:?}, not {PROGRAM:?}"),
+            ))
+        }
+        None => {
+            return Err(corrupt(
+                dir,
+                "meta",
+                "no program: not a broker database".into(),
+            ))
+        }
+    }
+    let (version, expected): (u32, &[&str]) = match meta.get("format_version") {
+        Some(v) if *v == SqliteStore::FORMAT_VERSION.to_string() => (
+            SqliteStore::FORMAT_VERSION,
+            &[TABLES.as_slice(), &TRIGGERS].concat(),
+        ),
+        Some(v) if v == "1" => (1, &TABLES_V1),
+        Some(v) => {
+            return Err(StoreError::Version {
+                path: dir.to_owned(),
+                found: v.clone(),
+                expected: SqliteStore::FORMAT_VERSION,
+            })
+        }
+        None => return Err(corrupt(dir, "meta", "no format_version".into())),
+    };
+    if let Some(missing) = expected
+        .iter()
+        .find(|t| !tables.iter().any(|have| have == *t))
+    {
+        return Err(corrupt(dir, missing, "missing".into()));
+    }
+    Ok(version)
+}
+
+/// Migrates a database of format version 1 to the current one, in one transaction (see
+/// [`MIGRATE_V1_DELIVERIES`]); a retained message gets the next id after the deliveries'.
+pub(super) fn migrate_v1(conn: &mut Connection, dir: &Path) -> Result<(), StoreError> {
+    let failed = |e: rusqlite::Error| open_error(dir.to_owned(), "migrating from version 1", e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failed)?;
+    tx.execute_batch(&format!(
+        "{MIGRATE_V1_RENAME}{MESSAGE_TABLES}{MIGRATE_V1_DELIVERIES}"
+    ))
+    .map_err(failed)?;
+    let mut next_id: i64 = tx
+        .query_row("SELECT coalesce(max(id), 0) + 1 FROM messages", [], |row| {
+            row.get(0)
+        })
+        .map_err(failed)?;
+    {
+        let mut read = tx
+            .prepare(
+                "SELECT topic, message, expires_at_ms, received_at_ms, publisher \
+                 FROM retained_v1 ORDER BY topic",
+            )
+            .map_err(failed)?;
+        let mut write = tx
+            .prepare(
+                "INSERT INTO retained (topic, id, qos, payload_len, expires_at_ms, \
+                 received_at_ms, publisher, message) \
+                 SELECT topic, ?2, ?3, ?4, expires_at_ms, received_at_ms, publisher, message \
+                 FROM retained_v1 WHERE topic = ?1",
+            )
+            .map_err(failed)?;
+        let mut rows = read.query([]).map_err(failed)?;
+        while let Some(row) = rows.next().map_err(failed)? {
+            let topic = text(row, 0, "topic").map_err(|d| corrupt(dir, "retained", d))?;
+            let p =
+                decode_message(blob(row, 1, "message").map_err(|d| corrupt(dir, "retained", d))?)
+                    .map_err(|d| corrupt(dir, "retained", format!("key {topic:?}: {d}")))?;
+            write
+                .execute(params![
+                    topic,
+                    next_id,
+                    p.qos as u8,
+                    i64::try_from(p.payload.len()).unwrap_or(i64::MAX),
+                ])
+                .map_err(failed)?;
+            next_id += 1;
+        }
+    }
+    tx.execute_batch(&format!(
+        "DROP TABLE retained_v1; \
+         UPDATE meta SET value = '{}' WHERE key = 'format_version';",
+        SqliteStore::FORMAT_VERSION
+    ))
+    .map_err(failed)?;
+    tx.commit().map_err(failed)
+}
+
+/// An error while opening: the file system's fault (`Io`), the file's (`Corrupt`), or else.
+pub(super) fn open_error(dir: PathBuf, what: &str, e: rusqlite::Error) -> StoreError {
+    let file = dir.join(FILE_NAME);
+    let kind = match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            return StoreError::Corrupt {
+                path: dir,
+                detail: format!("{}: {what}: {e}", file.display()),
+            }
+        }
+        Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied | ErrorCode::CannotOpen) => {
+            std::io::ErrorKind::PermissionDenied
+        }
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            return StoreError::Io {
+                path: dir,
+                error: std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "{}: {what}: {e} (is another broker using this data directory?)",
+                        file.display()
+                    ),
+                ),
+            }
+        }
+        Some(ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::NoLargeFileSupport) => {
+            std::io::ErrorKind::Other
+        }
+        _ => return StoreError::Database(format!("{}: {what}: {e}", file.display())),
+    };
+    StoreError::Io {
+        path: dir,
+        error: std::io::Error::new(kind, format!("{}: {what}: {e}", file.display())),
+    }
+}
+
+pub(super) fn corrupt(dir: &Path, table: &str, detail: String) -> StoreError {
+    StoreError::Corrupt {
+        path: dir.to_owned(),
+        detail: format!("table {table}: {detail}"),
+    }
+}
