@@ -2,8 +2,7 @@
 //! and PUBCOMP for PUBREL.
 
 use crate::flow;
-use crate::packet::ProtocolVersion;
-use crate::packet::{Packet, PubResp, Publish, QoS};
+use crate::packet::{Packet, ProtocolVersion, PubResp, Publish, QoS};
 use crate::reason::ReasonCode;
 
 use super::{Client, ClientError, Event, Timestamp};

@@ -22,7 +22,6 @@
 //! When a `handle_*` call returns an error the connection is finished: the machine is already
 //! disconnected and may have queued a DISCONNECT (5.0) that the driver should send before it
 //! closes the socket. In-flight messages stay and are resent on the next connection.
-
 //!
 //! # Layout
 //! One documented struct, [`Client`], here with its packet dispatch; one file per concern:
@@ -88,25 +87,34 @@ enum State {
 /// The client session state machine. See the [module docs](self).
 #[derive(Debug)]
 pub struct Client {
+    /// The options; `client_id` changes when the server assigns one.
     opts: ClientOptions,
+    /// Where the connection is.
     state: State,
+    /// Decodes the server's bytes, bounded by our maximum packet size; reset per connection.
     decoder: Decoder,
+    /// The last CONNACK's session present flag.
     session_present: bool,
     /// From CONNACK: how many QoS 1/2 PUBLISHes may be unacknowledged [MQTT-4.9.0-2].
     send_window: u16,
     /// From CONNACK: the largest packet the server accepts.
     server_max_packet: usize,
+    /// From CONNACK: the highest QoS the server takes [MQTT-3.2.2-11].
     server_max_qos: QoS,
+    /// From CONNACK: the server keeps retained messages [MQTT-3.2.2-14].
     server_retain: bool,
     /// The keep-alive in force (ours, or the server's Server Keep Alive).
     keep_alive: Duration,
     /// Packet ids for our PUBLISHes and requests: none in `by_id` or `requests` is reused.
     packet_ids: PacketIds,
+    /// The token of the next `publish` call.
     next_token: u64,
     /// Outgoing QoS 1/2 in flight, in the order first sent (resent in that order
     /// [MQTT-4.6.0-1]). Keyed by a sequence number; `by_id` maps packet ids to it.
     outbound: VecMap<u64, Outbound>,
+    /// Packet id of each entry of `outbound` to its sequence number.
     by_id: VecMap<u16, u64>,
+    /// The sequence number of the next message to go in flight.
     next_seq: u64,
     /// Publishes not yet sent: offline, or the window is full. Bounded by `max_queued`.
     queued: VecDeque<(PublishToken, Publish)>,
@@ -115,12 +123,17 @@ pub struct Client {
     /// Incoming QoS 2 packet ids delivered and awaiting PUBREL: a duplicate PUBLISH with one
     /// of these is not delivered again [MQTT-4.3.3-10].
     inbound_qos2: VecMap<u16, ()>,
+    /// The subscriptions the server granted.
     subscriptions: VecMap<TopicFilter, SubRecord>,
     /// Outbound entries with `resend` set.
     pending_resend: usize,
+    /// Packets for the driver to send, in order; cleared when the connection ends.
     transmit: VecDeque<Packet>,
+    /// Events for the application, in order.
     events: VecDeque<Event>,
+    /// When a packet was last queued for sending (the keep-alive counts from it).
     last_sent: Timestamp,
+    /// When the PINGREQ awaiting its PINGRESP was sent.
     ping_sent: Option<Timestamp>,
     /// With [`ClientOptions::persistent`]: tokens of outgoing messages and ids of incoming
     /// QoS 2 messages changed since the last [`Client::take_store_ops`].

@@ -9,9 +9,10 @@ use super::store::{self, RestoreError, StoreKey, StoreOp};
 use super::{Client, PublishToken, State};
 
 impl Client {
-    /// With [`ClientOptions::persistent`](super::ClientOptions::persistent): the puts and deletes that bring a store up to
-    /// date with what changed since the last call (empty when nothing did). Write them, and
-    /// send the packets of the same step only once they are durable (see [`StoreOp`]).
+    /// With [`ClientOptions::persistent`](super::ClientOptions::persistent): the puts and
+    /// deletes that bring a store up to date with what changed since the last call (empty
+    /// when nothing did). Write them, and send the packets of the same step only once they
+    /// are durable (see [`StoreOp`]).
     pub fn take_store_ops(&mut self) -> Vec<StoreOp> {
         let mut ops = Vec::new();
         if !self.touched_out.is_empty() {
@@ -74,7 +75,7 @@ impl Client {
     /// [`Client::connect`]: messages in flight are resent when the server resumes the
     /// session (or sent again as new messages when it does not), queued ones follow, and
     /// duplicates of incoming QoS 2 messages already delivered are not delivered again.
-    /// Their outcomes come as [`Event::Published`] with the stored tokens; new tokens start
+    /// Their outcomes come as [`Event::Published`](super::Event::Published) with the stored tokens; new tokens start
     /// after them.
     pub fn restore<'a>(
         &mut self,
