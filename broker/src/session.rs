@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use protocol::{PacketId, ProtocolVersion, QoS, TopicFilter, Will};
+use protocol::{PacketId, PacketIds, ProtocolVersion, QoS, TopicFilter, Will};
 use tokio::sync::mpsc;
 
 use crate::command::Outgoing;
@@ -142,8 +142,8 @@ pub(crate) struct Session {
     pub(crate) queued_bytes: usize,
     /// Outgoing QoS 1/2 in flight, by packet id.
     pub(crate) inflight: HashMap<u16, Inflight>,
-    /// Next packet id to try.
-    pub(crate) next_packet_id: u16,
+    /// Packet ids for outgoing messages: none in `inflight` is reused.
+    pub(crate) packet_ids: PacketIds,
     /// Next send sequence number.
     pub(crate) next_seq: u64,
     /// Incoming QoS 2 packet ids routed and awaiting PUBREL: a resent PUBLISH with one of
@@ -176,7 +176,7 @@ impl Session {
             stored_queue: VecDeque::new(),
             queued_bytes: 0,
             inflight: HashMap::new(),
-            next_packet_id: 1,
+            packet_ids: PacketIds::new(),
             next_seq: 0,
             inbound_qos2: HashSet::new(),
             pending_will: None,
@@ -189,16 +189,8 @@ impl Session {
     /// A free packet id for an outgoing message: never zero, never one in flight
     /// [MQTT-2.2.1-3].
     pub(crate) fn alloc_packet_id(&mut self) -> Option<PacketId> {
-        for _ in 0..=u16::MAX {
-            let candidate = self.next_packet_id;
-            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if let Some(id) = PacketId::new(candidate) {
-                if !self.inflight.contains_key(&candidate) {
-                    return Some(id);
-                }
-            }
-        }
-        None
+        let inflight = &self.inflight;
+        self.packet_ids.next(|id| inflight.contains_key(&id.get()))
     }
 
     /// Room in the sending window.

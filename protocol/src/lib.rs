@@ -18,12 +18,15 @@
 //! - [`error`]: [`DecodeError`] (each knows its reason code) and [`EncodeError`].
 //! - [`wire`]: variable byte integers, strings and binary data.
 //! - [`alias`]: topic aliases on the sending side.
+//! - [`flow`]: what both ends of a QoS 1/2 flow do alike: packet identifiers
+//!   ([`PacketIds`]) and the PUBREL / PUBCOMP answers; used by the broker and the client.
 //! - [`client`]: the client session state machine.
 
 pub mod alias;
 pub mod client;
 pub mod decoder;
 pub mod error;
+pub mod flow;
 pub mod packet;
 pub mod properties;
 pub mod reason;
@@ -34,6 +37,7 @@ pub mod wire;
 pub use alias::OutboundAliases;
 pub use decoder::Decoder;
 pub use error::{DecodeError, EncodeError};
+pub use flow::PacketIds;
 pub use packet::{
     Auth, ConnAck, Connect, Disconnect, FixedHeader, Packet, PacketId, PacketType, ProtocolVersion,
     PubResp, Publish, QoS, RetainHandling, SubAck, Subscribe, Subscription, SubscriptionOptions,

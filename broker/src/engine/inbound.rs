@@ -1,5 +1,7 @@
 //! Packets on an open connection: PUBLISH in and its acknowledgements both ways, DISCONNECT.
 
+use protocol::flow;
+
 use super::*;
 
 impl Engine {
@@ -181,15 +183,8 @@ impl Engine {
                 });
             }
         }
-        let reason = if known || s.version == ProtocolVersion::V311 {
-            ReasonCode::Success
-        } else {
-            ReasonCode::PacketIdentifierNotFound
-        };
-        self.send(
-            sid,
-            Packet::PubComp(PubResp::with_reason(rel.packet_id, reason)),
-        );
+        let comp = flow::pubcomp_for(&rel, known, s.version);
+        self.send(sid, comp);
     }
 
     pub(super) fn on_ack(
@@ -227,7 +222,7 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        let id = rec.packet_id;
+        let (id, v) = (rec.packet_id, s.version);
         match s.inflight.get_mut(&id.get()) {
             Some(f) if f.delivery.qos == QoS::ExactlyOnce && f.stage == Stage::AwaitingAck => {
                 let (seq, stored) = (f.seq, f.delivery.stored);
@@ -244,19 +239,13 @@ impl Engine {
                         let state = DeliveryState::AwaitingComp(id.get());
                         self.ops.push(Op::SetDeliveryState { client, seq, state });
                     }
-                    self.send(sid, Packet::PubRel(PubResp::new(id)));
+                    self.send(sid, flow::pubrel_for(&rec, true, v));
                 }
             }
             Some(f) if f.stage == Stage::AwaitingComp => {
-                self.send(sid, Packet::PubRel(PubResp::new(id)))
+                self.send(sid, flow::pubrel_for(&rec, true, v))
             }
-            _ => {
-                let reason = match s.version {
-                    ProtocolVersion::V5 => ReasonCode::PacketIdentifierNotFound,
-                    ProtocolVersion::V311 => ReasonCode::Success,
-                };
-                self.send(sid, Packet::PubRel(PubResp::with_reason(id, reason)));
-            }
+            _ => self.send(sid, flow::pubrel_for(&rec, false, v)),
         }
     }
 
