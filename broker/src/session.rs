@@ -37,14 +37,8 @@ pub(crate) struct Delivery {
     pub(crate) queued_at: Instant,
 }
 
-/// Where an outgoing QoS 1/2 message is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stage {
-    /// PUBLISH sent; PUBACK or PUBREC due.
-    AwaitingAck,
-    /// PUBREC received, PUBREL sent; PUBCOMP due.
-    AwaitingComp,
-}
+/// Where an outgoing QoS 1/2 message is: the flow both ends share.
+pub(crate) use protocol::flow::OutboundStage as Stage;
 
 /// An outgoing message in flight.
 #[derive(Debug, Clone)]

@@ -8,6 +8,15 @@
 use crate::packet::{Packet, PacketId, ProtocolVersion, PubResp};
 use crate::reason::ReasonCode;
 
+/// Where an outgoing QoS 1/2 message is in its flow (the sender's side, broker or client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundStage {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    AwaitingAck,
+    /// PUBREC received and PUBREL sent, waiting for PUBCOMP (QoS 2).
+    AwaitingComp,
+}
+
 /// Hands out packet identifiers for one side of a session, round robin from 1: never 0, and
 /// never one still in use [MQTT-2.2.1-3]. Going round rather than taking the lowest free id
 /// keeps a freed id from being reused at once.

@@ -12,14 +12,7 @@ use crate::topic::TopicName;
 
 use super::{Client, ClientError, Event, PublishToken, State, Timestamp};
 
-/// Where an outgoing QoS 1/2 message is in its flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboundStage {
-    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
-    AwaitingAck,
-    /// PUBREL sent, waiting for PUBCOMP (QoS 2).
-    AwaitingComp,
-}
+pub use crate::flow::OutboundStage;
 
 /// One outgoing QoS 1/2 message in flight.
 #[derive(Debug, Clone)]
