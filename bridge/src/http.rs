@@ -10,6 +10,7 @@ use serde::Serialize;
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
+use crate::limits::ConnectionLimiter;
 use crate::WeakTracker;
 
 /// What every handler can reach.
@@ -19,6 +20,9 @@ pub(crate) struct AppState {
     pub(crate) broker: Broker,
     /// Upgraded into every WebSocket connection task, so shutdown can wait for it.
     pub(crate) tracker: WeakTracker,
+    /// The MQTT connection limits, shared with the TCP listener: a WebSocket upgrade takes
+    /// its permit before it is answered.
+    pub(crate) limits: ConnectionLimiter,
 }
 
 /// The router: `/mqtt`, `/api/v1/health`, the session-state API ([`crate::api`]), the
