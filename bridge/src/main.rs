@@ -19,9 +19,11 @@
 //! under a quarter of it ([`http_share`]), so a flood of HTTP sockets cannot take the
 //! descriptors MQTT clients need. Both accept loops outlive "Too many open files".
 //!
-//! The global allocator is mimalloc: it returns freed memory to the OS by itself (pages
-//! unused for a few milliseconds are decommitted), where glibc's malloc keeps the peak of a
-//! burst in its per-thread arenas; see the README for the numbers.
+//! The global allocator is jemalloc with its background purging threads on: freed pages go
+//! back to the OS within about ten seconds (its default `dirty_decay_ms`), whichever thread
+//! freed them and whether or not that thread allocates again. With glibc's malloc the peak
+//! of a burst stayed in its per-thread arenas for good, and mimalloc kept most of it too
+//! (measured: `bench/idle_rss.py`, numbers in the README).
 //!
 //! # Output and exit codes
 //! Once both listeners are bound, one line goes to stdout (tests read the ports from it):
@@ -39,7 +41,17 @@ mod ws;
 
 /// See the crate docs, "Resources".
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Turns on jemalloc's background threads, which return freed pages to the OS over
+/// `dirty_decay_ms` even while every other thread is idle; without them jemalloc purges only
+/// when an arena is used again, and an idle bridge would keep the peak of its last burst.
+fn start_memory_purging() {
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(error = %e, "cannot start jemalloc's background threads: freed memory \
+                                    may stay resident after a burst");
+    }
+}
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -73,6 +85,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    start_memory_purging();
     let config = match Config::load(args) {
         Ok(config) => config,
         Err(e) => {
