@@ -2,7 +2,8 @@
 //!
 //! Precedence, highest first: a command-line flag, the `--config` file, the built-in default.
 //! The file's `[broker]` table is [`broker::BrokerConfig`] itself, so its keys are that
-//! struct's field names and an unknown key is an error, not a silent no-op.
+//! struct's field names and an unknown key is an error, not a silent no-op. The `[server]`
+//! table ([`ServerConfig`]) holds the bridge's own limits on its listeners.
 
 use std::path::{Path, PathBuf};
 
@@ -47,7 +48,8 @@ pub(crate) struct Args {
     /// playground [default: the repository's client-wasm/pkg/]
     #[arg(long, value_name = "DIR")]
     pub(crate) pkg: Option<PathBuf>,
-    /// TOML file with the settings above and a [broker] table of broker limits
+    /// TOML file with the settings above, a [broker] table of broker limits and a [server]
+    /// table of listener limits
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
 }
@@ -62,6 +64,39 @@ struct FileConfig {
     web: Option<PathBuf>,
     pkg: Option<PathBuf>,
     broker: broker::BrokerConfig,
+    server: ServerConfig,
+}
+
+/// The `[server]` table: limits of the bridge's own listeners (the broker's are in
+/// `[broker]`). Every key is optional; see the README's limits table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ServerConfig {
+    /// Most HTTP connections open at once (dashboard, API, and WebSocket requests not yet
+    /// upgraded). Beyond it new connections wait in the kernel's listen backlog, holding no
+    /// file descriptor of ours. An upgraded WebSocket no longer counts here: it counts as
+    /// an MQTT connection (`broker.max_connections`). Also held under a quarter of the
+    /// file-descriptor limit, so that HTTP can never take the descriptors MQTT needs.
+    pub(crate) max_http_connections: usize,
+    /// Seconds a client has to send a request's whole header, counted from its first
+    /// byte, or from the accept for a new connection (which must start with a request).
+    /// Half-sent headers and sockets that send nothing are closed after it.
+    pub(crate) http_header_timeout_secs: u64,
+    /// Seconds a keep-alive connection may sit between requests, and the longest a
+    /// request in progress may go without a byte moving either way (a body that does not
+    /// come, a response the client does not read). A live event stream sends a keep-alive
+    /// comment every 15 s, so it is never idle this long.
+    pub(crate) http_idle_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_http_connections: 1024,
+            http_header_timeout_secs: 10,
+            http_idle_timeout_secs: 60,
+        }
+    }
 }
 
 /// Where the data would live.
@@ -89,6 +124,8 @@ pub(crate) struct Config {
     pub(crate) pkg: PathBuf,
     /// The broker engine's limits and policies.
     pub(crate) broker: broker::BrokerConfig,
+    /// The listeners' limits.
+    pub(crate) server: ServerConfig,
 }
 
 /// A configuration file that could not be used.
@@ -100,6 +137,9 @@ pub(crate) enum ConfigError {
     /// The file is not valid TOML for these settings.
     #[error("invalid config file {path}: {1}", path = .0.display())]
     Parse(PathBuf, toml::de::Error),
+    /// A value is of the right type but cannot work.
+    #[error("invalid config file {path}: {1}", path = .0.display())]
+    Invalid(PathBuf, &'static str),
 }
 
 impl Config {
@@ -109,7 +149,11 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| ConfigError::Read(path.clone(), e))?;
-                parse(&text).map_err(|e| ConfigError::Parse(path.clone(), e))?
+                let file = parse(&text).map_err(|e| ConfigError::Parse(path.clone(), e))?;
+                file.server
+                    .check()
+                    .map_err(|e| ConfigError::Invalid(path.clone(), e))?;
+                file
             }
             None => FileConfig::default(),
         };
@@ -144,7 +188,23 @@ impl Config {
                 .or(file.pkg)
                 .unwrap_or_else(|| repository_dir(DEFAULT_PKG)),
             broker: file.broker,
+            server: file.server,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Refuses values that would make a listener unusable.
+    fn check(&self) -> Result<(), &'static str> {
+        if self.max_http_connections == 0 {
+            return Err("[server] max_http_connections must be at least 1");
+        }
+        if self.http_header_timeout_secs == 0 || self.http_idle_timeout_secs == 0 {
+            return Err(
+                "[server] http_header_timeout_secs and http_idle_timeout_secs must be at least 1",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -211,7 +271,58 @@ mod tests {
     }
 
     #[test]
+    fn the_server_table_is_read_and_its_keys_are_optional() {
+        let c = Config::merge(args(&[]), FileConfig::default());
+        assert_eq!(c.server, ServerConfig::default());
+        assert_eq!(c.server.max_http_connections, 1024);
+        assert_eq!(c.server.http_header_timeout_secs, 10);
+        assert_eq!(c.server.http_idle_timeout_secs, 60);
+
+        let file = parse(
+            "[server]\nmax_http_connections = 50\nhttp_header_timeout_secs = 3\n\
+             http_idle_timeout_secs = 7\n",
+        )
+        .expect("valid file");
+        let c = Config::merge(args(&[]), file);
+        assert_eq!(
+            c.server,
+            ServerConfig {
+                max_http_connections: 50,
+                http_header_timeout_secs: 3,
+                http_idle_timeout_secs: 7,
+            }
+        );
+
+        let file = parse("[server]\nhttp_idle_timeout_secs = 5\n").expect("valid file");
+        assert_eq!(file.server.http_idle_timeout_secs, 5);
+        assert_eq!(file.server.max_http_connections, 1024);
+    }
+
+    #[test]
+    fn server_values_that_cannot_work_are_refused() {
+        for text in [
+            "[server]\nmax_http_connections = 0",
+            "[server]\nhttp_header_timeout_secs = 0",
+            "[server]\nhttp_idle_timeout_secs = 0",
+        ] {
+            let file = parse(text).expect("valid TOML");
+            assert!(file.server.check().is_err(), "{text}");
+        }
+        assert!(parse("[server]\nmax_http_connections = -1").is_err());
+        assert!(ServerConfig::default().check().is_ok());
+
+        let dir = std::env::temp_dir().join(format!("bridge-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[server]\nmax_http_connections = 0\n").expect("write");
+        let err = Config::load(args(&["--config", &path.to_string_lossy()])).expect_err("refused");
+        assert!(matches!(err, ConfigError::Invalid(..)), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
+        assert!(parse("[server]\nmax_http_conections = 1").is_err());
         assert!(parse("htpp = \"x\"").is_err());
         assert!(parse("[broker]\nmax_packet_sise = 1").is_err());
         assert!(parse("[broker]\nmax_packet_size = \"big\"").is_err());

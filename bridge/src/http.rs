@@ -2,14 +2,18 @@
 //! browser client's package at `/pkg/`, and the static files of the web directory at `/`.
 
 use std::path::Path;
+use std::time::Duration;
 
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use broker::Broker;
 use serde::Serialize;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
+use crate::limits::ConnectionLimiter;
 use crate::WeakTracker;
 
 /// What every handler can reach.
@@ -19,6 +23,9 @@ pub(crate) struct AppState {
     pub(crate) broker: Broker,
     /// Upgraded into every WebSocket connection task, so shutdown can wait for it.
     pub(crate) tracker: WeakTracker,
+    /// The MQTT connection limits, shared with the TCP listener: a WebSocket upgrade takes
+    /// its permit before it is answered.
+    pub(crate) limits: ConnectionLimiter,
 }
 
 /// The router: `/mqtt`, `/api/v1/health`, the session-state API ([`crate::api`]), the
@@ -33,8 +40,25 @@ pub(crate) fn router(state: AppState, web: &Path, pkg: &Path) -> Router {
         .merge(crate::api::routes())
         .nest_service("/pkg", ServeDir::new(pkg))
         .fallback_service(ServeDir::new(web))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(log_failure))
         .with_state(state)
+}
+
+/// Logs a failed response as tower-http does, except 503: the WebSocket endpoint answers it
+/// when a connection limit is reached, and logs that itself at most once per interval
+/// ([`crate::limits`]); one line per refused upgrade would let a client fill the log.
+fn log_failure(failure: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    if matches!(
+        failure,
+        ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE)
+    ) {
+        return;
+    }
+    tracing::error!(
+        classification = %failure,
+        latency = %format_args!("{} ms", latency.as_millis()),
+        "response failed"
+    );
 }
 
 #[derive(Debug, Serialize)]

@@ -5,12 +5,25 @@
 //! # Layout
 //! - [`config`]: the command line and the `--config` TOML file, combined.
 //! - [`http`]: the axum router (dashboard, browser client package, API, WebSocket endpoint).
+//! - [`http_listener`]: the HTTP accept loop: a connection cap, header and idle deadlines.
+//! - [`limits`]: MQTT connection limits counted at accept, rate-limited log lines.
 //! - [`api`]: the session-state JSON API and its event stream under `/api/v1/`.
 //! - [`ws`]: the WebSocket endpoint and its byte `Stream`/`Sink` adapter.
 //! - [`tcp`]: the TCP accept loop and its byte `Stream`/`Sink` adapter.
 //!
 //! The broker engine knows no transport; this crate only binds sockets, adapts them and
 //! hands each connection to [`broker::Broker::serve`].
+//!
+//! # Resources
+//! At start the soft limit on open files is raised to the hard limit, and HTTP is held
+//! under a quarter of it ([`http_share`]), so a flood of HTTP sockets cannot take the
+//! descriptors MQTT clients need. Both accept loops outlive "Too many open files".
+//!
+//! The global allocator is jemalloc with its background purging threads on: freed pages go
+//! back to the OS within about ten seconds (its default `dirty_decay_ms`), whichever thread
+//! freed them and whether or not that thread allocates again. With glibc's malloc the peak
+//! of a burst stayed in its per-thread arenas for good, and mimalloc kept most of it too
+//! (measured: `bench/idle_rss.py`, numbers in the README).
 //!
 //! # Output and exit codes
 //! Once both listeners are bound, one line goes to stdout (tests read the ports from it):
@@ -21,12 +34,26 @@
 mod api;
 mod config;
 mod http;
+mod http_listener;
+mod limits;
 mod tcp;
 mod ws;
 
-use std::future::IntoFuture;
+/// See the crate docs, "Resources".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Turns on jemalloc's background threads, which return freed pages to the OS over
+/// `dirty_decay_ms` even while every other thread is idle; without them jemalloc purges only
+/// when an arena is used again, and an idle bridge would keep the peak of its last burst.
+fn start_memory_purging() {
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(error = %e, "cannot start jemalloc's background threads: freed memory \
+                                    may stay resident after a burst");
+    }
+}
+
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -39,6 +66,8 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Args, Config, DataDir};
+use crate::http_listener::HttpLimits;
+use crate::limits::ConnectionLimiter;
 
 /// How long shutdown lets connections finish by themselves (write the DISCONNECT the broker
 /// queued, end an HTTP request) before the rest are dropped.
@@ -56,6 +85,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    start_memory_purging();
     let config = match Config::load(args) {
         Ok(config) => config,
         Err(e) => {
@@ -74,6 +104,7 @@ async fn main() -> ExitCode {
 
 /// Binds both listeners, serves until SIGINT or SIGTERM, then shuts down gracefully.
 async fn run(config: Config) -> anyhow::Result<()> {
+    let files = raise_open_files_limit();
     let http_listener = TcpListener::bind(&config.http)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http))?;
@@ -129,25 +160,49 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let (tracker, mut finished) = Tracker::new();
 
+    let limits = ConnectionLimiter::new(
+        broker.config().max_connections,
+        broker.config().max_connections_per_address,
+    );
+    let http_limits = HttpLimits {
+        max_connections: http_share(config.server.max_http_connections, files),
+        header_timeout: Duration::from_secs(config.server.http_header_timeout_secs),
+        idle_timeout: Duration::from_secs(config.server.http_idle_timeout_secs),
+    };
+    if let Some(files) = files {
+        let wanted = broker
+            .config()
+            .max_connections
+            .saturating_add(http_limits.max_connections);
+        if u64::try_from(wanted).is_ok_and(|wanted| wanted > files) {
+            tracing::info!(
+                open_files = files,
+                max_connections = broker.config().max_connections,
+                max_http_connections = http_limits.max_connections,
+                "the open-files limit is below the connection limits: past it, accepting \
+                 waits until a connection closes"
+            );
+        }
+    }
     let app = http::router(
         http::AppState {
             broker: broker.clone(),
             tracker: tracker.downgrade(),
+            limits: limits.clone(),
         },
         &config.web,
         &config.pkg,
     );
-    let http_task = tokio::spawn(
-        axum::serve(
-            http_listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .into_future(),
-    );
+    let http_task = tokio::spawn(http_listener::serve(
+        http_listener,
+        app,
+        http_limits,
+        stop.clone(),
+    ));
     let tcp_task = tokio::spawn(tcp::serve(
         mqtt_listener,
         broker.clone(),
+        limits,
         stop.clone(),
         tracker.clone(),
     ));
@@ -172,9 +227,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Every connection task holds a tracker; `recv` gives `None` once the last one is gone.
     let drained = tokio::time::timeout(DRAIN_GRACE, async {
         let _ = tcp_task.await;
-        if let Ok(Err(e)) = (&mut http_task).await {
-            tracing::warn!(error = %e, "http server ended with an error");
-        }
+        let _ = (&mut http_task).await;
         finished.recv().await
     })
     .await;
@@ -191,6 +244,47 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit; the limit in force, if known.
+fn raise_open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        match rlimit::increase_nofile_limit(u64::MAX) {
+            Ok(files) => {
+                tracing::debug!(open_files = files, "open-files limit");
+                Some(files)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read or raise the open-files limit");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// The HTTP connection cap in force: `configured`, but never more than a quarter of the
+/// open-files limit, so HTTP leaves three quarters of the descriptors to MQTT, the store
+/// and the rest. At least one.
+fn http_share(configured: usize, files: Option<u64>) -> usize {
+    let Some(files) = files else {
+        return configured;
+    };
+    let quarter = usize::try_from(files / 4).unwrap_or(usize::MAX).max(1);
+    if configured > quarter {
+        tracing::info!(
+            max_http_connections = configured,
+            open_files = files,
+            "HTTP connections capped at {quarter}, a quarter of the open-files limit"
+        );
+        quarter
+    } else {
+        configured
+    }
 }
 
 /// Shutdown bookkeeping, cloned into every connection task.
