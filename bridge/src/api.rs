@@ -26,7 +26,7 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::http::AppState;
+use crate::state::AppState;
 
 /// Page size when the query gives none.
 const DEFAULT_LIMIT: usize = 100;

@@ -87,6 +87,11 @@ pub(crate) struct ServerConfig {
     /// come, a response the client does not read). A live event stream sends a keep-alive
     /// comment every 15 s, so it is never idle this long.
     pub(crate) http_idle_timeout_secs: u64,
+    /// Threads polling the connections: 1 (the default) polls them in the order their
+    /// sockets became ready, so packets from different connections reach the engine in
+    /// arrival order (see `runtime` in main.rs); 0 is one per core; more threads spread
+    /// TLS and WebSocket framing over cores at the cost of that order.
+    pub(crate) worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +100,7 @@ impl Default for ServerConfig {
             max_http_connections: 1024,
             http_header_timeout_secs: 10,
             http_idle_timeout_secs: 60,
+            worker_threads: 1,
         }
     }
 }
@@ -277,10 +283,11 @@ mod tests {
         assert_eq!(c.server.max_http_connections, 1024);
         assert_eq!(c.server.http_header_timeout_secs, 10);
         assert_eq!(c.server.http_idle_timeout_secs, 60);
+        assert_eq!(c.server.worker_threads, 1);
 
         let file = parse(
             "[server]\nmax_http_connections = 50\nhttp_header_timeout_secs = 3\n\
-             http_idle_timeout_secs = 7\n",
+             http_idle_timeout_secs = 7\nworker_threads = 0\n",
         )
         .expect("valid file");
         let c = Config::merge(args(&[]), file);
@@ -290,6 +297,7 @@ mod tests {
                 max_http_connections: 50,
                 http_header_timeout_secs: 3,
                 http_idle_timeout_secs: 7,
+                worker_threads: 0,
             }
         );
 

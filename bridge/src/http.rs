@@ -7,26 +7,11 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use broker::Broker;
 use serde::Serialize;
 use tower_http::classify::ServerErrorsFailureClass;
-use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
-use crate::limits::ConnectionLimiter;
-use crate::WeakTracker;
-
-/// What every handler can reach.
-#[derive(Debug, Clone)]
-pub(crate) struct AppState {
-    /// The one broker engine, shared with the TCP listener.
-    pub(crate) broker: Broker,
-    /// Upgraded into every WebSocket connection task, so shutdown can wait for it.
-    pub(crate) tracker: WeakTracker,
-    /// The MQTT connection limits, shared with the TCP listener: a WebSocket upgrade takes
-    /// its permit before it is answered.
-    pub(crate) limits: ConnectionLimiter,
-}
+use crate::state::AppState;
 
 /// The router: `/mqtt`, `/api/v1/health`, the session-state API ([`crate::api`]), the
 /// browser client's npm package `pkg` at `/pkg/` (the dashboard's playground imports
@@ -35,11 +20,10 @@ pub(crate) struct AppState {
 /// directory for everything else.
 pub(crate) fn router(state: AppState, web: &Path, pkg: &Path) -> Router {
     Router::new()
-        .route("/mqtt", get(crate::ws::handler))
         .route("/api/v1/health", get(health))
+        .merge(crate::ws::routes())
         .merge(crate::api::routes())
-        .nest_service("/pkg", ServeDir::new(pkg))
-        .fallback_service(ServeDir::new(web))
+        .merge(crate::web::routes(web, pkg))
         .layer(TraceLayer::new_for_http().on_failure(log_failure))
         .with_state(state)
 }

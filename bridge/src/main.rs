@@ -3,27 +3,20 @@
 //! one broker engine of the `broker` crate.
 //!
 //! # Layout
+//! # Layout, in the order a connection meets it
 //! - [`config`]: the command line and the `--config` TOML file, combined.
-//! - [`http`]: the axum router (dashboard, browser client package, API, WebSocket endpoint).
+//! - [`resources`]: the allocator, the open-files limit and HTTP's share of it.
+//! - [`tcp`]: the MQTT accept loop and its byte `Stream`/`Sink` adapter.
 //! - [`http_listener`]: the HTTP accept loop: a connection cap, header and idle deadlines.
-//! - [`limits`]: MQTT connection limits counted at accept, rate-limited log lines.
-//! - [`api`]: the session-state JSON API and its event stream under `/api/v1/`.
-//! - [`ws`]: the WebSocket endpoint and its byte `Stream`/`Sink` adapter.
-//! - [`tcp`]: the TCP accept loop and its byte `Stream`/`Sink` adapter.
+//! - [`limits`]: MQTT connection limits counted at accept (TCP and WebSocket alike).
+//! - [`http`]: the axum router, made of each module's `routes()`: [`ws`] (the WebSocket
+//!   endpoint and its adapter), [`api`] (the session-state JSON API and its event stream),
+//!   [`web`] (the dashboard and the browser client's package).
+//! - [`state`]: what every handler can reach.
+//! - [`shutdown`]: signals, and waiting for connection tasks before dropping the rest.
 //!
 //! The broker engine knows no transport; this crate only binds sockets, adapts them and
 //! hands each connection to [`broker::Broker::serve`].
-//!
-//! # Resources
-//! At start the soft limit on open files is raised to the hard limit, and HTTP is held
-//! under a quarter of it ([`http_share`]), so a flood of HTTP sockets cannot take the
-//! descriptors MQTT clients need. Both accept loops outlive "Too many open files".
-//!
-//! The global allocator is jemalloc with its background purging threads on: freed pages go
-//! back to the OS within about ten seconds (its default `dirty_decay_ms`), whichever thread
-//! freed them and whether or not that thread allocates again. With glibc's malloc the peak
-//! of a burst stayed in its per-thread arenas for good, and mimalloc kept most of it too
-//! (measured: `bench/idle_rss.py`, numbers in the README).
 //!
 //! # Output and exit codes
 //! Once both listeners are bound, one line goes to stdout (tests read the ports from it):
@@ -36,22 +29,12 @@ mod config;
 mod http;
 mod http_listener;
 mod limits;
+mod resources;
+mod shutdown;
+mod state;
 mod tcp;
+mod web;
 mod ws;
-
-/// See the crate docs, "Resources".
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// Turns on jemalloc's background threads, which return freed pages to the OS over
-/// `dirty_decay_ms` even while every other thread is idle; without them jemalloc purges only
-/// when an arena is used again, and an idle bridge would keep the peak of its last burst.
-fn start_memory_purging() {
-    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
-        tracing::warn!(error = %e, "cannot start jemalloc's background threads: freed memory \
-                                    may stay resident after a burst");
-    }
-}
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -61,22 +44,17 @@ use anyhow::Context;
 use broker::Broker;
 use clap::Parser;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Args, Config, DataDir};
 use crate::http_listener::HttpLimits;
 use crate::limits::ConnectionLimiter;
+use crate::resources::{http_share, raise_open_files_limit, start_memory_purging};
+use crate::shutdown::{Signals, Tracker, ABORT_GRACE, DRAIN_GRACE};
+use crate::state::AppState;
 
-/// How long shutdown lets connections finish by themselves (write the DISCONNECT the broker
-/// queued, end an HTTP request) before the rest are dropped.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
-/// How long dropped connections get to go away after that.
-const ABORT_GRACE: Duration = Duration::from_secs(1);
-
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -93,13 +71,44 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(config).await {
+    let runtime = match runtime(config.server.worker_threads) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("bridge: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bridge: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+/// The async runtime of the connections and the HTTP side (the broker engine has a thread
+/// of its own).
+///
+/// One thread (`worker_threads = 1`, the default) polls the connections in the order their
+/// sockets became ready, so packets from different connections reach the engine in the
+/// order they arrived, as in mosquitto's single event loop: a client that subscribes and,
+/// without waiting for the SUBACK, has another client publish gets the message. With
+/// several workers, connections are polled in parallel (and tokio runs the most recently
+/// woken task first), so a PUBLISH can overtake a SUBSCRIBE that arrived just before it;
+/// that trade buys more threads for TLS and WebSocket framing on machines with many cores.
+/// 0 means one worker per core.
+fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    builder.enable_all().build()
 }
 
 /// Binds both listeners, serves until SIGINT or SIGTERM, then shuts down gracefully.
@@ -185,7 +194,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let app = http::router(
-        http::AppState {
+        AppState {
             broker: broker.clone(),
             tracker: tracker.downgrade(),
             limits: limits.clone(),
@@ -244,144 +253,4 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Raises the soft limit on open files to the hard limit; the limit in force, if known.
-fn raise_open_files_limit() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        match rlimit::increase_nofile_limit(u64::MAX) {
-            Ok(files) => {
-                tracing::debug!(open_files = files, "open-files limit");
-                Some(files)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read or raise the open-files limit");
-                None
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        None
-    }
-}
-
-/// The HTTP connection cap in force: `configured`, but never more than a quarter of the
-/// open-files limit, so HTTP leaves three quarters of the descriptors to MQTT, the store
-/// and the rest. At least one.
-fn http_share(configured: usize, files: Option<u64>) -> usize {
-    let Some(files) = files else {
-        return configured;
-    };
-    let quarter = usize::try_from(files / 4).unwrap_or(usize::MAX).max(1);
-    if configured > quarter {
-        tracing::info!(
-            max_http_connections = configured,
-            open_files = files,
-            "HTTP connections capped at {quarter}, a quarter of the open-files limit"
-        );
-        quarter
-    } else {
-        configured
-    }
-}
-
-/// Shutdown bookkeeping, cloned into every connection task.
-///
-/// Shutdown first lets the broker close the sessions it knows, which queues DISCONNECT
-/// 0x8B for 5.0 clients; connection tasks then end by themselves. What is still running
-/// after [`DRAIN_GRACE`] (a socket that never sent CONNECT, a half-sent HTTP request) is
-/// dropped through `abort`.
-#[derive(Debug, Clone)]
-pub(crate) struct Tracker {
-    /// Dropped with the task; shutdown waits until every clone is gone.
-    alive: mpsc::Sender<()>,
-    /// Cancelled when the drain grace is over.
-    abort: CancellationToken,
-}
-
-impl Tracker {
-    fn new() -> (Tracker, mpsc::Receiver<()>) {
-        let (alive, finished) = mpsc::channel(1);
-        let tracker = Tracker {
-            alive,
-            abort: CancellationToken::new(),
-        };
-        (tracker, finished)
-    }
-
-    /// A handle for the router: it lives as long as the HTTP connections do, which shutdown
-    /// does not wait for, so it must not keep shutdown waiting.
-    pub(crate) fn downgrade(&self) -> WeakTracker {
-        WeakTracker {
-            alive: self.alive.downgrade(),
-            abort: self.abort.clone(),
-        }
-    }
-
-    /// Runs `task` until it ends or shutdown aborts it, holding `self` meanwhile.
-    pub(crate) async fn run(self, task: impl std::future::Future<Output = ()>) {
-        tokio::select! {
-            () = task => {}
-            () = self.abort.cancelled() => tracing::debug!("connection dropped at shutdown"),
-        }
-    }
-}
-
-/// A [`Tracker`] that does not count as a running task.
-#[derive(Debug, Clone)]
-pub(crate) struct WeakTracker {
-    alive: mpsc::WeakSender<()>,
-    abort: CancellationToken,
-}
-
-impl WeakTracker {
-    /// A tracker for a new task; `None` once every task has ended and shutdown is final.
-    pub(crate) fn upgrade(&self) -> Option<Tracker> {
-        Some(Tracker {
-            alive: self.alive.upgrade()?,
-            abort: self.abort.clone(),
-        })
-    }
-}
-
-/// SIGINT and SIGTERM, installed up front.
-#[derive(Debug)]
-struct Signals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    #[cfg(unix)]
-    fn new() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
-    }
-
-    #[cfg(not(unix))]
-    fn new() -> std::io::Result<Signals> {
-        Ok(Signals {})
-    }
-
-    /// Waits for the first signal and names it.
-    #[cfg(unix)]
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
-        }
-    }
-
-    #[cfg(not(unix))]
-    async fn recv(&mut self) -> &'static str {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
-    }
 }

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::limits::{AcceptErrors, ConnectionLimiter};
-use crate::Tracker;
+use crate::shutdown::Tracker;
 
 /// The most one read takes from the socket. The bytes are read into a buffer on the
 /// reading thread's stack and copied into a chunk of exactly their size, so an idle

@@ -35,7 +35,7 @@ use broker::{ConnectionInfo, Transport};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream};
 
-use crate::http::AppState;
+use crate::state::AppState;
 
 /// The subprotocols MQTT clients offer: `mqtt` (3.1.1 and 5.0) and the older `mqttv3.1`.
 /// axum only answers a subprotocol it is told about, and browsers close a socket whose
@@ -60,12 +60,17 @@ const PING_BURST: u32 = 32;
 /// Pings a second a peer may send in the long run.
 const PING_REFILL_PER_SEC: u32 = 2;
 
+/// The `/mqtt` route.
+pub(crate) fn routes() -> axum::Router<AppState> {
+    axum::Router::new().route("/mqtt", axum::routing::get(handler))
+}
+
 /// `GET /mqtt`: upgrades to a WebSocket and serves one MQTT connection over it.
 ///
 /// The connection is counted against `max_connections` and `max_connections_per_address`
 /// before the upgrade: over either, the answer is 503 Service Unavailable and no WebSocket
 /// is made. The permit then lives in the connection's task.
-pub(crate) async fn handler(
+async fn handler(
     ws: WebSocketUpgrade,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(state): State<AppState>,

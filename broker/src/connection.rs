@@ -379,7 +379,15 @@ where
                 Event::Read(None) => Err((CloseReason::NetworkLoss, Ok(()))),
                 Event::Read(Some(Err(e))) => Err((CloseReason::NetworkLoss, Err(e.into()))),
                 Event::Read(Some(Ok(chunk))) => self.on_chunk(&chunk, peer, keep_alive).await,
-                Event::Write(out, close) => self.write(out, close, peer, keep_alive).await,
+                Event::Write(out, close) => {
+                    let written = self.write(out, close, peer, keep_alive).await;
+                    // Having just written, this task goes to the back of the run queue before
+                    // it reads again: a client answered now may send its next packet at once,
+                    // and packets that arrived on other sockets before it are handled first
+                    // (arrival order across connections, as far as one process can keep it).
+                    tokio::task::yield_now().await;
+                    written
+                }
                 Event::KeepAlive => Err(self
                     .timed_out(peer, ConnectionError::KeepAliveTimeout)
                     .await),

@@ -1,0 +1,112 @@
+//! Graceful shutdown: the signals that start it, and the bookkeeping that lets it wait for
+//! connection tasks and then drop the ones that do not end.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How long shutdown lets connections finish by themselves (write the DISCONNECT the broker
+/// queued, end an HTTP request) before the rest are dropped.
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How long dropped connections get to go away after that.
+pub(crate) const ABORT_GRACE: Duration = Duration::from_secs(1);
+
+/// Shutdown bookkeeping, cloned into every connection task.
+///
+/// Shutdown first lets the broker close the sessions it knows, which queues DISCONNECT
+/// 0x8B for 5.0 clients; connection tasks then end by themselves. What is still running
+/// after [`DRAIN_GRACE`] (a socket that never sent CONNECT, a half-sent HTTP request) is
+/// dropped through `abort`.
+#[derive(Debug, Clone)]
+pub(crate) struct Tracker {
+    /// Dropped with the task; shutdown waits until every clone is gone.
+    alive: mpsc::Sender<()>,
+    /// Cancelled when the drain grace is over.
+    pub(crate) abort: CancellationToken,
+}
+
+impl Tracker {
+    pub(crate) fn new() -> (Tracker, mpsc::Receiver<()>) {
+        let (alive, finished) = mpsc::channel(1);
+        let tracker = Tracker {
+            alive,
+            abort: CancellationToken::new(),
+        };
+        (tracker, finished)
+    }
+
+    /// A handle for the router: it lives as long as the HTTP connections do, which shutdown
+    /// does not wait for, so it must not keep shutdown waiting.
+    pub(crate) fn downgrade(&self) -> WeakTracker {
+        WeakTracker {
+            alive: self.alive.downgrade(),
+            abort: self.abort.clone(),
+        }
+    }
+
+    /// Runs `task` until it ends or shutdown aborts it, holding `self` meanwhile.
+    pub(crate) async fn run(self, task: impl std::future::Future<Output = ()>) {
+        tokio::select! {
+            () = task => {}
+            () = self.abort.cancelled() => tracing::debug!("connection dropped at shutdown"),
+        }
+    }
+}
+
+/// A [`Tracker`] that does not count as a running task.
+#[derive(Debug, Clone)]
+pub(crate) struct WeakTracker {
+    alive: mpsc::WeakSender<()>,
+    abort: CancellationToken,
+}
+
+impl WeakTracker {
+    /// A tracker for a new task; `None` once every task has ended and shutdown is final.
+    pub(crate) fn upgrade(&self) -> Option<Tracker> {
+        Some(Tracker {
+            alive: self.alive.upgrade()?,
+            abort: self.abort.clone(),
+        })
+    }
+}
+
+/// SIGINT and SIGTERM, installed up front.
+#[derive(Debug)]
+pub(crate) struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    pub(crate) fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    pub(crate) fn new() -> std::io::Result<Signals> {
+        Ok(Signals {})
+    }
+
+    /// Waits for the first signal and names it.
+    #[cfg(unix)]
+    pub(crate) async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub(crate) async fn recv(&mut self) -> &'static str {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}

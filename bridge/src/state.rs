@@ -1,0 +1,20 @@
+//! The state every HTTP handler can reach: the broker, the shutdown tracker and the MQTT
+//! connection limits. A leaf module, so the router, the API and the WebSocket endpoint each
+//! depend on it and not on one another.
+
+use broker::Broker;
+
+use crate::limits::ConnectionLimiter;
+use crate::shutdown::WeakTracker;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    /// The one broker engine, shared with the TCP listener.
+    pub(crate) broker: Broker,
+    /// Upgraded into every WebSocket connection task, so shutdown can wait for it.
+    pub(crate) tracker: WeakTracker,
+    /// The MQTT connection limits, shared with the TCP listener: a WebSocket upgrade takes
+    /// its permit before it is answered.
+    pub(crate) limits: ConnectionLimiter,
+}
