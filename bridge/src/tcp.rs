@@ -1,15 +1,16 @@
 //! MQTT over TCP: the accept loop and the adapter from a socket to the byte `Stream`/`Sink`
 //! that [`broker::Broker::serve`] takes.
 
-use std::io;
-use std::mem::MaybeUninit;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use broker::{Broker, ConnectionInfo, Transport};
 use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +64,14 @@ pub(crate) async fn serve(
                 peer: Some(peer),
                 transport: Transport::Tcp,
             };
-            match broker.serve(TcpTransport::new(socket), info).await {
+            let transport = match TcpTransport::new(socket) {
+                Ok(transport) => transport,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "cannot register the socket");
+                    return;
+                }
+            };
+            match broker.serve(transport, info).await {
                 Ok(()) => tracing::debug!(%peer, "tcp connection closed"),
                 Err(e) => tracing::debug!(%peer, error = %e, "tcp connection ended"),
             }
@@ -77,29 +85,55 @@ pub(crate) async fn serve(
 /// In: whatever each read returned, in order, as a chunk of exactly that size (see
 /// [`READ_CHUNK`]). Out: each chunk is written as it is, without copying; `poll_ready`
 /// waits until the previous one is fully written, so at most one chunk is held.
+///
+/// # Why two registrations of one socket
+/// The socket is registered with the runtime twice, through a duplicate of its descriptor:
+/// once for reading only and once for writing only. The kernel's ready list (epoll, edge
+/// triggered) keeps a socket where its *first* event put it: with one registration for
+/// both, the acknowledgement of something we wrote (a writable edge) places the socket
+/// early in the list, and data arriving on it later is reported before data that arrived
+/// earlier on other sockets, so its task reads first. That made a PUBLISH sent just after
+/// another client's SUBSCRIBE reach the engine before it, in most tries. With reading
+/// registered on its own, sockets are reported, and so read, in the order their data
+/// arrived, as in mosquitto's event loop. The price is a second descriptor per connection.
 #[derive(Debug)]
 pub(crate) struct TcpTransport {
-    socket: TcpStream,
+    /// The socket, registered for reading only.
+    reader: AsyncFd<std::net::TcpStream>,
+    /// A duplicate of its descriptor, registered for writing only.
+    writer: AsyncFd<std::net::TcpStream>,
     /// The part of the last chunk not written yet.
     unwritten: Bytes,
 }
 
 impl TcpTransport {
-    pub(crate) fn new(socket: TcpStream) -> Self {
-        TcpTransport {
-            socket,
+    /// Takes the socket over from tokio's own registration.
+    // `AsyncFd::with_interest` is deprecated because a type may hand out a different
+    // descriptor over time; std's `TcpStream` owns its one descriptor for its whole life,
+    // which is exactly the contract of the (unsafe) replacement, and this crate forbids
+    // `unsafe`. Both descriptors are closed when the transport is dropped.
+    #[allow(deprecated)]
+    pub(crate) fn new(socket: TcpStream) -> io::Result<Self> {
+        let socket = socket.into_std()?;
+        let duplicate = socket.try_clone()?;
+        Ok(TcpTransport {
+            reader: AsyncFd::with_interest(socket, Interest::READABLE)?,
+            writer: AsyncFd::with_interest(duplicate, Interest::WRITABLE)?,
             unwritten: Bytes::new(),
-        }
+        })
     }
 
     /// Writes what is left of the last chunk.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.unwritten.is_empty() {
-            let n = ready!(Pin::new(&mut self.socket).poll_write(cx, &self.unwritten))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            let mut guard = ready!(self.writer.poll_write_ready(cx))?;
+            let unwritten = &self.unwritten;
+            match guard.try_io(|socket| socket.get_ref().write(unwritten)) {
+                Ok(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(Ok(n)) => self.unwritten.advance(n),
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
             }
-            self.unwritten.advance(n);
         }
         Poll::Ready(Ok(()))
     }
@@ -108,13 +142,24 @@ impl TcpTransport {
 impl Stream for TcpTransport {
     type Item = io::Result<Bytes>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut storage = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-        let mut buf = ReadBuf::uninit(&mut storage);
-        match ready!(Pin::new(&mut self.socket).poll_read(cx, &mut buf)) {
-            Err(e) => Poll::Ready(Some(Err(e))),
-            Ok(()) if buf.filled().is_empty() => Poll::Ready(None),
-            Ok(()) => Poll::Ready(Some(Ok(Bytes::copy_from_slice(buf.filled())))),
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut storage = [0u8; READ_CHUNK];
+        loop {
+            let mut guard = ready!(self.reader.poll_read_ready(cx))?;
+            match guard.try_io(|socket| socket.get_ref().read(&mut storage)) {
+                Ok(Ok(0)) => return Poll::Ready(None),
+                Ok(Ok(n)) => {
+                    if n < READ_CHUNK {
+                        // Drained: wait for the runtime to report new data rather than try
+                        // the socket again at once, so this task does not read ahead of
+                        // sockets whose data came first.
+                        guard.clear_ready();
+                    }
+                    return Poll::Ready(Some(Ok(Bytes::copy_from_slice(&storage[..n]))));
+                }
+                Ok(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Err(_would_block) => continue,
+            }
         }
     }
 }
@@ -133,13 +178,16 @@ impl Sink<Bytes> for TcpTransport {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_write_out(cx))?;
-        Pin::new(&mut self.socket).poll_flush(cx)
+        self.poll_write_out(cx)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_write_out(cx))?;
-        Pin::new(&mut self.socket).poll_shutdown(cx)
+        match self.writer.get_ref().shutdown(Shutdown::Write) {
+            // Already closed by the peer: nothing left to shut down.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
+            other => Poll::Ready(other),
+        }
     }
 }
 
@@ -154,7 +202,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let client = TcpStream::connect(addr).await.expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
-        (TcpTransport::new(server), client)
+        (TcpTransport::new(server).expect("register"), client)
     }
 
     #[tokio::test]

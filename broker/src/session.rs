@@ -77,7 +77,7 @@ pub(crate) struct Online {
     /// QoS 1/2 PUBLISHes received and not yet fully acknowledged (our Receive Maximum).
     pub(crate) inbound_unacked: u16,
     /// The will, published if the connection ends without a normal DISCONNECT.
-    pub(crate) will: Option<Will>,
+    pub(crate) will: Option<Box<Will>>,
     /// When it connected.
     pub(crate) connected_at: Instant,
     /// The peer address.
@@ -143,8 +143,9 @@ pub(crate) struct Session {
     /// Incoming QoS 2 packet ids routed and awaiting PUBREL: a resent PUBLISH with one of
     /// these is not routed again [MQTT-4.3.3-9].
     pub(crate) inbound_qos2: HashSet<u16>,
-    /// A will waiting for its Will Delay Interval (5.0), and when it is due.
-    pub(crate) pending_will: Option<(Will, Instant)>,
+    /// A will waiting for its Will Delay Interval (5.0), and when it is due. Boxed, as the
+    /// connection's will is: few sessions have one, and every session pays for the space.
+    pub(crate) pending_will: Option<(Box<Will>, Instant)>,
     /// Acks of other clients held while this session is over its queue limit.
     pub(crate) held_acks: VecDeque<HeldAck>,
     /// The connection, while online.

@@ -106,7 +106,7 @@ impl Engine {
                 let sid = SessionId(self.next_session);
                 self.next_session += 1;
                 self.sessions
-                    .insert(sid, Session::new(sid, client_id.clone(), v));
+                    .insert(sid, Box::new(Session::new(sid, client_id.clone(), v)));
                 self.by_client.insert(client_id.clone(), sid);
                 self.emit_about(sid, |session| SessionEvent::Created {
                     client_id: client_id.to_string(),
@@ -143,7 +143,7 @@ impl Engine {
             window: usize::from(client_window.min(cfg.max_inflight).max(1)),
             max_packet_size: connect.properties.maximum_packet_size,
             inbound_unacked: u16::try_from(s.inbound_qos2.len()).unwrap_or(u16::MAX),
-            will: connect.will,
+            will: connect.will.map(Box::new),
             connected_at: now,
             peer: info.peer,
             keep_alive,

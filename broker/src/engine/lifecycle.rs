@@ -88,7 +88,7 @@ impl Engine {
             self.persist_session(sid);
         }
         if let Some(will) = will_now {
-            self.publish_will(will, client, now);
+            self.publish_will(*will, client, now);
         }
         for h in held {
             if let Some(&publisher) = self.conns.get(&h.conn) {
@@ -118,7 +118,7 @@ impl Engine {
             self.subs.remove(sid, f);
         }
         if let Some((will, _)) = s.pending_will {
-            self.publish_will(will, s.client_id.clone(), now);
+            self.publish_will(*will, s.client_id.clone(), now);
         }
     }
 

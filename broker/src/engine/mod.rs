@@ -112,7 +112,7 @@ impl Clock {
 pub(crate) struct Engine {
     config: Arc<BrokerConfig>,
     auth: Arc<dyn Authenticator>,
-    sessions: HashMap<SessionId, Session>,
+    sessions: HashMap<SessionId, Box<Session>>,
     by_client: HashMap<Arc<str>, SessionId>,
     conns: HashMap<ConnId, SessionId>,
     subs: Subscriptions,
@@ -314,7 +314,7 @@ impl Engine {
 
     /// All sessions, for inspection.
     pub(crate) fn sessions(&self) -> impl Iterator<Item = &Session> {
-        self.sessions.values()
+        self.sessions.values().map(|s| &**s)
     }
 
     /// A session by client id.
@@ -322,6 +322,7 @@ impl Engine {
         self.by_client
             .get(client_id)
             .and_then(|id| self.sessions.get(id))
+            .map(|s| &**s)
     }
 
     /// Retained messages.
@@ -461,7 +462,7 @@ impl Engine {
             if let Some(&sid) = self.by_client.get(&client) {
                 self.persist_session(sid);
             }
-            self.publish_will(will, client, now);
+            self.publish_will(*will, client, now);
         }
         for sid in expired {
             self.end_session(sid, now);

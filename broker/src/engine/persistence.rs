@@ -14,7 +14,7 @@ impl Engine {
             pending_will: s
                 .pending_will
                 .as_ref()
-                .map(|(w, at)| (w.clone(), self.clock.to_system(*at))),
+                .map(|(w, at)| ((**w).clone(), self.clock.to_system(*at))),
             dropped: s.stats.dropped,
         }
     }
@@ -156,7 +156,7 @@ impl Engine {
             );
             s.pending_will = meta
                 .pending_will
-                .map(|(w, at)| (w, self.clock.to_instant(at)));
+                .map(|(w, at)| (Box::new(w), self.clock.to_instant(at)));
             s.stats.dropped = meta.dropped;
             for (filter, entry) in r.subscriptions {
                 self.subs.insert(sid, &filter, entry);
@@ -192,7 +192,7 @@ impl Engine {
             stats.queued += s.stored_queue.len();
             stats.inflight += s.inflight.len();
             self.by_client.insert(s.client_id.clone(), sid);
-            self.sessions.insert(sid, s);
+            self.sessions.insert(sid, Box::new(s));
         }
         for (will, client) in wills {
             self.publish_will(will, client, now);

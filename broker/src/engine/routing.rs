@@ -86,7 +86,7 @@ impl Engine {
                     .find(|&i| {
                         sessions
                             .get(&group.members[i].0)
-                            .is_some_and(Session::window_open)
+                            .is_some_and(|s| s.window_open())
                     })
                     .or_else(|| {
                         (0..n).map(|i| (group.next + i) % n).find(|&i| {
