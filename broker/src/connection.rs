@@ -69,6 +69,9 @@ pub enum ConnectionError {
     /// A packet begun and not finished within the packet timeout.
     #[error("packet not completed within the packet timeout")]
     PacketTimeout,
+    /// A write to a client that does not read did not finish within the packet timeout.
+    #[error("write not completed within the packet timeout")]
+    WriteTimeout,
     /// The broker is stopping.
     #[error("broker stopped")]
     Stopped,
@@ -465,11 +468,18 @@ where
         keep_alive: &mut Deadline<'_>,
     ) -> Result<(), Ending> {
         if !out.is_empty() {
+            // A write has its own deadline too (`packet_timeout_secs`), whatever the
+            // keep-alive: a client with keep-alive 0 (or a very long one) that stops reading
+            // must not hold its socket, its batch and its permit for ever.
+            let write_deadline = tokio::time::sleep(self.packet_timeout());
             let sent = tokio::select! {
                 biased;
                 sent = self.transport.send(out.freeze()) => sent,
                 () = keep_alive.expired() => {
                     return Err(self.timed_out(peer, ConnectionError::KeepAliveTimeout).await);
+                }
+                () = write_deadline => {
+                    return Err((CloseReason::NetworkLoss, Err(ConnectionError::WriteTimeout)));
                 }
             };
             if let Err(e) = sent {
@@ -485,7 +495,8 @@ where
     /// A deadline passed: 5.0 clients are told Keep Alive timeout (0x8D), the engine is
     /// told as for a keep-alive timeout (so the will is published) [MQTT-3.1.2-24].
     async fn timed_out(&mut self, peer: &Peer, error: ConnectionError) -> Ending {
-        if peer.version == ProtocolVersion::V5 {
+        // Never before CONNACK [MQTT-3.2.0-1] (the engine may not have answered yet).
+        if peer.version == ProtocolVersion::V5 && peer.acked {
             self.send_last(disconnect(ReasonCode::KeepAliveTimeout))
                 .await;
         }

@@ -168,7 +168,6 @@ impl<V> RetainedIndex<V> {
         self.iter().map(|(_, v)| v)
     }
 
-    #[cfg(test)]
     /// Keeps only the topics for which `keep` returns true (e.g. to drop expired messages).
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&TopicName, &mut V) -> bool) {
         let mut doomed = Vec::new();
@@ -189,20 +188,34 @@ impl<V> RetainedIndex<V> {
     /// `a` [MQTT-4.7.1-2]. The cost is the nodes the filter can reach, not the size of the
     /// index. `filter` is a plain filter: shared subscriptions get no retained messages and
     /// their `$share/g/` prefix is not understood here.
+    #[cfg(test)]
     pub(crate) fn for_each_match(&self, filter: &str, mut f: impl FnMut(&TopicName, &V)) {
-        self.walk(filter, |t, v| f(t, v));
+        self.walk(filter, |t, v| {
+            f(t, v);
+            true
+        });
     }
 
-    /// [`Self::for_each_match`], returning how many nodes it visited (the work done).
-    fn walk(&self, filter: &str, mut f: impl FnMut(&TopicName, &V)) -> usize {
+    /// [`Self::for_each_match`] until `f` returns false: the walk stops there, so a caller
+    /// with a budget pays only for what it takes.
+    pub(crate) fn for_each_match_while(&self, filter: &str, f: impl FnMut(&TopicName, &V) -> bool) {
+        self.walk(filter, f);
+    }
+
+    /// [`Self::for_each_match_while`], returning how many nodes it visited (the work done).
+    fn walk(&self, filter: &str, mut f: impl FnMut(&TopicName, &V) -> bool) -> usize {
         let mut stack = vec![Frame::Match { node: ROOT, pos: 0 }];
         let mut visited = 0;
+        let go = std::cell::Cell::new(true);
         let mut emit = |node: &Node<V>| {
-            if let Some((t, v)) = &node.value {
-                f(t, v);
+            if let (true, Some((t, v))) = (go.get(), &node.value) {
+                go.set(f(t, v));
             }
         };
         while let Some(frame) = stack.pop() {
+            if !go.get() {
+                break;
+            }
             visited += 1;
             match frame {
                 Frame::Subtree { node } => {
@@ -446,7 +459,10 @@ mod tests {
             assert!(visited <= 4, "{filter} visited {visited} nodes");
         }
         let mut seen = Vec::new();
-        let visited = index.walk("+/77/#", |_, v| seen.push(*v));
+        let visited = index.walk("+/77/#", |_, v| {
+            seen.push(*v);
+            true
+        });
         assert_eq!((seen, visited), (vec![77], 4));
     }
 

@@ -585,3 +585,32 @@ async fn garbage_right_behind_connect_in_its_chunk_never_puts_a_disconnect_befor
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_with_keep_alive_0_that_stops_reading_is_closed_after_packet_timeout_secs() {
+    // Keep-alive 0 cannot close it, so a write that waits has a deadline of its own: the
+    // socket, the batch and the connection's permit are not held for ever.
+    let _hold = hold_clock();
+    let config = BrokerConfig {
+        packet_timeout_secs: 5,
+        ..Default::default()
+    };
+    let broker = Broker::start(config);
+    let publisher = Client::connect(&broker, V5, "publisher", 0, None).await;
+    let mut subscriber = Client::connect(&broker, V5, "stalled", 0, None).await;
+    subscriber.subscribe("t").await;
+    subscriber.stall.on.store(true, Ordering::Relaxed);
+    publisher.send(&publish("t", b"m")).await;
+    within_real_time("the write to wait", subscriber.stall.waited.notified()).await;
+    advance(ms(4_990)).await;
+    subscriber.assert_open("4.99 s, a write waiting").await;
+    advance(ms(20)).await;
+    settle().await;
+    let ended = within_real_time("the connection task's end", subscriber.task)
+        .await
+        .unwrap();
+    assert!(
+        matches!(ended, Err(ConnectionError::WriteTimeout)),
+        "{ended:?}"
+    );
+}

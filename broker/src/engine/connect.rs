@@ -116,6 +116,33 @@ impl Engine {
             }
         };
 
+        // Messages queued while it was away come back from the store [MQTT-3.1.2-5], read
+        // before this CONNECT changes anything of the session (a resume with expiry 0
+        // deletes the stored session below). A store that cannot be read refuses the
+        // CONNECT and leaves the session as it was, rather than resume it without them.
+        let mut resumed_queue: Option<VecDeque<Delivery>> = None;
+        let stored_client = self
+            .sessions
+            .get(&sid)
+            .filter(|s| !s.stored_queue.is_empty())
+            .map(|s| s.client_id.clone());
+        if let Some(client) = stored_client {
+            match self.load_queue(&client) {
+                Ok(stored) => {
+                    resumed_queue = Some(
+                        stored
+                            .into_iter()
+                            .map(|d| self.delivery_from_store(d, now))
+                            .collect(),
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(client_id = %client, error = %e, "cannot read the queued messages; CONNECT refused");
+                    return refuse(ReasonCode::ServerUnavailable);
+                }
+            }
+        }
+
         let cfg = self.config.clone();
         let requested_expiry = match v {
             ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
@@ -151,27 +178,11 @@ impl Engine {
             pending_out: 0,
         });
         self.conns.insert(conn, sid);
-        // Messages queued while it was away come back from the store [MQTT-3.1.2-5], read
-        // before this CONNECT's own changes to the session are recorded (a resume with
-        // expiry 0 deletes the stored session below, and reading after that read nothing).
-        let s = &self.sessions[&sid];
-        if !s.stored_queue.is_empty() {
-            let client = s.client_id.clone();
-            match self.load_queue(&client) {
-                Ok(stored) => {
-                    let queue: VecDeque<Delivery> = stored
-                        .into_iter()
-                        .map(|d| self.delivery_from_store(d, now))
-                        .collect();
-                    if let Some(s) = self.sessions.get_mut(&sid) {
-                        s.stored_queue.clear();
-                        s.queue = queue;
-                        s.queued_bytes = s.queue.iter().map(|d| d.msg.payload.len()).sum();
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(client_id = %client, error = %e, "cannot read the queued messages")
-                }
+        if let Some(queue) = resumed_queue {
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.stored_queue.clear();
+                s.queued_bytes = queue.iter().map(|d| d.msg.payload.len()).sum();
+                s.queue = queue;
             }
         }
         if let Some(s) = self.sessions.get_mut(&sid) {

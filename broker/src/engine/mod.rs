@@ -152,6 +152,8 @@ pub(crate) struct Engine {
     listening: bool,
     /// Payload bytes of all retained messages; at most `max_retained_bytes`.
     retained_bytes: usize,
+    /// When expired retained messages are next swept out (`None`: at the next tick).
+    next_retained_sweep: Option<Instant>,
     /// Routing scratch: where each matched session is in the target list, so a session
     /// matched by many subscriptions is merged in O(1) (kept to reuse its allocation).
     route_index: HashMap<SessionId, usize>,
@@ -235,6 +237,7 @@ impl Engine {
             dirty: Vec::new(),
             listening: false,
             retained_bytes: 0,
+            next_retained_sweep: None,
             route_index: HashMap::new(),
             logs: RefusalLogs::default(),
         }
@@ -384,6 +387,11 @@ impl Engine {
     /// out before the state they acknowledge is stored.
     pub(crate) fn flush(&mut self, now: Instant) {
         self.flush_batch(now);
+        // Shutdown is answered at the end of a batch only (never from a request's flush in
+        // the middle of one), once everything the batch changed is written and sent.
+        for done in self.shutdown_done.drain(..) {
+            let _ = done.send(());
+        }
         // One `queue` event per session touched by the batch.
         if !self.dirty.is_empty() {
             let mut dirty = std::mem::take(&mut self.dirty);
@@ -415,9 +423,6 @@ impl Engine {
                 self.ops.clear();
             }
             if self.outbox.is_empty() && self.to_drop.is_empty() {
-                for done in self.shutdown_done.drain(..) {
-                    let _ = done.send(());
-                }
                 return;
             }
             for (tx, item, sid) in std::mem::take(&mut self.outbox) {
@@ -467,8 +472,34 @@ impl Engine {
         for sid in expired {
             self.end_session(sid, now);
         }
+        if self.next_retained_sweep.is_none_or(|at| now >= at) {
+            self.next_retained_sweep = Some(now + RETAINED_SWEEP);
+            self.sweep_expired_retained(now);
+        }
+    }
+
+    /// Removes retained messages whose Message Expiry Interval has run out, so they stop
+    /// counting against `max_retained_messages` and `max_retained_bytes` (they are never
+    /// sent anyway [MQTT-3.3.2-5]).
+    fn sweep_expired_retained(&mut self, now: Instant) {
+        let mut gone = Vec::new();
+        self.retained.retain(|topic, r| {
+            let keep = !r.is_expired(now);
+            if !keep {
+                gone.push((topic.clone(), r.size));
+            }
+            keep
+        });
+        for (topic, size) in gone {
+            self.retained_bytes -= size;
+            self.batch_retained.remove(&topic);
+            self.ops.push(Op::DeleteRetained(topic));
+        }
     }
 }
+
+/// How often expired retained messages are swept out (a scan of the index).
+const RETAINED_SWEEP: Duration = Duration::from_secs(10);
 
 /// Channel slots kept free for QoS 1/2 and control packets.
 fn connection_reserve(config: &BrokerConfig) -> usize {

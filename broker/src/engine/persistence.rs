@@ -142,18 +142,26 @@ impl Engine {
             let mut s = Session::new(sid, meta.client_id.clone(), meta.version);
             s.clean_start = false;
             s.username = meta.username;
-            s.expiry_interval = meta.expiry_interval;
-            // Offline from now on; a session of a client that was connected when the broker
-            // stopped starts its expiry now.
-            s.expires_at = match meta.expires_at {
-                Some(t) => Some(self.clock.to_instant(t)),
-                None if meta.expiry_interval == u32::MAX => None,
-                None => Some(now + Duration::from_secs(u64::from(meta.expiry_interval))),
-            };
+            // A `max_session_expiry` lowered since the session was stored applies to it too.
+            s.expiry_interval = self
+                .config
+                .max_session_expiry
+                .map_or(meta.expiry_interval, |max| meta.expiry_interval.min(max));
             s.disconnected_at = Some(
                 meta.disconnected_at
                     .map_or(now, |t| self.clock.to_instant(t)),
             );
+            // Offline from now on; a session of a client that was connected when the broker
+            // stopped starts its expiry now.
+            let capped = (s.expiry_interval != u32::MAX).then(|| {
+                s.disconnected_at.unwrap_or(now) + Duration::from_secs(u64::from(s.expiry_interval))
+            });
+            s.expires_at = match (meta.expires_at, capped) {
+                (Some(t), Some(cap)) => Some(self.clock.to_instant(t).min(cap)),
+                (Some(t), None) => Some(self.clock.to_instant(t)),
+                (None, Some(_)) => Some(now + Duration::from_secs(u64::from(s.expiry_interval))),
+                (None, None) => None,
+            };
             s.pending_will = meta
                 .pending_will
                 .map(|(w, at)| (Box::new(w), self.clock.to_instant(at)));

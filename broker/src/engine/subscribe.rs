@@ -14,6 +14,15 @@ impl Engine {
         let mut reasons = Vec::with_capacity(sub.subscriptions.len());
         let mut retained: Vec<(TopicName, (Instant, u64), SubEntry)> = Vec::new();
         let max_subs = self.config.max_subscriptions_per_session;
+        // The retained messages one SUBSCRIBE may collect: what the session's window and queue
+        // can take (the rest would be dropped anyway), so a packet repeating `#` a hundred
+        // thousand times, or a thousand filters that all match everything, costs no more
+        // than one queue's worth of work and memory.
+        let budget = self.sessions.get(&sid).map_or(0, |s| {
+            let window = s.online.as_ref().map_or(0, |o| o.window);
+            (self.config.max_queued_messages + window).saturating_sub(s.queue.len())
+        });
+        let mut walked: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for wanted in &sub.subscriptions {
             // Bounded at the door, before anything walks its levels: 5.0 0x8F, 3.1.1 0x80.
             if !self.topic_within_limits(wanted.filter.as_str()) {
@@ -73,15 +82,18 @@ impl Engine {
                     RetainHandling::SendIfNew => !existed,
                     RetainHandling::DoNotSend => false,
                 };
-            if send_retained {
+            // One walk per distinct filter of the packet (a filter repeated in it is one
+            // subscription), and none once the budget is spent.
+            if send_retained && retained.len() < budget && walked.insert(wanted.filter.as_str()) {
                 let start = retained.len();
                 // Through the index: a filter visits the topics it can reach, not every
-                // retained message.
+                // retained message, and stops when the budget is spent.
                 self.retained
-                    .for_each_match(wanted.filter.as_str(), |topic, r| {
+                    .for_each_match_while(wanted.filter.as_str(), |topic, r| {
                         if !r.is_expired(now) {
                             retained.push((topic.clone(), (r.received_at, r.id), entry));
                         }
+                        retained.len() < budget
                     });
                 // Oldest first; ids break ties (times are kept to the millisecond).
                 retained[start..].sort_by_key(|&(_, at, _)| at);

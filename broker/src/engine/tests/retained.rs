@@ -151,9 +151,49 @@ fn a_subscribe_matching_more_retained_messages_than_its_queue_holds_reads_only_w
     assert_eq!(w.engine.retained().count(), 20);
     let (mut s, _) = w.connect(V5, "s", true, None);
     w.subscribe(&mut s, "many/#", QoS::AtLeastOnce);
-    // Two in flight, three queued, the rest never read.
+    // Two in flight, three queued, the rest never collected nor read.
     assert_eq!(s.publishes().len(), 2);
     let session = w.engine.session("s").unwrap();
     assert_eq!(session.queue.len(), 3);
-    assert_eq!(session.stats.dropped, 15);
+
+    // The same filter a hundred thousand times in one SUBSCRIBE is one walk, bounded by the
+    // same budget (it used to collect every match once per repetition).
+    let (mut t, _) = w.connect(V5, "t", true, None);
+    let sub = Subscribe {
+        packet_id: pid(9),
+        subscriptions: (0..100_000)
+            .map(|_| Subscription {
+                filter: TopicFilter::new("#").unwrap(),
+                options: SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    ..Default::default()
+                },
+            })
+            .collect(),
+        properties: Properties::default(),
+    };
+    w.packet(&t, Packet::Subscribe(sub));
+    assert_eq!(t.suback().reasons.len(), 100_000);
+    assert_eq!(t.publishes().len(), 2);
+    assert_eq!(w.engine.session("t").unwrap().queue.len(), 3);
+}
+
+#[test]
+fn expired_retained_messages_are_swept_out_and_free_their_bytes_mqtt_3_3_2_5() {
+    let mut w = world(BrokerConfig::default());
+    let (p, _) = w.connect(V5, "p", true, None);
+    let mut m = Publish::new(
+        TopicName::new("short").unwrap(),
+        Bytes::from_static(b"12345"),
+    );
+    m.retain = true;
+    m.properties.message_expiry_interval = Some(5);
+    w.packet(&p, Packet::Publish(m));
+    w.publish(&p, "long", b"123", QoS::AtMostOnce, true, 1);
+    assert_eq!(w.engine.retained_bytes(), 8);
+    w.advance(6);
+    w.advance(11);
+    let topics: Vec<&str> = w.engine.retained().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(topics, vec!["long"]);
+    assert_eq!(w.engine.retained_bytes(), 3);
 }
