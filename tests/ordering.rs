@@ -26,7 +26,7 @@ async fn a_publish_sent_right_after_another_clients_subscribe_is_never_routed_be
             let mut sub = RawClient::open(&endpoint).await;
             sub.connect(Connect::new(
                 ProtocolVersion::V5,
-                &format!("order-sub-{i}"),
+                format!("order-sub-{i}"),
                 true,
             ))
             .await;
@@ -34,7 +34,7 @@ async fn a_publish_sent_right_after_another_clients_subscribe_is_never_routed_be
             publisher
                 .connect(Connect::new(
                     ProtocolVersion::V5,
-                    &format!("order-pub-{i}"),
+                    format!("order-pub-{i}"),
                     true,
                 ))
                 .await;
