@@ -519,14 +519,14 @@ async fn the_event_stream_tells_of_a_client_connecting_subscribing_and_its_queue
     read_events_until(
         &mut s,
         &mut seen,
-        r#"data: {"type":"connected","client_id":"watched"}"#,
+        r#"data: {"type":"connected","client_id":"watched","session":{"client_id":"watched","protocol_version":5,"connected":true,"#,
     )
     .await;
     c.subscribe("e/t", QoS::AtLeastOnce).await;
     read_events_until(
         &mut s,
         &mut seen,
-        r#"{"type":"subscribed","client_id":"watched","filters":["e/t"]}"#,
+        r#"{"type":"subscribed","client_id":"watched","filters":["e/t"],"session":{"client_id":"watched","#,
     )
     .await;
     c.disconnect().await;
@@ -536,7 +536,7 @@ async fn the_event_stream_tells_of_a_client_connecting_subscribing_and_its_queue
     read_events_until(
         &mut s,
         &mut seen,
-        r#"{"type":"queue","client_id":"watched","queued":1,"inflight":0}"#,
+        r#"{"type":"queue","client_id":"watched","queued":1,"inflight":0,"session":{"client_id":"watched","protocol_version":5,"connected":false,"clean_start":false,"persistent":true,"queued":1,"#,
     )
     .await;
     assert_eq!(
