@@ -7,20 +7,22 @@
 //! clock: bytes and the current time come in as arguments, packets and deadlines go out.
 //! The broker and the wasm client both drive it; neither has a codec of its own.
 //!
-//! # Layout
+//! # Layout, in the order bytes flow through it
+//! - [`wire`]: variable byte integers, strings and binary data: the encoding under all else.
+//! - [`decoder`]: the streaming [`Decoder`] fed with chunks of any size, bounded by a
+//!   maximum packet size, resolving 5.0 topic aliases; it yields [`Packet`]s.
 //! - [`packet`]: every control packet of both versions, one family per file, and the
 //!   [`Packet`] enum with `decode` / `encode`.
-//! - [`decoder`]: the streaming [`Decoder`] fed with chunks of any size, bounded by a
-//!   maximum packet size, resolving 5.0 topic aliases.
 //! - [`properties`]: the 5.0 properties and which packet may carry which.
-//! - [`reason`]: 5.0 reason codes and their 3.1.1 equivalents.
 //! - [`topic`]: validated [`TopicName`] and [`TopicFilter`], matching, shared subscriptions.
+//! - [`reason`]: 5.0 reason codes and their 3.1.1 equivalents.
 //! - [`error`]: [`DecodeError`] (each knows its reason code) and [`EncodeError`].
-//! - [`wire`]: variable byte integers, strings and binary data.
-//! - [`alias`]: topic aliases on the sending side.
 //! - [`flow`]: what both ends of a QoS 1/2 flow do alike: packet identifiers
-//!   ([`PacketIds`]) and the PUBREL / PUBCOMP answers; used by the broker and the client.
-//! - [`client`]: the client session state machine.
+//!   ([`PacketIds`]), the PUBREL / PUBCOMP answers and the outbound stage; used by the
+//!   broker and the client.
+//! - [`alias`]: topic aliases on the sending side, applied as packets go out.
+//! - [`client`]: the client session state machine, which drives all of the above for the
+//!   browser client.
 
 pub mod alias;
 pub mod client;
