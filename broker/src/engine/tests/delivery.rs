@@ -248,3 +248,33 @@ fn ten_thousand_subscribers_of_one_topic_each_get_one_delivery() {
         assert_eq!(c.publishes().len(), 1);
     }
 }
+
+/// A benchmark, not a test (ignored; nothing is asserted on time): the engine's cost of one
+/// PUBLISH to 10 000 sessions that each match it through two overlapping subscriptions.
+/// `cargo test --release -p broker --lib fan_out_benchmark -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run by hand in release"]
+fn fan_out_benchmark_one_publish_to_10_000_subscribers() {
+    let mut w = world(BrokerConfig::default());
+    let mut subs = Vec::new();
+    for i in 0..10_000 {
+        let (mut c, _) = w.connect(V5, &format!("s{i}"), true, None);
+        w.subscribe(&mut c, "fan/+", QoS::AtMostOnce);
+        w.subscribe(&mut c, "fan/#", QoS::AtMostOnce);
+        subs.push(c);
+    }
+    let (p, _) = w.connect(V5, "p", true, None);
+    let rounds = 50;
+    let started = std::time::Instant::now();
+    for _ in 0..rounds {
+        w.publish(&p, "fan/out", b"x", QoS::AtMostOnce, false, 1);
+        for c in &mut subs {
+            c.packets();
+        }
+    }
+    let per = started.elapsed() / rounds;
+    eprintln!(
+        "one PUBLISH to 10 000 sessions (2 matching subscriptions each): {per:?} \
+         (engine routing and delivery, and draining the 10 000 channels)"
+    );
+}
