@@ -17,11 +17,18 @@ use tokio_util::sync::CancellationToken;
 use crate::limits::{AcceptErrors, ConnectionLimiter};
 use crate::shutdown::Tracker;
 
-/// The most one read takes from the socket. The bytes are read into a buffer on the
-/// reading thread's stack and copied into a chunk of exactly their size, so an idle
+/// The most one read takes from the socket. The bytes are read into the reading thread's
+/// buffer ([`READ_BUFFER`]) and copied into a chunk of exactly their size, so an idle
 /// connection holds no read buffer at all; 16 KiB keeps the number of reads low for large
 /// packets at the price of one copy.
 const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// The buffer reads land in, one per runtime thread and zeroed once (a fresh zeroed
+    /// array on every read would cost a 16 KiB memset per packet).
+    static READ_BUFFER: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
 
 /// Accepts MQTT connections until `stop` is cancelled, each served on its own task.
 ///
@@ -143,19 +150,24 @@ impl Stream for TcpTransport {
     type Item = io::Result<Bytes>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut storage = [0u8; READ_CHUNK];
         loop {
             let mut guard = ready!(self.reader.poll_read_ready(cx))?;
-            match guard.try_io(|socket| socket.get_ref().read(&mut storage)) {
-                Ok(Ok(0)) => return Poll::Ready(None),
-                Ok(Ok(n)) => {
+            // Never re-entered: nothing in the closure polls or reads another socket.
+            let read = READ_BUFFER.with_borrow_mut(|storage| {
+                guard
+                    .try_io(|socket| socket.get_ref().read(&mut storage[..]))
+                    .map(|r| r.map(|n| (n, Bytes::copy_from_slice(&storage[..n]))))
+            });
+            match read {
+                Ok(Ok((0, _))) => return Poll::Ready(None),
+                Ok(Ok((n, chunk))) => {
                     if n < READ_CHUNK {
                         // Drained: wait for the runtime to report new data rather than try
                         // the socket again at once, so this task does not read ahead of
                         // sockets whose data came first.
                         guard.clear_ready();
                     }
-                    return Poll::Ready(Some(Ok(Bytes::copy_from_slice(&storage[..n]))));
+                    return Poll::Ready(Some(Ok(chunk)));
                 }
                 Ok(Err(e)) => return Poll::Ready(Some(Err(e))),
                 Err(_would_block) => continue,
