@@ -1,0 +1,104 @@
+//! Files of format 1 (before messages were shared) are migrated at open, or left untouched.
+
+use super::*;
+
+/// What is left to compare once the message ids are set aside.
+fn without_ids(mut r: Recovered) -> Recovered {
+    for s in &mut r.sessions {
+        for d in &mut s.inflight {
+            d.msg.id = 0;
+        }
+    }
+    for m in &mut r.retained {
+        m.id = 0;
+    }
+    r.max_message_id = None;
+    r
+}
+
+#[test]
+fn a_version_1_database_opens_migrated_with_its_sessions_queues_and_retained_messages() {
+    // What the same history leaves in this version's store.
+    let mut memory = MemoryStore::new();
+    let expected = exercise(&mut memory);
+    let tmp = TempDir::new();
+    std::fs::write(tmp.0.join(FILE_NAME), V1_FIXTURE).unwrap();
+    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+    assert_eq!(
+        count(
+            &store,
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'format_version'"
+        ),
+        2
+    );
+    let got = store.load().unwrap();
+    // Version 1 had no ids: the deliveries' messages are numbered in (client, seq)
+    // order, one each, then the retained messages.
+    let inflight: Vec<u64> = got
+        .sessions
+        .iter()
+        .flat_map(|s| s.inflight.iter().map(|d| d.msg.id))
+        .collect();
+    assert_eq!(inflight, vec![1, 2, 5]);
+    assert_eq!(
+        got.retained.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![6]
+    );
+    assert_eq!(got.max_message_id, Some(6));
+    assert_eq!(without_ids(got), without_ids(expected));
+    let queue = store.load_queue("a").unwrap();
+    assert_eq!(
+        queue.iter().map(|d| d.msg.id).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    let mut expected_queue = memory.load_queue("a").unwrap();
+    for (d, id) in expected_queue.iter_mut().zip([3, 4]) {
+        d.msg.id = id;
+    }
+    assert_eq!(queue, expected_queue);
+    let mut expected_retained = memory.load_retained("a/b").unwrap().unwrap();
+    expected_retained.id = 6;
+    assert_eq!(store.load_retained("a/b").unwrap(), Some(expected_retained));
+    assert_eq!(message_ids(&store), vec![1, 2, 3, 4, 5]);
+    assert_references_counted(&store);
+
+    // It is a database of this version now: it takes batches and opens as it is.
+    store.apply(&[Op::DeleteSession("a".into())]).unwrap();
+    assert_eq!(message_ids(&store), vec![5]);
+    drop(store);
+    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+    assert_eq!(store.load().unwrap().sessions.len(), 1);
+    assert_references_counted(&store);
+}
+
+#[test]
+fn a_version_1_database_that_cannot_be_migrated_is_left_as_it_was() {
+    let tmp = TempDir::new();
+    let file = tmp.0.join(FILE_NAME);
+    std::fs::write(&file, V1_FIXTURE).unwrap();
+    {
+        let conn = Connection::open(&file).unwrap();
+        conn.execute_batch("UPDATE retained SET message = x'30'")
+            .unwrap();
+    }
+    let before = std::fs::read(&file).unwrap();
+    match SqliteStore::open(&tmp.0, Durability::Always) {
+        Err(StoreError::Corrupt { detail, .. }) => {
+            assert!(
+                detail.contains("retained") && detail.contains("a/b"),
+                "{detail}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let conn = Connection::open(&file).unwrap();
+    let version: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'format_version'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "1");
+}

@@ -1,0 +1,209 @@
+//! One copy of a message however many sessions it is queued for, and retained messages
+//! read from the store when asked for.
+
+use super::*;
+
+#[test]
+fn one_message_queued_for_200_sessions_is_one_row_and_its_payload_is_stored_once() {
+    let tmp = TempDir::new();
+    let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+    let before = stored_bytes(&store);
+    let m = big(42, 1 << 20);
+    fan_out(&mut store, 200, &m);
+    assert_eq!(count(&store, "SELECT count(*) FROM messages"), 1);
+    assert_eq!(
+        count(&store, "SELECT refs FROM messages WHERE id = 42"),
+        200
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM deliveries WHERE message_id = 42"
+        ),
+        200
+    );
+    assert_references_counted(&store);
+    // One payload and 200 small rows, where a copy per session took 200 MB.
+    let grown = stored_bytes(&store) - before;
+    assert!(
+        (1 << 20..(1 << 20) * 5 / 4).contains(&grown),
+        "grew by {grown} bytes"
+    );
+    let on_disk: u64 = ["", "-wal"]
+        .iter()
+        .filter_map(|ext| std::fs::metadata(tmp.0.join(format!("{FILE_NAME}{ext}"))).ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(on_disk < 3 << 20, "{on_disk} bytes on disk");
+}
+
+#[test]
+fn deleting_the_deliveries_one_by_one_frees_the_message_row_at_the_last() {
+    let tmp = TempDir::new();
+    let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+    fan_out(&mut store, 200, &big(7, 100_000));
+    let free_before = count(&store, "PRAGMA freelist_count");
+    for i in 0..200 {
+        assert_eq!(
+            message_ids(&store),
+            vec![7],
+            "before delivery {i} is deleted"
+        );
+        store
+            .apply(&[Op::DeleteDelivery {
+                client: client(i),
+                seq: 0,
+            }])
+            .unwrap();
+        assert_eq!(
+            count(&store, "SELECT coalesce(sum(refs), 0) FROM messages"),
+            199 - i as i64
+        );
+    }
+    assert_eq!(message_ids(&store), Vec::<u64>::new());
+    // The payload's pages are free for the next messages.
+    let freed = count(&store, "PRAGMA freelist_count") - free_before;
+    assert!(
+        freed * count(&store, "PRAGMA page_size") >= 96_000,
+        "{freed} pages"
+    );
+    assert_eq!(store.load().unwrap().max_message_id, None);
+}
+
+#[test]
+fn deleting_a_session_releases_the_messages_of_its_deliveries() {
+    let tmp = TempDir::new();
+    let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+    fan_out(
+        &mut store,
+        2,
+        &msg(1, "t", b"shared", QoS::AtLeastOnce, false),
+    );
+    // Session 0 also holds a message of its own, twice, and replaces a delivery.
+    let own = msg(2, "t", b"own", QoS::AtLeastOnce, false);
+    let replaced = msg(3, "t", b"replaced", QoS::AtLeastOnce, false);
+    store
+        .apply(&[
+            put_delivery(
+                &client(0),
+                delivery(
+                    1,
+                    DeliveryState::AwaitingAck(1),
+                    QoS::AtLeastOnce,
+                    own.clone(),
+                ),
+            ),
+            put_delivery(
+                &client(0),
+                delivery(2, DeliveryState::Queued, QoS::AtLeastOnce, replaced),
+            ),
+            put_delivery(
+                &client(0),
+                delivery(2, DeliveryState::Queued, QoS::AtLeastOnce, own.clone()),
+            ),
+            // The same delivery again: still one reference.
+            put_delivery(
+                &client(0),
+                delivery(2, DeliveryState::Queued, QoS::AtLeastOnce, own),
+            ),
+        ])
+        .unwrap();
+    assert_eq!(message_ids(&store), vec![1, 2]);
+    assert_references_counted(&store);
+    store.apply(&[Op::DeleteSession(client(0))]).unwrap();
+    assert_eq!(message_ids(&store), vec![1]);
+    assert_eq!(count(&store, "SELECT refs FROM messages"), 1);
+    store.apply(&[Op::DeleteSession(client(1))]).unwrap();
+    assert_eq!(message_ids(&store), Vec::<u64>::new());
+}
+
+#[test]
+fn a_batch_refused_at_commit_leaves_the_references_as_they_were() {
+    let tmp = TempDir::new();
+    let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+    let m = msg(1, "t", b"m", QoS::AtLeastOnce, false);
+    fan_out(&mut store, 1, &m);
+    // A delivery to a session that is not stored: the foreign key refuses the batch.
+    let refused = store.apply(&[
+        put_delivery(
+            "ghost",
+            delivery(0, DeliveryState::Queued, QoS::AtLeastOnce, m),
+        ),
+        Op::DeleteDelivery {
+            client: client(0),
+            seq: 0,
+        },
+    ]);
+    assert!(
+        matches!(refused, Err(StoreError::Database(_))),
+        "{refused:?}"
+    );
+    assert_eq!(count(&store, "SELECT refs FROM messages WHERE id = 1"), 1);
+    assert_references_counted(&store);
+}
+
+#[test]
+fn recovery_after_a_restart_gives_back_the_queues_with_their_shared_message() {
+    let tmp = TempDir::new();
+    let m = big(42, 1 << 20);
+    {
+        let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+        fan_out(&mut store, 200, &m);
+    }
+    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+    let recovered = store.load().unwrap();
+    assert_eq!(recovered.max_message_id, Some(42));
+    assert_eq!(recovered.sessions.len(), 200);
+    for s in &recovered.sessions {
+        assert_eq!((s.queued, s.max_seq), ((1, 1 << 20), Some(0)));
+    }
+    for i in 0..200 {
+        assert_eq!(
+            store.load_queue(&client(i)).unwrap(),
+            vec![delivery(
+                0,
+                DeliveryState::Queued,
+                QoS::AtLeastOnce,
+                m.clone()
+            )]
+        );
+    }
+    assert_eq!(message_ids(&store), vec![42]);
+    assert_eq!(count(&store, "SELECT refs FROM messages"), 200);
+}
+
+#[test]
+fn retained_messages_load_as_metadata_and_one_is_read_when_asked_for() {
+    let tmp = TempDir::new();
+    let retained: Vec<StoredMessage> = (0..3u8)
+        .map(|i| StoredMessage {
+            topic: TopicName::new(format!("r/{i}")).unwrap(),
+            qos: QoS::from_u8(i).unwrap(),
+            retain: true,
+            expires_at: (i == 1).then(|| at(9_000)),
+            received_at: at(u64::from(i)),
+            ..big(100 + u64::from(i), 100_000 + usize::from(i))
+        })
+        .collect();
+    {
+        let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+        let ops: Vec<Op> = retained
+            .iter()
+            .map(|m| Op::PutRetained(Box::new(m.clone())))
+            .collect();
+        store.apply(&ops).unwrap();
+    }
+    let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+    let recovered = store.load().unwrap();
+    assert_eq!(
+        recovered.retained,
+        retained.iter().map(RetainedMeta::of).collect::<Vec<_>>()
+    );
+    assert_eq!(recovered.retained[2].payload_len, 100_002);
+    assert_eq!(recovered.retained[1].expires_at, Some(at(9_000)));
+    assert_eq!(recovered.max_message_id, Some(102));
+    for m in &retained {
+        assert_eq!(store.load_retained(&m.topic).unwrap().as_ref(), Some(m));
+    }
+    assert_eq!(store.load_retained("r/9").unwrap(), None);
+}
