@@ -48,7 +48,7 @@ pub(crate) struct Args {
     /// playground [default: the repository's client-wasm/pkg/]
     #[arg(long, value_name = "DIR")]
     pub(crate) pkg: Option<PathBuf>,
-    /// TOML file with the settings above, a [broker] table of broker limits and a [server]
+    /// TOML file with the settings above, a `[broker]` table of broker limits and a `[server]`
     /// table of listener limits
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,

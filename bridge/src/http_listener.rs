@@ -49,7 +49,9 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use crate::limits::{AcceptErrors, Throttle, LOG_INTERVAL};
+use broker::ratelog::{RateLimitedLog, LOG_INTERVAL};
+
+use crate::limits::AcceptErrors;
 
 /// hyper's read buffer grows up to this: the longest request header accepted (beyond it
 /// the answer is 431), and what one connection's read buffer can cost at most. hyper's own
@@ -79,7 +81,7 @@ pub(crate) async fn serve(
     // Each connection task holds a clone; `recv` gives `None` once all are gone.
     let (alive, mut finished) = mpsc::channel::<()>(1);
     let mut errors = AcceptErrors::new("http");
-    let mut full = Throttle::new(LOG_INTERVAL);
+    let mut full = RateLimitedLog::default();
     loop {
         let place = match Arc::clone(&places).try_acquire_owned() {
             Ok(place) => place,
@@ -101,16 +103,8 @@ pub(crate) async fn serve(
                 }
             }
         };
-        let accepted = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                errors.handle(&e).await;
-                continue;
-            }
+        let Some((socket, peer)) = errors.accept(&listener, &stop).await else {
+            break;
         };
         let connection = serve_connection(socket, peer, router.clone(), limits, stop.clone());
         let alive = alive.clone();

@@ -11,18 +11,19 @@
 //! A connection holds a [`ConnectionPermit`] for as long as it lives; dropping it gives
 //! the place back, so no path (error, panic, shutdown) can leak a count.
 //!
-//! [`Throttle`] turns an event that may repeat thousands of times a second (a refused
+//! [`broker::RateLimitedLog`] turns an event that may repeat thousands of times a second (a refused
 //! connection, `accept` failing with "Too many open files") into one log line per interval
 //! that says how many there were.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How often a repeated refusal or accept error is logged at most.
-pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(10);
+use broker::ratelog::{RateLimitedLog, LOG_INTERVAL};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 /// How long an accept loop pauses after an error of the listener itself (out of file
 /// descriptors, out of memory), instead of spinning on a listener that stays readable.
@@ -52,7 +53,7 @@ struct Counts {
     /// map is as large as the number of sources connected now.
     per_source: HashMap<Source, usize>,
     /// Refusals since the last log line about them.
-    refusals: Throttle,
+    refusals: RateLimitedLog,
 }
 
 /// Where a connection comes from, as far as the per-address limit is concerned.
@@ -105,7 +106,7 @@ impl ConnectionLimiter {
                 counts: Mutex::new(Counts {
                     total: 0,
                     per_source: HashMap::new(),
-                    refusals: Throttle::new(LOG_INTERVAL),
+                    refusals: RateLimitedLog::default(),
                 }),
             }),
         }
@@ -184,55 +185,38 @@ impl Drop for ConnectionPermit {
     }
 }
 
-/// Lets an event through to the log at most once per interval, counting the rest.
-#[derive(Debug)]
-pub(crate) struct Throttle {
-    interval: Duration,
-    /// When a line was last let through.
-    last: Option<Instant>,
-    /// Events since then, the one that will be logged included.
-    count: u64,
-}
-
-impl Throttle {
-    /// A throttle letting one line through per `interval`.
-    pub(crate) fn new(interval: Duration) -> Throttle {
-        Throttle {
-            interval,
-            last: None,
-            count: 0,
-        }
-    }
-
-    /// Records one event at `now`. `Some(n)` when it should be logged: `n` events (this one
-    /// included) happened since the previous line.
-    pub(crate) fn hit(&mut self, now: Instant) -> Option<u64> {
-        self.count += 1;
-        let due = self
-            .last
-            .is_none_or(|last| now.saturating_duration_since(last) >= self.interval);
-        if due {
-            self.last = Some(now);
-            Some(std::mem::take(&mut self.count))
-        } else {
-            None
-        }
-    }
-}
-
 /// What an accept loop does with an `accept` error; one per loop.
 #[derive(Debug)]
 pub(crate) struct AcceptErrors {
     /// The listener, for the log line: `"mqtt"` or `"http"`.
     listener: &'static str,
-    throttle: Throttle,
+    throttle: RateLimitedLog,
 }
 
 impl AcceptErrors {
+    /// The next connection `listener` accepts, riding out accept errors ([`Self::handle`]);
+    /// `None` once `stop` is cancelled.
+    pub(crate) async fn accept(
+        &mut self,
+        listener: &TcpListener,
+        stop: &CancellationToken,
+    ) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return None,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok(pair) => return Some(pair),
+                Err(e) => self.handle(&e).await,
+            }
+        }
+    }
+
     pub(crate) fn new(listener: &'static str) -> AcceptErrors {
         AcceptErrors {
             listener,
-            throttle: Throttle::new(LOG_INTERVAL),
+            throttle: RateLimitedLog::default(),
         }
     }
 
@@ -367,16 +351,5 @@ mod tests {
             .join()
             .expect("thread");
         assert!(limiter.try_acquire(ip("192.0.2.1")).is_ok());
-    }
-
-    #[test]
-    fn a_throttle_lets_one_event_per_interval_through_with_the_count() {
-        let mut t = Throttle::new(Duration::from_secs(10));
-        let start = Instant::now();
-        assert_eq!(t.hit(start), Some(1));
-        assert_eq!(t.hit(start + Duration::from_secs(1)), None);
-        assert_eq!(t.hit(start + Duration::from_secs(9)), None);
-        assert_eq!(t.hit(start + Duration::from_secs(10)), Some(3));
-        assert_eq!(t.hit(start + Duration::from_secs(11)), None);
     }
 }

@@ -46,16 +46,8 @@ pub(crate) async fn serve(
 ) {
     let mut errors = AcceptErrors::new("mqtt");
     loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                errors.handle(&e).await;
-                continue;
-            }
+        let Some((socket, peer)) = errors.accept(&listener, &stop).await else {
+            break;
         };
         let Ok(permit) = limits.try_acquire(peer.ip()) else {
             // Dropped here: closed at once, before a byte is read.

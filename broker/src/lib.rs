@@ -31,7 +31,7 @@
 //!   out, and a message queued for many sessions is stored once.
 //! - [`view`]: the serializable answers and session events the bridge shows.
 //! - Alongside: [`auth`] (the authentication / authorization hook), [`config`] (limits and
-//!   policies), `ids` (session and connection numbers), `ratelog` (rate-limited log lines
+//!   policies), `ids` (session and connection numbers), [`ratelog`] (rate-limited log lines
 //!   for refusals a client can repeat).
 //!
 //! # Flow control and the queue policy
@@ -50,17 +50,20 @@ mod connection;
 mod engine;
 mod ids;
 mod message;
-mod ratelog;
+pub mod ratelog;
 mod retained;
 pub mod server;
 mod session;
 pub mod store;
 mod subscriptions;
+#[cfg(test)]
+mod testing;
 pub mod view;
 
 pub use auth::{AllowAll, Authenticator, ConnectionInfo, Transport};
 pub use config::{BrokerConfig, DurabilityPolicy, OverflowPolicy};
 pub use engine::RecoverStats;
+pub use ratelog::RateLimitedLog;
 pub use server::{Broker, ConnectionError, Stopped};
 pub use store::{MemoryStore, SqliteStore, Store, StoreError};
 pub use subscriptions::SubEntry;

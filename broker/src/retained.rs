@@ -310,6 +310,7 @@ fn level_at(filter: &str, pos: usize) -> (&str, usize) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::testing::{Rng, FILTER_LEVELS, TOPIC_LEVELS};
 
     fn name(s: &str) -> TopicName {
         TopicName::new(s).unwrap()
@@ -324,32 +325,6 @@ mod tests {
         out.sort_unstable();
         out
     }
-
-    /// A deterministic xorshift generator, so failures reproduce.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
-
-        fn levels(&mut self, alphabet: &[&str], last: &[&str]) -> String {
-            let n = 1 + self.below(4);
-            let mut levels: Vec<&str> = (0..n)
-                .map(|_| alphabet[self.below(alphabet.len())])
-                .collect();
-            if self.below(4) == 0 {
-                levels.push(last[self.below(last.len())]);
-            }
-            levels.join("/")
-        }
-    }
-
-    const TOPIC_LEVELS: &[&str] = &["a", "b", "$x", ""];
-    const FILTER_LEVELS: &[&str] = &["a", "b", "$x", "", "+"];
 
     #[test]
     fn the_index_matches_exactly_like_the_reference_matcher_on_random_topics_and_filters() {

@@ -408,6 +408,7 @@ fn walk(links: &[Links], topic: &str, mut hit: impl FnMut(usize)) -> usize {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::testing::{Rng, FILTER_LEVELS, TOPIC_LEVELS};
     use protocol::QoS;
 
     fn entry(qos: QoS) -> SubEntry {
@@ -441,33 +442,6 @@ mod tests {
         out.sort_unstable();
         out
     }
-
-    /// A deterministic xorshift generator, so failures reproduce.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
-
-        /// 1 to 4 levels from a small alphabet, so random filters and topics often meet.
-        fn levels(&mut self, alphabet: &[&str], last: &[&str]) -> String {
-            let n = 1 + self.below(4);
-            let mut levels: Vec<&str> = (0..n)
-                .map(|_| alphabet[self.below(alphabet.len())])
-                .collect();
-            if self.below(4) == 0 {
-                levels.push(last[self.below(last.len())]);
-            }
-            levels.join("/")
-        }
-    }
-
-    const TOPIC_LEVELS: &[&str] = &["a", "b", "$x", ""];
-    const FILTER_LEVELS: &[&str] = &["a", "b", "$x", "", "+"];
 
     fn random_topic(rng: &mut Rng) -> Option<String> {
         let t = rng.levels(TOPIC_LEVELS, TOPIC_LEVELS);

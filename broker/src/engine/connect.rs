@@ -75,10 +75,10 @@ impl Engine {
         if !self.by_client.contains_key(&client_id)
             && self.sessions.len() >= self.config.max_sessions
         {
-            if let Some(suppressed) = self.logs.sessions.hit(now) {
+            if let Some(times) = self.logs.sessions.hit(now) {
                 tracing::warn!(
                     max_sessions = self.config.max_sessions,
-                    suppressed,
+                    times,
                     "session limit reached; new session refused"
                 );
             }

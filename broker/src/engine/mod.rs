@@ -252,13 +252,13 @@ impl Engine {
 
     /// Logs a refused topic, at most once per interval.
     fn log_topic_refusal(&mut self, what: &str, topic: &str, now: Instant) {
-        if let Some(suppressed) = self.logs.topic.hit(now) {
+        if let Some(times) = self.logs.topic.hit(now) {
             let levels = topic.bytes().filter(|&b| b == b'/').count() + 1;
             tracing::warn!(
                 what,
                 bytes = topic.len(),
                 levels,
-                suppressed,
+                times,
                 "topic over max_topic_length / max_topic_levels refused"
             );
         }
@@ -441,8 +441,8 @@ impl Engine {
             }
             while let Some(sid) = self.to_drop.pop() {
                 if self.sessions.get(&sid).is_some_and(|s| s.online.is_some()) {
-                    if let Some(suppressed) = self.logs.slow.hit(now) {
-                        tracing::warn!(client_id = %self.sessions[&sid].client_id, suppressed, "connection cannot keep up; closing it");
+                    if let Some(times) = self.logs.slow.hit(now) {
+                        tracing::warn!(client_id = %self.sessions[&sid].client_id, times, "connection cannot keep up; closing it");
                     }
                     self.go_offline(sid, now);
                 }

@@ -146,13 +146,13 @@ impl Engine {
             return;
         }
         if size > 0 {
-            if let Some(suppressed) = self.logs.retained.hit(now) {
+            if let Some(times) = self.logs.retained.hit(now) {
                 tracing::warn!(
                     topic = %msg.topic,
                     bytes = size,
                     retained = self.retained.len(),
                     retained_bytes = self.retained_bytes,
-                    suppressed,
+                    times,
                     "retained message limit (max_retained_messages / max_retained_bytes) reached; not retained"
                 );
             }

@@ -42,8 +42,8 @@ impl Engine {
             });
             if full {
                 // 5.0 0x97 Quota exceeded; 3.1.1 0x80.
-                if let Some(suppressed) = self.logs.subscriptions.hit(now) {
-                    tracing::warn!(%client_id, max_subscriptions_per_session = max_subs, suppressed, "subscription limit reached; filter refused");
+                if let Some(times) = self.logs.subscriptions.hit(now) {
+                    tracing::warn!(%client_id, max_subscriptions_per_session = max_subs, times, "subscription limit reached; filter refused");
                 }
                 reasons.push(ReasonCode::QuotaExceeded);
                 continue;
