@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use e2e::hostile::{connect_or_panic, dir_size, http, Bystander, Launch, WatchedBridge};
+use e2e::hostile::{
+    connect_or_panic, dir_size, http, Attack, Bystander, Checks, Launch, WatchedBridge,
+};
 use e2e::protocol::client::ClientOptions;
 use e2e::protocol::{
     Connect, Disconnect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
@@ -77,50 +79,6 @@ fn debug_bridge() -> bool {
 }
 
 // ----- helpers -----------------------------------------------------------------------------
-
-/// Failed checks, collected so that one run reports every broken bound at once.
-#[derive(Debug, Default)]
-struct Checks(Vec<String>);
-
-impl Checks {
-    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
-        if !ok {
-            self.0.push(what());
-        }
-    }
-
-    fn finish(self) {
-        if !self.0.is_empty() {
-            panic!(
-                "{} check(s) failed:\n- {}",
-                self.0.len(),
-                self.0.join("\n- ")
-            );
-        }
-    }
-}
-
-/// The end of every attack: the bridge is alive, the bystander's round trips were bounded by
-/// `latency`, and the RSS grew by less than `growth_mb` since `rss0_kb`.
-async fn after_attack(
-    bridge: &mut WatchedBridge,
-    bystander: Bystander,
-    rss0_kb: u64,
-    growth_mb: u64,
-    latency: Duration,
-    checks: &mut Checks,
-) {
-    bridge.assert_alive("during the attack");
-    let report = bystander.finish().await;
-    let rss = bridge.rss_kb();
-    checks.check(rss.saturating_sub(rss0_kb) < growth_mb * 1024, || {
-        format!("RSS grew from {rss0_kb} KiB to {rss} KiB (bound +{growth_mb} MiB)")
-    });
-    if let Err(e) = report.check(latency) {
-        checks.0.push(e);
-    }
-    bridge.assert_alive("at the end");
-}
 
 fn pid(n: u16) -> PacketId {
     PacketId::new(n).unwrap()
@@ -309,9 +267,8 @@ async fn filters_and_topics_of_8000_levels_are_refused_and_crash_nothing_even_af
     // DISCONNECT or DELETE overflowed the engine's stack; with --data the filter was stored
     // and the bridge crashed again after a restart.
     let dir = TempDir::new("hostile-deep");
-    let mut bridge = Launch::new("").data(dir.path()).start();
-    let rss0 = bridge.rss_kb();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "deep").await;
+    let mut attack = Attack::start(Launch::new("").data(dir.path()), "deep").await;
+    let bridge = &mut attack.bridge;
     let deep = levels(8000);
     let one = std::slice::from_ref(&deep);
     let cases = [(TCP, V311), (TCP, V5), (WS, V5)];
@@ -365,15 +322,9 @@ async fn filters_and_topics_of_8000_levels_are_refused_and_crash_nothing_even_af
     }
 
     let mut checks = Checks::default();
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
+    let mut bridge = attack
+        .end(&mut checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+        .await;
 
     // The bridge starts again on its data and serves.
     if let Err(e) = bridge.restart() {
@@ -396,9 +347,7 @@ async fn filters_and_topics_of_8000_levels_are_refused_and_crash_nothing_even_af
         });
         // 5.0: DISCONNECT 0x90 Topic Name invalid; 3.1.1: the connection is closed.
         if let Err(e) = closed_with(v, &published, ReasonCode::TopicNameInvalid) {
-            checks
-                .0
-                .push(format!("{case}: PUBLISH to a topic of 8 000 levels: {e}"));
+            checks.push(format!("{case}: PUBLISH to a topic of 8 000 levels: {e}"));
         }
     }
     checks.finish();
@@ -408,9 +357,8 @@ async fn filters_and_topics_of_8000_levels_are_refused_and_crash_nothing_even_af
 async fn at_the_default_limits_128_levels_work_end_to_end_and_129_levels_or_5000_bytes_are_refused()
 {
     // Defaults: max_topic_levels = 128, max_topic_length = 4096 bytes.
-    let mut bridge = Launch::new("").start();
-    let rss0 = bridge.rss_kb();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "limits").await;
+    let attack = Attack::start(Launch::new(""), "limits").await;
+    let bridge = &attack.bridge;
     let mut checks = Checks::default();
     let at_limit = levels(128);
     for v in [V311, V5] {
@@ -418,14 +366,14 @@ async fn at_the_default_limits_128_levels_work_end_to_end_and_129_levels_or_5000
         // Everything works at 128 levels: subscribe, publish and receive, unsubscribe,
         // discard the session through the API.
         let sub_id = format!("limit-sub-{vn}");
-        let mut sub = bridge_client(&bridge, persistent(v, &sub_id)).await;
+        let mut sub = bridge_client(bridge, persistent(v, &sub_id)).await;
         let ack = sub.subscribe(&at_limit, QoS::AtLeastOnce).await;
         assert_eq!(
             ack.reasons,
             vec![ReasonCode::GrantedQoS1],
             "{vn}: 128 levels"
         );
-        let mut publisher = bridge_client(&bridge, persistent(v, &format!("limit-pub-{vn}"))).await;
+        let mut publisher = bridge_client(bridge, persistent(v, &format!("limit-pub-{vn}"))).await;
         let reason = publisher
             .publish(&at_limit, "deep enough", QoS::AtLeastOnce, false)
             .await;
@@ -474,19 +422,12 @@ async fn at_the_default_limits_128_levels_work_end_to_end_and_129_levels_or_5000
             .await;
         let outcome = closed_within(&mut raw, Duration::from_secs(3)).await;
         if let Err(e) = closed_with(v, &outcome, ReasonCode::TopicNameInvalid) {
-            checks.0.push(format!("{vn}: PUBLISH to 129 levels: {e}"));
+            checks.push(format!("{vn}: PUBLISH to 129 levels: {e}"));
         }
     }
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
-    checks.finish();
+    attack
+        .finish(checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+        .await;
 }
 
 async fn bridge_client(bridge: &WatchedBridge, opts: ClientOptions) -> TestClient {
@@ -553,9 +494,9 @@ async fn websocket_pings_sent_without_reading_the_pongs_keep_the_bridge_s_memory
     // Each flooder sends 64 MiB of pings (or floods for 10 s if the bridge stops reading
     // them): unbounded pongs would then hold more than the 64 MiB bound, whatever the
     // speed of the machine.
-    let mut bridge = Launch::new("").start();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "pingflood").await;
-    let rss0 = bridge.rss_kb();
+    let mut attack = Attack::start(Launch::new(""), "pingflood").await;
+    let rss0 = attack.rebase_rss();
+    let bridge = &attack.bridge;
     let limit = rss0 + RSS_GROWTH_BOUND_MB * 1024;
     let stop = Arc::new(AtomicBool::new(false));
     let budget = scale("HOSTILE_FLOOD_MB", 64) as u64 * MB;
@@ -591,15 +532,9 @@ async fn websocket_pings_sent_without_reading_the_pongs_keep_the_bridge_s_memory
             started.elapsed()
         )
     });
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
+    attack
+        .end(&mut checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+        .await;
     eprintln!("ping flood: RSS {rss0} -> peak {peak} KiB; flooders {report:?}");
     checks.finish();
 }
@@ -638,10 +573,8 @@ async fn server_closes_within(
 async fn idle_half_sent_and_idle_keep_alive_http_connections_are_closed_within_the_configured_timeouts(
 ) {
     // The issue's finding 3: such connections stayed open for 330 s and more.
-    let mut bridge = Launch::new(SERVER_LIMITS).start();
-    let rss0 = bridge.rss_kb();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "idlehttp").await;
-    let authority = bridge.http_authority().to_owned();
+    let attack = Attack::start(Launch::new(SERVER_LIMITS), "idlehttp").await;
+    let authority = attack.bridge.http_authority().to_owned();
     // 3 × the 2 s timeouts.
     let within = Duration::from_secs(6);
     let silent = async {
@@ -677,19 +610,12 @@ async fn idle_half_sent_and_idle_keep_alive_http_connections_are_closed_within_t
         ("idle keep-alive after one request", c),
     ] {
         if let Err(e) = r {
-            checks.0.push(format!("{what}: {e}"));
+            checks.push(format!("{what}: {e}"));
         }
     }
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
-    checks.finish();
+    attack
+        .finish(checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+        .await;
 }
 
 /// Opens `n` TCP sockets to `authority` and keeps them, sending nothing.
@@ -724,26 +650,16 @@ async fn mqtt_still_serves(bridge: &WatchedBridge, id: &str) -> Result<(), Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_idle_http_sockets_beyond_the_http_cap_leave_mqtt_over_tcp_working() {
-    let mut bridge = Launch::new(SERVER_LIMITS).start();
-    let rss0 = bridge.rss_kb();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "httpcap").await;
-    let held = idle_sockets(bridge.http_authority(), 300).await;
+    let attack = Attack::start(Launch::new(SERVER_LIMITS), "httpcap").await;
+    let held = idle_sockets(attack.bridge.http_authority(), 300).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut checks = Checks::default();
-    if let Err(e) = mqtt_still_serves(&bridge, "after-http-flood").await {
-        checks
-            .0
-            .push(format!("with {} idle HTTP sockets: {e}", held.len()));
+    if let Err(e) = mqtt_still_serves(&attack.bridge, "after-http-flood").await {
+        checks.push(format!("with {} idle HTTP sockets: {e}", held.len()));
     }
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
+    attack
+        .end(&mut checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+        .await;
     drop(held);
     checks.finish();
 }
@@ -753,27 +669,19 @@ async fn under_a_256_descriptor_limit_400_http_sockets_do_not_lock_mqtt_over_tcp
     // The issue: 1 100 idle sockets under `ulimit -n 1024` locked every MQTT client out for
     // over a minute. Default configuration: the bridge must keep descriptors for MQTT by
     // itself (an HTTP cap below the descriptor limit, or a reserve).
-    let mut bridge = Launch::new("").nofile(256).start();
-    let rss0 = bridge.rss_kb();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "lowfd").await;
-    let held = idle_sockets(bridge.http_authority(), 400).await;
+    let attack = Attack::start(Launch::new("").nofile(256), "lowfd").await;
+    let held = idle_sockets(attack.bridge.http_authority(), 400).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut checks = Checks::default();
-    if let Err(e) = mqtt_still_serves(&bridge, "after-fd-flood").await {
-        checks.0.push(format!(
+    if let Err(e) = mqtt_still_serves(&attack.bridge, "after-fd-flood").await {
+        checks.push(format!(
             "with {} idle HTTP sockets under nofile 256: {e}",
             held.len()
         ));
     }
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
+    let bridge = attack
+        .end(&mut checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+        .await;
     drop(held);
     let too_many = bridge
         .log_since_listening()
@@ -792,12 +700,14 @@ async fn under_a_256_descriptor_limit_400_http_sockets_do_not_lock_mqtt_over_tcp
 async fn half_a_packet_held_with_keep_alive_0_is_closed_after_the_packet_timeout() {
     // The issue's finding 4: 150 connections holding half a 1 MB PUBLISH: +145 MB, never
     // closed. packet_timeout_secs = 2: closed within 3 × that.
-    let mut bridge = Launch::new("[broker]\npacket_timeout_secs = 2\n").start();
-    let rss0 = bridge.rss_kb();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "halfpacket").await;
+    let attack = Attack::start(
+        Launch::new("[broker]\npacket_timeout_secs = 2\n"),
+        "halfpacket",
+    )
+    .await;
     let cases = [(TCP, V311), (TCP, V5), (WS, V5)];
     let runs = cases.into_iter().map(|(t, v)| {
-        let ep = bridge.endpoint(t);
+        let ep = attack.bridge.endpoint(t);
         async move {
             let case = format!("{t}, MQTT {}", version_name(v));
             let mut raw =
@@ -817,17 +727,10 @@ async fn half_a_packet_held_with_keep_alive_0_is_closed_after_the_packet_timeout
     });
     let results = join_all(runs).await;
     let mut checks = Checks::default();
-    checks.0.extend(results.into_iter().filter_map(Result::err));
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
-    checks.finish();
+    checks.extend(results.into_iter().filter_map(Result::err));
+    attack
+        .finish(checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -837,10 +740,8 @@ async fn the_keep_alive_counts_whole_packets_so_trickles_and_receive_only_client
     // server closes the connection. A byte trickle sends no whole packet; a client that
     // only receives sends none. Default packet_timeout_secs (30), so the keep-alive alone
     // must close them. Keep-alive 2 s.
-    let mut bridge = Launch::new("").start();
-    let rss0 = bridge.rss_kb();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "keepalive").await;
-    let ep = bridge.endpoint(TCP);
+    let attack = Attack::start(Launch::new(""), "keepalive").await;
+    let ep = attack.bridge.endpoint(TCP);
 
     // One byte per second of a PUBLISH, forever: closed within 3 × 1.5 × 2 s.
     let trickle = |v: ProtocolVersion| {
@@ -909,19 +810,10 @@ async fn the_keep_alive_counts_whole_packets_so_trickles_and_receive_only_client
         receive_only(V5)
     );
     let mut checks = Checks::default();
-    checks
-        .0
-        .extend([t3, t5, r3, r5].into_iter().filter_map(Result::err));
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
-    checks.finish();
+    checks.extend([t3, t5, r3, r5].into_iter().filter_map(Result::err));
+    attack
+        .finish(checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+        .await;
 }
 
 // ----- 5. engine stalls ----------------------------------------------------------------------
@@ -932,18 +824,17 @@ async fn one_subscribe_of_1000_filters_against_many_retained_messages_does_not_s
     // The issue's finding 5: with 100 000 retained messages, one SUBSCRIBE of 1 000 filters
     // matching none of them froze every client for 37 s (each filter scanned them all).
     let n = scale("HOSTILE_RETAINED", 20_000);
-    let mut bridge = Launch::new(&format!("[broker]\nmax_retained_messages = {}\n", n * 2)).start();
+    let bridge = Launch::new(&format!("[broker]\nmax_retained_messages = {}\n", n * 2)).start();
     flood_retained(&bridge, "stored", n).await;
     let stored = wait_stat(&bridge, "retained", n as u64, Duration::from_secs(60)).await;
     assert_eq!(
         stored, n as u64,
         "retained messages stored before the attack"
     );
-    let rss0 = bridge.rss_kb();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "retainedstall").await;
+    let attack = Attack::on(bridge, "retainedstall").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let mut raw = raw_connected(&bridge.endpoint(TCP), V5, "many-filters", 0, false).await;
+    let mut raw = raw_connected(&attack.bridge.endpoint(TCP), V5, "many-filters", 0, false).await;
     let filters: Vec<String> = (0..1000).map(|i| format!("stored/none{i}/#")).collect();
     let started = Instant::now();
     raw.send(subscribe_packet(1, &filters, QoS::AtMostOnce))
@@ -959,15 +850,9 @@ async fn one_subscribe_of_1000_filters_against_many_retained_messages_does_not_s
         || format!("SUBACK: {reasons:?}"),
     );
     // The contract: the bystander's QoS 1 round trip stays under 500 ms.
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        Duration::from_millis(500),
-        &mut checks,
-    )
-    .await;
+    attack
+        .end(&mut checks, RSS_GROWTH_BOUND_MB, Duration::from_millis(500))
+        .await;
     eprintln!("SUBSCRIBE of 1 000 filters against {n} retained: SUBACK after {took:?}");
     checks.finish();
 }
@@ -997,7 +882,7 @@ async fn many_shared_subscription_groups_do_not_collapse_everyone_s_publish_rate
     // everyone from 10 477/s to 54/s (every PUBLISH scanned every group).
     let groups = scale("HOSTILE_GROUPS", 20_000);
     let sessions = 4;
-    let mut bridge = Launch::new(&format!(
+    let bridge = Launch::new(&format!(
         "[broker]\nmax_subscriptions_per_session = {}\n",
         groups / sessions + 1000
     ))
@@ -1006,8 +891,7 @@ async fn many_shared_subscription_groups_do_not_collapse_everyone_s_publish_rate
     let window = Duration::from_secs(2);
     let before = round_trip_rate(&ep, "rate-before", window).await;
 
-    let rss0 = bridge.rss_kb();
-    let bystander = Bystander::start(&ep, "sharedstall").await;
+    let attack = Attack::on(bridge, "sharedstall").await;
     let mut holders = Vec::new();
     for s in 0..sessions {
         let mut raw = raw_connected(&ep, V5, &format!("groups-{s}"), 0, false).await;
@@ -1032,15 +916,9 @@ async fn many_shared_subscription_groups_do_not_collapse_everyone_s_publish_rate
     checks.check(after >= 0.5 * before, || {
         format!("QoS 1 round trips: {before:.0}/s before {groups} shared groups, {after:.0}/s after (bound: at least half)")
     });
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
+    attack
+        .end(&mut checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+        .await;
     eprintln!("{groups} shared groups: {before:.0}/s before, {after:.0}/s after");
     drop(holders);
     checks.finish();
@@ -1051,18 +929,19 @@ async fn many_shared_subscription_groups_do_not_collapse_everyone_s_publish_rate
 /// 60 retained messages of 1 MB under `max_retained_bytes` = 20 MiB.
 async fn retained_bytes_are_capped(data: Option<&TempDir>, rss_bound_mb: u64) {
     let launch = Launch::new("[broker]\nmax_retained_bytes = 20971520\n");
-    let mut bridge = match data {
-        Some(dir) => launch.data(dir.path()).start(),
-        None => launch.start(),
+    let launch = match data {
+        Some(dir) => launch.data(dir.path()),
+        None => launch,
     };
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "retainedbytes").await;
+    let mut attack = Attack::start(launch, "retainedbytes").await;
     let mut sub_opts = e2e::clean(V5, "big-sub");
     sub_opts.max_packet_size = 2 * 1024 * 1024;
-    let mut sub = bridge_client(&bridge, sub_opts).await;
+    let mut sub = bridge_client(&attack.bridge, sub_opts).await;
     sub.subscribe("big/#", QoS::AtLeastOnce).await;
-    let mut publisher = bridge_client(&bridge, e2e::clean(V5, "big-pub")).await;
+    let mut publisher = bridge_client(&attack.bridge, e2e::clean(V5, "big-pub")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss0 = bridge.rss_kb();
+    let rss0 = attack.rebase_rss();
+    let bridge = &attack.bridge;
     let mut routed = 0;
     for i in 0..60u8 {
         let reason = publisher
@@ -1080,7 +959,7 @@ async fn retained_bytes_are_capped(data: Option<&TempDir>, rss_bound_mb: u64) {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss1 = bridge.rss_kb();
-    let total = get_json(&bridge, "/api/v1/retained?prefix=big/&limit=1").await["total"]
+    let total = get_json(bridge, "/api/v1/retained?prefix=big/&limit=1").await["total"]
         .as_u64()
         .unwrap();
     let mut checks = Checks::default();
@@ -1097,15 +976,9 @@ async fn retained_bytes_are_capped(data: Option<&TempDir>, rss_bound_mb: u64) {
     });
     sub.disconnect().await;
     publisher.disconnect().await;
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
+    attack
+        .end(&mut checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+        .await;
     eprintln!(
         "retained bytes (data: {}): RSS {rss0} -> {rss1} KiB, {total} retained",
         data.is_some()
@@ -1136,9 +1009,8 @@ async fn one_message_for_200_offline_sessions_is_stored_once_not_200_times() {
     // The issue: one 1 MB QoS 1 PUBLISH to 200 offline sessions took the store from 1.9 MB
     // to 387 MB.
     let dir = TempDir::new("hostile-fanout");
-    let mut bridge = Launch::new("").data(dir.path()).start();
-    let rss0 = bridge.rss_kb();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "fanout").await;
+    let attack = Attack::start(Launch::new("").data(dir.path()), "fanout").await;
+    let bridge = &attack.bridge;
     let ep = bridge.endpoint(TCP);
     let ids: Vec<String> = (0..200).map(|i| format!("fan-{i}")).collect();
     for batch in ids.chunks(20) {
@@ -1152,9 +1024,9 @@ async fn one_message_for_200_offline_sessions_is_stored_once_not_200_times() {
         }))
         .await;
     }
-    wait_stat(&bridge, "sessions_offline", 200, Duration::from_secs(10)).await;
+    wait_stat(bridge, "sessions_offline", 200, Duration::from_secs(10)).await;
     let size0 = dir_size(dir.path());
-    let mut publisher = bridge_client(&bridge, e2e::clean(V5, "fan-pub")).await;
+    let mut publisher = bridge_client(bridge, e2e::clean(V5, "fan-pub")).await;
     let started = Instant::now();
     let token = publisher
         .start_publish(
@@ -1180,21 +1052,15 @@ async fn one_message_for_200_offline_sessions_is_stored_once_not_200_times() {
     // The message is still delivered to each.
     let mut opts = persistent(V5, "fan-0");
     opts.max_packet_size = 2 * 1024 * 1024;
-    let mut back = bridge_client(&bridge, opts).await;
+    let mut back = bridge_client(bridge, opts).await;
     let p = back.recv_within(Duration::from_secs(10)).await;
     checks.check(p.payload.len() == 1_000_000, || {
         format!("fan-0 got {} bytes back", p.payload.len())
     });
     back.disconnect().await;
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
+    attack
+        .end(&mut checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+        .await;
     eprintln!(
         "fan-out to 200 offline sessions: store {size0} -> {size1} bytes, PUBACK after {took:?}"
     );
@@ -1205,10 +1071,8 @@ async fn one_message_for_200_offline_sessions_is_stored_once_not_200_times() {
 async fn at_max_sessions_a_new_session_is_refused_with_quota_exceeded_and_an_existing_one_resumes()
 {
     // max_sessions = 50: the bystander's 2 sessions and 48 persistent ones fill it.
-    let mut bridge = Launch::new("[broker]\nmax_sessions = 50\n").start();
-    let rss0 = bridge.rss_kb();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "maxsessions").await;
-    let ep = bridge.endpoint(TCP);
+    let attack = Attack::start(Launch::new("[broker]\nmax_sessions = 50\n"), "maxsessions").await;
+    let ep = attack.bridge.endpoint(TCP);
     for i in 0..48 {
         let v = if i % 2 == 0 { V5 } else { V311 };
         let (c, _) = TestClient::connect(&ep, persistent(v, &format!("held-{i}")))
@@ -1224,10 +1088,10 @@ async fn at_max_sessions_a_new_session_is_refused_with_quota_exceeded_and_an_exi
         let vn = version_name(v);
         match TestClient::connect(&ep, persistent(v, &format!("one-too-many-{vn}"))).await {
             Err(e) if e.refused_reason() == Some(want) => {}
-            Err(e) => checks.0.push(format!(
+            Err(e) => checks.push(format!(
                 "MQTT {vn}: the 51st session: {e}, expected CONNACK {want:?}"
             )),
-            Ok(_) => checks.0.push(format!(
+            Ok(_) => checks.push(format!(
                 "MQTT {vn}: the 51st session was accepted (max_sessions = 50)"
             )),
         }
@@ -1239,20 +1103,13 @@ async fn at_max_sessions_a_new_session_is_refused_with_quota_exceeded_and_an_exi
             });
             c.disconnect().await;
         }
-        Err(e) => checks.0.push(format!(
+        Err(e) => checks.push(format!(
             "an existing session could not resume at the limit: {e}"
         )),
     }
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
-    checks.finish();
+    attack
+        .finish(checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1265,9 +1122,8 @@ async fn a_session_expiry_of_0xffffffff_is_capped_to_the_configured_maximum() {
         ("", 604_800u32),
         ("[broker]\nmax_session_expiry = 3600\n", 3600),
     ] {
-        let mut bridge = Launch::new(config).start();
-        let rss0 = bridge.rss_kb();
-        let bystander = Bystander::start(&bridge.endpoint(TCP), "expiry").await;
+        let attack = Attack::start(Launch::new(config), "expiry").await;
+        let bridge = &attack.bridge;
         let mut opts = persistent(V5, "forever");
         opts.session_expiry_interval = Some(u32::MAX);
         let (c, ack) = TestClient::connect(&bridge.endpoint(TCP), opts)
@@ -1285,7 +1141,7 @@ async fn a_session_expiry_of_0xffffffff_is_capped_to_the_configured_maximum() {
             .unwrap();
         c.disconnect().await;
         for id in ["forever", "forever-311"] {
-            let s = get_json(&bridge, &format!("/api/v1/sessions/{id}")).await;
+            let s = get_json(bridge, &format!("/api/v1/sessions/{id}")).await;
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
@@ -1301,15 +1157,9 @@ async fn a_session_expiry_of_0xffffffff_is_capped_to_the_configured_maximum() {
                 )
             });
         }
-        after_attack(
-            &mut bridge,
-            bystander,
-            rss0,
-            RSS_GROWTH_BOUND_MB,
-            LATENCY_BOUND,
-            &mut checks,
-        )
-        .await;
+        attack
+            .end(&mut checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+            .await;
     }
     checks.finish();
 }
@@ -1318,17 +1168,25 @@ async fn a_session_expiry_of_0xffffffff_is_capped_to_the_configured_maximum() {
 async fn a_subscribe_beyond_max_subscriptions_per_session_is_refused_for_the_filters_over_the_limit(
 ) {
     // The issue: 100 000 filters in one session: +49 MB and a 12.7 MB session JSON.
-    let mut bridge = Launch::new("[broker]\nmax_subscriptions_per_session = 10\n").start();
-    let rss0 = bridge.rss_kb();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "maxsubs").await;
+    let attack = Attack::start(
+        Launch::new("[broker]\nmax_subscriptions_per_session = 10\n"),
+        "maxsubs",
+    )
+    .await;
     let mut checks = Checks::default();
     for (v, over) in [
         (V5, ReasonCode::QuotaExceeded),
         (V311, ReasonCode::UnspecifiedError),
     ] {
         let vn = version_name(v);
-        let mut raw =
-            raw_connected(&bridge.endpoint(TCP), v, &format!("subs-{vn}"), 0, false).await;
+        let mut raw = raw_connected(
+            &attack.bridge.endpoint(TCP),
+            v,
+            &format!("subs-{vn}"),
+            0,
+            false,
+        )
+        .await;
         let filters: Vec<String> = (0..11).map(|i| format!("lim/{i}")).collect();
         raw.send(subscribe_packet(1, &filters, QoS::AtLeastOnce))
             .await;
@@ -1348,33 +1206,29 @@ async fn a_subscribe_beyond_max_subscriptions_per_session_is_refused_for_the_fil
             format!("MQTT {vn}: re-SUBSCRIBE to a held filter at the limit: {again:?}")
         });
     }
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
-    checks.finish();
+    attack
+        .finish(checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_refused_retained_messages_log_only_a_handful_of_warnings() {
     // The issue: each refused retained message logged one WARN line (100 000 lines, 11.5 MB).
-    let mut bridge = Launch::new("[broker]\nmax_retained_messages = 10\n").start();
-    let rss0 = bridge.rss_kb();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "quietlogs").await;
-    flood_retained(&bridge, "refused", 2010).await;
-    wait_stat(&bridge, "msgs_in", 2010, Duration::from_secs(20)).await;
+    let attack = Attack::start(
+        Launch::new("[broker]\nmax_retained_messages = 10\n"),
+        "quietlogs",
+    )
+    .await;
+    let bridge = &attack.bridge;
+    flood_retained(bridge, "refused", 2010).await;
+    wait_stat(bridge, "msgs_in", 2010, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let warnings = bridge
         .log_since_listening()
         .iter()
         .filter(|l| l.contains("WARN"))
         .count();
-    let retained = get_json(&bridge, "/api/v1/stats").await["retained"]
+    let retained = get_json(bridge, "/api/v1/stats").await["retained"]
         .as_u64()
         .unwrap();
     let mut checks = Checks::default();
@@ -1384,16 +1238,9 @@ async fn two_thousand_refused_retained_messages_log_only_a_handful_of_warnings()
     checks.check(warnings <= 10, || {
         format!("{warnings} WARN lines for 2 000 refused retained messages (bound 10)")
     });
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        RSS_GROWTH_BOUND_MB,
-        LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
-    checks.finish();
+    attack
+        .finish(checks, RSS_GROWTH_BOUND_MB, LATENCY_BOUND)
+        .await;
 }
 
 // ----- 7. memory per connection --------------------------------------------------------------
@@ -1425,9 +1272,12 @@ async fn an_idle_connection_costs_a_few_kilobytes_of_rss() {
     } else {
         (4096, 16384)
     };
-    let mut bridge = Launch::new("[broker]\nmax_connections_per_address = 100000\n").start();
-    let rss_start = bridge.rss_kb();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "idleconns").await;
+    let attack = Attack::start(
+        Launch::new("[broker]\nmax_connections_per_address = 100000\n"),
+        "idleconns",
+    )
+    .await;
+    let bridge = &attack.bridge;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss0 = bridge.rss_kb();
     let tcp = idle_connections(&bridge.endpoint(TCP), "idle-tcp", n).await;
@@ -1447,15 +1297,7 @@ async fn an_idle_connection_costs_a_few_kilobytes_of_rss() {
     });
     drop(tcp);
     drop(ws);
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss_start,
-        256,
-        LOAD_LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
+    attack.end(&mut checks, 256, LOAD_LATENCY_BOUND).await;
     eprintln!("idle connections ({n} each): {per_tcp} B/TCP, {per_ws} B/WebSocket (RSS {rss0} -> {rss1} -> {rss2} KiB)");
     checks.finish();
 }
@@ -1466,13 +1308,12 @@ async fn after_a_burst_the_rss_returns_within_twice_its_level_before() {
     // 378 MB with nothing connected.
     let publishers = scale("HOSTILE_BURST_PUBLISHERS", 50);
     let per_publisher = scale("HOSTILE_BURST_MESSAGES", 1000);
-    let mut bridge = Launch::new("").start();
-    let bystander = Bystander::start(&bridge.endpoint(TCP), "burst").await;
-    let ep = bridge.endpoint(TCP);
+    let mut attack = Attack::start(Launch::new(""), "burst").await;
+    let ep = attack.bridge.endpoint(TCP);
     let mut sub = connect_or_panic(&ep, "burst-receiver", V5).await;
     sub.subscribe("burst/#", QoS::AtLeastOnce).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss0 = bridge.rss_kb();
+    let rss0 = attack.rebase_rss();
 
     let receiver = tokio::spawn(async move {
         let mut n = 0usize;
@@ -1512,17 +1353,9 @@ async fn after_a_burst_the_rss_returns_within_twice_its_level_before() {
     }))
     .await;
     let received = receiver.await.unwrap();
-    let rss_peak = bridge.rss_kb();
+    let rss_peak = attack.bridge.rss_kb();
     let mut checks = Checks::default();
-    after_attack(
-        &mut bridge,
-        bystander,
-        rss0,
-        1024,
-        LOAD_LATENCY_BOUND,
-        &mut checks,
-    )
-    .await;
+    let mut bridge = attack.end(&mut checks, 1024, LOAD_LATENCY_BOUND).await;
     // Everyone has left; give the bridge a few seconds to give memory back.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_after = bridge.rss_kb();

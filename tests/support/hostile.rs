@@ -9,6 +9,9 @@
 //! - [`Bystander`]: a subscriber and a publisher (QoS 1, their own topic) doing round trips
 //!   in the background while a test attacks; [`BystanderReport`] says how many went through
 //!   and the slowest one.
+//! - [`Attack`]: the set-up and tear-down every attack shares: a watched bridge, its RSS
+//!   before the attack and a bystander on it; at the end the bridge alive, the bystander's
+//!   round trips and the RSS growth bounded, collected in [`Checks`].
 //! - [`http`]: one HTTP/1.1 request over a fresh socket (`Connection: close`).
 //! - [`dir_size`]: bytes under a directory (the store's growth).
 //!
@@ -20,7 +23,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use protocol::{ProtocolVersion, QoS, ReasonCode};
@@ -28,9 +31,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::{clean, Endpoint, TestClient, Transport};
-
-/// How long the bridge has to print its listening line.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How a [`WatchedBridge`] is started.
 #[derive(Debug, Clone, Default)]
@@ -147,14 +147,6 @@ impl WatchedBridge {
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err("the bridge's output was not captured".to_owned());
         };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // Nobody may listen any more; keep draining so the bridge never blocks.
-                let _ = tx.send(line);
-            }
-        });
         let lines = Arc::clone(&self.stderr);
         let echo = std::env::var_os("E2E_BRIDGE_LOG").is_some();
         std::thread::spawn(move || {
@@ -169,39 +161,26 @@ impl WatchedBridge {
                 }
             }
         });
-        let started = Instant::now();
-        let line = loop {
-            let left = STARTUP_TIMEOUT.saturating_sub(started.elapsed());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.starts_with("bridge listening:") => break line,
-                Ok(_) => continue,
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait().ok();
-                    // Let the reader thread take the last lines.
-                    std::thread::sleep(Duration::from_millis(100));
-                    let tail = self.stderr_lines().join("\n");
-                    return Err(format!(
-                        "the bridge did not start (exit status {status:?}); its stderr:\n{tail}"
-                    ));
-                }
+        let listening = match crate::Listening::read(stdout) {
+            Ok(listening) => listening,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                let tail = self.stderr_lines().join("\n");
+                return Err(format!(
+                    "{e}: the bridge did not start (exit status {status:?}); its stderr:\n{tail}"
+                ));
             }
         };
-        let field = |name: &str| -> Result<String, String> {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .map(str::to_owned)
-                .ok_or_else(|| format!("no `{name}` in the bridge's line: {line}"))
-        };
-        let mqtt = field("mqtt=")?;
-        self.mqtt_addr = mqtt
-            .parse()
-            .map_err(|e| format!("bad mqtt address `{mqtt}`: {e}"))?;
-        self.http_authority = field("http=")?
+        self.mqtt_addr = listening.mqtt_addr;
+        self.http_authority = listening
+            .http_url
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_owned();
-        self.ws_url = field("ws=")?;
+        self.ws_url = listening.ws_url;
         // The listening line is printed before tracing's copy of it reaches stderr; what
         // came before is start-up noise.
         std::thread::sleep(Duration::from_millis(50));
@@ -573,5 +552,112 @@ pub async fn connect_or_panic(endpoint: &Endpoint, id: &str, v: ProtocolVersion)
     match TestClient::connect(endpoint, clean(v, id)).await {
         Ok((c, _)) => c,
         Err(e) => panic!("`{id}` could not connect to {endpoint:?}: {e}"),
+    }
+}
+
+// ----- the attack ----------------------------------------------------------------------------
+
+/// Failed checks, collected so that one run reports every broken bound at once.
+#[derive(Debug, Default)]
+pub struct Checks(Vec<String>);
+
+impl Checks {
+    /// Records what `what` says unless `ok`.
+    pub fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(what());
+        }
+    }
+
+    /// Records a failed check.
+    pub fn push(&mut self, failure: String) {
+        self.0.push(failure);
+    }
+
+    /// Panics, listing every failed check, if there is one.
+    pub fn finish(self) {
+        if !self.0.is_empty() {
+            panic!(
+                "{} check(s) failed:\n- {}",
+                self.0.len(),
+                self.0.join("\n- ")
+            );
+        }
+    }
+}
+
+impl Extend<String> for Checks {
+    fn extend<I: IntoIterator<Item = String>>(&mut self, failures: I) {
+        self.0.extend(failures);
+    }
+}
+
+/// One attack under watch: the bridge, its RSS before the attack and a [`Bystander`] doing
+/// round trips on it (MQTT over TCP) throughout.
+#[derive(Debug)]
+pub struct Attack {
+    /// The bridge under attack.
+    pub bridge: WatchedBridge,
+    /// Its RSS in KiB before the attack: what [`Attack::end`] measures the growth from.
+    pub rss0: u64,
+    bystander: Bystander,
+}
+
+impl Attack {
+    /// Starts the bridge, takes its RSS, and starts the bystander `label` on it.
+    pub async fn start(launch: Launch, label: &str) -> Attack {
+        Attack::on(launch.start(), label).await
+    }
+
+    /// The same on a bridge already running (one a test prepared before attacking it).
+    pub async fn on(bridge: WatchedBridge, label: &str) -> Attack {
+        let rss0 = bridge.rss_kb();
+        let bystander = Bystander::start(&bridge.endpoint(Transport::Tcp), label).await;
+        Attack {
+            bridge,
+            rss0,
+            bystander,
+        }
+    }
+
+    /// Takes the RSS baseline again, now (once the test has set up what precedes its
+    /// attack), and returns it.
+    pub fn rebase_rss(&mut self) -> u64 {
+        self.rss0 = self.bridge.rss_kb();
+        self.rss0
+    }
+
+    /// The end of every attack: the bridge is alive, the bystander's round trips were
+    /// bounded by `latency`, and the RSS grew by less than `growth_mb` since
+    /// [`Attack::rss0`]. Failed bounds go to `checks`, a dead bridge panics; the bridge is
+    /// returned for what the test checks after.
+    pub async fn end(
+        self,
+        checks: &mut Checks,
+        growth_mb: u64,
+        latency: Duration,
+    ) -> WatchedBridge {
+        let Attack {
+            mut bridge,
+            rss0,
+            bystander,
+        } = self;
+        bridge.assert_alive("during the attack");
+        let report = bystander.finish().await;
+        let rss = bridge.rss_kb();
+        checks.check(rss.saturating_sub(rss0) < growth_mb * 1024, || {
+            format!("RSS grew from {rss0} KiB to {rss} KiB (bound +{growth_mb} MiB)")
+        });
+        if let Err(e) = report.check(latency) {
+            checks.push(e);
+        }
+        bridge.assert_alive("at the end");
+        bridge
+    }
+
+    /// [`Attack::end`], then [`Checks::finish`]: the end of a test.
+    pub async fn finish(self, mut checks: Checks, growth_mb: u64, latency: Duration) {
+        let _bridge = self.end(&mut checks, growth_mb, latency).await;
+        checks.finish();
     }
 }

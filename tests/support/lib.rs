@@ -193,44 +193,17 @@ impl Bridge {
         let Some(stdout) = child.stdout.take() else {
             panic!("the bridge's stdout was not captured");
         };
-        // A thread reads stdout to the end, so the bridge never blocks on a full pipe.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    // Nobody listens any more; keep draining.
-                }
+        match Listening::read(stdout) {
+            Ok(l) => (child, l.mqtt_addr, l.http_url, l.ws_url),
+            Err(e) => {
+                let status = child.try_wait().ok().flatten();
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{e} (exit status: {status:?}); run with E2E_BRIDGE_LOG=debug to see its logs"
+                );
             }
-        });
-        let started = Instant::now();
-        let line = loop {
-            let left = STARTUP_TIMEOUT.saturating_sub(started.elapsed());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.starts_with("bridge listening:") => break line,
-                Ok(_) => continue,
-                Err(_) => {
-                    let status = child.try_wait().ok().flatten();
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "the bridge did not print its listening line within {STARTUP_TIMEOUT:?} \
-                         (exit status: {status:?}); run with E2E_BRIDGE_LOG=debug to see its logs"
-                    );
-                }
-            }
-        };
-        let field = |name: &str| -> String {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .map(str::to_owned)
-                .unwrap_or_else(|| panic!("no `{name}` in the bridge's line: {line}"))
-        };
-        let mqtt = field("mqtt=");
-        let mqtt_addr = mqtt
-            .parse()
-            .unwrap_or_else(|e| panic!("bad mqtt address `{mqtt}` from the bridge: {e}"));
-        (child, mqtt_addr, field("http="), field("ws="))
+        }
     }
 
     /// The MQTT over TCP address.
@@ -355,6 +328,60 @@ impl Drop for Bridge {
         if let Some(path) = &self.config_file {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// The addresses in the bridge's `bridge listening:` line.
+#[derive(Debug)]
+pub struct Listening {
+    /// MQTT over TCP.
+    pub mqtt_addr: SocketAddr,
+    /// `http://ADDR/`.
+    pub http_url: String,
+    /// `ws://ADDR/mqtt`.
+    pub ws_url: String,
+}
+
+impl Listening {
+    /// Waits up to 20 s for the listening line on the bridge's `stdout` and
+    /// reads its addresses. A thread keeps draining `stdout` after it, so the bridge never
+    /// blocks on a full pipe.
+    pub fn read(stdout: std::process::ChildStdout) -> Result<Listening, String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // Nobody may listen any more; keep draining.
+                let _ = tx.send(line);
+            }
+        });
+        let started = Instant::now();
+        let line = loop {
+            let left = STARTUP_TIMEOUT.saturating_sub(started.elapsed());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("bridge listening:") => break line,
+                Ok(_) => continue,
+                Err(_) => {
+                    return Err(format!(
+                        "the bridge did not print its listening line within {STARTUP_TIMEOUT:?}"
+                    ))
+                }
+            }
+        };
+        let field = |name: &str| -> Result<String, String> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no `{name}` in the bridge's line: {line}"))
+        };
+        let mqtt = field("mqtt=")?;
+        Ok(Listening {
+            mqtt_addr: mqtt
+                .parse()
+                .map_err(|e| format!("bad mqtt address `{mqtt}` from the bridge: {e}"))?,
+            http_url: field("http=")?,
+            ws_url: field("ws=")?,
+        })
     }
 }
 
