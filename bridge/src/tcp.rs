@@ -59,10 +59,7 @@ pub(crate) async fn serve(
         let broker = broker.clone();
         let task = tracker.clone().run(async move {
             let _permit = permit;
-            let info = ConnectionInfo {
-                peer: Some(peer),
-                transport: Transport::Tcp,
-            };
+            let info = ConnectionInfo::new(Some(peer), Transport::Tcp);
             let transport = match TcpTransport::new(socket) {
                 Ok(transport) => transport,
                 Err(e) => {

@@ -99,10 +99,7 @@ async fn handler(
             let tracker = tracker.upgrade();
             let task = async move {
                 let _permit = permit;
-                let info = ConnectionInfo {
-                    peer: Some(peer),
-                    transport: Transport::WebSocket,
-                };
+                let info = ConnectionInfo::new(Some(peer), Transport::WebSocket);
                 let mut transport = WsTransport::new(socket);
                 match broker.serve(&mut transport, info).await {
                     Ok(()) => tracing::debug!(%peer, "websocket connection closed"),

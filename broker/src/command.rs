@@ -7,7 +7,7 @@
 use protocol::{Connect, Packet};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::ConnectionInfo;
+use crate::auth::{ConnectionInfo, Identity};
 use crate::config::BrokerConfig;
 use crate::ids::ConnId;
 use crate::view::{MessageView, SessionDetail, SessionFilter, SessionPage, StatsView};
@@ -28,6 +28,8 @@ pub(crate) enum Command {
         connect: Box<Connect>,
         /// What the transport knows.
         info: ConnectionInfo,
+        /// Who the credentials proved it to be.
+        identity: Box<Identity>,
         /// The connection's outgoing channel.
         tx: mpsc::Sender<Outgoing>,
     },

@@ -43,7 +43,7 @@ use protocol::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Sleep};
 
-use crate::auth::ConnectionInfo;
+use crate::auth::{Authenticator, ConnectionInfo};
 use crate::command::{connection_channel_capacity, CloseReason, Command, Outgoing};
 use crate::config::BrokerConfig;
 use crate::ids::ConnId;
@@ -75,6 +75,9 @@ pub enum ConnectionError {
     /// The broker is stopping.
     #[error("broker stopped")]
     Stopped,
+    /// The CONNECT's credentials were refused (CONNACK with this reason was sent).
+    #[error("CONNECT refused: {0:?}")]
+    Refused(ReasonCode),
 }
 
 /// The most bytes of outgoing packets gathered into one write (one WebSocket frame).
@@ -161,6 +164,8 @@ struct Peer {
 pub(crate) struct Connection<'a, T> {
     id: ConnId,
     config: &'a BrokerConfig,
+    /// Checks CONNECT's credentials on this task, before the engine sees the CONNECT.
+    auth: &'a dyn Authenticator,
     engine: &'a mpsc::Sender<Command>,
     /// Read and written in turn from one task, so not split: a split transport costs a
     /// lock and an allocation per connection for nothing.
@@ -177,9 +182,11 @@ where
     T: Stream<Item = io::Result<Bytes>> + Sink<Bytes, Error = io::Error> + Unpin,
 {
     /// Serves `transport` as connection `id` until it ends.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn serve(
         id: ConnId,
         config: &'a BrokerConfig,
+        auth: &'a dyn Authenticator,
         engine: &'a mpsc::Sender<Command>,
         stopping: watch::Receiver<bool>,
         transport: T,
@@ -192,6 +199,7 @@ where
         let mut conn = Connection {
             id,
             config,
+            auth,
             engine,
             transport,
             decoder,
@@ -304,6 +312,18 @@ where
             aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
             acked: false,
         };
+        // Who it is, before the engine hears of it: proving a password may take a while,
+        // and only this connection waits for it. A refusal is answered here.
+        let identity = match self.auth.authenticate(&connect, &info).await {
+            Ok(identity) => identity,
+            Err(reason) => {
+                let ack = ConnAck::new(false, reason);
+                self.send_last(encoded(&Packet::ConnAck(ack), version))
+                    .await;
+                self.close().await;
+                return Err(ConnectionError::Refused(reason));
+            }
+        };
         let (out_tx, mut out_rx) = mpsc::channel(connection_channel_capacity(self.config));
         let Ok(permit) = self.engine.reserve().await else {
             return Err(ConnectionError::Stopped);
@@ -312,6 +332,7 @@ where
             conn: self.id,
             connect,
             info,
+            identity: Box::new(identity),
             tx: out_tx,
         });
         // CONNECT was a complete packet: the keep-alive runs from now.

@@ -43,6 +43,9 @@ pub struct Broker {
 #[derive(Debug)]
 struct Inner {
     config: Arc<BrokerConfig>,
+    /// Asked by each connection task at CONNECT (the engine has its own handle for the
+    /// authorization questions).
+    auth: Arc<dyn Authenticator>,
     tx: mpsc::Sender<Command>,
     next_conn: AtomicU64,
     /// Set at shutdown: connections still waiting for CONNECT end at once.
@@ -60,8 +63,8 @@ impl Broker {
     /// Starts the engine with an authenticator, in memory only (`--data none`).
     pub fn with_authenticator(config: BrokerConfig, auth: Arc<dyn Authenticator>) -> Broker {
         let config = Arc::new(config);
-        let engine = Engine::new(config.clone(), auth, Box::new(MemoryStore::new()));
-        Broker::launch(config, engine)
+        let engine = Engine::new(config.clone(), auth.clone(), Box::new(MemoryStore::new()));
+        Broker::launch(config, auth, engine)
     }
 
     /// Starts the engine on `store`, after reading back the sessions and retained messages
@@ -72,15 +75,15 @@ impl Broker {
         store: Box<dyn Store>,
     ) -> Result<(Broker, RecoverStats), StoreError> {
         let config = Arc::new(config);
-        let mut engine = Engine::new(config.clone(), auth, store);
+        let mut engine = Engine::new(config.clone(), auth.clone(), store);
         let stats = engine.recover(Instant::now())?;
-        Ok((Broker::launch(config, engine), stats))
+        Ok((Broker::launch(config, auth, engine), stats))
     }
 
     /// Runs the engine on a thread of its own (it owns all session state and does the
     /// store's synchronous writes, so it must not stall the async workers), fed by one
     /// bounded channel, with a timer task sending it `Tick`s.
-    fn launch(config: Arc<BrokerConfig>, engine: Engine) -> Broker {
+    fn launch(config: Arc<BrokerConfig>, auth: Arc<dyn Authenticator>, engine: Engine) -> Broker {
         let events = engine.event_sender();
         let (tx, rx) = mpsc::channel(config.engine_queue.max(1));
         let spawned = std::thread::Builder::new()
@@ -104,6 +107,7 @@ impl Broker {
         Broker {
             inner: Arc::new(Inner {
                 config,
+                auth,
                 tx,
                 next_conn: AtomicU64::new(0),
                 stopping: tokio::sync::watch::channel(false).0,
@@ -249,6 +253,7 @@ impl Broker {
         Connection::serve(
             id,
             &self.inner.config,
+            &*self.inner.auth,
             &self.inner.tx,
             self.inner.stopping.subscribe(),
             transport,

@@ -13,6 +13,7 @@ use std::time::Instant;
 use protocol::{PacketId, PacketIds, ProtocolVersion, QoS, TopicFilter, Will};
 use tokio::sync::mpsc;
 
+use crate::auth::Identity;
 use crate::command::Outgoing;
 pub(crate) use crate::ids::{ConnId, SessionId};
 use crate::message::Msg;
@@ -86,6 +87,9 @@ pub(crate) struct Online {
     pub(crate) keep_alive: u16,
     /// A normal DISCONNECT came: no will.
     pub(crate) disconnected_normally: bool,
+    /// When the connection's credentials stop being valid (a token's `exp`): it is closed
+    /// then, 5.0 with DISCONNECT 0x87.
+    pub(crate) credentials_expire: Option<Instant>,
     /// Items waiting in the engine's outbox for this connection (sent at the end of the
     /// batch, after the store's commit).
     pub(crate) pending_out: usize,
@@ -117,8 +121,9 @@ pub(crate) struct Session {
     pub(crate) version: ProtocolVersion,
     /// The clean start flag of its last connection.
     pub(crate) clean_start: bool,
-    /// The user name of its last connection.
-    pub(crate) username: Option<String>,
+    /// Who its last connection proved to be (its user name is the session's owner when
+    /// the authenticator enforces ownership).
+    pub(crate) identity: Identity,
     /// Seconds it outlives its connection: 0 = ends with it, `u32::MAX` = never.
     pub(crate) expiry_interval: u32,
     /// When it ends, while offline (`None` online, or never).
@@ -162,7 +167,7 @@ impl Session {
             client_id,
             version,
             clean_start: true,
-            username: None,
+            identity: Identity::default(),
             expiry_interval: 0,
             expires_at: None,
             disconnected_at: None,

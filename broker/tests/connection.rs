@@ -155,10 +155,7 @@ impl Client {
         };
         let broker = broker.clone();
         let task = tokio::spawn(async move {
-            let info = ConnectionInfo {
-                peer: None,
-                transport: Transport::Tcp,
-            };
+            let info = ConnectionInfo::new(None, Transport::Tcp);
             broker.serve(pipe, info).await
         });
         settle().await;

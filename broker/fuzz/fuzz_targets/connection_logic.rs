@@ -345,10 +345,7 @@ impl Client {
         };
         let broker = broker.clone();
         let task = tokio::spawn(async move {
-            let info = ConnectionInfo {
-                peer: None,
-                transport: Transport::Tcp,
-            };
+            let info = ConnectionInfo::new(None, Transport::Tcp);
             // How a connection ends (protocol errors included) is the broker's business.
             let _ = broker.serve(transport, info).await;
         });

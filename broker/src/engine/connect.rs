@@ -3,11 +3,35 @@
 use super::*;
 
 impl Engine {
+    /// A client id for a client that sent none: `auto-` and 128 random bits from the
+    /// operating system's CSPRNG, never one a session already has. An id that could be
+    /// guessed (a counter, the clock) would let a client be handed, or reach, a stranger's
+    /// session. `None` if the OS has no randomness to give.
+    pub(super) fn assign_client_id(&self) -> Option<String> {
+        use std::fmt::Write;
+        loop {
+            let mut bits = [0u8; 16];
+            if let Err(e) = getrandom::fill(&mut bits) {
+                tracing::error!(error = %e, "no randomness for a client id; CONNECT refused");
+                return None;
+            }
+            let mut id = String::with_capacity(5 + 32);
+            id.push_str("auto-");
+            for b in bits {
+                let _ = write!(id, "{b:02x}");
+            }
+            if !self.by_client.contains_key(id.as_str()) {
+                return Some(id);
+            }
+        }
+    }
+
     pub(super) fn on_connect(
         &mut self,
         conn: ConnId,
         connect: Connect,
         info: ConnectionInfo,
+        identity: Identity,
         tx: mpsc::Sender<Outgoing>,
         now: Instant,
     ) {
@@ -32,12 +56,9 @@ impl Engine {
                 // [MQTT-3.1.3-8]: a zero-byte client id needs clean session = 1.
                 return refuse(ReasonCode::ClientIdentifierNotValid);
             }
-            self.next_assigned += 1;
-            let id = format!(
-                "auto-{:x}-{}",
-                now.elapsed().as_nanos() as u32 ^ 0x5bd1_e995,
-                self.next_assigned
-            );
+            let Some(id) = self.assign_client_id() else {
+                return refuse(ReasonCode::ServerUnavailable);
+            };
             assigned = Some(id.clone());
             id.into()
         } else {
@@ -47,9 +68,6 @@ impl Engine {
             // No extended authentication (no AUTH exchange): refuse and close
             // [MQTT-4.12.0-1].
             return refuse(ReasonCode::BadAuthenticationMethod);
-        }
-        if let Err(reason) = self.auth.authenticate(&connect, &info) {
-            return refuse(reason);
         }
         if let Some(will) = &connect.will {
             if !self.topic_within_limits(will.topic.as_str()) {
@@ -62,10 +80,25 @@ impl Engine {
             if will.retain && !self.config.retain_available {
                 return refuse(ReasonCode::RetainNotSupported); // [MQTT-3.2.2-13]
             }
-            if !self
-                .auth
-                .authorize_publish(&client_id, connect.username.as_deref(), &will.topic)
-            {
+            let access = Access::Publish(will.topic.as_str());
+            if !self.auth.authorize(&identity, &client_id, access) {
+                return refuse(ReasonCode::NotAuthorized);
+            }
+        }
+
+        // A session belongs to the user who made it: another user can neither resume it,
+        // take it over, nor discard it with clean start, now or after a restart (the
+        // owner is stored with the session). 5.0 0x87, 3.1.1 5.
+        if self.auth.enforces_ownership() {
+            let owner = self
+                .by_client
+                .get(&client_id)
+                .and_then(|sid| self.sessions.get(sid))
+                .map(|s| s.identity.username.clone());
+            if owner.is_some_and(|owner| owner != identity.username) {
+                if let Some(times) = self.logs.ownership.hit(now) {
+                    tracing::warn!(%client_id, user = ?identity.username, times, "session owned by another user; CONNECT refused");
+                }
                 return refuse(ReasonCode::NotAuthorized);
             }
         }
@@ -159,7 +192,13 @@ impl Engine {
         };
         s.version = v;
         s.clean_start = connect.clean_start;
-        s.username = connect.username.clone();
+        let credentials_expire = identity.expires_at.map(|at| {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            now + left
+        });
+        s.identity = identity;
         s.expiry_interval = expiry;
         s.expires_at = None;
         // Back before the will delay ran out: no will [MQTT-3.1.3-9].
@@ -175,6 +214,7 @@ impl Engine {
             peer: info.peer,
             keep_alive,
             disconnected_normally: false,
+            credentials_expire,
             pending_out: 0,
         });
         self.conns.insert(conn, sid);

@@ -82,9 +82,7 @@ impl Engine {
         self.stats.msgs_in += 1;
         let conn = online.conn;
         let client_id = s.client_id.clone();
-        let allowed = self
-            .auth
-            .authorize_publish(&client_id, s.username.as_deref(), &p.topic);
+        let allowed = may(&*self.auth, s, Access::Publish(p.topic.as_str()));
         let qos = p.qos;
         let (matched, congested) = if allowed {
             if let (QoS::ExactlyOnce, Some(id)) = (qos, pid) {

@@ -134,7 +134,7 @@ pub(super) fn session_detail(engine: &Engine, client_id: &str) -> Option<Session
     let online = s.online.as_ref();
     Some(SessionDetail {
         client_id: s.client_id.to_string(),
-        username: s.username.clone(),
+        username: s.identity.username.as_deref().map(str::to_owned),
         protocol_version: version_number(s.version),
         clean_start: s.clean_start,
         connected: online.is_some(),

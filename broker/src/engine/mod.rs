@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::command::{Command, Outgoing};
 
-use crate::auth::{Authenticator, ConnectionInfo};
+use crate::auth::{Access, Authenticator, ConnectionInfo, Identity};
 use crate::config::{BrokerConfig, OverflowPolicy};
 use crate::ids::{ConnId, SessionId};
 use crate::message::{Message, Msg};
@@ -38,6 +38,12 @@ mod lifecycle;
 mod persistence;
 mod routing;
 mod subscribe;
+
+/// Whether `s` may be given `access`; a free function so that it can run while the
+/// subscription index is borrowed.
+fn may(auth: &dyn Authenticator, s: &Session, access: Access<'_>) -> bool {
+    auth.authorize(&s.identity, &s.client_id, access)
+}
 
 /// Session events the channel holds for a slow listener before it lags (and is told to
 /// resynchronize).
@@ -124,7 +130,6 @@ pub(crate) struct Engine {
     /// `flush`); a SUBSCRIBE in the same batch reads them from here.
     batch_retained: HashMap<TopicName, Msg>,
     next_session: u64,
-    next_assigned: u64,
     /// The id of the next message: above every id the store held at start.
     next_message_id: u64,
     /// Sessions whose connection must be dropped after the current command (channel full).
@@ -202,6 +207,8 @@ struct RefusalLogs {
     subscriptions: RateLimitedLog,
     /// A connection closed because it could not keep up.
     slow: RateLimitedLog,
+    /// A CONNECT refused for a session another user owns.
+    ownership: RateLimitedLog,
 }
 
 impl Engine {
@@ -222,7 +229,6 @@ impl Engine {
             retained: RetainedIndex::new(),
             batch_retained: HashMap::new(),
             next_session: 0,
-            next_assigned: 0,
             next_message_id: 0,
             to_drop: Vec::new(),
             shutting_down: false,
@@ -248,6 +254,14 @@ impl Engine {
     fn topic_within_limits(&self, topic: &str) -> bool {
         topic.len() <= self.config.max_topic_length
             && topic.bytes().filter(|&b| b == b'/').count() < self.config.max_topic_levels
+    }
+
+    /// Whether session `sid` may be given `access` (publish, subscribe, read), as the
+    /// identity its last connection proved.
+    fn may(&self, sid: SessionId, access: Access<'_>) -> bool {
+        self.sessions
+            .get(&sid)
+            .is_some_and(|s| may(&*self.auth, s, access))
     }
 
     /// Logs a refused topic, at most once per interval.
@@ -347,8 +361,9 @@ impl Engine {
                 conn,
                 connect,
                 info,
+                identity,
                 tx,
-            } => self.on_connect(conn, *connect, info, tx, now),
+            } => self.on_connect(conn, *connect, info, *identity, tx, now),
             Command::Packet { conn, packet } => {
                 if let Some(&sid) = self.conns.get(&conn) {
                     self.on_packet(sid, packet, now);
@@ -454,8 +469,13 @@ impl Engine {
     pub(crate) fn tick(&mut self, now: Instant) {
         let mut expired = Vec::new();
         let mut wills = Vec::new();
+        let mut revoked = Vec::new();
         for s in self.sessions.values_mut() {
-            if s.online.is_none() && s.expires_at.is_some_and(|t| now >= t) {
+            if let Some(online) = &s.online {
+                if online.credentials_expire.is_some_and(|t| now >= t) {
+                    revoked.push(s.id);
+                }
+            } else if s.expires_at.is_some_and(|t| now >= t) {
                 expired.push(s.id);
             } else if s.pending_will.as_ref().is_some_and(|(_, at)| now >= *at) {
                 if let Some((will, _)) = s.pending_will.take() {
@@ -471,6 +491,15 @@ impl Engine {
         }
         for sid in expired {
             self.end_session(sid, now);
+        }
+        // Credentials that ran out (a token's `exp`) end their connection: 5.0 DISCONNECT
+        // 0x87 Not authorized. The session stays, as after any server-side close.
+        for sid in revoked {
+            if let Some(s) = self.sessions.get(&sid) {
+                tracing::info!(client_id = %s.client_id, "credentials expired; connection closed");
+            }
+            self.close(sid, Some(ReasonCode::NotAuthorized));
+            self.go_offline(sid, now);
         }
         if self.next_retained_sweep.is_none_or(|at| now >= at) {
             self.next_retained_sweep = Some(now + RETAINED_SWEEP);

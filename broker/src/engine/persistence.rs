@@ -7,7 +7,7 @@ impl Engine {
         SessionMeta {
             client_id: s.client_id.clone(),
             version: s.version,
-            username: s.username.clone(),
+            username: s.identity.username.as_deref().map(str::to_owned),
             expiry_interval: s.expiry_interval,
             expires_at: s.expires_at.map(|t| self.clock.to_system(t)),
             disconnected_at: s.disconnected_at.map(|t| self.clock.to_system(t)),
@@ -141,7 +141,10 @@ impl Engine {
             self.next_session += 1;
             let mut s = Session::new(sid, meta.client_id.clone(), meta.version);
             s.clean_start = false;
-            s.username = meta.username;
+            s.identity = Identity {
+                username: meta.username.map(Arc::from),
+                ..Identity::default()
+            };
             // A `max_session_expiry` lowered since the session was stored applies to it too.
             s.expiry_interval = self
                 .config

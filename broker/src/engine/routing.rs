@@ -49,7 +49,16 @@ impl Engine {
         // One delivery per session: overlapping subscriptions merge through an index, O(1)
         // per match (a linear search was quadratic in the subscribers of a topic).
         let mut index = std::mem::take(&mut self.route_index);
-        self.subs.for_each_match(msg.topic.as_str(), |sid, e| {
+        let (auth, sessions) = (&*self.auth, &self.sessions);
+        let topic = msg.topic.as_str();
+        // Only to sessions that may read the topic: a wildcard subscription granted because
+        // it overlaps readable topics does not receive the others.
+        let readable = |sid: SessionId| {
+            sessions
+                .get(&sid)
+                .is_some_and(|s| may(auth, s, Access::Read(topic)))
+        };
+        self.subs.for_each_match(topic, |sid, e| {
             if e.options.no_local && Some(sid) == publisher {
                 return; // [MQTT-3.8.3-3]
             }
@@ -61,6 +70,9 @@ impl Engine {
                     t.3.extend(e.id);
                 }
                 std::collections::hash_map::Entry::Vacant(slot) => {
+                    if !readable(sid) {
+                        return;
+                    }
                     slot.insert(targets.len());
                     targets.push((
                         sid,
@@ -73,29 +85,36 @@ impl Engine {
         });
         index.clear();
         self.route_index = index;
-        let sessions = &self.sessions;
+        let (auth, sessions) = (&*self.auth, &self.sessions);
+        let readable = |sid: SessionId| {
+            sessions
+                .get(&sid)
+                .is_some_and(|s| may(auth, s, Access::Read(topic)))
+        };
         self.subs
             .for_each_matching_group(msg.topic.as_str(), |group| {
                 let n = group.members.len();
                 if n == 0 {
                     return;
                 }
-                // Take turns, preferring a member that is online with room in its window.
-                let pick = (0..n)
-                    .map(|i| (group.next + i) % n)
+                // Take turns among the members that may read the topic, preferring one that
+                // is online with room in its window, then one that is online.
+                let order = || (0..n).map(|i| (group.next + i) % n);
+                let member = |i: usize| sessions.get(&group.members[i].0);
+                let Some(pick) = order()
                     .find(|&i| {
-                        sessions
-                            .get(&group.members[i].0)
-                            .is_some_and(|s| s.window_open())
+                        member(i).is_some_and(|s| s.window_open()) && readable(group.members[i].0)
                     })
                     .or_else(|| {
-                        (0..n).map(|i| (group.next + i) % n).find(|&i| {
-                            sessions
-                                .get(&group.members[i].0)
-                                .is_some_and(|s| s.online.is_some())
+                        order().find(|&i| {
+                            member(i).is_some_and(|s| s.online.is_some())
+                                && readable(group.members[i].0)
                         })
                     })
-                    .unwrap_or(group.next % n);
+                    .or_else(|| order().find(|&i| readable(group.members[i].0)))
+                else {
+                    return;
+                };
                 group.next = pick + 1;
                 let (sid, e) = group.members[pick];
                 targets.push((

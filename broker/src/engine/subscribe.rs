@@ -8,7 +8,6 @@ impl Engine {
             return;
         };
         let client_id = s.client_id.clone();
-        let username = s.username.clone();
         let max_qos = self.config.max_qos();
         let sub_id = sub.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(sub.subscriptions.len());
@@ -30,10 +29,14 @@ impl Engine {
                 reasons.push(ReasonCode::TopicFilterInvalid);
                 continue;
             }
-            if !self
-                .auth
-                .authorize_subscribe(&client_id, username.as_deref(), &wanted.filter)
-            {
+            // What is asked is the filter a shared subscription matches with, without its
+            // `$share/{group}/`. Refused when no topic it matches may be read (5.0 0x87,
+            // 3.1.1 0x80); granted when some may, and the rest held back on delivery.
+            let shared_filter = wanted.filter.shared().ok().flatten();
+            let matched = shared_filter
+                .as_ref()
+                .map_or(wanted.filter.as_str(), |s| s.filter.as_str());
+            if !self.may(sid, Access::Subscribe(matched)) {
                 reasons.push(ReasonCode::NotAuthorized);
                 continue;
             }
@@ -48,7 +51,7 @@ impl Engine {
                 reasons.push(ReasonCode::QuotaExceeded);
                 continue;
             }
-            let shared = matches!(wanted.filter.shared(), Ok(Some(_)));
+            let shared = shared_filter.is_some();
             let mut options = wanted.options;
             options.qos = options.qos.min(max_qos);
             let entry = SubEntry {
@@ -87,10 +90,14 @@ impl Engine {
             if send_retained && retained.len() < budget && walked.insert(wanted.filter.as_str()) {
                 let start = retained.len();
                 // Through the index: a filter visits the topics it can reach, not every
-                // retained message, and stops when the budget is spent.
+                // retained message, and stops when the budget is spent. Only topics the
+                // session may read [MQTT-3.3.1-9 with the ACL's `read`].
+                let (auth, session) = (&*self.auth, self.sessions.get(&sid));
                 self.retained
                     .for_each_match_while(wanted.filter.as_str(), |topic, r| {
-                        if !r.is_expired(now) {
+                        let readable =
+                            session.is_some_and(|s| may(auth, s, Access::Read(topic.as_str())));
+                        if readable && !r.is_expired(now) {
                             retained.push((topic.clone(), (r.received_at, r.id), entry));
                         }
                         retained.len() < budget

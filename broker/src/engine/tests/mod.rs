@@ -11,7 +11,7 @@ mod sessions;
 mod wills;
 
 use super::*;
-use crate::auth::{AllowAll, Transport};
+use crate::auth::{AllowAll, Identity, Transport};
 use crate::command::{connection_channel_capacity, CloseReason};
 use bytes::Bytes;
 use protocol::{Properties, Subscription, SubscriptionOptions, TopicFilter};
@@ -104,18 +104,25 @@ impl World {
     }
 
     fn connect_with(&mut self, connect: Connect) -> (Conn, ConnAck) {
+        let identity = Identity {
+            username: connect.username.as_deref().map(Arc::from),
+            ..Identity::default()
+        };
+        self.connect_as(connect, identity)
+    }
+
+    /// Connects with the identity an authenticator would have proved.
+    fn connect_as(&mut self, connect: Connect, identity: Identity) -> (Conn, ConnAck) {
         let (tx, rx) = mpsc::channel(connection_channel_capacity(&self.engine.config));
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        let info = ConnectionInfo {
-            peer: None,
-            transport: Transport::Tcp,
-        };
+        let info = ConnectionInfo::new(None, Transport::Tcp);
         self.engine.handle(
             Command::Connect {
                 conn: id,
                 connect: Box::new(connect),
                 info,
+                identity: Box::new(identity),
                 tx,
             },
             self.now,

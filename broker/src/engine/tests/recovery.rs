@@ -98,14 +98,12 @@ fn a_takeover_in_the_same_batch_as_new_messages_loses_none_of_them() {
         w.engine.handle(cmd, w.now);
     }
     let (tx, rx) = mpsc::channel(connection_channel_capacity(&w.engine.config));
-    let info = ConnectionInfo {
-        peer: None,
-        transport: Transport::Tcp,
-    };
+    let info = ConnectionInfo::new(None, Transport::Tcp);
     let cmd = Command::Connect {
         conn: ConnId(99),
         connect: Box::new(c),
         info,
+        identity: Box::default(),
         tx,
     };
     w.engine.handle(cmd, w.now);
