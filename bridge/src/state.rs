@@ -18,3 +18,15 @@ pub(crate) struct AppState {
     /// its permit before it is answered.
     pub(crate) limits: ConnectionLimiter,
 }
+
+/// A request extension the HTTP listener puts on every request that came over TLS (HTTPS,
+/// and WSS at `/mqtt`): its absence means plain HTTP. The WebSocket endpoint passes it on to
+/// the broker ([`broker::ConnectionInfo::secure`], [`broker::ConnectionInfo::certificate_name`]),
+/// and the own-origin checks build `https://` + `Host` from it.
+#[derive(Debug, Clone, Default)]
+#[allow(dead_code)] // set by the TLS listener, read by the WebSocket endpoint and origin checks
+pub(crate) struct TlsConnection {
+    /// The common name (CN) of the client certificate verified against `[tls] client_ca_file`,
+    /// if the client presented one.
+    pub(crate) certificate_name: Option<String>,
+}
