@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod access;
 mod delivery;
 mod limits;
 mod recovery;
@@ -74,7 +75,12 @@ struct World {
 }
 
 fn world_on(config: BrokerConfig, store: Box<dyn Store>) -> World {
-    let mut engine = Engine::new(Arc::new(config), Arc::new(AllowAll), store);
+    world_with(config, Arc::new(AllowAll), store)
+}
+
+/// A world whose engine asks `auth` (and has recovered what `store` holds).
+fn world_with(config: BrokerConfig, auth: Arc<dyn Authenticator>, store: Box<dyn Store>) -> World {
+    let mut engine = Engine::new(Arc::new(config), auth, store);
     let now = Instant::now();
     engine.recover(now).unwrap();
     World {

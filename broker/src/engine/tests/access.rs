@@ -1,0 +1,269 @@
+//! Who may touch what: the authorizer's answers enforced on publish, subscribe, delivery
+//! and retained messages; sessions owned by the user who made them; credentials that run out;
+//! client ids the broker assigns.
+
+use std::time::SystemTime;
+
+use super::*;
+use crate::auth::{Access, Authentication};
+
+/// The policy the engine is asked about in these tests: each user owns `<user>/#`, and
+/// everyone may read `public/#`; nothing else. (The bridge's ACL file and token grants
+/// answer the same questions; here the engine's enforcement of the answers is what is
+/// tested.)
+#[derive(Debug)]
+struct OwnTopics;
+
+impl OwnTopics {
+    fn own(who: &Identity, topic: &str) -> bool {
+        who.username
+            .as_deref()
+            .is_some_and(|u| topic.strip_prefix(u).is_some_and(|r| r.starts_with('/')))
+    }
+}
+
+impl Authenticator for OwnTopics {
+    fn authenticate<'a>(&'a self, _: &'a Connect, _: &'a ConnectionInfo) -> Authentication<'a> {
+        Box::pin(std::future::ready(Ok(Identity::default())))
+    }
+
+    fn authorize(&self, who: &Identity, _: &str, access: Access<'_>) -> bool {
+        match access {
+            Access::Publish(t) => Self::own(who, t),
+            Access::Read(t) => Self::own(who, t) || t.starts_with("public/"),
+            // Overlaps something readable: everything under the own or public prefix, and
+            // the filters that reach into them from above.
+            Access::Subscribe(f) => {
+                Self::own(who, f) || f.starts_with("public/") || f == "#" || f.starts_with("+/")
+            }
+        }
+    }
+}
+
+fn user(name: &str) -> Identity {
+    Identity {
+        username: Some(Arc::from(name)),
+        ..Identity::default()
+    }
+}
+
+fn guarded() -> World {
+    world_with(
+        BrokerConfig::default(),
+        Arc::new(OwnTopics),
+        Box::new(crate::store::MemoryStore::new()),
+    )
+}
+
+fn connect_as(
+    w: &mut World,
+    v: ProtocolVersion,
+    id: &str,
+    clean: bool,
+    who: &str,
+) -> (Conn, ConnAck) {
+    let mut c = Connect::new(v, id, clean);
+    c.properties.session_expiry_interval = (!clean).then_some(600);
+    w.connect_as(c, user(who))
+}
+
+#[test]
+fn a_denied_publish_gets_0x87_in_5_0_and_is_acknowledged_and_dropped_in_3_1_1() {
+    let mut w = guarded();
+    let (mut bob, _) = connect_as(&mut w, V5, "bob-sub", true, "bob");
+    assert_eq!(
+        w.subscribe(&mut bob, "#", QoS::AtLeastOnce).reasons,
+        [ReasonCode::GrantedQoS1]
+    );
+    for v in [V5, V3] {
+        let (mut alice, _) = connect_as(&mut w, v, "alice", true, "alice");
+        w.publish(&alice, "bob/inbox", b"forged", QoS::AtLeastOnce, false, 1);
+        let ack = alice.packets().into_iter().find_map(|p| match p {
+            Packet::PubAck(a) => Some(a),
+            _ => None,
+        });
+        let expected = if v == V5 {
+            // [MQTT-3.4.2-1] a reason code in PUBACK; 0x87 Not authorized.
+            ReasonCode::NotAuthorized
+        } else {
+            // 3.1.1 has no way to refuse a PUBLISH: it is acknowledged and dropped.
+            ReasonCode::Success
+        };
+        assert_eq!(ack.map(|a| a.reason), Some(expected), "{v:?}");
+        w.disconnect(&alice);
+    }
+    assert!(
+        bob.publishes().is_empty(),
+        "a refused message reached a subscriber"
+    );
+}
+
+#[test]
+fn a_subscription_nothing_readable_matches_is_refused_with_0x87() {
+    let mut w = guarded();
+    let (mut alice, _) = connect_as(&mut w, V5, "alice", true, "alice");
+    let ack = w.subscribe(&mut alice, "bob/#", QoS::AtLeastOnce);
+    assert_eq!(ack.reasons, [ReasonCode::NotAuthorized]);
+    assert!(w.engine.session("alice").unwrap().subscriptions.is_empty());
+    // A shared subscription is judged by the filter it matches with.
+    let ack = w.subscribe(&mut alice, "$share/g/bob/#", QoS::AtLeastOnce);
+    assert_eq!(ack.reasons, [ReasonCode::NotAuthorized]);
+    let ack = w.subscribe(&mut alice, "$share/g/alice/#", QoS::AtLeastOnce);
+    assert_eq!(ack.reasons, [ReasonCode::GrantedQoS1]);
+}
+
+#[test]
+fn a_wildcard_granted_for_its_readable_part_delivers_only_what_may_be_read() {
+    let mut w = guarded();
+    let (mut alice, _) = connect_as(&mut w, V5, "alice", true, "alice");
+    assert_eq!(
+        w.subscribe(&mut alice, "#", QoS::AtMostOnce).reasons,
+        [ReasonCode::GRANTED_QOS_0]
+    );
+    let (bob, _) = connect_as(&mut w, V5, "bob", true, "bob");
+    w.publish(&bob, "bob/private", b"no", QoS::AtMostOnce, false, 0);
+    w.publish(&bob, "public/news", b"yes", QoS::AtMostOnce, false, 0);
+    let (carol, _) = connect_as(&mut w, V5, "carol", true, "alice");
+    w.publish(&carol, "alice/note", b"mine", QoS::AtMostOnce, false, 0);
+    let got = alice.publishes();
+    assert_eq!(payloads(&got), [&b"mine"[..]]);
+    // bob could not publish to public/ (not his), so only alice's own message arrives.
+    let (pub_bob, _) = connect_as(&mut w, V5, "writer", true, "public");
+    w.publish(&pub_bob, "public/news", b"news", QoS::AtMostOnce, false, 0);
+    assert_eq!(payloads(&alice.publishes()), [&b"news"[..]]);
+}
+
+#[test]
+fn retained_messages_on_subscribe_are_only_those_that_may_be_read() {
+    let mut w = guarded();
+    let (bob, _) = connect_as(&mut w, V5, "bob", true, "bob");
+    w.publish(&bob, "bob/state", b"bob's", QoS::AtMostOnce, true, 0);
+    let (p, _) = connect_as(&mut w, V5, "p", true, "public");
+    w.publish(&p, "public/state", b"public", QoS::AtMostOnce, true, 0);
+    let (mut alice, _) = connect_as(&mut w, V5, "alice", true, "alice");
+    w.subscribe(&mut alice, "#", QoS::AtMostOnce);
+    let got = alice.publishes();
+    assert_eq!(payloads(&got), [&b"public"[..]]);
+    assert!(got[0].retain);
+}
+
+#[test]
+fn a_shared_group_gives_a_message_only_to_a_member_that_may_read_it() {
+    let mut w = guarded();
+    let (mut a, _) = connect_as(&mut w, V5, "a", true, "alice");
+    let (mut b, _) = connect_as(&mut w, V5, "b", true, "bob");
+    w.subscribe(&mut a, "$share/g/+/x", QoS::AtMostOnce);
+    w.subscribe(&mut b, "$share/g/+/x", QoS::AtMostOnce);
+    let (writer, _) = connect_as(&mut w, V5, "w", true, "alice");
+    for _ in 0..4 {
+        w.publish(&writer, "alice/x", b"a", QoS::AtMostOnce, false, 0);
+    }
+    assert_eq!(a.publishes().len(), 4);
+    assert!(b.publishes().is_empty());
+}
+
+#[test]
+fn another_user_can_neither_resume_take_over_nor_discard_a_session() {
+    let mut w = guarded();
+    let (mut alice, _) = connect_as(&mut w, V5, "c1", false, "alice");
+    w.subscribe(&mut alice, "alice/inbox", QoS::AtLeastOnce);
+    // Online: a takeover by bob is refused and alice stays connected.
+    for clean in [false, true] {
+        let (mut thief, ack) = connect_as(&mut w, V5, "c1", clean, "bob");
+        assert_eq!(ack.reason, ReasonCode::NotAuthorized);
+        assert!(thief.packets().is_empty() && thief.closed);
+    }
+    assert!(!alice
+        .packets()
+        .iter()
+        .any(|p| matches!(p, Packet::Disconnect(_))));
+    w.disconnect(&alice);
+    let (writer, _) = connect_as(&mut w, V5, "w", true, "alice");
+    w.publish(
+        &writer,
+        "alice/inbox",
+        b"for alice",
+        QoS::AtLeastOnce,
+        false,
+        1,
+    );
+    // Offline: resume (clean 0) and discard (clean 1) by bob, or by an anonymous client,
+    // are refused, and the queue stays.
+    for clean in [false, true] {
+        let (_, ack) = connect_as(&mut w, V5, "c1", clean, "bob");
+        assert_eq!(ack.reason, ReasonCode::NotAuthorized);
+        let (_, ack) = w.connect_as(Connect::new(V3, "c1", clean), Identity::default());
+        assert_eq!(ack.reason, ReasonCode::NotAuthorized); // 3.1.1: return code 5
+    }
+    let (mut alice, ack) = connect_as(&mut w, V5, "c1", false, "alice");
+    assert!(ack.session_present);
+    assert_eq!(payloads(&alice.publishes()), [&b"for alice"[..]]);
+}
+
+#[test]
+fn session_ownership_survives_a_restart() {
+    let dir = temp_dir("ownership-restart");
+    {
+        let mut w = world_with(BrokerConfig::default(), Arc::new(OwnTopics), sqlite(&dir));
+        let (alice, _) = connect_as(&mut w, V3, "c1", false, "alice");
+        w.disconnect(&alice);
+    }
+    let mut w = world_with(BrokerConfig::default(), Arc::new(OwnTopics), sqlite(&dir));
+    let (_, ack) = connect_as(&mut w, V3, "c1", false, "bob");
+    assert_eq!(ack.reason, ReasonCode::NotAuthorized);
+    let (_, ack) = connect_as(&mut w, V3, "c1", false, "alice");
+    assert_eq!(ack.reason, ReasonCode::Success);
+    assert!(ack.session_present);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn without_authentication_user_names_are_unproven_and_own_nothing() {
+    let mut w = world(BrokerConfig::default());
+    let mut c = Connect::new(V3, "c1", false);
+    c.username = Some("alice".into());
+    let (a, _) = w.connect_with(c);
+    w.disconnect(&a);
+    let mut c = Connect::new(V3, "c1", false);
+    c.username = Some("bob".into());
+    let (_, ack) = w.connect_with(c);
+    assert_eq!(ack.reason, ReasonCode::Success);
+    assert!(ack.session_present);
+}
+
+#[test]
+fn a_connection_is_closed_with_0x87_when_its_credentials_expire() {
+    let mut w = guarded();
+    let mut who = user("alice");
+    who.expires_at = Some(SystemTime::now() + Duration::from_secs(5));
+    let (mut a, ack) = w.connect_as(Connect::new(V5, "a", true), who);
+    assert_eq!(ack.reason, ReasonCode::Success);
+    w.advance(3);
+    assert!(a.packets().is_empty() && !a.closed);
+    w.advance(3);
+    assert_eq!(
+        a.packets(),
+        [Packet::Disconnect(Disconnect::new(
+            ReasonCode::NotAuthorized
+        ))]
+    );
+    assert!(a.closed);
+    assert!(
+        w.engine.session("a").is_none(),
+        "a clean session ends with its connection"
+    );
+}
+
+#[test]
+fn assigned_client_ids_are_128_random_bits_and_never_an_existing_session() {
+    let mut w = world(BrokerConfig::default());
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..50 {
+        let (_c, ack) = w.connect(V5, "", true, None);
+        let id = ack.properties.assigned_client_identifier.unwrap(); // [MQTT-3.2.2-16]
+        let hex = id.strip_prefix("auto-").unwrap();
+        assert_eq!(hex.len(), 32);
+        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(ids.insert(id));
+    }
+}
