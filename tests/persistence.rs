@@ -336,6 +336,44 @@ async fn a_graceful_restart_keeps_persistent_sessions_with_queued_and_in_flight_
     .await;
 }
 
+#[tokio::test]
+async fn a_client_id_assigned_after_a_restart_never_hands_over_a_stored_session() {
+    // [MQTT-3.2.2-16]: the Assigned Client Identifier is one "not used by any other Session
+    // currently in the Server". Ids were once `auto-<clock>-<counter>`, the counter starting
+    // again with the process: after a restart a new client was handed a stranger's stored
+    // session (subscriptions and queue). Now 128 random bits, checked against the sessions.
+    let dir = TempDir::new("assigned-restart");
+    let mut bridge = Bridge::start_with_data(dir.path(), "");
+    let mut kept = HashSet::new();
+    for _ in 0..5 {
+        let mut o = clean(V5, "");
+        o.session_expiry_interval = Some(3600);
+        let (mut c, ack) = bridge.connect(TCP, o).await.unwrap();
+        kept.insert(ack.properties.assigned_client_identifier.clone().unwrap());
+        c.subscribe("victim/inbox", QoS::AtLeastOnce).await;
+        c.disconnect().await;
+    }
+    let mut publisher = bridge.client(TCP, clean(V5, "publisher")).await;
+    publisher
+        .publish("victim/inbox", "private", QoS::AtLeastOnce, false)
+        .await;
+    publisher.disconnect().await;
+    bridge.stop();
+    bridge.restart();
+    for _ in 0..5 {
+        let mut o = clean(V5, "");
+        o.clean_start = false;
+        o.session_expiry_interval = Some(3600);
+        let (c, ack) = bridge.connect(TCP, o).await.unwrap();
+        let id = ack.properties.assigned_client_identifier.clone().unwrap();
+        assert!(!ack.session_present, "{id}: handed an existing session");
+        assert!(!kept.contains(&id), "{id} names a stored session");
+        let bits = id.strip_prefix("auto-").map_or(0, |hex| hex.len() * 4);
+        assert!(bits >= 96, "{id}: fewer than 96 random bits");
+        c.disconnect().await;
+    }
+}
+
 // ----- crash ---------------------------------------------------------------------------------
 
 /// A small, seedable random number generator (splitmix64): enough to pick kill moments.
