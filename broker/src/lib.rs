@@ -30,7 +30,9 @@
 //!   engine writes each batch's changes in one transaction before its acknowledgements go
 //!   out, and a message queued for many sessions is stored once.
 //! - [`view`]: the serializable answers and session events the bridge shows.
-//! - Alongside: [`auth`] (the authentication / authorization hook), [`config`] (limits and
+//! - Alongside: [`auth`] (the hook that proves who a connection is, on its own task, and
+//!   decides on the engine thread what it may publish, subscribe to and receive; sessions
+//!   belong to the user who made them), [`config`] (limits and
 //!   policies), `ids` (session and connection numbers), [`ratelog`] (rate-limited log lines
 //!   for refusals a client can repeat).
 //!
@@ -60,7 +62,9 @@ mod subscriptions;
 mod testing;
 pub mod view;
 
-pub use auth::{AllowAll, Authenticator, ConnectionInfo, Transport};
+pub use auth::{
+    Access, AllowAll, Authentication, Authenticator, ConnectionInfo, Grants, Identity, Transport,
+};
 pub use config::{BrokerConfig, DurabilityPolicy, OverflowPolicy};
 pub use engine::RecoverStats;
 pub use ratelog::RateLimitedLog;
