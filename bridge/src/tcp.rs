@@ -1,10 +1,16 @@
-//! MQTT over TCP: the accept loop and the adapter from a socket to the byte `Stream`/`Sink`
-//! that [`broker::Broker::serve`] takes.
+//! MQTT over TCP, plain or TLS: the accept loop and the adapter from a socket to the byte
+//! `Stream`/`Sink` that [`broker::Broker::serve`] takes.
+//!
+//! The same loop serves `--mqtt` and `--mqtts`: a TLS connection is counted at accept like
+//! a plain one, then runs its handshake (within `connect_timeout_secs`, see
+//! [`crate::tls`]) before the broker sees it, over [`crate::tls::TlsTransport`].
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use broker::{Broker, ConnectionInfo, Transport};
 use bytes::{Buf, Bytes};
@@ -16,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::limits::{AcceptErrors, ConnectionLimiter};
 use crate::shutdown::Tracker;
+use crate::tls::{Listener, ServerTls, TlsTransport};
 
 /// The most one read takes from the socket. The bytes are read into the reading thread's
 /// buffer ([`READ_BUFFER`]) and copied into a chunk of exactly their size, so an idle
@@ -36,15 +43,17 @@ thread_local! {
 /// `max_connections` in total or `max_connections_per_address` from its source the socket
 /// is closed at once. The permit lives in the connection's task. An accept error never ends
 /// the loop ([`AcceptErrors`]). Each connection task runs under a clone of `tracker`, so
-/// shutdown can wait for it.
+/// shutdown can wait for it. With `tls`, each connection first completes a TLS handshake
+/// (it holds its permit meanwhile).
 pub(crate) async fn serve(
     listener: TcpListener,
     broker: Broker,
     limits: ConnectionLimiter,
     stop: CancellationToken,
     tracker: Tracker,
+    tls: Option<Arc<ServerTls>>,
 ) {
-    let mut errors = AcceptErrors::new("mqtt");
+    let mut errors = AcceptErrors::new(if tls.is_some() { "mqtts" } else { "mqtt" });
     loop {
         let Some((socket, peer)) = errors.accept(&listener, &stop).await else {
             break;
@@ -57,6 +66,15 @@ pub(crate) async fn serve(
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         let broker = broker.clone();
+        if let Some(tls) = &tls {
+            let tls = Arc::clone(tls);
+            let task = tracker.clone().run(async move {
+                let _permit = permit;
+                serve_tls(&broker, &tls, socket, peer).await;
+            });
+            tokio::spawn(task);
+            continue;
+        }
         let task = tracker.clone().run(async move {
             let _permit = permit;
             let info = ConnectionInfo::new(Some(peer), Transport::Tcp);
@@ -73,6 +91,23 @@ pub(crate) async fn serve(
             }
         });
         tokio::spawn(task);
+    }
+}
+
+/// Serves one MQTT over TLS connection: the handshake, within the broker's connect timeout,
+/// then the broker, told the connection is secure and the client certificate's name.
+async fn serve_tls(broker: &Broker, tls: &ServerTls, socket: TcpStream, peer: SocketAddr) {
+    let deadline = Duration::from_secs(broker.config().connect_timeout_secs);
+    let Some((stream, certificate_name)) = tls.accept(Listener::Mqtts, socket, peer, deadline).await
+    else {
+        return;
+    };
+    let mut info = ConnectionInfo::new(Some(peer), Transport::Tcp);
+    info.secure = true;
+    info.certificate_name = certificate_name;
+    match broker.serve(TlsTransport::new(stream), info).await {
+        Ok(()) => tracing::debug!(%peer, "mqtts connection closed"),
+        Err(e) => tracing::debug!(%peer, error = %e, "mqtts connection ended"),
     }
 }
 
