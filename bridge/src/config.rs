@@ -205,12 +205,16 @@ impl Config {
     fn check_listeners(&self) -> Result<(), &'static str> {
         let tls = self.mqtts.is_some() || self.https.is_some();
         if !tls && self.http.is_none() && self.mqtt.is_none() {
-            return Err("every listener is off (`none`): keep at least one of --http, --mqtt, \
-                        --mqtts, --https");
+            return Err(
+                "every listener is off (`none`): keep at least one of --http, --mqtt, \
+                        --mqtts, --https",
+            );
         }
         if tls && (self.tls.cert_file.is_none() || self.tls.key_file.is_none()) {
-            return Err("--mqtts and --https need a certificate: set [tls] cert_file and \
-                        key_file in the --config file");
+            return Err(
+                "--mqtts and --https need a certificate: set [tls] cert_file and \
+                        key_file in the --config file",
+            );
         }
         Ok(())
     }
@@ -415,7 +419,10 @@ mod tests {
 
     #[test]
     fn listeners_that_cannot_run_are_refused() {
-        let c = Config::merge(args(&["--http", "none", "--mqtt", "none"]), FileConfig::default());
+        let c = Config::merge(
+            args(&["--http", "none", "--mqtt", "none"]),
+            FileConfig::default(),
+        );
         assert!(c.check_listeners().is_err(), "no listener at all");
         for flag in ["--mqtts", "--https"] {
             let c = Config::merge(args(&[flag, "127.0.0.1:0"]), FileConfig::default());
@@ -424,7 +431,10 @@ mod tests {
         }
         let file = parse("[tls]\ncert_file = \"c.pem\"\n").expect("valid file");
         let c = Config::merge(args(&["--mqtts", "127.0.0.1:0"]), file);
-        assert!(c.check_listeners().is_err(), "a certificate without its key");
+        assert!(
+            c.check_listeners().is_err(),
+            "a certificate without its key"
+        );
     }
 
     #[test]

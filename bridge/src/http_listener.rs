@@ -493,3 +493,76 @@ impl AsyncWrite for TimedIo {
         Pin::new(&mut self.socket).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Extension;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers the client certificate's name, `anonymous` over TLS without one, `plain`
+    /// without TLS.
+    async fn who(secure: Option<Extension<TlsConnection>>) -> String {
+        match secure {
+            Some(Extension(TlsConnection { certificate_name })) => {
+                certificate_name.unwrap_or_else(|| "anonymous".to_owned())
+            }
+            None => "plain".to_owned(),
+        }
+    }
+
+    fn start(tls: Option<Arc<ServerTls>>) -> (SocketAddr, CancellationToken) {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
+        let listener = TcpListener::from_std(std_listener).expect("listener");
+        let limits = HttpLimits {
+            max_connections: 4,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+        };
+        let router = Router::new().route("/who", axum::routing::get(who));
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            router,
+            limits,
+            places(&limits),
+            tls,
+            stop.clone(),
+        ));
+        (addr, stop)
+    }
+
+    async fn get_who<S>(mut stream: S) -> String
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let request = "GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        stream.write_all(request.as_bytes()).await.expect("write");
+        stream.flush().await.expect("flush");
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw).await;
+        let answer = String::from_utf8_lossy(&raw).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn requests_over_tls_carry_the_client_certificate_name_and_plain_ones_nothing() {
+        let pki = crate::tls::testing::Pki::new("http");
+        let (secure, stop_secure) = start(Some(pki.server_tls()));
+        let (plain, stop_plain) = start(None);
+        assert_eq!(
+            get_who(pki.connect(secure).await).await,
+            crate::tls::testing::CLIENT_NAME
+        );
+        let socket = TcpStream::connect(plain).await.expect("connect");
+        assert_eq!(get_who(socket).await, "plain");
+        stop_secure.cancel();
+        stop_plain.cancel();
+    }
+}

@@ -98,7 +98,8 @@ pub(crate) async fn serve(
 /// then the broker, told the connection is secure and the client certificate's name.
 async fn serve_tls(broker: &Broker, tls: &ServerTls, socket: TcpStream, peer: SocketAddr) {
     let deadline = Duration::from_secs(broker.config().connect_timeout_secs);
-    let Some((stream, certificate_name)) = tls.accept(Listener::Mqtts, socket, peer, deadline).await
+    let Some((stream, certificate_name)) =
+        tls.accept(Listener::Mqtts, socket, peer, deadline).await
     else {
         return;
     };
@@ -281,5 +282,74 @@ mod tests {
         assert_eq!(got.len(), 3 + big.len());
         assert_eq!(&got[..3], b"abc");
         assert!(got[3..].iter().all(|&b| b == 7));
+    }
+
+    /// Keeps what each connection's transport told the broker.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        seen: std::sync::Mutex<Vec<ConnectionInfo>>,
+    }
+
+    impl broker::Authenticator for Recorder {
+        fn authenticate<'a>(
+            &'a self,
+            connect: &'a protocol::Connect,
+            info: &'a ConnectionInfo,
+        ) -> broker::auth::Authentication<'a> {
+            self.seen.lock().expect("lock").push(info.clone());
+            broker::AllowAll.authenticate(connect, info)
+        }
+
+        fn authorize(
+            &self,
+            _: &broker::auth::Identity,
+            _: &str,
+            _: broker::auth::Access<'_>,
+        ) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn over_tls_the_broker_is_told_the_connection_is_secure_and_the_certificate_name() {
+        let pki = crate::tls::testing::Pki::new("tcp");
+        let recorder = std::sync::Arc::new(Recorder::default());
+        let broker = Broker::with_authenticator(
+            broker::BrokerConfig::default(),
+            std::sync::Arc::clone(&recorder) as std::sync::Arc<dyn broker::Authenticator>,
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tracker, _finished) = Tracker::new();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            broker.clone(),
+            ConnectionLimiter::new(10, 10),
+            stop.clone(),
+            tracker,
+            Some(pki.server_tls()),
+        ));
+
+        let mut client = pki.connect(addr).await;
+        // CONNECT, MQTT 3.1.1, clean session, keep-alive 0, client id "c".
+        let connect = [
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0, 0, 1, b'c',
+        ];
+        client.write_all(&connect).await.expect("write");
+        client.flush().await.expect("flush");
+        let mut connack = [0u8; 4];
+        client.read_exact(&mut connack).await.expect("CONNACK");
+        assert_eq!(connack, [0x20, 2, 0, 0]);
+
+        let seen = recorder.seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].secure);
+        assert_eq!(
+            seen[0].certificate_name.as_deref(),
+            Some(crate::tls::testing::CLIENT_NAME)
+        );
+        assert_eq!(seen[0].transport, Transport::Tcp);
+        stop.cancel();
     }
 }
