@@ -304,7 +304,8 @@ async fn mqtt_wss_and_https_are_served_over_tls_and_plain_text_on_the_tls_ports_
 }
 
 #[tokio::test]
-async fn with_require_client_certificate_only_clients_with_a_certificate_from_the_ca_are_served() {
+async fn with_a_client_certificate_required_only_clients_holding_one_from_the_ca_are_served_and_silent_ones_are_dropped_at_the_handshake_deadline(
+) {
     let dir = TempDir::new("tls-required");
     let ca = TestCa::new("test CA");
     let clients_ca = TestCa::new("clients CA");

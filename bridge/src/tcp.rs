@@ -66,31 +66,31 @@ pub(crate) async fn serve(
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         let broker = broker.clone();
-        if let Some(tls) = &tls {
-            let tls = Arc::clone(tls);
-            let task = tracker.clone().run(async move {
-                let _permit = permit;
-                serve_tls(&broker, &tls, socket, peer).await;
-            });
-            tokio::spawn(task);
-            continue;
-        }
+        let tls = tls.clone();
         let task = tracker.clone().run(async move {
             let _permit = permit;
-            let info = ConnectionInfo::new(Some(peer), Transport::Tcp);
-            let transport = match TcpTransport::new(socket) {
-                Ok(transport) => transport,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "cannot register the socket");
-                    return;
-                }
-            };
-            match broker.serve(transport, info).await {
-                Ok(()) => tracing::debug!(%peer, "tcp connection closed"),
-                Err(e) => tracing::debug!(%peer, error = %e, "tcp connection ended"),
+            match tls {
+                None => serve_plain(&broker, socket, peer).await,
+                Some(tls) => serve_tls(&broker, &tls, socket, peer).await,
             }
         });
         tokio::spawn(task);
+    }
+}
+
+/// Serves one MQTT over TCP connection.
+async fn serve_plain(broker: &Broker, socket: TcpStream, peer: SocketAddr) {
+    let info = ConnectionInfo::new(Some(peer), Transport::Tcp);
+    let transport = match TcpTransport::new(socket) {
+        Ok(transport) => transport,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "cannot register the socket");
+            return;
+        }
+    };
+    match broker.serve(transport, info).await {
+        Ok(()) => tracing::debug!(%peer, "tcp connection closed"),
+        Err(e) => tracing::debug!(%peer, error = %e, "tcp connection ended"),
     }
 }
 

@@ -258,7 +258,7 @@ fn build(files: &TlsConfig) -> Result<Acceptors, TlsError> {
     let (Some(cert_file), Some(key_file)) = (&files.cert_file, &files.key_file) else {
         return Err(TlsError::NotConfigured);
     };
-    let chain = read_chain(cert_file)?;
+    let chain = read_certificates(cert_file)?;
     let key = read_key(key_file)?;
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -307,10 +307,6 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErr
         return Err(TlsError::NoCertificate(path.to_owned()));
     }
     Ok(certificates)
-}
-
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    read_certificates(path)
 }
 
 /// The first private key in a PEM file: PKCS#8, PKCS#1 (`RSA PRIVATE KEY`) or SEC1

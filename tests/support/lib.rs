@@ -248,11 +248,6 @@ impl Bridge {
         }
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Sends SIGHUP (reload the certificates) and returns at once.
     pub fn reload(&self) {
         let pid = self.child.id().to_string();
