@@ -3,17 +3,26 @@
 //! Precedence, highest first: a command-line flag, the `--config` file, the built-in default.
 //! The file's `[broker]` table is [`broker::BrokerConfig`] itself, so its keys are that
 //! struct's field names and an unknown key is an error, not a silent no-op. The `[server]`
-//! table ([`ServerConfig`]) holds the bridge's own limits on its listeners.
+//! table ([`ServerConfig`]) holds the bridge's own limits on its listeners, the `[tls]` table
+//! ([`TlsConfig`]) the certificate files of the TLS listeners.
+//!
+//! Every listen address may be `none`: that listener is not started (at least one must
+//! remain). `--mqtts` and `--https` are off unless given, and need `[tls] cert_file` and
+//! `key_file`.
 
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use serde::Deserialize;
 
+pub(crate) use crate::tls::TlsConfig;
+
 /// Where the dashboard, the WebSocket endpoint and the HTTP API listen by default.
 pub(crate) const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 /// Where MQTT over TCP listens by default.
 pub(crate) const DEFAULT_MQTT: &str = "127.0.0.1:1883";
+/// The listen address that turns a listener off.
+const NONE: &str = "none";
 /// The data directory by default: the embedded store lives there.
 pub(crate) const DEFAULT_DATA: &str = "./data";
 /// The dashboard's static files, relative to the repository root.
@@ -30,13 +39,21 @@ const DEFAULT_PKG: &str = "client-wasm/pkg";
     about = "An MQTT 3.1.1 / 5.0 broker over TCP and WebSocket, with a web dashboard"
 )]
 pub(crate) struct Args {
-    /// Address for HTTP: the dashboard, MQTT over WebSocket at /mqtt and the API
-    /// [default: 127.0.0.1:8080]
+    /// Address for HTTP: the dashboard, MQTT over WebSocket at /mqtt and the API; `none`
+    /// turns it off [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     pub(crate) http: Option<String>,
-    /// Address for MQTT over TCP [default: 127.0.0.1:1883]
+    /// Address for MQTT over TCP; `none` turns it off [default: 127.0.0.1:1883]
     #[arg(long, value_name = "ADDR")]
     pub(crate) mqtt: Option<String>,
+    /// Address for MQTT over TLS (conventionally port 8883); needs `[tls] cert_file` and
+    /// `key_file` [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) mqtts: Option<String>,
+    /// Address for HTTPS: what --http serves (dashboard, API, MQTT over WSS at /mqtt), over
+    /// TLS; needs `[tls] cert_file` and `key_file` [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) https: Option<String>,
     /// Data directory of the embedded session store (created if missing); `none` keeps
     /// everything in memory only [default: ./data]
     #[arg(long, value_name = "DIR")]
@@ -48,8 +65,8 @@ pub(crate) struct Args {
     /// playground [default: the repository's client-wasm/pkg/]
     #[arg(long, value_name = "DIR")]
     pub(crate) pkg: Option<PathBuf>,
-    /// TOML file with the settings above, a `[broker]` table of broker limits and a `[server]`
-    /// table of listener limits
+    /// TOML file with the settings above, a `[broker]` table of broker limits, a `[server]`
+    /// table of listener limits and a `[tls]` table of certificate files
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
 }
@@ -60,11 +77,14 @@ pub(crate) struct Args {
 struct FileConfig {
     http: Option<String>,
     mqtt: Option<String>,
+    mqtts: Option<String>,
+    https: Option<String>,
     data: Option<String>,
     web: Option<PathBuf>,
     pkg: Option<PathBuf>,
     broker: broker::BrokerConfig,
     server: ServerConfig,
+    tls: TlsConfig,
 }
 
 /// The `[server]` table: limits of the bridge's own listeners (the broker's are in
@@ -117,10 +137,14 @@ pub(crate) enum DataDir {
 /// The settings in force after the file and the flags are combined.
 #[derive(Debug)]
 pub(crate) struct Config {
-    /// HTTP listen address, as given (resolved when bound).
-    pub(crate) http: String,
-    /// MQTT over TCP listen address, as given.
-    pub(crate) mqtt: String,
+    /// HTTP listen address, as given (resolved when bound); `None`: no plain HTTP listener.
+    pub(crate) http: Option<String>,
+    /// MQTT over TCP listen address, as given; `None`: no plain MQTT listener.
+    pub(crate) mqtt: Option<String>,
+    /// MQTT over TLS listen address, as given; `None` (the default): off.
+    pub(crate) mqtts: Option<String>,
+    /// HTTPS listen address, as given; `None` (the default): off.
+    pub(crate) https: Option<String>,
     /// The data directory.
     pub(crate) data: DataDir,
     /// The static files served at `/`.
@@ -132,6 +156,8 @@ pub(crate) struct Config {
     pub(crate) broker: broker::BrokerConfig,
     /// The listeners' limits.
     pub(crate) server: ServerConfig,
+    /// The TLS listeners' certificate files and client-certificate policy.
+    pub(crate) tls: TlsConfig,
 }
 
 /// A configuration file that could not be used.
@@ -146,6 +172,9 @@ pub(crate) enum ConfigError {
     /// A value is of the right type but cannot work.
     #[error("invalid config file {path}: {1}", path = .0.display())]
     Invalid(PathBuf, &'static str),
+    /// The listeners asked for cannot run (none at all, or TLS without a certificate).
+    #[error("{0}")]
+    Listeners(&'static str),
 }
 
 impl Config {
@@ -159,11 +188,35 @@ impl Config {
                 file.server
                     .check()
                     .map_err(|e| ConfigError::Invalid(path.clone(), e))?;
+                file.tls
+                    .check()
+                    .map_err(|e| ConfigError::Invalid(path.clone(), e))?;
                 file
             }
             None => FileConfig::default(),
         };
-        Ok(Config::merge(args, file))
+        let config = Config::merge(args, file);
+        config.check_listeners().map_err(ConfigError::Listeners)?;
+        Ok(config)
+    }
+
+    /// Refuses a set of listeners that cannot run: none at all, or a TLS one without its
+    /// certificate and key.
+    fn check_listeners(&self) -> Result<(), &'static str> {
+        let tls = self.mqtts.is_some() || self.https.is_some();
+        if !tls && self.http.is_none() && self.mqtt.is_none() {
+            return Err(
+                "every listener is off (`none`): keep at least one of --http, --mqtt, \
+                        --mqtts, --https",
+            );
+        }
+        if tls && (self.tls.cert_file.is_none() || self.tls.key_file.is_none()) {
+            return Err(
+                "--mqtts and --https need a certificate: set [tls] cert_file and \
+                        key_file in the --config file",
+            );
+        }
+        Ok(())
     }
 
     fn merge(args: Args, file: FileConfig) -> Config {
@@ -172,14 +225,10 @@ impl Config {
             .or(file.data)
             .unwrap_or_else(|| DEFAULT_DATA.to_owned());
         Config {
-            http: args
-                .http
-                .or(file.http)
-                .unwrap_or_else(|| DEFAULT_HTTP.to_owned()),
-            mqtt: args
-                .mqtt
-                .or(file.mqtt)
-                .unwrap_or_else(|| DEFAULT_MQTT.to_owned()),
+            http: listen(args.http.or(file.http), Some(DEFAULT_HTTP)),
+            mqtt: listen(args.mqtt.or(file.mqtt), Some(DEFAULT_MQTT)),
+            mqtts: listen(args.mqtts.or(file.mqtts), None),
+            https: listen(args.https.or(file.https), None),
             data: if data == "none" {
                 DataDir::None
             } else {
@@ -195,7 +244,17 @@ impl Config {
                 .unwrap_or_else(|| repository_dir(DEFAULT_PKG)),
             broker: file.broker,
             server: file.server,
+            tls: file.tls,
         }
+    }
+}
+
+/// A listen address as given (flag or file), `default` when not given, `None` for `none`.
+fn listen(given: Option<String>, default: Option<&str>) -> Option<String> {
+    match given {
+        Some(addr) if addr == NONE => None,
+        Some(addr) => Some(addr),
+        None => default.map(str::to_owned),
     }
 }
 
@@ -243,8 +302,9 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_addresses_and_data_dir() {
         let c = Config::merge(args(&[]), FileConfig::default());
-        assert_eq!(c.http, "127.0.0.1:8080");
-        assert_eq!(c.mqtt, "127.0.0.1:1883");
+        assert_eq!(c.http.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(c.mqtt.as_deref(), Some("127.0.0.1:1883"));
+        assert_eq!((c.mqtts.as_deref(), c.https.as_deref()), (None, None));
         assert_eq!(c.data, DataDir::Dir(PathBuf::from("./data")));
         assert_eq!(
             c.broker.max_packet_size,
@@ -267,10 +327,10 @@ mod tests {
         )
         .expect("valid file");
         let c = Config::merge(args(&["--http", "127.0.0.1:0", "--pkg", "/opt/pkg"]), file);
-        assert_eq!(c.http, "127.0.0.1:0");
+        assert_eq!(c.http.as_deref(), Some("127.0.0.1:0"));
         assert_eq!(c.web, PathBuf::from("/srv/web"));
         assert_eq!(c.pkg, PathBuf::from("/opt/pkg"));
-        assert_eq!(c.mqtt, "0.0.0.0:1883");
+        assert_eq!(c.mqtt.as_deref(), Some("0.0.0.0:1883"));
         assert_eq!(c.data, DataDir::None);
         assert_eq!(c.broker.max_packet_size, 4096);
         assert_eq!(c.broker.overflow_policy, broker::OverflowPolicy::DropNewest);
@@ -329,7 +389,57 @@ mod tests {
     }
 
     #[test]
+    fn none_turns_a_listener_off_and_tls_listeners_come_from_flags_or_the_file() {
+        let file = parse(
+            "mqtt = \"none\"\nmqtts = \"0.0.0.0:8883\"\nhttps = \"0.0.0.0:8443\"\n\
+             [tls]\ncert_file = \"/etc/bridge/cert.pem\"\nkey_file = \"/etc/bridge/key.pem\"\n\
+             client_ca_file = \"/etc/bridge/ca.pem\"\nrequire_client_certificate = true\n\
+             use_identity_as_username = true\n",
+        )
+        .expect("valid file");
+        let c = Config::merge(args(&["--http", "none", "--https", "127.0.0.1:0"]), file);
+        assert_eq!(c.http, None);
+        assert_eq!(c.mqtt, None);
+        assert_eq!(c.mqtts.as_deref(), Some("0.0.0.0:8883"));
+        assert_eq!(c.https.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(
+            c.tls.cert_file.as_deref(),
+            Some(Path::new("/etc/bridge/cert.pem"))
+        );
+        assert!(c.tls.require_client_certificate);
+        assert!(c.tls.use_identity_as_username);
+        assert!(c.check_listeners().is_ok());
+
+        // A flag's `none` also turns off what the file turned on.
+        let file = parse("mqtts = \"0.0.0.0:8883\"\n").expect("valid file");
+        let c = Config::merge(args(&["--mqtts", "none"]), file);
+        assert_eq!(c.mqtts, None);
+        assert!(!c.tls.use_identity_as_username, "off by default");
+    }
+
+    #[test]
+    fn listeners_that_cannot_run_are_refused() {
+        let c = Config::merge(
+            args(&["--http", "none", "--mqtt", "none"]),
+            FileConfig::default(),
+        );
+        assert!(c.check_listeners().is_err(), "no listener at all");
+        for flag in ["--mqtts", "--https"] {
+            let c = Config::merge(args(&[flag, "127.0.0.1:0"]), FileConfig::default());
+            let err = c.check_listeners().expect_err("TLS without a certificate");
+            assert!(err.contains("cert_file"), "{err}");
+        }
+        let file = parse("[tls]\ncert_file = \"c.pem\"\n").expect("valid file");
+        let c = Config::merge(args(&["--mqtts", "127.0.0.1:0"]), file);
+        assert!(
+            c.check_listeners().is_err(),
+            "a certificate without its key"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
+        assert!(parse("[tls]\ncert_fil = \"c.pem\"").is_err());
         assert!(parse("[server]\nmax_http_conections = 1").is_err());
         assert!(parse("htpp = \"x\"").is_err());
         assert!(parse("[broker]\nmax_packet_sise = 1").is_err());

@@ -19,9 +19,18 @@
 //! are switched off, hyper hands the socket over, the connection task ends and gives back
 //! its HTTP place (the MQTT connection limits count it from then on, see [`crate::ws`]).
 //!
-//! At most `max_connections` connections are served at once; the loop takes a place before
-//! it accepts, so beyond the cap new connections wait in the kernel's listen backlog and
-//! hold none of the process's file descriptors.
+//! At most `max_connections` connections are served at once, HTTP and HTTPS together (both
+//! listeners take their places from one [`Semaphore`]); the loop takes a place before it
+//! accepts, so beyond the cap new connections wait in the kernel's listen backlog and hold
+//! none of the process's file descriptors.
+//!
+//! # HTTPS
+//! The same loop serves `--https` with a [`ServerTls`]: the TLS stream runs over the
+//! [`TimedIo`], so the handshake falls under the header deadline (a new connection must
+//! finish its handshake *and* send a whole header within `http_header_timeout_secs` of its
+//! accept), and everything above stays the same. Every request of a TLS connection carries
+//! a [`TlsConnection`] extension (with the client certificate's name, if any); plain HTTP
+//! requests carry none.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -52,6 +61,8 @@ use tower_service::Service;
 use broker::ratelog::{RateLimitedLog, LOG_INTERVAL};
 
 use crate::limits::AcceptErrors;
+use crate::state::TlsConnection;
+use crate::tls::{Listener, ServerTls};
 
 /// hyper's read buffer grows up to this: the longest request header accepted (beyond it
 /// the answer is 431), and what one connection's read buffer can cost at most. hyper's own
@@ -69,18 +80,25 @@ pub(crate) struct HttpLimits {
     pub(crate) idle_timeout: Duration,
 }
 
-/// Serves `router` on `listener` until `stop` is cancelled, then asks every connection to
-/// finish its request and close, and returns once all have.
+/// The places of [`HttpLimits::max_connections`], shared by the HTTP and HTTPS listeners.
+pub(crate) fn places(limits: &HttpLimits) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(limits.max_connections))
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `stop` is cancelled, then asks
+/// every connection to finish its request and close, and returns once all have. Each
+/// connection holds one of `places` (made by [`places`]) while it lives.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
+    places: Arc<Semaphore>,
+    tls: Option<Arc<ServerTls>>,
     stop: CancellationToken,
 ) {
-    let places = Arc::new(Semaphore::new(limits.max_connections));
     // Each connection task holds a clone; `recv` gives `None` once all are gone.
     let (alive, mut finished) = mpsc::channel::<()>(1);
-    let mut errors = AcceptErrors::new("http");
+    let mut errors = AcceptErrors::new(if tls.is_some() { "https" } else { "http" });
     let mut full = RateLimitedLog::default();
     loop {
         let place = match Arc::clone(&places).try_acquire_owned() {
@@ -106,7 +124,14 @@ pub(crate) async fn serve(
         let Some((socket, peer)) = errors.accept(&listener, &stop).await else {
             break;
         };
-        let connection = serve_connection(socket, peer, router.clone(), limits, stop.clone());
+        let connection = serve_connection(
+            socket,
+            peer,
+            router.clone(),
+            limits,
+            tls.clone(),
+            stop.clone(),
+        );
         let alive = alive.clone();
         tokio::spawn(async move {
             connection.await;
@@ -118,19 +143,54 @@ pub(crate) async fn serve(
     let _ = finished.recv().await;
 }
 
-/// Serves one HTTP connection until it closes, times out, is upgraded, or shutdown asks it
-/// to finish.
+/// Serves one HTTP connection (after its TLS handshake, with `tls`) until it closes, times
+/// out, is upgraded, or shutdown asks it to finish.
 async fn serve_connection(
     socket: TcpStream,
     peer: SocketAddr,
     router: Router,
     limits: HttpLimits,
+    tls: Option<Arc<ServerTls>>,
     stop: CancellationToken,
 ) {
     let phase = Arc::new(SharedPhase::default());
-    let io = TokioIo::new(TimedIo::new(socket, Arc::clone(&phase), limits));
+    let io = TimedIo::new(socket, Arc::clone(&phase), limits);
+    let Some(tls) = tls else {
+        return serve_http(io, peer, None, router, phase, stop).await;
+    };
+    // TimedIo's header deadline ends a handshake that does not finish; no other deadline.
+    let accepted = tokio::select! {
+        accepted = tls.acceptor(Listener::Https).accept(io) => accepted,
+        () = stop.cancelled() => return,
+    };
+    match accepted {
+        Ok(stream) => {
+            let secure = TlsConnection {
+                certificate_name: crate::tls::certificate_name(stream.get_ref().1),
+            };
+            serve_http(stream, peer, Some(secure), router, phase, stop).await;
+        }
+        Err(e) => tls.handshake_failed(Listener::Https, peer, &e),
+    }
+}
+
+/// Serves HTTP on `io` (a [`TimedIo`], or TLS over one); see [`serve_connection`].
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    secure: Option<TlsConnection>,
+    router: Router,
+    phase: Arc<SharedPhase>,
+    stop: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(secure) = &secure {
+            request.extensions_mut().insert(secure.clone());
+        }
         let guard = RequestGuard::begin(Arc::clone(&phase));
         let mut router = router.clone();
         async move {
@@ -431,5 +491,78 @@ impl AsyncWrite for TimedIo {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Extension;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers the client certificate's name, `anonymous` over TLS without one, `plain`
+    /// without TLS.
+    async fn who(secure: Option<Extension<TlsConnection>>) -> String {
+        match secure {
+            Some(Extension(TlsConnection { certificate_name })) => {
+                certificate_name.unwrap_or_else(|| "anonymous".to_owned())
+            }
+            None => "plain".to_owned(),
+        }
+    }
+
+    fn start(tls: Option<Arc<ServerTls>>) -> (SocketAddr, CancellationToken) {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
+        let listener = TcpListener::from_std(std_listener).expect("listener");
+        let limits = HttpLimits {
+            max_connections: 4,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+        };
+        let router = Router::new().route("/who", axum::routing::get(who));
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            router,
+            limits,
+            places(&limits),
+            tls,
+            stop.clone(),
+        ));
+        (addr, stop)
+    }
+
+    async fn get_who<S>(mut stream: S) -> String
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let request = "GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        stream.write_all(request.as_bytes()).await.expect("write");
+        stream.flush().await.expect("flush");
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw).await;
+        let answer = String::from_utf8_lossy(&raw).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn requests_over_tls_carry_the_client_certificate_name_and_plain_ones_nothing() {
+        let pki = crate::tls::testing::Pki::new("http");
+        let (secure, stop_secure) = start(Some(pki.server_tls()));
+        let (plain, stop_plain) = start(None);
+        assert_eq!(
+            get_who(pki.connect(secure).await).await,
+            crate::tls::testing::CLIENT_NAME
+        );
+        let socket = TcpStream::connect(plain).await.expect("connect");
+        assert_eq!(get_who(socket).await, "plain");
+        stop_secure.cancel();
+        stop_plain.cancel();
     }
 }

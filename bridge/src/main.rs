@@ -6,8 +6,11 @@
 //! # Layout, in the order a connection meets it
 //! - [`config`]: the command line and the `--config` TOML file, combined.
 //! - [`resources`]: the allocator, the open-files limit and HTTP's share of it.
-//! - [`tcp`]: the MQTT accept loop and its byte `Stream`/`Sink` adapter.
-//! - [`http_listener`]: the HTTP accept loop: a connection cap, header and idle deadlines.
+//! - [`tcp`]: the MQTT accept loop (plain and TLS) and its byte `Stream`/`Sink` adapter.
+//! - [`http_listener`]: the HTTP accept loop (plain and TLS): a connection cap, header and
+//!   idle deadlines.
+//! - [`tls`]: the TLS listeners' certificates (reloaded on SIGHUP), client certificates,
+//!   and the TLS stream's `Stream`/`Sink` adapter for MQTT.
 //! - [`limits`]: MQTT connection limits counted at accept (TCP and WebSocket alike).
 //! - [`http`]: the axum router, made of each module's `routes()`: [`ws`] (the WebSocket
 //!   endpoint and its adapter), [`api`] (the session-state JSON API and its event stream),
@@ -18,11 +21,14 @@
 //! The broker engine knows no transport; this crate only binds sockets, adapts them and
 //! hands each connection to [`broker::Broker::serve`].
 //!
-//! # Output and exit codes
-//! Once both listeners are bound, one line goes to stdout (tests read the ports from it):
-//! `bridge listening: http=http://ADDR/ ws=ws://ADDR/mqtt mqtt=ADDR`. Logs go to stderr
-//! (`RUST_LOG`, default `info`). Exit code 0 after SIGINT / SIGTERM, 1 when a listener
-//! cannot be bound, 2 for a bad command line or configuration file.
+//! # Output, signals and exit codes
+//! Once every listener is bound, one line goes to stdout (tests read the ports from it):
+//! `bridge listening: http=http://ADDR/ ws=ws://ADDR/mqtt mqtt=ADDR`, followed by
+//! ` mqtts=ADDR` and ` https=https://ADDR/ wss=wss://ADDR/mqtt` when those listeners are on;
+//! a listener turned off (`--http none`, `--mqtt none`) leaves its fields out (see
+//! [`listening_line`]). Logs go to stderr (`RUST_LOG`, default `info`). SIGHUP reloads (see
+//! [`reload`]). Exit code 0 after SIGINT / SIGTERM, 1 when a listener cannot be bound, 2 for
+//! a bad command line, configuration file or TLS certificate.
 
 mod api;
 mod config;
@@ -33,11 +39,14 @@ mod resources;
 mod shutdown;
 mod state;
 mod tcp;
+mod tls;
 mod web;
 mod ws;
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -51,8 +60,9 @@ use crate::config::{Args, Config, DataDir};
 use crate::http_listener::HttpLimits;
 use crate::limits::ConnectionLimiter;
 use crate::resources::{http_share, raise_open_files_limit, start_memory_purging};
-use crate::shutdown::{Signals, Tracker, ABORT_GRACE, DRAIN_GRACE};
+use crate::shutdown::{Signal, Signals, Tracker, ABORT_GRACE, DRAIN_GRACE};
 use crate::state::AppState;
+use crate::tls::{ServerTls, TlsConfig};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -71,6 +81,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The certificate is read before anything starts: one that cannot be used is a
+    // configuration error.
+    let tls = if config.mqtts.is_some() || config.https.is_some() {
+        match ServerTls::load(&config.tls) {
+            Ok(tls) => Some(Arc::new(tls)),
+            Err(e) => {
+                eprintln!("bridge: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        if config.tls != TlsConfig::default() {
+            tracing::warn!("[tls] is set but neither --mqtts nor --https is on: it is not used");
+        }
+        None
+    };
     let runtime = match runtime(config.server.worker_threads) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -78,7 +104,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bridge: {e:#}");
@@ -111,17 +137,20 @@ fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
-/// Binds both listeners, serves until SIGINT or SIGTERM, then shuts down gracefully.
-async fn run(config: Config) -> anyhow::Result<()> {
+/// Binds the listeners, serves until SIGINT or SIGTERM (reloading on SIGHUP), then shuts
+/// down gracefully. `tls` is there when a TLS listener is on.
+async fn run(config: Config, tls: Option<Arc<ServerTls>>) -> anyhow::Result<()> {
     let files = raise_open_files_limit();
-    let http_listener = TcpListener::bind(&config.http)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {}", config.http))?;
-    let mqtt_listener = TcpListener::bind(&config.mqtt)
-        .await
-        .with_context(|| format!("cannot listen for MQTT on {}", config.mqtt))?;
-    let http_addr = http_listener.local_addr()?;
-    let mqtt_addr = mqtt_listener.local_addr()?;
+    let http_listener = bind(config.http.as_deref(), "HTTP").await?;
+    let mqtt_listener = bind(config.mqtt.as_deref(), "MQTT").await?;
+    let mqtts_listener = bind(config.mqtts.as_deref(), "MQTT over TLS").await?;
+    let https_listener = bind(config.https.as_deref(), "HTTPS").await?;
+    let line = listening_line(
+        local_addr(&http_listener)?,
+        local_addr(&mqtt_listener)?,
+        local_addr(&mqtts_listener)?,
+        local_addr(&https_listener)?,
+    );
     // Installed before the "listening" line, so a signal sent right after it is handled.
     let mut signals = Signals::new().context("cannot install signal handlers")?;
 
@@ -204,23 +233,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
         &config.web,
         &config.pkg,
     );
-    let http_task = tokio::spawn(http_listener::serve(
-        http_listener,
-        app,
-        http_limits,
-        stop.clone(),
-    ));
-    let tcp_task = tokio::spawn(tcp::serve(
-        mqtt_listener,
-        broker.clone(),
-        limits,
-        stop.clone(),
-        tracker.clone(),
-    ));
+    // HTTP and HTTPS connections count against one cap.
+    let http_places = http_listener::places(&http_limits);
+    let mut http_tasks = Vec::new();
+    for (listener, tls) in [(http_listener, None), (https_listener, tls.clone())] {
+        let Some(listener) = listener else { continue };
+        http_tasks.push(tokio::spawn(http_listener::serve(
+            listener,
+            app.clone(),
+            http_limits,
+            Arc::clone(&http_places),
+            tls,
+            stop.clone(),
+        )));
+    }
+    let mut tcp_tasks = Vec::new();
+    for (listener, tls) in [(mqtt_listener, None), (mqtts_listener, tls.clone())] {
+        let Some(listener) = listener else { continue };
+        tcp_tasks.push(tokio::spawn(tcp::serve(
+            listener,
+            broker.clone(),
+            limits.clone(),
+            stop.clone(),
+            tracker.clone(),
+            tls,
+        )));
+    }
 
-    let line = format!(
-        "bridge listening: http=http://{http_addr}/ ws=ws://{http_addr}/mqtt mqtt={mqtt_addr}"
-    );
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}")?;
@@ -228,24 +267,35 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("{line}");
 
-    let signal = signals.recv().await;
+    let reloadable = Reloadable { tls };
+    let signal = loop {
+        match signals.recv().await {
+            Signal::Reload => reload(&reloadable).await,
+            Signal::Stop(name) => break name,
+        }
+    };
     tracing::info!("{signal} received: shutting down");
     stop.cancel();
     broker.shutdown().await;
     let abort = tracker.abort.clone();
     drop(tracker);
-    let mut http_task = http_task;
     // Every connection task holds a tracker; `recv` gives `None` once the last one is gone.
     let drained = tokio::time::timeout(DRAIN_GRACE, async {
-        let _ = tcp_task.await;
-        let _ = (&mut http_task).await;
+        for task in tcp_tasks {
+            let _ = task.await;
+        }
+        for task in &mut http_tasks {
+            let _ = task.await;
+        }
         finished.recv().await
     })
     .await;
     if drained.is_err() {
         tracing::info!("closing connections still open after {DRAIN_GRACE:?}");
         abort.cancel();
-        http_task.abort();
+        for task in &http_tasks {
+            task.abort();
+        }
         if tokio::time::timeout(ABORT_GRACE, finished.recv())
             .await
             .is_err()
@@ -255,4 +305,101 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds `addr` for `what`, unless the listener is off.
+async fn bind(addr: Option<&str>, what: &str) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))?;
+    Ok(Some(listener))
+}
+
+fn local_addr(listener: &Option<TcpListener>) -> std::io::Result<Option<SocketAddr>> {
+    listener.as_ref().map(TcpListener::local_addr).transpose()
+}
+
+/// The line printed once every listener is bound: the plain listeners' fields in their
+/// historical order, then the TLS ones; a listener that is off has no field.
+fn listening_line(
+    http: Option<SocketAddr>,
+    mqtt: Option<SocketAddr>,
+    mqtts: Option<SocketAddr>,
+    https: Option<SocketAddr>,
+) -> String {
+    let mut line = String::from("bridge listening:");
+    if let Some(addr) = http {
+        line.push_str(&format!(" http=http://{addr}/ ws=ws://{addr}/mqtt"));
+    }
+    if let Some(addr) = mqtt {
+        line.push_str(&format!(" mqtt={addr}"));
+    }
+    if let Some(addr) = mqtts {
+        line.push_str(&format!(" mqtts={addr}"));
+    }
+    if let Some(addr) = https {
+        line.push_str(&format!(" https=https://{addr}/ wss=wss://{addr}/mqtt"));
+    }
+    line
+}
+
+/// What SIGHUP reads again: the files that may change while the bridge runs. Add here
+/// anything else read from a file at start that should change without a restart (and to
+/// [`reload`]).
+#[derive(Debug, Default)]
+struct Reloadable {
+    /// The TLS listeners' certificate, key and client CA bundle.
+    tls: Option<Arc<ServerTls>>,
+}
+
+/// SIGHUP: every part of [`Reloadable`] reads its files again. A part whose new files
+/// cannot be used keeps what it had and logs why, so a reload never takes anything away;
+/// connections already open are not touched (they keep what they were set up with).
+async fn reload(what: &Reloadable) {
+    let mut parts = 0;
+    if let Some(tls) = &what.tls {
+        parts += 1;
+        // A few small files: read on this thread.
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded; new connections use it"),
+            Err(e) => tracing::error!(
+                error = %e,
+                "SIGHUP: TLS certificate not reloaded; the previous one stays in use"
+            ),
+        }
+    }
+    if parts == 0 {
+        tracing::info!("SIGHUP: nothing to reload");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listening_line_keeps_the_plain_fields_first_and_leaves_out_listeners_that_are_off() {
+        let a: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        let b: SocketAddr = "127.0.0.1:1883".parse().expect("addr");
+        let c: SocketAddr = "127.0.0.1:8883".parse().expect("addr");
+        let d: SocketAddr = "127.0.0.1:8443".parse().expect("addr");
+        assert_eq!(
+            listening_line(Some(a), Some(b), None, None),
+            "bridge listening: http=http://127.0.0.1:8080/ ws=ws://127.0.0.1:8080/mqtt \
+             mqtt=127.0.0.1:1883"
+        );
+        assert_eq!(
+            listening_line(Some(a), Some(b), Some(c), Some(d)),
+            "bridge listening: http=http://127.0.0.1:8080/ ws=ws://127.0.0.1:8080/mqtt \
+             mqtt=127.0.0.1:1883 mqtts=127.0.0.1:8883 https=https://127.0.0.1:8443/ \
+             wss=wss://127.0.0.1:8443/mqtt"
+        );
+        assert_eq!(
+            listening_line(None, None, Some(c), None),
+            "bridge listening: mqtts=127.0.0.1:8883"
+        );
+    }
 }

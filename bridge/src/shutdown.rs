@@ -1,5 +1,6 @@
 //! Graceful shutdown: the signals that start it, and the bookkeeping that lets it wait for
-//! connection tasks and then drop the ones that do not end.
+//! connection tasks and then drop the ones that do not end. Also SIGHUP, which asks for a
+//! reload (see `reload` in main.rs) and stops nothing.
 
 use std::time::Duration;
 
@@ -71,13 +72,25 @@ impl WeakTracker {
     }
 }
 
-/// SIGINT and SIGTERM, installed up front.
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// SIGINT or SIGTERM (named): shut down.
+    Stop(&'static str),
+    /// SIGHUP: read the files that can change while running again (certificates), keep
+    /// serving.
+    Reload,
+}
+
+/// SIGINT, SIGTERM and SIGHUP, installed up front (so SIGHUP no longer ends the process).
 #[derive(Debug)]
 pub(crate) struct Signals {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -87,6 +100,7 @@ impl Signals {
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
@@ -95,18 +109,19 @@ impl Signals {
         Ok(Signals {})
     }
 
-    /// Waits for the first signal and names it.
+    /// Waits for the next signal.
     #[cfg(unix)]
-    pub(crate) async fn recv(&mut self) -> &'static str {
+    pub(crate) async fn recv(&mut self) -> Signal {
         tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => Signal::Stop("SIGINT"),
+            _ = self.terminate.recv() => Signal::Stop("SIGTERM"),
+            _ = self.hangup.recv() => Signal::Reload,
         }
     }
 
     #[cfg(not(unix))]
-    pub(crate) async fn recv(&mut self) -> &'static str {
+    pub(crate) async fn recv(&mut self) -> Signal {
         let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
+        Signal::Stop("Ctrl-C")
     }
 }

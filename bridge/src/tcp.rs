@@ -1,10 +1,16 @@
-//! MQTT over TCP: the accept loop and the adapter from a socket to the byte `Stream`/`Sink`
-//! that [`broker::Broker::serve`] takes.
+//! MQTT over TCP, plain or TLS: the accept loop and the adapter from a socket to the byte
+//! `Stream`/`Sink` that [`broker::Broker::serve`] takes.
+//!
+//! The same loop serves `--mqtt` and `--mqtts`: a TLS connection is counted at accept like
+//! a plain one, then runs its handshake (within `connect_timeout_secs`, see
+//! [`crate::tls`]) before the broker sees it, over [`crate::tls::TlsTransport`].
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use broker::{Broker, ConnectionInfo, Transport};
 use bytes::{Buf, Bytes};
@@ -16,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::limits::{AcceptErrors, ConnectionLimiter};
 use crate::shutdown::Tracker;
+use crate::tls::{Listener, ServerTls, TlsTransport};
 
 /// The most one read takes from the socket. The bytes are read into the reading thread's
 /// buffer ([`READ_BUFFER`]) and copied into a chunk of exactly their size, so an idle
@@ -36,15 +43,17 @@ thread_local! {
 /// `max_connections` in total or `max_connections_per_address` from its source the socket
 /// is closed at once. The permit lives in the connection's task. An accept error never ends
 /// the loop ([`AcceptErrors`]). Each connection task runs under a clone of `tracker`, so
-/// shutdown can wait for it.
+/// shutdown can wait for it. With `tls`, each connection first completes a TLS handshake
+/// (it holds its permit meanwhile).
 pub(crate) async fn serve(
     listener: TcpListener,
     broker: Broker,
     limits: ConnectionLimiter,
     stop: CancellationToken,
     tracker: Tracker,
+    tls: Option<Arc<ServerTls>>,
 ) {
-    let mut errors = AcceptErrors::new("mqtt");
+    let mut errors = AcceptErrors::new(if tls.is_some() { "mqtts" } else { "mqtt" });
     loop {
         let Some((socket, peer)) = errors.accept(&listener, &stop).await else {
             break;
@@ -57,22 +66,49 @@ pub(crate) async fn serve(
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         let broker = broker.clone();
+        let tls = tls.clone();
         let task = tracker.clone().run(async move {
             let _permit = permit;
-            let info = ConnectionInfo::new(Some(peer), Transport::Tcp);
-            let transport = match TcpTransport::new(socket) {
-                Ok(transport) => transport,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "cannot register the socket");
-                    return;
-                }
-            };
-            match broker.serve(transport, info).await {
-                Ok(()) => tracing::debug!(%peer, "tcp connection closed"),
-                Err(e) => tracing::debug!(%peer, error = %e, "tcp connection ended"),
+            match tls {
+                None => serve_plain(&broker, socket, peer).await,
+                Some(tls) => serve_tls(&broker, &tls, socket, peer).await,
             }
         });
         tokio::spawn(task);
+    }
+}
+
+/// Serves one MQTT over TCP connection.
+async fn serve_plain(broker: &Broker, socket: TcpStream, peer: SocketAddr) {
+    let info = ConnectionInfo::new(Some(peer), Transport::Tcp);
+    let transport = match TcpTransport::new(socket) {
+        Ok(transport) => transport,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "cannot register the socket");
+            return;
+        }
+    };
+    match broker.serve(transport, info).await {
+        Ok(()) => tracing::debug!(%peer, "tcp connection closed"),
+        Err(e) => tracing::debug!(%peer, error = %e, "tcp connection ended"),
+    }
+}
+
+/// Serves one MQTT over TLS connection: the handshake, within the broker's connect timeout,
+/// then the broker, told the connection is secure and the client certificate's name.
+async fn serve_tls(broker: &Broker, tls: &ServerTls, socket: TcpStream, peer: SocketAddr) {
+    let deadline = Duration::from_secs(broker.config().connect_timeout_secs);
+    let Some((stream, certificate_name)) =
+        tls.accept(Listener::Mqtts, socket, peer, deadline).await
+    else {
+        return;
+    };
+    let mut info = ConnectionInfo::new(Some(peer), Transport::Tcp);
+    info.secure = true;
+    info.certificate_name = certificate_name;
+    match broker.serve(TlsTransport::new(stream), info).await {
+        Ok(()) => tracing::debug!(%peer, "mqtts connection closed"),
+        Err(e) => tracing::debug!(%peer, error = %e, "mqtts connection ended"),
     }
 }
 
@@ -246,5 +282,74 @@ mod tests {
         assert_eq!(got.len(), 3 + big.len());
         assert_eq!(&got[..3], b"abc");
         assert!(got[3..].iter().all(|&b| b == 7));
+    }
+
+    /// Keeps what each connection's transport told the broker.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        seen: std::sync::Mutex<Vec<ConnectionInfo>>,
+    }
+
+    impl broker::Authenticator for Recorder {
+        fn authenticate<'a>(
+            &'a self,
+            connect: &'a protocol::Connect,
+            info: &'a ConnectionInfo,
+        ) -> broker::auth::Authentication<'a> {
+            self.seen.lock().expect("lock").push(info.clone());
+            broker::AllowAll.authenticate(connect, info)
+        }
+
+        fn authorize(
+            &self,
+            _: &broker::auth::Identity,
+            _: &str,
+            _: broker::auth::Access<'_>,
+        ) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn over_tls_the_broker_is_told_the_connection_is_secure_and_the_certificate_name() {
+        let pki = crate::tls::testing::Pki::new("tcp");
+        let recorder = std::sync::Arc::new(Recorder::default());
+        let broker = Broker::with_authenticator(
+            broker::BrokerConfig::default(),
+            std::sync::Arc::clone(&recorder) as std::sync::Arc<dyn broker::Authenticator>,
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tracker, _finished) = Tracker::new();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            broker.clone(),
+            ConnectionLimiter::new(10, 10),
+            stop.clone(),
+            tracker,
+            Some(pki.server_tls()),
+        ));
+
+        let mut client = pki.connect(addr).await;
+        // CONNECT, MQTT 3.1.1, clean session, keep-alive 0, client id "c".
+        let connect = [
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0, 0, 1, b'c',
+        ];
+        client.write_all(&connect).await.expect("write");
+        client.flush().await.expect("flush");
+        let mut connack = [0u8; 4];
+        client.read_exact(&mut connack).await.expect("CONNACK");
+        assert_eq!(connack, [0x20, 2, 0, 0]);
+
+        let seen = recorder.seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].secure);
+        assert_eq!(
+            seen[0].certificate_name.as_deref(),
+            Some(crate::tls::testing::CLIENT_NAME)
+        );
+        assert_eq!(seen[0].transport, Transport::Tcp);
+        stop.cancel();
     }
 }

@@ -15,7 +15,9 @@
 //!   (SIGKILL) and starts it again on the same data, kills it on drop.
 //! - [`TempDir`]: a fresh directory under the system's temporary directory, removed on drop
 //!   (a data directory for [`Bridge::start_with_data`]).
-//! - [`Transport`] and [`Endpoint`]: TCP or WebSocket (subprotocol `mqtt`, binary frames).
+//! - [`Transport`] and [`Endpoint`]: TCP or WebSocket (subprotocol `mqtt`, binary frames);
+//!   an endpoint may also be MQTT over TLS or WSS, with a client from [`tls`].
+//! - [`tls`]: a test CA (rcgen), its certificates as PEM files, rustls clients.
 //! - [`TestClient`]: connect, subscribe, publish, receive, disconnect, lose the network.
 //! - [`RawClient`]: raw bytes and packets in and out, for bad-input and flow-control tests.
 //! - [`for_each_transport_and_version`] and [`for_each_transport`]: run one test body for
@@ -62,6 +64,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub use protocol;
 
 pub mod hostile;
+pub mod tls;
+
+use crate::tls::TlsClient;
 
 /// How long any single wait lasts before a test fails (a message, an acknowledgement, a
 /// close): long enough for a loaded CI machine, short enough to fail fast.
@@ -79,6 +84,8 @@ pub struct Bridge {
     mqtt_addr: SocketAddr,
     http_url: String,
     ws_url: String,
+    /// The TLS listeners' addresses, when the configuration turns them on.
+    secure: SecureListening,
     /// The `--config` file written for this process, removed on drop.
     config_file: Option<PathBuf>,
     /// The `--data` directory; `None` is `--data none` (memory only).
@@ -142,24 +149,20 @@ impl Bridge {
     }
 
     fn launch(config_file: Option<PathBuf>, data: Option<PathBuf>) -> Bridge {
-        let (child, mqtt_addr, http_url, ws_url) =
-            Bridge::spawn(config_file.as_deref(), data.as_deref());
+        let (child, l) = Bridge::spawn(config_file.as_deref(), data.as_deref());
         Bridge {
             child,
-            mqtt_addr,
-            http_url,
-            ws_url,
+            mqtt_addr: l.mqtt_addr,
+            http_url: l.http_url,
+            ws_url: l.ws_url,
+            secure: l.secure,
             config_file,
             data,
         }
     }
 
-    /// Starts the process and waits for its listening line: the child and its addresses
-    /// (MQTT, HTTP URL, WebSocket URL).
-    fn spawn(
-        config_file: Option<&Path>,
-        data: Option<&Path>,
-    ) -> (Child, SocketAddr, String, String) {
+    /// Starts the process and waits for its listening line: the child and its addresses.
+    fn spawn(config_file: Option<&Path>, data: Option<&Path>) -> (Child, Listening) {
         let bin = Bridge::binary();
         if !bin.exists() {
             panic!(
@@ -194,7 +197,7 @@ impl Bridge {
             panic!("the bridge's stdout was not captured");
         };
         match Listening::read(stdout) {
-            Ok(l) => (child, l.mqtt_addr, l.http_url, l.ws_url),
+            Ok(l) => (child, l),
             Err(e) => {
                 let status = child.try_wait().ok().flatten();
                 let _ = child.kill();
@@ -219,6 +222,39 @@ impl Bridge {
     /// The dashboard and API URL (`http://.../`).
     pub fn http_url(&self) -> &str {
         &self.http_url
+    }
+
+    /// The MQTT over TLS address (`mqtts = "127.0.0.1:0"` in the configuration turns it on).
+    pub fn mqtts_addr(&self) -> SocketAddr {
+        match self.secure.mqtts_addr {
+            Some(addr) => addr,
+            None => panic!("the bridge has no MQTT over TLS listener (set `mqtts` in its config)"),
+        }
+    }
+
+    /// The HTTPS URL (`https://.../`; `https = "127.0.0.1:0"` in the configuration).
+    pub fn https_url(&self) -> &str {
+        match &self.secure.https_url {
+            Some(url) => url,
+            None => panic!("the bridge has no HTTPS listener (set `https` in its config)"),
+        }
+    }
+
+    /// The MQTT over secure WebSocket URL (`wss://.../mqtt`).
+    pub fn wss_url(&self) -> &str {
+        match &self.secure.wss_url {
+            Some(url) => url,
+            None => panic!("the bridge has no HTTPS listener (set `https` in its config)"),
+        }
+    }
+
+    /// Sends SIGHUP (reload the certificates) and returns at once.
+    pub fn reload(&self) {
+        let pid = self.child.id().to_string();
+        match Command::new("kill").args(["-HUP", &pid]).status() {
+            Ok(s) if s.success() => {}
+            other => panic!("cannot send SIGHUP to the bridge ({pid}): {other:?}"),
+        }
     }
 
     /// Where a client on `transport` connects.
@@ -289,12 +325,12 @@ impl Bridge {
             Ok(None) => panic!("restart: the bridge is still running; stop or kill it first"),
             Err(e) => panic!("cannot wait for the bridge: {e}"),
         }
-        let (child, mqtt_addr, http_url, ws_url) =
-            Bridge::spawn(self.config_file.as_deref(), self.data.as_deref());
+        let (child, l) = Bridge::spawn(self.config_file.as_deref(), self.data.as_deref());
         self.child = child;
-        self.mqtt_addr = mqtt_addr;
-        self.http_url = http_url;
-        self.ws_url = ws_url;
+        self.mqtt_addr = l.mqtt_addr;
+        self.http_url = l.http_url;
+        self.ws_url = l.ws_url;
+        self.secure = l.secure;
     }
 
     /// Sends `SIG{name}` with `kill` and waits (at most 10 s) for the process to exit.
@@ -331,7 +367,12 @@ impl Drop for Bridge {
     }
 }
 
-/// The addresses in the bridge's `bridge listening:` line.
+/// The addresses in the bridge's `bridge listening:` line: `http=http://ADDR/
+/// ws=ws://ADDR/mqtt mqtt=ADDR`, then ` mqtts=ADDR` and ` https=https://ADDR/
+/// wss=wss://ADDR/mqtt` for the TLS listeners that are on. A listener turned off (`--http
+/// none`, `--mqtt none`) has no fields; the harnesses always start the plain ones, so
+/// [`Listening::read`] requires them (read such a line with [`Listening::read_line`] and
+/// [`Listening::field`]).
 #[derive(Debug)]
 pub struct Listening {
     /// MQTT over TCP.
@@ -340,6 +381,19 @@ pub struct Listening {
     pub http_url: String,
     /// `ws://ADDR/mqtt`.
     pub ws_url: String,
+    /// The TLS listeners, when on.
+    pub secure: SecureListening,
+}
+
+/// The TLS listeners' fields of the listening line, each present when that listener is on.
+#[derive(Debug, Clone, Default)]
+pub struct SecureListening {
+    /// `mqtts=ADDR`: MQTT over TLS.
+    pub mqtts_addr: Option<SocketAddr>,
+    /// `https=https://ADDR/`.
+    pub https_url: Option<String>,
+    /// `wss=wss://ADDR/mqtt`.
+    pub wss_url: Option<String>,
 }
 
 impl Listening {
@@ -347,6 +401,46 @@ impl Listening {
     /// reads its addresses. A thread keeps draining `stdout` after it, so the bridge never
     /// blocks on a full pipe.
     pub fn read(stdout: std::process::ChildStdout) -> Result<Listening, String> {
+        Listening::parse(&Listening::read_line(stdout)?)
+    }
+
+    /// The value of field `name` (`"mqtts"`) in a listening line, if there.
+    pub fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+    }
+
+    /// Reads the line's addresses; the plain listeners' fields are required.
+    pub fn parse(line: &str) -> Result<Listening, String> {
+        let field = |name: &str| -> Result<String, String> {
+            Listening::field(line, name)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no `{name}=` in the bridge's line: {line}"))
+        };
+        let addr = |name: &str, text: &str| -> Result<SocketAddr, String> {
+            text.parse()
+                .map_err(|e| format!("bad {name} address `{text}` from the bridge: {e}"))
+        };
+        let mqtt = field("mqtt")?;
+        let mqtts_addr = match Listening::field(line, "mqtts") {
+            Some(text) => Some(addr("mqtts", text)?),
+            None => None,
+        };
+        Ok(Listening {
+            mqtt_addr: addr("mqtt", &mqtt)?,
+            http_url: field("http")?,
+            ws_url: field("ws")?,
+            secure: SecureListening {
+                mqtts_addr,
+                https_url: Listening::field(line, "https").map(str::to_owned),
+                wss_url: Listening::field(line, "wss").map(str::to_owned),
+            },
+        })
+    }
+
+    /// Waits up to 20 s for the `bridge listening:` line on the bridge's `stdout` and
+    /// returns it whole. A thread keeps draining `stdout` after it.
+    pub fn read_line(stdout: std::process::ChildStdout) -> Result<String, String> {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -368,20 +462,7 @@ impl Listening {
                 }
             }
         };
-        let field = |name: &str| -> Result<String, String> {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .map(str::to_owned)
-                .ok_or_else(|| format!("no `{name}` in the bridge's line: {line}"))
-        };
-        let mqtt = field("mqtt=")?;
-        Ok(Listening {
-            mqtt_addr: mqtt
-                .parse()
-                .map_err(|e| format!("bad mqtt address `{mqtt}` from the bridge: {e}"))?,
-            http_url: field("http=")?,
-            ws_url: field("ws=")?,
-        })
+        Ok(line)
     }
 }
 
@@ -453,16 +534,81 @@ pub enum Endpoint {
     Tcp(SocketAddr),
     /// A `ws://` URL.
     Ws(String),
+    /// MQTT over TLS at this address, with this client.
+    Mqtts(SocketAddr, TlsClient),
+    /// A `wss://` URL, with this client.
+    Wss(String, TlsClient),
 }
 
 type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type WssStream = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
-/// One open connection, TCP or WebSocket, seen as chunks of bytes.
+/// One open connection, TCP or WebSocket, plain or TLS, seen as chunks of bytes.
 #[derive(Debug)]
 enum Conn {
     Tcp(TcpStream),
     Ws(Box<WsStream>),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Wss(Box<WssStream>),
     Closed,
+}
+
+/// A WebSocket request for `url` offering the `mqtt` subprotocol.
+fn ws_request(url: &str) -> io::Result<tungstenite::handshake::client::Request> {
+    let mut request = url.into_client_request().map_err(io::Error::other)?;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+    Ok(request)
+}
+
+/// Checks that the handshake selected the `mqtt` subprotocol.
+fn check_subprotocol(response: &tungstenite::handshake::client::Response) -> io::Result<()> {
+    let protocol = response.headers().get("Sec-WebSocket-Protocol");
+    if protocol.and_then(|p| p.to_str().ok()) != Some("mqtt") {
+        return Err(io::Error::other(format!(
+            "the WebSocket handshake did not select the `mqtt` subprotocol: {protocol:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The `host:port` of a `ws://` or `wss://` URL.
+fn url_addr(url: &str) -> io::Result<SocketAddr> {
+    let rest = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    rest.parse()
+        .map_err(|e| io::Error::other(format!("no address in `{url}`: {e}")))
+}
+
+/// The next chunk of a WebSocket; `Ok(None)` once the peer closed.
+async fn ws_read<S>(ws: &mut WebSocketStream<S>) -> io::Result<Option<Bytes>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match ws.next().await {
+            None => return Ok(None),
+            Some(Ok(Message::Binary(b))) => return Ok(Some(b)),
+            Some(Ok(Message::Close(_))) => return Ok(None),
+            Some(Ok(Message::Text(_))) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the broker sent a text frame",
+                ))
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
+                return Ok(None)
+            }
+            Some(Err(tungstenite::Error::Io(e))) => return Err(e),
+            Some(Err(e)) => return Err(io::Error::other(e)),
+        }
+    }
 }
 
 impl Conn {
@@ -474,23 +620,22 @@ impl Conn {
                 Ok(Conn::Tcp(stream))
             }
             Endpoint::Ws(url) => {
-                let mut request = url
-                    .as_str()
-                    .into_client_request()
-                    .map_err(io::Error::other)?;
-                request
-                    .headers_mut()
-                    .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
-                let (ws, response) = tokio_tungstenite::connect_async(request)
+                let (ws, response) = tokio_tungstenite::connect_async(ws_request(url)?)
                     .await
                     .map_err(io::Error::other)?;
-                let protocol = response.headers().get("Sec-WebSocket-Protocol");
-                if protocol.and_then(|p| p.to_str().ok()) != Some("mqtt") {
-                    return Err(io::Error::other(format!(
-                        "the WebSocket handshake did not select the `mqtt` subprotocol: {protocol:?}"
-                    )));
-                }
+                check_subprotocol(&response)?;
                 Ok(Conn::Ws(Box::new(ws)))
+            }
+            Endpoint::Mqtts(addr, client) => {
+                Ok(Conn::Tls(Box::new(tls::connect(*addr, client).await?)))
+            }
+            Endpoint::Wss(url, client) => {
+                let stream = tls::connect(url_addr(url)?, &client.with_alpn(&["http/1.1"])).await?;
+                let (ws, response) = tokio_tungstenite::client_async(ws_request(url)?, stream)
+                    .await
+                    .map_err(io::Error::other)?;
+                check_subprotocol(&response)?;
+                Ok(Conn::Wss(Box::new(ws)))
             }
         }
     }
@@ -507,25 +652,17 @@ impl Conn {
                 buf.truncate(n);
                 Ok(Some(Bytes::from(buf)))
             }
-            Conn::Ws(ws) => loop {
-                match ws.next().await {
-                    None => return Ok(None),
-                    Some(Ok(Message::Binary(b))) => return Ok(Some(b)),
-                    Some(Ok(Message::Close(_))) => return Ok(None),
-                    Some(Ok(Message::Text(_))) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "the broker sent a text frame",
-                        ))
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(
-                        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
-                    )) => return Ok(None),
-                    Some(Err(tungstenite::Error::Io(e))) => return Err(e),
-                    Some(Err(e)) => return Err(io::Error::other(e)),
+            Conn::Tls(stream) => {
+                let mut buf = vec![0u8; 16 * 1024];
+                let n = stream.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok(None);
                 }
-            },
+                buf.truncate(n);
+                Ok(Some(Bytes::from(buf)))
+            }
+            Conn::Ws(ws) => ws_read(ws).await,
+            Conn::Wss(ws) => ws_read(ws).await,
             Conn::Closed => Ok(None),
         }
     }
@@ -534,7 +671,15 @@ impl Conn {
     async fn write(&mut self, data: &[u8]) -> io::Result<()> {
         match self {
             Conn::Tcp(stream) => stream.write_all(data).await,
+            Conn::Tls(stream) => {
+                stream.write_all(data).await?;
+                stream.flush().await
+            }
             Conn::Ws(ws) => ws
+                .send(Message::Binary(Bytes::copy_from_slice(data)))
+                .await
+                .map_err(io::Error::other),
+            Conn::Wss(ws) => ws
                 .send(Message::Binary(Bytes::copy_from_slice(data)))
                 .await
                 .map_err(io::Error::other),
@@ -549,6 +694,10 @@ impl Conn {
                 .send(Message::text(text.to_owned()))
                 .await
                 .map_err(io::Error::other),
+            Conn::Wss(ws) => ws
+                .send(Message::text(text.to_owned()))
+                .await
+                .map_err(io::Error::other),
             _ => Err(io::Error::other("text frames exist only on WebSocket")),
         }
     }
@@ -560,7 +709,13 @@ impl Conn {
             Conn::Tcp(stream) => {
                 let _ = stream.shutdown().await;
             }
+            Conn::Tls(stream) => {
+                let _ = stream.shutdown().await;
+            }
             Conn::Ws(ws) => {
+                let _ = SinkExt::close(&mut **ws).await;
+            }
+            Conn::Wss(ws) => {
                 let _ = SinkExt::close(&mut **ws).await;
             }
             Conn::Closed => {}
