@@ -12,6 +12,8 @@
 //! - [`http`]: the axum router, made of each module's `routes()`: [`ws`] (the WebSocket
 //!   endpoint and its adapter), [`api`] (the session-state JSON API and its event stream),
 //!   [`web`] (the dashboard and the browser client's package).
+//! - [`guard`]: who may reach what: `Host`, `Origin`, the admin API's tokens, trusted
+//!   proxies.
 //! - [`state`]: what every handler can reach.
 //! - [`shutdown`]: signals, and waiting for connection tasks before dropping the rest.
 //!
@@ -26,6 +28,7 @@
 
 mod api;
 mod config;
+mod guard;
 mod http;
 mod http_listener;
 mod limits;
@@ -195,11 +198,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
             );
         }
     }
+    // The default allowed hosts are made from every HTTP listen address.
+    let guard = guard::Guard::new(&config.server, &config.api, &[http_addr]);
     let app = http::router(
         AppState {
             broker: broker.clone(),
             tracker: tracker.downgrade(),
             limits: limits.clone(),
+            guard: std::sync::Arc::new(guard),
         },
         &config.web,
         &config.pkg,
