@@ -90,7 +90,12 @@ async fn handler(
 ) -> Response {
     let peer = ctx.client;
     if let Err(refused) = state.guard.websocket_origin(&headers, &ctx) {
-        tracing::debug!(%peer, origin = ?headers.get("origin"), "websocket upgrade refused: {}", refused.message());
+        tracing::debug!(
+            %peer,
+            origin = ?headers.get("origin"),
+            "websocket upgrade refused: {}",
+            refused.message()
+        );
         return refused.into_response();
     }
     let ws = ws.protocols(SUBPROTOCOLS);
