@@ -1,14 +1,17 @@
 // End-to-end test of the operator dashboard (web/): a real bridge started here on ephemeral
 // ports, Debian's headless Chromium driven by playwright-core, and mosquitto_sub / mosquitto_pub
 // as the outside clients. Checks that sessions appear and change without a reload (from the
-// SSE stream), that the queue of an offline persistent session rises and drains, and that
-// Kick and Discard work. Screenshots go to tests/artifacts/.
+// event stream), that the queue of an offline persistent session rises and drains, and that
+// Kick and Discard work. Then, against a bridge with `[api] token`: the dashboard asks for the
+// token (and again after a wrong one), then lists the sessions, receives live events and kicks
+// with it, keeps it over a reload, and never puts it in a URL. Screenshots go to
+// tests/artifacts/.
 //
 // Usage: node tests/dashboard.mjs   (after `cargo build -p bridge`). Exits non-zero, naming the
 // failed check, on any failure.
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { check, cleanup, fail, launchChromium, openPage, root, run, setup, spawnBridge } from "./support/harness.mjs";
+import { bridgeConfig, check, cleanup, fail, launchChromium, openPage, root, run, setup, spawnBridge } from "./support/harness.mjs";
 
 const artifacts = join(root, "tests", "artifacts");
 const TEST_TIMEOUT_MS = 90_000;
@@ -137,7 +140,73 @@ async function main() {
 
   if (problems.length) throw new Error(problems.join("\n"));
   clean.kill("SIGTERM");
+  await page.close();
+
+  await withToken(browser);
   console.log(`dashboard test passed; screenshots in ${artifacts}`);
+}
+
+/** The dashboard of a bridge with `[api] token`: it asks, then works with the token. */
+async function withToken(browser) {
+  const TOKEN = "dashboard-test-token-5e1f0b7c9a";
+  const config = await bridgeConfig(`[api]\ntoken = "${TOKEN}"\n`);
+  const { http, mqttPort } = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none", "--web", join(root, "web"), ...config]);
+  const mqtt = ["-h", "127.0.0.1", "-p", String(mqttPort)];
+  const before = run("mosquitto_sub", [...mqtt, "-c", "-i", "tok-before", "-q", "1", "-t", "tok/#"]);
+  // The calls made before and after a wrong token are answered 401: Chromium logs each.
+  const { page, problems } = await openPage(browser, new URL(http).origin, { width: 1440, height: 900 },
+    (text) => /status of 401/.test(text));
+  const urls = [];
+  const authorized = new Set();
+  page.on("request", (r) => {
+    urls.push(r.url());
+    if (r.headers().authorization === `Bearer ${TOKEN}`) authorized.add(new URL(r.url()).pathname);
+  });
+  const row = (id) => page.locator(`#sessions-body tr[data-client-id="${id}"]`);
+  const cell = (id, cls, text, what) =>
+    check(what, page.waitForFunction(
+      ([id, cls, text]) =>
+        document.querySelector(`#sessions-body tr[data-client-id="${CSS.escape(id)}"] .${cls}`)?.textContent === text,
+      [id, cls, text], { timeout: WAIT_MS }));
+
+  await page.goto(http + "/");
+  await check("with a token configured the dashboard asks for it", page.locator("#login[open]").waitFor({ timeout: WAIT_MS }));
+  if ((await row("tok-before").count()) !== 0) throw new Error("sessions were listed before the token was given");
+  await page.screenshot({ path: join(artifacts, "dashboard-07-token.png") });
+  await page.locator("#login-token").fill("not-the-token");
+  await page.locator("#login-ok").click();
+  await check("a wrong token is refused and asked for again",
+    page.locator("#login[open] #login-error:not([hidden])").waitFor({ timeout: WAIT_MS }));
+  await page.locator("#login-token").fill(TOKEN);
+  await page.keyboard.press("Enter");
+  await check("the dialog closes with the right token", page.locator("#login").waitFor({ state: "hidden", timeout: WAIT_MS }));
+  await check("with the token the page says Live", page.locator("#live[data-state=live]").waitFor({ timeout: WAIT_MS }));
+  await cell("tok-before", "c-state", "online", "with the token the session list loads");
+
+  // Live events: a new client appears, goes offline when kicked from the page.
+  run("mosquitto_sub", [...mqtt, "-V", "mqttv5", "-c", "-x", "600", "-i", "tok-live", "-q", "1", "-t", "tok/#"]);
+  await cell("tok-live", "c-state", "online", "with the token a new session arrives live");
+  await row("tok-live").locator("button").click();
+  await check("Kick is enabled", page.locator("#btn-kick:not([disabled])").waitFor({ timeout: WAIT_MS }));
+  await page.locator("#btn-kick").click();
+  await page.locator("#confirm-ok").click();
+  await cell("tok-live", "c-state", "offline", "the kick with the token puts tok-live offline");
+  await page.screenshot({ path: join(artifacts, "dashboard-08-token-live.png") });
+
+  // Kept for the tab: a reload does not ask again.
+  await page.reload();
+  await check("after a reload the page is Live without asking", page.locator("#live[data-state=live]").waitFor({ timeout: WAIT_MS }));
+  if (await page.locator("#login[open]").count()) throw new Error("the token was asked for again after a reload");
+  await cell("tok-before", "c-state", "online", "after a reload the sessions are listed");
+
+  for (const path of ["/api/v1/events", "/api/v1/sessions", "/api/v1/stats", "/api/v1/sessions/tok-live/kick"]) {
+    if (!authorized.has(path)) throw new Error(`${path} was not requested with the token (${[...authorized]})`);
+  }
+  const leaked = urls.filter((u) => u.includes(TOKEN));
+  if (leaked.length) throw new Error(`the token appeared in URLs: ${leaked}`);
+  if (problems.length) throw new Error(problems.join("\n"));
+  before.kill("SIGTERM");
+  await page.close();
 }
 
 main()

@@ -21,7 +21,7 @@
 // Usage: node tests/page.mjs   (after `cargo build -p bridge` and `client-wasm/build.sh`).
 // Exits non-zero, naming the failed check, on any failure.
 import { join } from "node:path";
-import { cleanup, fail, launchChromium, root, serveStatic, setup, spawnBridge } from "./support/harness.mjs";
+import { allowOrigin, cleanup, fail, launchChromium, root, serveStatic, setup, spawnBridge } from "./support/harness.mjs";
 
 const pageDir = join(root, "tests", "page");
 const pkgDir = join(root, "client-wasm", "pkg");
@@ -106,9 +106,9 @@ async function hold(browser, base, http, ws, name, id, extra) {
 }
 
 try {
-  const { http, ws } = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none"]);
   // tests/page/ at /, the package at /pkg/. A page asked for with `?csp` gets a
-  // Content-Security-Policy that allows same-origin Workers only (no blob:).
+  // Content-Security-Policy that allows same-origin Workers only (no blob:). The bridge lets
+  // that origin connect.
   const base = await serveStatic(
     [
       ["/pkg/", pkgDir],
@@ -116,6 +116,7 @@ try {
     ],
     { headers: (url) => (url.searchParams.has("csp") ? { "content-security-policy": "worker-src 'self'" } : {}) },
   );
+  const { http, ws } = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none", ...(await allowOrigin(base))]);
   const browser = await launchChromium();
   const started = Date.now();
 

@@ -1,14 +1,16 @@
-// The operator dashboard: sessions live from the SSE stream /api/v1/events, totals from
+// The operator dashboard: sessions live from the event stream /api/v1/events, totals from
 // /api/v1/stats every 2 s, the retained messages, and a session's detail with kick / discard.
 // Each event carries its session's summary as it is after the change, in the engine's order,
 // so the latest event for a session is its truth: the table is the list read once (and again
 // on `resync`) with the events applied on top, and only the selected session is ever re-read.
 // No framework, nothing fetched from anywhere but this origin. All data goes into the DOM
-// through textContent (never innerHTML). The playground is playground.js; the two talk through
+// through textContent (never innerHTML). Every API call, the event stream included, goes
+// through api.js, which adds the admin token when the bridge wants one. The playground is playground.js; the two talk through
 // two document events: `dashboard:sessions` (the session map after each change, from here) and
 // `dashboard:select` (open a session's detail, from there).
 
-const API = "/api/v1";
+import { apiFetch, errorText, getJson, streamEvents } from "./api.js";
+
 const STATS_EVERY_MS = 2000;
 const PAGE = 1000;
 
@@ -37,22 +39,6 @@ function el(tag, props = {}, ...children) {
   }
   for (const c of children) e.append(c);
   return e;
-}
-
-async function getJson(path) {
-  const r = await fetch(API + path, { headers: { accept: "application/json" } });
-  if (r.status === 404) return null;
-  if (!r.ok) throw new Error(`${path}: HTTP ${r.status} ${await errorText(r)}`);
-  return r.json();
-}
-
-async function errorText(r) {
-  try {
-    const body = await r.json();
-    return body.error ?? "";
-  } catch {
-    return "";
-  }
 }
 
 const enc = encodeURIComponent;
@@ -216,7 +202,7 @@ async function readList() {
 // ---------------------------------------------------------------------------------------
 // Live events
 
-let source = null;
+const CHANGES = new Set(["created", "connected", "disconnected", "ended", "subscribed", "unsubscribed", "queue"]);
 
 function setLive(state, text) {
   $("live").dataset.state = state;
@@ -224,38 +210,38 @@ function setLive(state, text) {
 }
 
 function connectEvents() {
-  source = new EventSource(`${API}/events`);
-  source.addEventListener("open", () => {
-    setLive("live", "Live");
-    loadAll().catch((e) => toast(`Could not load the sessions: ${e.message}`));
+  streamEvents({
+    open() {
+      setLive("live", "Live");
+      loadAll().catch((e) => toast(`Could not load the sessions: ${e.message}`));
+    },
+    down() {
+      setLive("down", "Reconnecting…");
+    },
+    event(type, raw) {
+      if (type === "resync") loadAll().catch((e) => toast(`Could not reload the sessions: ${e.message}`));
+      else if (CHANGES.has(type)) onChange(type, raw);
+    },
   });
-  source.addEventListener("error", () => {
-    setLive("down", "Reconnecting…");
-  });
-  source.addEventListener("resync", () => {
-    loadAll().catch((e) => toast(`Could not reload the sessions: ${e.message}`));
-  });
-  const onChange = (ev) => {
-    let data;
-    try {
-      data = JSON.parse(ev.data);
-    } catch {
-      return;
-    }
-    const id = data.client_id;
-    if (typeof id !== "string" || (ev.type !== "ended" && data.session?.client_id !== id)) return;
-    const change = { type: ev.type, data };
-    loading?.events.push(change);
-    apply(change);
-    layoutTable();
-    scheduleStats();
-    if (id === selected) {
-      if (ev.type === "ended") showDetail(null);
-      refreshDetailSoon();
-    }
-  };
-  for (const t of ["created", "connected", "disconnected", "ended", "subscribed", "unsubscribed", "queue"]) {
-    source.addEventListener(t, onChange);
+}
+
+function onChange(type, raw) {
+  let data;
+  try {
+    data = JSON.parse(raw);
+  } catch {
+    return;
+  }
+  const id = data.client_id;
+  if (typeof id !== "string" || (type !== "ended" && data.session?.client_id !== id)) return;
+  const change = { type, data };
+  loading?.events.push(change);
+  apply(change);
+  layoutTable();
+  scheduleStats();
+  if (id === selected) {
+    if (type === "ended") showDetail(null);
+    refreshDetailSoon();
   }
 }
 
@@ -453,7 +439,7 @@ async function kick() {
     "Kick",
   );
   if (!ok) return;
-  const r = await fetch(`${API}/sessions/${enc(id)}/kick`, { method: "POST" });
+  const r = await apiFetch(`/sessions/${enc(id)}/kick`, { method: "POST" });
   // The row and the detail follow from the `disconnected` event.
   if (r.status !== 204) toast(`Kick ${id} failed: HTTP ${r.status} ${await errorText(r)}`);
 }
@@ -467,7 +453,7 @@ async function discard() {
     "Discard",
   );
   if (!ok) return;
-  const r = await fetch(`${API}/sessions/${enc(id)}`, { method: "DELETE" });
+  const r = await apiFetch(`/sessions/${enc(id)}`, { method: "DELETE" });
   if (r.status !== 204 && r.status !== 404) {
     toast(`Discard ${id} failed: HTTP ${r.status} ${await errorText(r)}`);
     return;
@@ -492,7 +478,12 @@ function scheduleStats() {
   }, 300);
 }
 
+/** A stats read in progress (one at a time: they wait while the sign-in dialog is open). */
+let statsBusy = false;
+
 async function loadStats() {
+  if (statsBusy) return;
+  statsBusy = true;
   try {
     const s = await getJson("/stats");
     $("st-connections").textContent = fmtInt(s.connections);
@@ -511,6 +502,8 @@ async function loadStats() {
     lastStats = s;
   } catch (e) {
     console.warn("stats", e);
+  } finally {
+    statsBusy = false;
   }
 }
 

@@ -6,6 +6,9 @@
 //! JSON, `{"error": "..."}`: 400 for a bad query value or an unknown query parameter, 404 for
 //! an unknown client id, 503 once the broker is stopping. Query strings are parsed by hand
 //! (from axum's map), so a bad value gets our JSON answer rather than axum's plain text.
+//!
+//! Every route here passes [`crate::guard::api_access`] first: the `[api]` tokens, or
+//! without them loopback clients and same-origin changes only (401 / 403, also JSON).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,6 +30,7 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use crate::guard::Guard;
 use crate::state::AppState;
 
 /// Page size when the query gives none.
@@ -37,8 +42,9 @@ const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The shortest interval the message rates are measured over.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
-/// The API's routes, with their full paths (merged into the main router).
-pub(crate) fn routes() -> Router<AppState> {
+/// The API's routes, with their full paths (merged into the main router), behind `guard`'s
+/// access rules.
+pub(crate) fn routes(guard: Arc<Guard>) -> Router<AppState> {
     Router::new()
         .route("/api/v1/sessions", get(list_sessions))
         .route(
@@ -51,6 +57,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/retained", get(retained))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/events", get(events))
+        .route_layer(from_fn_with_state(guard, crate::guard::api_access))
         .layer(Extension(RateTracker::shared()))
 }
 

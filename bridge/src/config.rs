@@ -3,8 +3,9 @@
 //! Precedence, highest first: a command-line flag, the `--config` file, the built-in default.
 //! The file's `[broker]` table is [`broker::BrokerConfig`] itself, so its keys are that
 //! struct's field names and an unknown key is an error, not a silent no-op. The `[server]`
-//! table ([`ServerConfig`]) holds the bridge's own limits on its listeners, the `[tls]` table
-//! ([`TlsConfig`]) the certificate files of the TLS listeners.
+//! table ([`ServerConfig`]) holds the bridge's own limits on its listeners and who may reach
+//! them; the `[api]` table ([`ApiConfig`]) the admin API's tokens (see [`crate::guard`]); the
+//! `[tls]` table ([`TlsConfig`]) the certificate files of the TLS listeners.
 //!
 //! Every listen address may be `none`: that listener is not started (at least one must
 //! remain). `--mqtts` and `--https` are off unless given, and need `[tls] cert_file` and
@@ -16,6 +17,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 pub(crate) use crate::tls::TlsConfig;
+use crate::guard::{ApiToken, HostPattern, OriginPattern, ProxyNet};
 
 /// Where the dashboard, the WebSocket endpoint and the HTTP API listen by default.
 pub(crate) const DEFAULT_HTTP: &str = "127.0.0.1:8080";
@@ -85,6 +87,7 @@ struct FileConfig {
     broker: broker::BrokerConfig,
     server: ServerConfig,
     tls: TlsConfig,
+    api: ApiConfig,
 }
 
 /// The `[server]` table: limits of the bridge's own listeners (the broker's are in
@@ -112,6 +115,16 @@ pub(crate) struct ServerConfig {
     /// arrival order (see `runtime` in main.rs); 0 is one per core; more threads spread
     /// TLS and WebSocket framing over cores at the cost of that order.
     pub(crate) worker_threads: usize,
+    /// Host names (with or without `:port`; without, any port) that requests may name in
+    /// `Host`, besides the listen addresses, `localhost`, `127.0.0.1` and `[::1]`, which are
+    /// always allowed. Others are answered 403, against DNS rebinding. `["*"]`: any.
+    pub(crate) allowed_hosts: Vec<HostPattern>,
+    /// Origins whose pages may open MQTT WebSockets at `/mqtt`, besides the bridge's own
+    /// origin and clients that send no `Origin` (not browsers). `["*"]`: any.
+    pub(crate) allowed_origins: Vec<OriginPattern>,
+    /// Reverse proxies (IP addresses or CIDR blocks) whose `X-Forwarded-For` / `Forwarded`
+    /// header names the client. From anyone else those headers are ignored.
+    pub(crate) trusted_proxies: Vec<ProxyNet>,
 }
 
 impl Default for ServerConfig {
@@ -121,7 +134,34 @@ impl Default for ServerConfig {
             http_header_timeout_secs: 10,
             http_idle_timeout_secs: 60,
             worker_threads: 1,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
+    }
+}
+
+/// The `[api]` table: who may use the admin API under `/api/v1/`. Every key is optional;
+/// with no token, the API answers loopback clients only (see [`crate::guard`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ApiConfig {
+    /// `Authorization: Bearer <token>` allows every API request.
+    pub(crate) token: Option<ApiToken>,
+    /// `Authorization: Bearer <read_token>` allows GET and HEAD only.
+    pub(crate) read_token: Option<ApiToken>,
+    /// Origins whose pages may call the API from a browser: they get CORS headers, and
+    /// without a token their mutating requests are not refused as cross-origin. `["*"]`: any.
+    pub(crate) cors_origins: Vec<OriginPattern>,
+}
+
+impl ApiConfig {
+    /// Refuses a read token equal to the full one (it would grant everything).
+    fn check(&self) -> Result<(), &'static str> {
+        if self.token.is_some() && self.token == self.read_token {
+            return Err("[api] token and read_token must differ");
+        }
+        Ok(())
     }
 }
 
@@ -154,10 +194,12 @@ pub(crate) struct Config {
     pub(crate) pkg: PathBuf,
     /// The broker engine's limits and policies.
     pub(crate) broker: broker::BrokerConfig,
-    /// The listeners' limits.
+    /// The listeners' limits and who may reach them.
     pub(crate) server: ServerConfig,
     /// The TLS listeners' certificate files and client-certificate policy.
     pub(crate) tls: TlsConfig,
+    /// The admin API's tokens.
+    pub(crate) api: ApiConfig,
 }
 
 /// A configuration file that could not be used.
@@ -187,6 +229,7 @@ impl Config {
                 let file = parse(&text).map_err(|e| ConfigError::Parse(path.clone(), e))?;
                 file.server
                     .check()
+                    .and_then(|()| file.api.check())
                     .map_err(|e| ConfigError::Invalid(path.clone(), e))?;
                 file.tls
                     .check()
@@ -245,6 +288,7 @@ impl Config {
             broker: file.broker,
             server: file.server,
             tls: file.tls,
+            api: file.api,
         }
     }
 }
@@ -358,6 +402,7 @@ mod tests {
                 http_header_timeout_secs: 3,
                 http_idle_timeout_secs: 7,
                 worker_threads: 0,
+                ..ServerConfig::default()
             }
         );
 
@@ -435,6 +480,44 @@ mod tests {
             c.check_listeners().is_err(),
             "a certificate without its key"
         );
+    }
+
+    #[test]
+    fn the_access_keys_are_read_and_bad_entries_are_refused_with_their_text() {
+        let file = parse(
+            "[server]\nallowed_hosts = [\"bridge.example\", \"*\"]\n\
+             allowed_origins = [\"https://app.example\"]\n\
+             trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n\
+             [api]\ntoken = \"full-token\"\nread_token = \"read-token\"\n\
+             cors_origins = [\"*\"]\n",
+        )
+        .expect("valid file");
+        assert_eq!(file.server.allowed_hosts.len(), 2);
+        assert_eq!(file.server.allowed_origins.len(), 1);
+        assert_eq!(file.server.trusted_proxies.len(), 2);
+        assert!(file.api.token.is_some() && file.api.read_token.is_some());
+        assert!(file.api.check().is_ok());
+        assert_eq!(ApiConfig::default().token, None);
+
+        for (text, needle) in [
+            (
+                "[server]\ntrusted_proxies = [\"10.0.0.0/40\"]",
+                "10.0.0.0/40",
+            ),
+            (
+                "[server]\nallowed_origins = [\"app.example\"]",
+                "app.example",
+            ),
+            ("[server]\nallowed_hosts = [\"a b\"]", "a b"),
+            ("[api]\ntoken = \"\"", "token"),
+            ("[api]\ncors = []", "cors"),
+        ] {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let same = parse("[api]\ntoken = \"same-token\"\nread_token = \"same-token\"")
+            .expect("valid TOML");
+        assert!(same.api.check().is_err());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The axum application: MQTT over WebSocket at `/mqtt`, the JSON API under `/api/v1/`, the
-//! browser client's package at `/pkg/`, and the static files of the web directory at `/`.
+//! browser client's package at `/pkg/`, and the static files of the web directory at `/`,
+//! all behind the guard ([`crate::guard`]).
 
 use std::path::Path;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -17,13 +19,16 @@ use crate::state::AppState;
 /// browser client's npm package `pkg` at `/pkg/` (the dashboard's playground imports
 /// `/pkg/client_wasm.js`, which fetches `/pkg/client_wasm_bg.wasm`; `ServeDir` answers it as
 /// `application/wasm`, which `WebAssembly.instantiateStreaming` requires), and the web
-/// directory for everything else.
+/// directory for everything else. [`crate::guard::check`] sees every request first (the
+/// API's routes also pass [`crate::guard::api_access`]; `/api/v1/health` does not).
 pub(crate) fn router(state: AppState, web: &Path, pkg: &Path) -> Router {
+    let guard = state.guard.clone();
     Router::new()
         .route("/api/v1/health", get(health))
         .merge(crate::ws::routes())
-        .merge(crate::api::routes())
+        .merge(crate::api::routes(guard.clone()))
         .merge(crate::web::routes(web, pkg))
+        .layer(from_fn_with_state(guard, crate::guard::check))
         .layer(TraceLayer::new_for_http().on_failure(log_failure))
         .with_state(state)
 }

@@ -15,6 +15,8 @@
 //! - [`http`]: the axum router, made of each module's `routes()`: [`ws`] (the WebSocket
 //!   endpoint and its adapter), [`api`] (the session-state JSON API and its event stream),
 //!   [`web`] (the dashboard and the browser client's package).
+//! - [`guard`]: who may reach what: `Host`, `Origin`, the admin API's tokens, trusted
+//!   proxies.
 //! - [`state`]: what every handler can reach.
 //! - [`shutdown`]: signals, and waiting for connection tasks before dropping the rest.
 //!
@@ -32,6 +34,7 @@
 
 mod api;
 mod config;
+mod guard;
 mod http;
 mod http_listener;
 mod limits;
@@ -145,11 +148,13 @@ async fn run(config: Config, tls: Option<Arc<ServerTls>>) -> anyhow::Result<()> 
     let mqtt_listener = bind(config.mqtt.as_deref(), "MQTT").await?;
     let mqtts_listener = bind(config.mqtts.as_deref(), "MQTT over TLS").await?;
     let https_listener = bind(config.https.as_deref(), "HTTPS").await?;
+    let http_addr = local_addr(&http_listener)?;
+    let https_addr = local_addr(&https_listener)?;
     let line = listening_line(
-        local_addr(&http_listener)?,
+        http_addr,
         local_addr(&mqtt_listener)?,
         local_addr(&mqtts_listener)?,
-        local_addr(&https_listener)?,
+        https_addr,
     );
     // Installed before the "listening" line, so a signal sent right after it is handled.
     let mut signals = Signals::new().context("cannot install signal handlers")?;
@@ -224,11 +229,15 @@ async fn run(config: Config, tls: Option<Arc<ServerTls>>) -> anyhow::Result<()> 
             );
         }
     }
+    // The default allowed hosts are made from every HTTP listen address.
+    let http_addrs: Vec<_> = [http_addr, https_addr].into_iter().flatten().collect();
+    let guard = guard::Guard::new(&config.server, &config.api, &http_addrs);
     let app = http::router(
         AppState {
             broker: broker.clone(),
             tracker: tracker.downgrade(),
             limits: limits.clone(),
+            guard: std::sync::Arc::new(guard),
         },
         &config.web,
         &config.pkg,

@@ -1,9 +1,12 @@
-//! The state every HTTP handler can reach: the broker, the shutdown tracker and the MQTT
-//! connection limits. A leaf module, so the router, the API and the WebSocket endpoint each
+//! The state every HTTP handler can reach: the broker, the shutdown tracker, the MQTT
+//! connection limits and the access rules. A leaf module, so the router, the API and the WebSocket endpoint each
 //! depend on it and not on one another.
+
+use std::sync::Arc;
 
 use broker::Broker;
 
+use crate::guard::Guard;
 use crate::limits::ConnectionLimiter;
 use crate::shutdown::WeakTracker;
 
@@ -17,6 +20,8 @@ pub(crate) struct AppState {
     /// The MQTT connection limits, shared with the TCP listener: a WebSocket upgrade takes
     /// its permit before it is answered.
     pub(crate) limits: ConnectionLimiter,
+    /// Who may reach what: `Host`, `Origin`, the API's tokens, trusted proxies.
+    pub(crate) guard: Arc<Guard>,
 }
 
 /// A request extension the HTTP listener puts on every request that came over TLS (HTTPS,
@@ -24,7 +29,6 @@ pub(crate) struct AppState {
 /// the broker ([`broker::ConnectionInfo::secure`], [`broker::ConnectionInfo::certificate_name`]),
 /// and the own-origin checks build `https://` + `Host` from it.
 #[derive(Debug, Clone, Default)]
-#[allow(dead_code)] // set by the TLS listener, read by the WebSocket endpoint and origin checks
 pub(crate) struct TlsConnection {
     /// The common name (CN) of the client certificate verified against `[tls] client_ca_file`,
     /// if the client presented one.

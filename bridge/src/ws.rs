@@ -20,22 +20,31 @@
 //! [`PingBudget`] allows (a burst of [`PING_BURST`], then [`PING_REFILL_PER_SEC`] a second)
 //! is closed with 1008 (policy violation): no MQTT client needs more, and each ping costs
 //! a write.
+//!
+//! # Who may connect
+//! Before anything is counted, the upgrade is refused when the page's `Origin` is not allowed
+//! ([`crate::guard::Guard::websocket_origin`]: 403) or when the client offers subprotocols
+//! and none is MQTT's (400); a client that offers none is let through, as non-browser
+//! clients often do. The connection's address is the guard's client address (a trusted
+//! proxy's forwarded one), and a request that came over TLS is passed on as secure, with its
+//! client certificate's name.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use broker::{ConnectionInfo, Transport};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream};
 
-use crate::state::AppState;
+use crate::guard::RequestContext;
+use crate::state::{AppState, TlsConnection};
 
 /// The subprotocols MQTT clients offer: `mqtt` (3.1.1 and 5.0) and the older `mqttv3.1`.
 /// axum only answers a subprotocol it is told about, and browsers close a socket whose
@@ -67,14 +76,37 @@ pub(crate) fn routes() -> axum::Router<AppState> {
 
 /// `GET /mqtt`: upgrades to a WebSocket and serves one MQTT connection over it.
 ///
-/// The connection is counted against `max_connections` and `max_connections_per_address`
-/// before the upgrade: over either, the answer is 503 Service Unavailable and no WebSocket
-/// is made. The permit then lives in the connection's task.
+/// Refused first: an `Origin` the guard does not allow (403), subprotocols offered without
+/// `mqtt` or `mqttv3.1` among them (400). Then the connection is counted against
+/// `max_connections` and `max_connections_per_address` (the client's address, see
+/// [`RequestContext::client`]) before the upgrade: over either, the answer is 503 Service
+/// Unavailable and no WebSocket is made. The permit then lives in the connection's task.
 async fn handler(
     ws: WebSocketUpgrade,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ctx): Extension<RequestContext>,
+    tls: Option<Extension<TlsConnection>>,
+    headers: HeaderMap,
     State(state): State<AppState>,
 ) -> Response {
+    let peer = ctx.client;
+    if let Err(refused) = state.guard.websocket_origin(&headers, &ctx) {
+        tracing::debug!(
+            %peer,
+            origin = ?headers.get("origin"),
+            "websocket upgrade refused: {}",
+            refused.message()
+        );
+        return refused.into_response();
+    }
+    let ws = ws.protocols(SUBPROTOCOLS);
+    if ws.selected_protocol().is_none() && ws.requested_protocols().next().is_some() {
+        tracing::debug!(%peer, "websocket upgrade refused: no MQTT subprotocol offered");
+        return (
+            StatusCode::BAD_REQUEST,
+            "no MQTT subprotocol offered: Sec-WebSocket-Protocol must include mqtt or mqttv3.1",
+        )
+            .into_response();
+    }
     let permit = match state.limits.try_acquire(peer.ip()) {
         Ok(permit) => permit,
         Err(refusal) => {
@@ -84,8 +116,7 @@ async fn handler(
     let max = usize::try_from(state.broker.config().max_packet_size)
         .unwrap_or(usize::MAX)
         .saturating_add(FRAME_SLACK);
-    ws.protocols(SUBPROTOCOLS)
-        .max_message_size(max)
+    ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
@@ -99,7 +130,11 @@ async fn handler(
             let tracker = tracker.upgrade();
             let task = async move {
                 let _permit = permit;
-                let info = ConnectionInfo::new(Some(peer), Transport::WebSocket);
+                let mut info = ConnectionInfo::new(Some(peer), Transport::WebSocket);
+                if let Some(Extension(tls)) = tls {
+                    info.secure = true;
+                    info.certificate_name = tls.certificate_name;
+                }
                 let mut transport = WsTransport::new(socket);
                 match broker.serve(&mut transport, info).await {
                     Ok(()) => tracing::debug!(%peer, "websocket connection closed"),

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqttjs from "mqtt";
-import { cleanup, fail, launchChromium, onCleanup, root, serveStatic, setup, spawnBridge } from "../../tests/support/harness.mjs";
+import { allowOrigin, cleanup, fail, launchChromium, onCleanup, root, serveStatic, setup, spawnBridge } from "../../tests/support/harness.mjs";
 
 const pkgDir = join(root, "client-wasm", "pkg");
 const TEST_TIMEOUT_MS = 60_000;
@@ -264,10 +264,10 @@ async function persistenceFailures(ws) {
  * a subscriber gets each exactly once. The bridge runs on the embedded store so the
  * sessions survive its kill -9.
  */
-async function persistence(page) {
+async function persistence(page, allowed) {
   const data = await mkdtemp(join(tmpdir(), "client-wasm-persist-"));
   onCleanup(() => rm(data, { recursive: true, force: true }));
-  const b1 = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", data]);
+  const b1 = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", data, ...allowed]);
   // The subscriber: MQTT.js over TCP, its own persistent session.
   const sub = mqttjs.connect(`mqtt://${b1.mqtt}`, { clientId: "persist-sub", clean: false, protocolVersion: 4, reconnectPeriod: 200 });
   onCleanup(() => sub.end(true));
@@ -316,7 +316,7 @@ async function persistence(page) {
 
   await page.reload();
   await page.waitForFunction(() => window.ready !== undefined, null, { timeout: 15000 });
-  const b2 = await spawnBridge(["--http", b1.httpAddr, "--mqtt", b1.mqtt, "--data", data]);
+  const b2 = await spawnBridge(["--http", b1.httpAddr, "--mqtt", b1.mqtt, "--data", data, ...allowed]);
   const resumed = await page.evaluate(async ([ws, opts]) => {
     window.pc = await window.mqtt.connect(ws, opts);
     return window.pc.session().sessionPresent;
@@ -339,9 +339,10 @@ async function persistence(page) {
 }
 
 try {
-  const { ws } = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none"]);
-  // The test page at /, the package at /pkg/.
+  // The test page at /, the package at /pkg/; the bridge lets that origin connect.
   const base = await serveStatic([["/pkg/", pkgDir]], { pages: { "/": PAGE } });
+  const allowed = await allowOrigin(base);
+  const { ws } = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none", ...allowed]);
   const browser = await launchChromium();
   const page = await browser.newPage();
   page.on("console", (m) => process.env.VERBOSE && console.log(`[page] ${m.text()}`));
@@ -354,7 +355,7 @@ try {
   for (const line of log) console.log(`ok: ${line}`);
   for (const line of await page.evaluate(properties, ws)) console.log(`ok: ${line}`);
   for (const line of await page.evaluate(persistenceFailures, ws)) console.log(`ok: ${line}`);
-  for (const line of await persistence(page)) console.log(`ok: ${line}`);
+  for (const line of await persistence(page, allowed)) console.log(`ok: ${line}`);
   console.log("browser test passed");
   await cleanup();
   process.exit(0);

@@ -9,12 +9,15 @@
 # (scripts/setup.sh installs both). The runner comes from .cargo/config.toml.
 #
 # It starts two bridges on 127.0.0.1:0 (--data none): the one the tests talk to, and one with
-# `retain_available = false` that refuses a retained will by CONNACK. Their addresses reach
-# the tests at compile time (option_env!): the tests run inside the browser, which has no
-# environment to read. The ports differ on every run, so cargo rebuilds the test crate (only
-# it, a few seconds) each time. That beats fixed ports, which would collide with anything
-# else on the machine, another run of this script included; it needs no file written into
-# the source tree for the runner to serve, either.
+# `retain_available = false` that refuses a retained will by CONNACK. The runner serves the test
+# page from an address chosen here (WASM_BINDGEN_TEST_ADDRESS), and both bridges allow that
+# origin as an operator allows an app served from elsewhere: `[server] allowed_origins` for its
+# WebSockets, `[api] cors_origins` for the kicks the tests send to the admin API. The bridges'
+# addresses reach the tests at compile time (option_env!): the tests run inside the browser,
+# which has no environment to read. The ports differ on every run, so cargo rebuilds the test
+# crate (only it, a few seconds) each time. That beats fixed ports, which would collide with
+# anything else on the machine, another run of this script included; it needs no file written
+# into the source tree for the runner to serve, either.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -76,16 +79,26 @@ field() {
     sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$work/$1.addr"
 }
 
-start_bridge main
-printf '[broker]\nretain_available = false\n' >"$work/no-retain.toml"
+# free_port: a port the kernel just gave out and took back.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+export WASM_BINDGEN_TEST_ADDRESS
+WASM_BINDGEN_TEST_ADDRESS="127.0.0.1:$(free_port)"
+runner_origin="http://$WASM_BINDGEN_TEST_ADDRESS"
+printf '[server]\nallowed_origins = ["%s"]\n[api]\ncors_origins = ["%s"]\n' \
+    "$runner_origin" "$runner_origin" >"$work/main.toml"
+start_bridge main --config "$work/main.toml"
+printf '[broker]\nretain_available = false\n' | cat "$work/main.toml" - >"$work/no-retain.toml"
 start_bridge no-retain --config "$work/no-retain.toml"
 
 export BRIDGE_WS_URL BRIDGE_HTTP_URL NO_RETAIN_BRIDGE_WS_URL REFUSED_WS_URL
 BRIDGE_WS_URL="$(field main ws)"
 BRIDGE_HTTP_URL="$(field main http)"
 NO_RETAIN_BRIDGE_WS_URL="$(field no-retain ws)"
-# A port nothing listens on: one the kernel just gave out and took back.
-REFUSED_WS_URL="ws://127.0.0.1:$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')/mqtt"
+# A port nothing listens on.
+REFUSED_WS_URL="ws://127.0.0.1:$(free_port)/mqtt"
 for v in BRIDGE_WS_URL BRIDGE_HTTP_URL NO_RETAIN_BRIDGE_WS_URL; do
     if [ -z "${!v}" ]; then
         echo "wasm-test.sh: cannot read $v from the bridge's listening line" >&2

@@ -4,7 +4,8 @@
 // signal). One test per process: the state here is the process's.
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { dirname, extname, join, normalize, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -78,6 +79,27 @@ export function spawnBridge(args, { bin = bridgeBin(), env = process.env } = {})
     child.on("error", (e) => reject(new Error(`cannot start ${bin}: ${e.message}`)));
     child.on("exit", (code) => reject(new Error(`bridge exited (${code}) before listening:\n${out}`)));
   });
+}
+
+/**
+ * Writes `toml` to a fresh file (removed at clean-up) and resolves with the bridge arguments
+ * that use it: `["--config", path]`.
+ */
+export async function bridgeConfig(toml) {
+  const dir = await mkdtemp(join(tmpdir(), "bridge-config-"));
+  onCleanup(() => rm(dir, { recursive: true, force: true }));
+  const path = join(dir, "bridge.toml");
+  await writeFile(path, toml);
+  return ["--config", path];
+}
+
+/**
+ * The bridge arguments that let pages of `base` (a URL, e.g. serveStatic's) open MQTT
+ * WebSockets to it: `[server] allowed_origins`, as an operator would set it for an app served
+ * from elsewhere.
+ */
+export function allowOrigin(base) {
+  return bridgeConfig(`[server]\nallowed_origins = ["${new URL(base).origin}"]\n`);
 }
 
 /** Spawns a command; the returned child has .output and .exited (a promise of the exit code). */
