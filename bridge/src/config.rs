@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use serde::Deserialize;
 
-pub(crate) use crate::tls::TlsConfig;
 use crate::guard::{ApiToken, HostPattern, OriginPattern, ProxyNet};
+pub(crate) use crate::tls::TlsConfig;
 
 /// Where the dashboard, the WebSocket endpoint and the HTTP API listen by default.
 pub(crate) const DEFAULT_HTTP: &str = "127.0.0.1:8080";

@@ -27,7 +27,7 @@ pub(crate) enum Command {
         /// The packet.
         connect: Box<Connect>,
         /// What the transport knows.
-        info: ConnectionInfo,
+        info: Box<ConnectionInfo>,
         /// Who the credentials proved it to be.
         identity: Box<Identity>,
         /// The connection's outgoing channel.

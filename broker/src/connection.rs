@@ -43,7 +43,7 @@ use protocol::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Sleep};
 
-use crate::auth::{Authenticator, ConnectionInfo};
+use crate::auth::{Authenticator, ConnectionInfo, Identity};
 use crate::command::{connection_channel_capacity, CloseReason, Command, Outgoing};
 use crate::config::BrokerConfig;
 use crate::ids::ConnId;
@@ -164,8 +164,6 @@ struct Peer {
 pub(crate) struct Connection<'a, T> {
     id: ConnId,
     config: &'a BrokerConfig,
-    /// Checks CONNECT's credentials on this task, before the engine sees the CONNECT.
-    auth: &'a dyn Authenticator,
     engine: &'a mpsc::Sender<Command>,
     /// Read and written in turn from one task, so not split: a split transport costs a
     /// lock and an allocation per connection for nothing.
@@ -190,7 +188,7 @@ where
         engine: &'a mpsc::Sender<Command>,
         stopping: watch::Receiver<bool>,
         transport: T,
-        info: ConnectionInfo,
+        info: Box<ConnectionInfo>,
     ) -> Result<(), ConnectionError> {
         let packet_sleep = std::pin::pin!(parked());
         let keep_alive_sleep = std::pin::pin!(parked());
@@ -199,7 +197,6 @@ where
         let mut conn = Connection {
             id,
             config,
-            auth,
             engine,
             transport,
             decoder,
@@ -208,8 +205,28 @@ where
         let Some((connect, rest)) = conn.read_connect(stopping).await? else {
             return Ok(());
         };
-        conn.connected(connect, rest, info, Deadline::new(keep_alive_sleep))
-            .await
+        // Who it is, before the engine hears of it: proving a password may take a while,
+        // and only this connection waits for it. A refusal is answered here. (Awaited here
+        // rather than in `connected`, so that its state shares space with that future's
+        // instead of adding to what every idle connection holds.)
+        let identity = match auth.authenticate(&connect, &info).await {
+            Ok(identity) => Box::new(identity),
+            Err(reason) => {
+                let ack = ConnAck::new(false, reason);
+                conn.send_last(encoded(&Packet::ConnAck(ack), connect.protocol))
+                    .await;
+                conn.close().await;
+                return Err(ConnectionError::Refused(reason));
+            }
+        };
+        conn.connected(
+            connect,
+            rest,
+            info,
+            identity,
+            Deadline::new(keep_alive_sleep),
+        )
+        .await
     }
 
     /// Reads up to a complete CONNECT, within the connect timeout and the packet deadline.
@@ -294,7 +311,8 @@ where
         mut self,
         connect: Box<Connect>,
         rest: Bytes,
-        info: ConnectionInfo,
+        info: Box<ConnectionInfo>,
+        identity: Box<Identity>,
         mut keep_alive: Deadline<'_>,
     ) -> Result<(), ConnectionError> {
         let version = connect.protocol;
@@ -312,18 +330,6 @@ where
             aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
             acked: false,
         };
-        // Who it is, before the engine hears of it: proving a password may take a while,
-        // and only this connection waits for it. A refusal is answered here.
-        let identity = match self.auth.authenticate(&connect, &info).await {
-            Ok(identity) => identity,
-            Err(reason) => {
-                let ack = ConnAck::new(false, reason);
-                self.send_last(encoded(&Packet::ConnAck(ack), version))
-                    .await;
-                self.close().await;
-                return Err(ConnectionError::Refused(reason));
-            }
-        };
         let (out_tx, mut out_rx) = mpsc::channel(connection_channel_capacity(self.config));
         let Ok(permit) = self.engine.reserve().await else {
             return Err(ConnectionError::Stopped);
@@ -332,7 +338,7 @@ where
             conn: self.id,
             connect,
             info,
-            identity: Box::new(identity),
+            identity,
             tx: out_tx,
         });
         // CONNECT was a complete packet: the keep-alive runs from now.

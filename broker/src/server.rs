@@ -257,7 +257,9 @@ impl Broker {
             &self.inner.tx,
             self.inner.stopping.subscribe(),
             transport,
-            info,
+            // Boxed: held across the connection's first awaits, it would otherwise add its
+            // size to every connection's task.
+            Box::new(info),
         )
         .await
     }

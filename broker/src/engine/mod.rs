@@ -363,7 +363,7 @@ impl Engine {
                 info,
                 identity,
                 tx,
-            } => self.on_connect(conn, *connect, info, *identity, tx, now),
+            } => self.on_connect(conn, *connect, *info, *identity, tx, now),
             Command::Packet { conn, packet } => {
                 if let Some(&sid) = self.conns.get(&conn) {
                     self.on_packet(sid, packet, now);

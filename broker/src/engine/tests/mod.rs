@@ -127,7 +127,7 @@ impl World {
             Command::Connect {
                 conn: id,
                 connect: Box::new(connect),
-                info,
+                info: Box::new(info),
                 identity: Box::new(identity),
                 tx,
             },

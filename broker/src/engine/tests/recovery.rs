@@ -102,7 +102,7 @@ fn a_takeover_in_the_same_batch_as_new_messages_loses_none_of_them() {
     let cmd = Command::Connect {
         conn: ConnId(99),
         connect: Box::new(c),
-        info,
+        info: Box::new(info),
         identity: Box::default(),
         tx,
     };
