@@ -59,12 +59,20 @@ enum StoredHash {
 }
 
 /// A parsed password file.
-#[derive(Debug)]
 pub(crate) struct PasswordFile {
     users: HashMap<Box<str>, StoredHash>,
     /// What an unknown user is checked against: a hash of the same kind and cost as the
     /// file's first entry (so timing does not reveal which names exist).
     decoy: StoredHash,
+}
+
+impl std::fmt::Debug for PasswordFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the hashes: they are offline-guessable.
+        f.debug_struct("PasswordFile")
+            .field("users", &self.users.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PasswordFile {

@@ -156,6 +156,13 @@ async fn repeated_failures_refuse_the_source_even_with_the_right_password() {
             .await
             .is_ok()
     );
+    // Refused without a check: with no verification slot left, a check would wait forever.
+    let mut auth = auth;
+    auth.verifications = Arc::new(Semaphore::new(0));
+    let right = connect(Some("bob"), Some(b"hunter2"));
+    let refused = tokio::time::timeout(Duration::from_secs(5), outcome(&auth, &right, &attacker));
+    assert_eq!(refused.await, Ok(BAD), "refused at once");
+    auth.verifications = Arc::new(Semaphore::new(1));
     // Anonymous refusals are not failed logins.
     let other = from("192.0.2.67:1000");
     for _ in 0..5 {
