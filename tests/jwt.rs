@@ -8,24 +8,22 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use e2e::protocol::client::ClientOptions;
 use e2e::protocol::{ProtocolVersion, QoS, ReasonCode};
-use e2e::{clean, run_cases, text, version_name, Bridge, TempDir, Transport, TRANSPORTS, VERSIONS};
+use e2e::{clean, run_cases, text, version_name, Bridge, TRANSPORTS, VERSIONS};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-const V5: ProtocolVersion = ProtocolVersion::V5;
-const TCP: Transport = Transport::Tcp;
-const SECRET: &str = "a shared secret for the tests";
+#[path = "auth/fixture.rs"]
+mod fixture;
 
-type Case = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+use fixture::*;
+
+const SECRET: &str = "a shared secret for the tests";
 
 /// For the token users: their own subtree and the news; dave, a password user, everything.
 const ACL: &str = "\
@@ -58,49 +56,12 @@ fn with_token(v: ProtocolVersion, id: &str, user: &str, token: &str) -> ClientOp
     o
 }
 
-fn granted() -> ReasonCode {
-    ReasonCode::GrantedQoS1
-}
-
-fn refused_suback(v: ProtocolVersion) -> ReasonCode {
-    if v == V5 {
-        ReasonCode::NotAuthorized
-    } else {
-        ReasonCode::UnspecifiedError
-    }
-}
-
-/// A directory with the ACL and a password file holding dave (`bridge passwd`), and the
-/// `[auth]` table using them with `jwt` as its `[auth.jwt]` table.
-fn files(label: &str, jwt: &str) -> (TempDir, String) {
-    let dir = TempDir::new(label);
-    let acl = dir.path().join("acl");
-    std::fs::write(&acl, ACL).unwrap();
-    let passwd = dir.path().join("passwd");
-    add_user(&passwd, "dave", "dave-pw");
-    let toml = format!(
-        "[auth]\npassword_file = {:?}\nacl_file = {:?}\nmax_failed_attempts = 0\n[auth.jwt]\n{jwt}",
-        passwd.display().to_string(),
-        acl.display().to_string(),
-    );
-    (dir, toml)
-}
-
-fn add_user(file: &Path, user: &str, password: &str) {
-    let mut child = Command::new(Bridge::binary())
-        .arg("passwd")
-        .arg(file)
-        .arg(user)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+/// A bridge over the fixture's password file (dave, a password user) and [`ACL`], with
+/// `jwt` as its `[auth.jwt]` table.
+fn files(label: &str, jwt: &str) -> (Fixture, String) {
+    let fixture = Fixture::new(label, Some(ACL));
+    let toml = fixture.config(&format!("max_failed_attempts = 0\n[auth.jwt]\n{jwt}"));
+    (fixture, toml)
 }
 
 /// A valid token connects as its subject (the `%u` of the ACL is the subject: its own
@@ -127,9 +88,13 @@ async fn a_token_connects_as_its_subject_and_bad_tokens_get_bad_user_name_or_pas
                     let ack = c
                         .subscribe(&format!("users/{sub}/#"), QoS::AtLeastOnce)
                         .await;
-                    assert_eq!(ack.reasons, [granted()], "the subject is the user name");
+                    assert_eq!(
+                        ack.reasons,
+                        [granted(QoS::AtLeastOnce)],
+                        "the subject is the user name"
+                    );
                     let ack = c.subscribe("users/someone-else/#", QoS::AtLeastOnce).await;
-                    assert_eq!(ack.reasons, [refused_suback(v)]);
+                    assert_eq!(ack.reasons, [not_authorized_suback(v)]);
                     c.disconnect().await;
 
                     let mut named = with_token(v, &format!("named-{tag}"), &sub, &token);
@@ -234,16 +199,24 @@ async fn the_acl_claim_of_a_token_narrows_what_its_connection_may_do() {
                 let ack = c
                     .subscribe(&format!("news/{tag}/#"), QoS::AtLeastOnce)
                     .await;
-                assert_eq!(ack.reasons, [granted()], "overlaps the claim: granted");
+                assert_eq!(
+                    ack.reasons,
+                    [granted(QoS::AtLeastOnce)],
+                    "overlaps the claim: granted"
+                );
                 let ack = c
                     .subscribe(&format!("users/{sub}/inbox"), QoS::AtLeastOnce)
                     .await;
-                assert_eq!(ack.reasons, [granted()], "`all` counts for subscribe");
+                assert_eq!(
+                    ack.reasons,
+                    [granted(QoS::AtLeastOnce)],
+                    "`all` counts for subscribe"
+                );
                 // Allowed by the ACL file, not by the claim:
                 let ack = c
                     .subscribe(&format!("users/{sub}/outbox"), QoS::AtLeastOnce)
                     .await;
-                assert_eq!(ack.reasons, [refused_suback(v)]);
+                assert_eq!(ack.reasons, [not_authorized_suback(v)]);
                 // Allowed by the claim's filter shape but not by the ACL file: still refused.
                 let mut dave = clean(v, &format!("dave-{tag}"));
                 dave.username = Some("dave".to_owned());
@@ -339,13 +312,13 @@ async fn a_connection_is_closed_when_its_token_expires() {
 async fn a_public_key_file_verifies_es256_tokens_and_nothing_else() {
     let key = rcgen::KeyPair::generate().unwrap();
     let stranger = rcgen::KeyPair::generate().unwrap();
-    let dir = TempDir::new("jwt-es256");
-    let public = dir.path().join("public.pem");
+    let fixture = Fixture::new("jwt-es256", Some(ACL));
+    let public = fixture.dir.path().join("public.pem");
     std::fs::write(&public, key.public_key_pem()).unwrap();
-    let (_files, toml) = files(
-        "jwt-es256-files",
-        &format!("public_key_file = {:?}\n", public.display().to_string()),
-    );
+    let toml = fixture.config(&format!(
+        "max_failed_attempts = 0\n[auth.jwt]\npublic_key_file = {:?}\n",
+        public.display().to_string()
+    ));
     let bridge = Bridge::start_with_config(&toml);
     let es256 = |pair: &rcgen::KeyPair, claims: &Value| {
         let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
@@ -360,7 +333,7 @@ async fn a_public_key_file_verifies_es256_tokens_and_nothing_else() {
             )
             .await;
         let ack = c.subscribe("users/device-1/#", QoS::AtLeastOnce).await;
-        assert_eq!(ack.reasons, [granted()]);
+        assert_eq!(ack.reasons, [granted(QoS::AtLeastOnce)]);
         c.disconnect().await;
 
         let forged = es256(&stranger, &claims);
