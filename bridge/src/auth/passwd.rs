@@ -19,8 +19,10 @@ const MAX_PASSWORD: usize = 65_535;
 /// The bridge's maintenance commands; without one, the bridge serves.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub(crate) enum Command {
-    /// Add USER to the password FILE, or change their password (argon2id). The password is
-    /// read from standard input (one line; asked twice when it is a terminal)
+    /// Add USER to the password FILE, or change their password (argon2id)
+    ///
+    /// The password is read from standard input: one line, or typed twice without echo when
+    /// standard input is a terminal. Other lines of FILE are kept.
     Passwd {
         /// The password file (created if missing)
         file: PathBuf,
