@@ -71,6 +71,9 @@ pub(crate) struct Args {
     /// table of listener limits and a `[tls]` table of certificate files
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+    /// A maintenance command instead of serving
+    #[command(subcommand)]
+    pub(crate) command: Option<crate::auth::Command>,
 }
 
 /// The `--config` file. Every key is optional.
@@ -88,6 +91,7 @@ struct FileConfig {
     server: ServerConfig,
     tls: TlsConfig,
     api: ApiConfig,
+    auth: crate::auth::AuthConfig,
 }
 
 /// The `[server]` table: limits of the bridge's own listeners (the broker's are in
@@ -200,6 +204,8 @@ pub(crate) struct Config {
     pub(crate) tls: TlsConfig,
     /// The admin API's tokens.
     pub(crate) api: ApiConfig,
+    /// `[auth]` and `[auth.jwt]`: who may connect and what they may touch.
+    pub(crate) auth: crate::auth::AuthConfig,
 }
 
 /// A configuration file that could not be used.
@@ -289,6 +295,7 @@ impl Config {
             server: file.server,
             tls: file.tls,
             api: file.api,
+            auth: file.auth,
         }
     }
 }

@@ -33,6 +33,7 @@
 //! a bad command line, configuration file or TLS certificate.
 
 mod api;
+mod auth;
 mod config;
 mod guard;
 mod http;
@@ -68,7 +69,10 @@ use crate::state::AppState;
 use crate::tls::{ServerTls, TlsConfig};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(command) = args.command.take() {
+        return auth::run_command(command);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -100,6 +104,13 @@ fn main() -> ExitCode {
         }
         None
     };
+    let security = match auth::setup(&config.auth, config.tls.use_identity_as_username) {
+        Ok(security) => security,
+        Err(e) => {
+            eprintln!("bridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match runtime(config.server.worker_threads) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -107,7 +118,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config, tls)) {
+    match runtime.block_on(run(config, tls, security)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bridge: {e:#}");
@@ -141,8 +152,12 @@ fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Binds the listeners, serves until SIGINT or SIGTERM (reloading on SIGHUP), then shuts
-/// down gracefully. `tls` is there when a TLS listener is on.
-async fn run(config: Config, tls: Option<Arc<ServerTls>>) -> anyhow::Result<()> {
+/// down gracefully. `tls` is there when a TLS listener is on; `security` is who may connect.
+async fn run(
+    config: Config,
+    tls: Option<Arc<ServerTls>>,
+    security: auth::Setup,
+) -> anyhow::Result<()> {
     let files = raise_open_files_limit();
     let http_listener = bind(config.http.as_deref(), "HTTP").await?;
     let mqtt_listener = bind(config.mqtt.as_deref(), "MQTT").await?;
@@ -150,11 +165,17 @@ async fn run(config: Config, tls: Option<Arc<ServerTls>>) -> anyhow::Result<()> 
     let https_listener = bind(config.https.as_deref(), "HTTPS").await?;
     let http_addr = local_addr(&http_listener)?;
     let https_addr = local_addr(&https_listener)?;
-    let line = listening_line(
-        http_addr,
-        local_addr(&mqtt_listener)?,
-        local_addr(&mqtts_listener)?,
-        https_addr,
+    let mqtt_addr = local_addr(&mqtt_listener)?;
+    let mqtts_addr = local_addr(&mqtts_listener)?;
+    let line = listening_line(http_addr, mqtt_addr, mqtts_addr, https_addr);
+    warn_open_listeners(
+        &[
+            (http_addr, "HTTP (WebSocket at /mqtt)", false),
+            (mqtt_addr, "MQTT", false),
+            (mqtts_addr, "MQTT over TLS", true),
+            (https_addr, "HTTPS (WebSocket at /mqtt)", true),
+        ],
+        security.requires_credentials(),
     );
     // Installed before the "listening" line, so a signal sent right after it is handled.
     let mut signals = Signals::new().context("cannot install signal handlers")?;
@@ -164,7 +185,7 @@ async fn run(config: Config, tls: Option<Arc<ServerTls>>) -> anyhow::Result<()> 
     let broker = match &config.data {
         DataDir::None => {
             tracing::info!("--data none: memory only; sessions are lost when the bridge stops");
-            Broker::start(config.broker.clone())
+            Broker::with_authenticator(config.broker.clone(), security.authenticator.clone())
         }
         DataDir::Dir(dir) => {
             let durability = config.broker.durability();
@@ -172,7 +193,7 @@ async fn run(config: Config, tls: Option<Arc<ServerTls>>) -> anyhow::Result<()> 
             let store = broker::SqliteStore::open(dir, durability)?;
             let (broker, recovered) = Broker::with_store(
                 config.broker.clone(),
-                std::sync::Arc::new(broker::AllowAll),
+                security.authenticator.clone(),
                 Box::new(store),
             )?;
             tracing::info!(
@@ -276,7 +297,10 @@ async fn run(config: Config, tls: Option<Arc<ServerTls>>) -> anyhow::Result<()> 
     }
     tracing::info!("{line}");
 
-    let reloadable = Reloadable { tls };
+    let reloadable = Reloadable {
+        tls,
+        auth: security.files.clone(),
+    };
     let signal = loop {
         match signals.recv().await {
             Signal::Reload => reload(&reloadable).await,
@@ -327,6 +351,33 @@ async fn bind(addr: Option<&str>, what: &str) -> anyhow::Result<Option<TcpListen
     Ok(Some(listener))
 }
 
+/// Warns, at start, about each listener reachable from other machines that lets anyone in
+/// (no `[auth]` method, or `allow_anonymous`) or that carries credentials and messages in
+/// clear text (no TLS). Loopback listeners are the machine's own business.
+fn warn_open_listeners(listeners: &[(Option<SocketAddr>, &str, bool)], credentials: bool) {
+    for &(addr, what, tls) in listeners {
+        let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) else {
+            continue;
+        };
+        if !credentials {
+            tracing::warn!(
+                %addr,
+                "{what} listener reachable from other machines lets any client connect, \
+                 read and publish: configure [auth] (password_file, [auth.jwt]) and an \
+                 acl_file (see the README, Securing the bridge)"
+            );
+        }
+        if !tls {
+            tracing::warn!(
+                %addr,
+                "{what} listener reachable from other machines is not encrypted: passwords, \
+                 tokens and messages cross the network in clear text; use --mqtts / --https \
+                 with [tls] cert_file and key_file"
+            );
+        }
+    }
+}
+
 fn local_addr(listener: &Option<TcpListener>) -> std::io::Result<Option<SocketAddr>> {
     listener.as_ref().map(TcpListener::local_addr).transpose()
 }
@@ -362,6 +413,8 @@ fn listening_line(
 struct Reloadable {
     /// The TLS listeners' certificate, key and client CA bundle.
     tls: Option<Arc<ServerTls>>,
+    /// `[auth]`'s password file, ACL file and token key.
+    auth: Option<Arc<auth::FileAuthenticator>>,
 }
 
 /// SIGHUP: every part of [`Reloadable`] reads its files again. A part whose new files
@@ -378,6 +431,21 @@ async fn reload(what: &Reloadable) {
                 error = %e,
                 "SIGHUP: TLS certificate not reloaded; the previous one stays in use"
             ),
+        }
+    }
+    if let Some(auth) = &what.auth {
+        parts += 1;
+        // A password file may hold many users: read on a blocking thread. The new files
+        // apply to new connections and to every later ACL decision; a bad file changes
+        // nothing (the error names the file and line).
+        let auth = Arc::clone(auth);
+        match tokio::task::spawn_blocking(move || auth.reload()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(
+                error = %e,
+                "SIGHUP: [auth] files not reloaded; the previous ones stay in force"
+            ),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: [auth] reload failed"),
         }
     }
     if parts == 0 {
