@@ -52,6 +52,9 @@ pub(crate) struct Args {
     /// table of listener limits
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+    /// A maintenance command instead of serving
+    #[command(subcommand)]
+    pub(crate) command: Option<crate::auth::Command>,
 }
 
 /// The `--config` file. Every key is optional.
@@ -65,6 +68,7 @@ struct FileConfig {
     pkg: Option<PathBuf>,
     broker: broker::BrokerConfig,
     server: ServerConfig,
+    auth: crate::auth::AuthConfig,
 }
 
 /// The `[server]` table: limits of the bridge's own listeners (the broker's are in
@@ -132,6 +136,8 @@ pub(crate) struct Config {
     pub(crate) broker: broker::BrokerConfig,
     /// The listeners' limits.
     pub(crate) server: ServerConfig,
+    /// `[auth]` and `[auth.jwt]`: who may connect and what they may touch.
+    pub(crate) auth: crate::auth::AuthConfig,
 }
 
 /// A configuration file that could not be used.
@@ -195,6 +201,7 @@ impl Config {
                 .unwrap_or_else(|| repository_dir(DEFAULT_PKG)),
             broker: file.broker,
             server: file.server,
+            auth: file.auth,
         }
     }
 }

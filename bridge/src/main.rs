@@ -25,6 +25,7 @@
 //! cannot be bound, 2 for a bad command line or configuration file.
 
 mod api;
+mod auth;
 mod config;
 mod http;
 mod http_listener;
@@ -55,7 +56,10 @@ use crate::shutdown::{Signals, Tracker, ABORT_GRACE, DRAIN_GRACE};
 use crate::state::AppState;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(command) = args.command.take() {
+        return auth::run_command(command);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -71,6 +75,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // `true` once `[tls] use_identity_as_username` exists (the TLS part of issue 11).
+    let security = match auth::setup(&config.auth, false) {
+        Ok(security) => security,
+        Err(e) => {
+            eprintln!("bridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match runtime(config.server.worker_threads) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -78,7 +90,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, security)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bridge: {e:#}");
@@ -112,7 +124,7 @@ fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Binds both listeners, serves until SIGINT or SIGTERM, then shuts down gracefully.
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, security: auth::Setup) -> anyhow::Result<()> {
     let files = raise_open_files_limit();
     let http_listener = TcpListener::bind(&config.http)
         .await
@@ -130,7 +142,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let broker = match &config.data {
         DataDir::None => {
             tracing::info!("--data none: memory only; sessions are lost when the bridge stops");
-            Broker::start(config.broker.clone())
+            Broker::with_authenticator(config.broker.clone(), security.authenticator.clone())
         }
         DataDir::Dir(dir) => {
             let durability = config.broker.durability();
@@ -138,7 +150,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let store = broker::SqliteStore::open(dir, durability)?;
             let (broker, recovered) = Broker::with_store(
                 config.broker.clone(),
-                std::sync::Arc::new(broker::AllowAll),
+                security.authenticator.clone(),
                 Box::new(store),
             )?;
             tracing::info!(

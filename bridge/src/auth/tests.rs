@@ -1,0 +1,376 @@
+//! The authenticator as the broker sees it: CONNECTs in, identities or refusals out.
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use broker::Transport;
+use protocol::ProtocolVersion;
+
+use super::*;
+
+/// A directory of its own for each test's files, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(label: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!(
+            "bridge-auth-{label}-{}-{:?}",
+            std::process::id(),
+            SystemTime::now()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Dir(dir)
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// mosquitto_passwd 2.0.11: alice / secret ($7$), bob / hunter2 ($6$, -H sha512).
+const PASSWORDS: &str = "\
+alice:$7$101$68rxmHhBi37mWrty$/tKktHyv/wbLk7hEZ0Uf28VfEjyn5dORQOd6BxYCxfbpvpmoceGeWeT4Qi7Uy+oAEBX8bLrbqzLffmLIrHtePw==
+bob:$6$UbjCiiRw5VSBXBQJ$xaCk7RKRVjMKlqNN69TGmMgBioux1z7OaC8/zkW439pnVOSJkF6YAUir2NlE22SuEjI5yiwAy14PiPPQV0j1SQ==
+";
+
+fn connect(user: Option<&str>, password: Option<&[u8]>) -> Connect {
+    let mut c = Connect::new(ProtocolVersion::V5, "client-1", true);
+    c.username = user.map(str::to_owned);
+    c.password = password.map(Bytes::copy_from_slice);
+    c
+}
+
+fn from(peer: &str) -> ConnectionInfo {
+    ConnectionInfo::new(peer.parse::<SocketAddr>().ok(), Transport::Tcp)
+}
+
+fn with_passwords(dir: &Dir) -> AuthConfig {
+    AuthConfig {
+        password_file: Some(dir.file("passwd", PASSWORDS)),
+        ..AuthConfig::default()
+    }
+}
+
+const BAD: Result<(), ReasonCode> = Err(ReasonCode::BadUserNameOrPassword);
+
+async fn outcome(
+    auth: &FileAuthenticator,
+    c: &Connect,
+    info: &ConnectionInfo,
+) -> Result<(), ReasonCode> {
+    auth.authenticate(c, info).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn passwords_from_mosquitto_passwd_prove_the_user_name() {
+    let dir = Dir::new("pw");
+    let auth = FileAuthenticator::new(with_passwords(&dir), false).expect("auth");
+    let info = from("192.0.2.1:1000");
+    let id = auth
+        .authenticate(&connect(Some("alice"), Some(b"secret")), &info)
+        .await
+        .expect("accepted");
+    assert_eq!(id.username.as_deref(), Some("alice"));
+    assert!(
+        outcome(&auth, &connect(Some("bob"), Some(b"hunter2")), &info)
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        outcome(&auth, &connect(Some("bob"), Some(b"secret")), &info).await,
+        BAD
+    );
+    assert_eq!(
+        outcome(&auth, &connect(Some("eve"), Some(b"secret")), &info).await,
+        BAD
+    );
+    assert_eq!(
+        outcome(&auth, &connect(Some("alice"), None), &info).await,
+        BAD
+    );
+    assert_eq!(
+        outcome(&auth, &connect(None, Some(b"secret")), &info).await,
+        BAD
+    );
+    assert!(auth.enforces_ownership());
+}
+
+#[tokio::test]
+async fn anonymous_clients_need_allow_anonymous_and_wrong_credentials_never_pass() {
+    let dir = Dir::new("anon");
+    let info = from("192.0.2.1:1000");
+    let closed = FileAuthenticator::new(with_passwords(&dir), false).expect("auth");
+    assert_eq!(outcome(&closed, &connect(None, None), &info).await, BAD);
+    let open = FileAuthenticator::new(
+        AuthConfig {
+            allow_anonymous: true,
+            ..with_passwords(&dir)
+        },
+        false,
+    )
+    .expect("auth");
+    let id = open
+        .authenticate(&connect(None, None), &info)
+        .await
+        .expect("anonymous accepted");
+    assert_eq!(id, Identity::default());
+    assert_eq!(
+        outcome(&open, &connect(Some("alice"), Some(b"nope")), &info).await,
+        BAD
+    );
+}
+
+#[tokio::test]
+async fn repeated_failures_refuse_the_source_even_with_the_right_password() {
+    let dir = Dir::new("limit");
+    let auth = FileAuthenticator::new(
+        AuthConfig {
+            max_failed_attempts: 3,
+            ..with_passwords(&dir)
+        },
+        false,
+    )
+    .expect("auth");
+    let attacker = from("192.0.2.66:1000");
+    let neighbour = from("[2001:db8::1]:1000");
+    for _ in 0..3 {
+        assert_eq!(
+            outcome(&auth, &connect(Some("bob"), Some(b"guess")), &attacker).await,
+            BAD
+        );
+    }
+    assert_eq!(
+        outcome(&auth, &connect(Some("bob"), Some(b"hunter2")), &attacker).await,
+        BAD
+    );
+    assert!(
+        outcome(&auth, &connect(Some("bob"), Some(b"hunter2")), &neighbour)
+            .await
+            .is_ok()
+    );
+    // Anonymous refusals are not failed logins.
+    let other = from("192.0.2.67:1000");
+    for _ in 0..5 {
+        assert_eq!(outcome(&auth, &connect(None, None), &other).await, BAD);
+    }
+    assert!(
+        outcome(&auth, &connect(Some("bob"), Some(b"hunter2")), &other)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_client_certificate_names_the_user_when_configured() {
+    let dir = Dir::new("cert");
+    let mut info = from("192.0.2.1:1000");
+    info.certificate_name = Some("device-7".to_owned());
+    let by_cert = FileAuthenticator::new(AuthConfig::default(), true).expect("auth");
+    let id = by_cert
+        .authenticate(&connect(None, None), &info)
+        .await
+        .expect("accepted");
+    assert_eq!(id.username.as_deref(), Some("device-7"));
+    let no_cert = from("192.0.2.1:1000");
+    assert_eq!(outcome(&by_cert, &connect(None, None), &no_cert).await, BAD);
+    // Without a certificate, the other methods still work.
+    let both = FileAuthenticator::new(with_passwords(&dir), true).expect("auth");
+    assert!(
+        outcome(&both, &connect(Some("alice"), Some(b"secret")), &no_cert)
+            .await
+            .is_ok()
+    );
+    // Without the setting, the certificate proves nothing.
+    let ignoring = FileAuthenticator::new(with_passwords(&dir), false).expect("auth");
+    assert_eq!(outcome(&ignoring, &connect(None, None), &info).await, BAD);
+}
+
+fn token(secret: &str, claims: serde_json::Value) -> Vec<u8> {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("key"),
+    )
+    .expect("signed")
+    .into_bytes()
+}
+
+fn in_ten_minutes() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() + 600)
+}
+
+#[tokio::test]
+async fn tokens_and_passwords_side_by_side_go_where_their_shape_says() {
+    let dir = Dir::new("jwt");
+    let auth = FileAuthenticator::new(
+        AuthConfig {
+            jwt: Some(JwtConfig {
+                secret: Some("k".to_owned()),
+                public_key_file: None,
+                username_claim: "sub".to_owned(),
+                issuer: None,
+                audience: None,
+                leeway_secs: 0,
+            }),
+            ..with_passwords(&dir)
+        },
+        false,
+    )
+    .expect("auth");
+    let info = from("192.0.2.1:1000");
+    let t = token(
+        "k",
+        serde_json::json!({"sub": "web", "exp": in_ten_minutes(), "acl": {"sub": ["news/#"]}}),
+    );
+    let id = auth
+        .authenticate(&connect(None, Some(&t)), &info)
+        .await
+        .expect("token accepted");
+    assert_eq!(id.username.as_deref(), Some("web"));
+    assert!(id.expires_at.is_some());
+    // The grants narrow: no ACL file, so they alone decide.
+    assert!(auth.authorize(&id, "c", Access::Read("news/today")));
+    assert!(auth.authorize(&id, "c", Access::Subscribe("#")));
+    assert!(!auth.authorize(&id, "c", Access::Subscribe("sport/#")));
+    assert!(!auth.authorize(&id, "c", Access::Publish("news/today")));
+    assert!(
+        outcome(&auth, &connect(Some("alice"), Some(b"secret")), &info)
+            .await
+            .is_ok()
+    );
+    let forged = token(
+        "other",
+        serde_json::json!({"sub": "web", "exp": in_ten_minutes()}),
+    );
+    assert_eq!(
+        outcome(&auth, &connect(None, Some(&forged)), &info).await,
+        BAD
+    );
+}
+
+#[tokio::test]
+async fn the_acl_decides_for_authenticated_users_and_everything_is_allowed_without_one() {
+    let dir = Dir::new("acl");
+    let open = FileAuthenticator::new(with_passwords(&dir), false).expect("auth");
+    let alice = Identity {
+        username: Some(Arc::from("alice")),
+        ..Identity::default()
+    };
+    assert!(open.authorize(&alice, "c", Access::Publish("anything")));
+    let acl = dir.file("acl", "user alice\ntopic read a/#\n");
+    let closed = FileAuthenticator::new(
+        AuthConfig {
+            acl_file: Some(acl),
+            ..with_passwords(&dir)
+        },
+        false,
+    )
+    .expect("auth");
+    assert!(closed.authorize(&alice, "c", Access::Read("a/b")));
+    assert!(!closed.authorize(&alice, "c", Access::Publish("a/b")));
+}
+
+#[tokio::test]
+async fn a_reload_swaps_the_files_and_a_broken_one_keeps_the_old() {
+    let dir = Dir::new("reload");
+    let config = with_passwords(&dir);
+    let Some(path) = config.password_file.clone() else {
+        panic!("no password file");
+    };
+    let auth = FileAuthenticator::new(config, false).expect("auth");
+    let info = from("192.0.2.1:1000");
+    let carol = format!("carol:{}\n", password::hash_password(b"pw").expect("hash"));
+    std::fs::write(&path, &carol).expect("write");
+    auth.reload().expect("reloaded");
+    assert!(outcome(&auth, &connect(Some("carol"), Some(b"pw")), &info)
+        .await
+        .is_ok());
+    assert_eq!(
+        outcome(&auth, &connect(Some("alice"), Some(b"secret")), &info).await,
+        BAD
+    );
+    std::fs::write(&path, "carol:plain\n").expect("write");
+    match auth.reload() {
+        Err(AuthError::Line { line: 1, .. }) => {}
+        other => panic!("expected a line error, got {other:?}"),
+    }
+    assert!(outcome(&auth, &connect(Some("carol"), Some(b"pw")), &info)
+        .await
+        .is_ok());
+}
+
+#[test]
+fn start_up_errors_name_the_file_and_line() {
+    let dir = Dir::new("errors");
+    let passwd = dir.file("passwd", "alice:$6$x$y\n");
+    let err = setup(
+        &AuthConfig {
+            password_file: Some(passwd.clone()),
+            ..AuthConfig::default()
+        },
+        false,
+    )
+    .expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("{}:1:", passwd.display())),
+        "{text}"
+    );
+    let missing = dir.0.join("missing");
+    let err = setup(
+        &AuthConfig {
+            acl_file: Some(missing.clone()),
+            ..AuthConfig::default()
+        },
+        false,
+    )
+    .expect_err("refused");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+    let zero_window = AuthConfig {
+        failed_attempts_window_secs: 0,
+        ..with_passwords(&dir)
+    };
+    assert!(matches!(
+        setup(&zero_window, false),
+        Err(AuthError::Config(_))
+    ));
+}
+
+#[test]
+fn nothing_configured_is_allow_all_and_the_table_parses() {
+    let s = setup(&AuthConfig::default(), false).expect("setup");
+    assert!(s.files.is_none());
+    assert!(!s.authenticator.enforces_ownership());
+    assert!(!s.requires_credentials());
+    let parsed: AuthConfig = toml::from_str(
+        "password_file = \"p\"\nacl_file = \"a\"\nallow_anonymous = true\n\
+         max_failed_attempts = 0\nfailed_attempts_window_secs = 5\n\
+         [jwt]\nsecret = \"s\"\nusername_claim = \"name\"\nissuer = \"i\"\naudience = \"a\"\nleeway_secs = 3\n",
+    )
+    .expect("parsed");
+    assert_eq!(parsed.password_file, Some(PathBuf::from("p")));
+    assert!(parsed.allow_anonymous);
+    assert_eq!(
+        parsed.jwt.as_ref().map(|j| j.username_claim.as_str()),
+        Some("name")
+    );
+    assert!(
+        !format!("{parsed:?}").contains("\"s\""),
+        "the secret is not printed"
+    );
+    assert!(toml::from_str::<AuthConfig>("pasword_file = \"p\"").is_err());
+    assert!(toml::from_str::<AuthConfig>("[jwt]\nsecret = \"s\"\nsubject = \"x\"").is_err());
+}
