@@ -89,6 +89,8 @@ cat > "$pkg/README.md" <<'MD'
 MQTT 3.1.1 and 5.0 over WebSocket for browsers, compiled to WebAssembly from the same codec and
 client state machine as the mqtt-bridge broker. Auto-reconnect with backoff, promises that
 resolve on PUBACK / PUBCOMP, and `client.session()` to see the session. Types: `client_wasm.d.ts`.
+Short-lived tokens: `password` (and `username`) may be a function, called again before every
+connection attempt, and `transformWsUrl(url)` gives the URL of each attempt.
 
 ```js
 import init, { connect } from "mqtt-bridge-client";

@@ -57,6 +57,7 @@ step "doc tests" cargo test --workspace --doc
 # against target/debug/bridge (built above).
 step "wasm client package" client-wasm/build.sh
 step "wasm client in Chromium" node client-wasm/tests/browser.mjs
+step "wasm client: fresh credentials on every reconnect, wrong password refused (Chromium)" node client-wasm/tests/credentials.mjs
 step "wasm package on a plain page and in a Worker, keep-alive under throttling (Chromium)" node tests/page.mjs
 # wasm-bindgen-test: the client's Rust API in Chromium (chromedriver) against bridges it starts.
 step "wasm client Rust tests in Chromium" client-wasm/tests/wasm-test.sh

@@ -22,15 +22,17 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use crate::error::Error;
 use crate::js::{self, Settle};
-use crate::options::{self, Reconnect};
+use crate::options::{self, Hooks, Reconnect};
 use crate::socket::{Handler, Socket};
 use crate::store::{self, Commit, Held, Store};
 use crate::timer::{now, Timer};
 
 mod calls;
+mod opening;
 mod values;
 
 use calls::Pending;
+use opening::Preparer;
 use values::{connack_object, session_object};
 
 /// Messages kept while no `message` listener is registered yet (they can arrive in the
@@ -43,7 +45,7 @@ const MAX_UNHEARD: usize = 1000;
 #[wasm_bindgen(skip_typescript)]
 pub fn connect(url: String, opts: JsValue) -> Promise {
     let (promise, settle) = js::promise();
-    let (options, reconnect, persistence) = match options::parse(&opts) {
+    let (options, reconnect, persistence, hooks) = match options::parse(&opts) {
         Ok(o) => o,
         Err(e) => {
             let _ = settle.reject.call1(&JsValue::NULL, &e.into());
@@ -53,7 +55,8 @@ pub fn connect(url: String, opts: JsValue) -> Promise {
     let store_name = persistence.map(|name| {
         name.unwrap_or_else(|| format!("mqtt-bridge-client {url} {}", options.client_id))
     });
-    let inner = Rc::new_cyclic(|weak| RefCell::new(Inner::new(url, options, reconnect, weak)));
+    let inner =
+        Rc::new_cyclic(|weak| RefCell::new(Inner::new(url, options, reconnect, hooks, weak)));
     let handle = MqttClient {
         inner: inner.clone(),
     };
@@ -72,21 +75,13 @@ pub fn connect(url: String, opts: JsValue) -> Promise {
         let opened =
             Closure::<dyn FnMut(JsValue)>::new(move |v: JsValue| run(&w, |i| i.store_opened(&v)));
         let failed = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
-            run(&weak, |i| i.fail_connect(Error::Store(js_message(&e))))
+            run(&weak, |i| i.fail_connect(Error::Store(js::message(&e))))
         });
         let _ = store::open_store(&name).then2(&opened, &failed);
         opened.forget();
         failed.forget();
     }
     promise
-}
-
-/// The message of a JavaScript error (or the value as a string).
-fn js_message(e: &JsValue) -> String {
-    e.dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
-        .or_else(|| e.as_string())
-        .unwrap_or_else(|| "unknown error".into())
 }
 
 /// The MQTT client handed to JavaScript.
@@ -254,9 +249,13 @@ impl Handler for Link {
 /// Everything one client owns. Only [`run`] touches it.
 struct Inner {
     client: Client,
-    /// The broker's WebSocket URL, reused by every reconnection.
+    /// The broker's WebSocket URL given to `connect`, reused by every reconnection (through
+    /// `transformWsUrl` when given).
     url: String,
     reconnect: Reconnect,
+    /// The URL and credentials of each attempt (`transformWsUrl`, and `username` and
+    /// `password` when they are functions).
+    preparer: Preparer,
     /// The current connection, if any; dropping it detaches its handlers and closes it.
     socket: Option<Socket>,
     /// Fires at the state machine's `poll_timeout()`: PINGREQ, or a late CONNACK/PINGRESP.
@@ -313,6 +312,7 @@ impl Inner {
         url: String,
         options: ClientOptions,
         reconnect: Reconnect,
+        hooks: Hooks,
         this: &Weak<RefCell<Inner>>,
     ) -> Self {
         let w = this.clone();
@@ -340,6 +340,7 @@ impl Inner {
             client: Client::new(options),
             url,
             reconnect,
+            preparer: Preparer::new(hooks, this),
             socket: None,
             keepalive,
             retry,
@@ -359,14 +360,6 @@ impl Inner {
             calls: Vec::new(),
             last_topic: None,
             this: this.clone(),
-        }
-    }
-
-    fn open_socket(&mut self) {
-        self.generation = self.generation.wrapping_add(1);
-        match Socket::open(&self.url, Link(self.this.clone())) {
-            Ok(s) => self.socket = Some(s),
-            Err(e) => self.connection_down(Some(e)),
         }
     }
 
@@ -630,13 +623,9 @@ impl Inner {
     }
 
     fn reject_pending(&mut self) {
-        let settles: Vec<Settle> = self
-            .publishes
-            .drain()
-            .chain(self.requests.drain())
-            .collect();
-        for s in settles {
-            self.call(&s.reject, Error::Ended.into());
+        for s in self.publishes.drain().chain(self.requests.drain()) {
+            self.calls
+                .push((s.reject, Array::of1(&Error::Ended.into())));
         }
     }
 }

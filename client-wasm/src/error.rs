@@ -16,12 +16,13 @@ pub(crate) enum Error {
     /// An option or argument has the wrong type or range.
     #[error("invalid argument: {0}")]
     Argument(&'static str),
-    /// `new WebSocket(url)` threw (a malformed URL, a forbidden port, ...).
+    /// `new WebSocket(url)` threw (a malformed URL, a forbidden port, ...), or a
+    /// `transformWsUrl`, `username` or `password` function threw or rejected.
     #[error("cannot open a WebSocket to {url}: {message}")]
     Open {
-        /// The URL given to `connect`.
+        /// The URL given to `connect` (or the one `transformWsUrl` gave).
         url: String,
-        /// What the browser said.
+        /// What the browser said, or which function failed and what it threw.
         message: String,
     },
     /// The socket closed (or could not connect: the browser reports code 1006).

@@ -70,6 +70,15 @@ pub(crate) fn bytes(v: &JsValue, what: &'static str) -> Result<Vec<u8>, Error> {
     Err(Error::Argument(what))
 }
 
+/// The message of a thrown JavaScript value: an `Error`'s message, or the value if it is a
+/// string.
+pub(crate) fn message(e: &JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| "unknown error".into())
+}
+
 /// Sets `obj[key] = value` on a plain object we created (cannot fail).
 pub(crate) fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
     let _ = Reflect::set(obj, &JsValue::from_str(key), &value.into());

@@ -44,6 +44,9 @@ const TS_API: &'static str = r#"
 /** 0: at most once, 1: at least once, 2: exactly once. */
 export type QoS = 0 | 1 | 2;
 
+/** What a `password` function gives. */
+export type PasswordValue = string | Uint8Array | undefined;
+
 export interface ConnectOptions {
   /** May be empty with `clean: true` (a 5.0 server then assigns one). Default "". */
   clientId?: string;
@@ -55,8 +58,29 @@ export interface ConnectOptions {
   protocolVersion?: 4 | 5;
   /** 5.0: seconds the server keeps the session after the connection ends. */
   sessionExpiryInterval?: number;
-  username?: string;
-  password?: string | Uint8Array;
+  /**
+   * The user name, or a function giving it (or a promise of it) that is called again before
+   * every connection attempt, the first and each reconnection. `undefined` or `null`: none.
+   */
+  username?: string | (() => string | undefined | Promise<string | undefined>);
+  /**
+   * The password, or a function giving it (or a promise of it) that is called again before
+   * every connection attempt, the first and each reconnection: so a short-lived token (a JWT
+   * from the app's backend) is fetched fresh for each CONNECT. `undefined` or `null`: none.
+   */
+  password?: string | Uint8Array | (() => PasswordValue | Promise<PasswordValue>);
+  /**
+   * Called before every WebSocket is opened (the first connection and each reconnection)
+   * with the `url` given to `connect`; the string it gives (or resolves to) is the URL
+   * opened, e.g. the URL with a fresh token in its query. Default: `url` as it is.
+   *
+   * If this, `username` or `password` throws, rejects or gives a wrong type, that attempt
+   * fails as an unreachable broker would: the first `connect` rejects with an Error naming
+   * the function ("cannot open a WebSocket to <url>: password failed: <its message>"); a
+   * reconnection emits `error` and `close` and is tried again after the reconnect backoff,
+   * until `end()`.
+   */
+  transformWsUrl?: (url: string) => string | Promise<string>;
   will?: { topic: string; payload: string | Uint8Array; qos?: QoS; retain?: boolean };
   /** Messages waiting while offline (bounded); publish rejects beyond it. Default 1000. */
   queueLimit?: number;
@@ -193,11 +217,12 @@ export class MqttClient {
 }
 
 /**
- * Opens a WebSocket (subprotocol `mqtt`) to `url` and resolves once the broker accepted the
- * connection; rejects with an Error saying why not (bad URL or option, socket refused,
- * CONNACK refused with `reasonCode`). `reasonCode` is always an MQTT 5.0 reason code: a 3.1.1
- * CONNACK return code comes as its 5.0 equivalent (1 → 0x84, 2 → 0x85, 3 → 0x88,
- * 4 → 0x86, 5 → 0x87).
+ * Opens a WebSocket (subprotocol `mqtt`) to `url` (through `transformWsUrl`) and resolves
+ * once the broker accepted the connection; rejects with an Error saying why not (bad URL or
+ * option, a `transformWsUrl` / `username` / `password` function that failed, socket
+ * refused, CONNACK refused with `reasonCode`, e.g. 0x86 for a wrong user name or password).
+ * `reasonCode` is always an MQTT 5.0 reason code: a 3.1.1 CONNACK return code comes as its
+ * 5.0 equivalent (1 → 0x84, 2 → 0x85, 3 → 0x88, 4 → 0x86, 5 → 0x87).
  */
 export function connect(url: string, opts?: ConnectOptions): Promise<MqttClient>;
 "#;

@@ -36,8 +36,49 @@ impl Reconnect {
 /// `persistence`: `None` off, `Some(None)` on with the default database name, `Some(name)`.
 pub(crate) type Persistence = Option<Option<String>>;
 
+/// The options read again before every connection attempt (calling those that are
+/// functions), so that each attempt can carry fresh credentials (a short-lived token in the
+/// URL or the password).
+#[derive(Debug, Clone)]
+pub(crate) struct Hooks {
+    /// `transformWsUrl(url)`, giving the URL to open, or `undefined`.
+    pub(crate) url: JsValue,
+    /// The `username` option: a function giving it, or its value.
+    pub(crate) username: JsValue,
+    /// The `password` option: a function giving it, or its value.
+    pub(crate) password: JsValue,
+}
+
+/// A user name and a password as the `username` and `password` options (or the functions
+/// standing for them) give them.
+pub(crate) fn credentials(
+    username: &JsValue,
+    password: &JsValue,
+) -> Result<(Option<String>, Option<Bytes>), Error> {
+    let username = if username.is_null_or_undefined() {
+        None
+    } else {
+        Some(
+            username
+                .as_string()
+                .ok_or(Error::Argument("username must be (or give) a string"))?,
+        )
+    };
+    let password = if password.is_null_or_undefined() {
+        None
+    } else {
+        Some(Bytes::from(bytes(
+            password,
+            "password must be (or give) a string or a Uint8Array",
+        )?))
+    };
+    Ok((username, password))
+}
+
 /// Reads `opts` (an object, or `undefined` for the defaults).
-pub(crate) fn parse(opts: &JsValue) -> Result<(ClientOptions, Reconnect, Persistence), Error> {
+pub(crate) fn parse(
+    opts: &JsValue,
+) -> Result<(ClientOptions, Reconnect, Persistence, Hooks), Error> {
     let version = match get_uint(opts, "protocolVersion", 5, "protocolVersion must be 4 or 5")? {
         None | Some(4) => ProtocolVersion::V311,
         Some(5) => ProtocolVersion::V5,
@@ -60,13 +101,13 @@ pub(crate) fn parse(opts: &JsValue) -> Result<(ClientOptions, Reconnect, Persist
         u32::MAX,
         "sessionExpiryInterval must be 0..=4294967295 seconds",
     )?;
-    o.username = get_string(opts, "username", "username must be a string")?;
-    let password = get(opts, "password");
-    if !password.is_undefined() && !password.is_null() {
-        o.password = Some(Bytes::from(bytes(
-            &password,
-            "password must be a string or a Uint8Array",
-        )?));
+    let hooks = Hooks {
+        url: get(opts, "transformWsUrl"),
+        username: get(opts, "username"),
+        password: get(opts, "password"),
+    };
+    if !hooks.url.is_undefined() && !hooks.url.is_function() {
+        return Err(Error::Argument("transformWsUrl must be a function"));
     }
     if let Some(n) = get_uint(
         opts,
@@ -135,7 +176,7 @@ pub(crate) fn parse(opts: &JsValue) -> Result<(ClientOptions, Reconnect, Persist
         }
         o.persistent = true;
     }
-    Ok((o, reconnect, persistence))
+    Ok((o, reconnect, persistence, hooks))
 }
 
 /// `opts.properties` of `publish` (5.0; ignored by a 3.1.1 connection), named as in MQTT.js.

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use wasm_bindgen::closure::Closure;
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use crate::error::Error;
@@ -44,7 +44,7 @@ impl Socket {
     pub(crate) fn open<H: Handler + Clone>(url: &str, handler: H) -> Result<Socket, Error> {
         let ws = WebSocket::new_with_str(url, "mqtt").map_err(|e| Error::Open {
             url: url.to_owned(),
-            message: js_message(&e),
+            message: crate::js::message(&e),
         })?;
         ws.set_binary_type(BinaryType::Arraybuffer);
         let h = handler.clone();
@@ -97,12 +97,4 @@ impl Drop for Socket {
         self.ws.set_onclose(None);
         let _ = self.ws.close();
     }
-}
-
-/// The message of a thrown JavaScript value.
-fn js_message(e: &JsValue) -> String {
-    e.dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
-        .or_else(|| e.as_string())
-        .unwrap_or_else(|| "unknown error".to_owned())
 }

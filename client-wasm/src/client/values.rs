@@ -10,7 +10,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use crate::error::Error;
 use crate::js;
 
-#[wasm_bindgen(module = "/js/packet.js")]
+#[wasm_bindgen(module = "/js/client.js")]
 extern "C" {
     /// `{ cmd: "publish", topic, payload, qos, retain, dup, messageId?, properties? }`.
     #[wasm_bindgen(js_name = publishPacket)]

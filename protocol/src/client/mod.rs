@@ -54,7 +54,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 
 use crate::decoder::Decoder;
 use crate::flow::PacketIds;
@@ -189,6 +189,13 @@ impl Client {
     /// Changes the client id (after the server assigned one, to resume that session).
     pub fn set_client_id(&mut self, id: impl Into<String>) {
         self.opts.client_id = id.into();
+    }
+
+    /// Changes the user name and password the next CONNECT carries (a short-lived token
+    /// fetched again before a reconnection); the current connection is not affected.
+    pub fn set_credentials(&mut self, username: Option<String>, password: Option<Bytes>) {
+        self.opts.username = username;
+        self.opts.password = password;
     }
 
     /// CONNACK accepted and the connection not yet ended.

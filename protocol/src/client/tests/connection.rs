@@ -36,6 +36,33 @@ fn connect_sends_connect_with_the_options_and_connack_connects() {
 }
 
 #[test]
+fn new_credentials_go_in_the_next_connect() {
+    let mut opts = ClientOptions::new(ProtocolVersion::V5, "dev-1", true);
+    opts.username = Some("alice".into());
+    opts.password = Some(Bytes::from_static(b"token-1"));
+    let mut c = Client::new(opts);
+    let credentials = |c: &mut Client| {
+        let out = sent(c);
+        let [Packet::Connect(connect)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        (connect.username.clone(), connect.password.clone())
+    };
+    c.connect(t(0)).unwrap();
+    assert_eq!(
+        credentials(&mut c),
+        (Some("alice".into()), Some(Bytes::from_static(b"token-1")))
+    );
+    c.set_credentials(None, Some(Bytes::from_static(b"token-2")));
+    c.connection_lost();
+    c.connect(t(10)).unwrap();
+    assert_eq!(
+        credentials(&mut c),
+        (None, Some(Bytes::from_static(b"token-2")))
+    );
+}
+
+#[test]
 fn the_first_packet_from_the_server_must_be_connack_mqtt_3_2_0_1() {
     let mut c = Client::new(ClientOptions::new(ProtocolVersion::V311, "c", true));
     c.connect(t(0)).unwrap();
