@@ -8,6 +8,7 @@
 //! sockets. Chunk boundaries mean nothing: a chunk may hold several packets or part of one
 //! [MQTT-6.0.0-2].
 
+use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -245,9 +246,17 @@ impl Broker {
     /// [MQTT-3.1.2-24] (what the broker sends does not count); and any packet, once begun,
     /// finished within `packet_timeout_secs`, keep-alive 0 or not. Read and write buffers
     /// are held only while in use.
-    pub async fn serve<T>(&self, transport: T, info: ConnectionInfo) -> Result<(), ConnectionError>
+    ///
+    /// Not an `async fn`: its arguments would stay in the returned future for the
+    /// connection's whole life, beside the copies the connection task makes of them, and
+    /// every idle connection would pay for them twice.
+    pub fn serve<'a, T>(
+        &'a self,
+        transport: T,
+        info: ConnectionInfo,
+    ) -> impl Future<Output = Result<(), ConnectionError>> + Send + 'a
     where
-        T: Stream<Item = io::Result<Bytes>> + Sink<Bytes, Error = io::Error> + Unpin,
+        T: Stream<Item = io::Result<Bytes>> + Sink<Bytes, Error = io::Error> + Unpin + Send + 'a,
     {
         let id = ConnId(self.inner.next_conn.fetch_add(1, Ordering::Relaxed));
         Connection::serve(
@@ -261,7 +270,6 @@ impl Broker {
             // size to every connection's task.
             Box::new(info),
         )
-        .await
     }
 }
 
