@@ -2,7 +2,6 @@
 //! `/mqtt`, a JSON API under `/api/v1/` and the static dashboard (`web/`), all feeding the
 //! one broker engine of the `broker` crate.
 //!
-//! # Layout
 //! # Layout, in the order a connection meets it
 //! - [`config`]: the command line and the `--config` TOML file, combined.
 //! - [`resources`]: the allocator, the open-files limit and HTTP's share of it.
@@ -12,6 +11,8 @@
 //! - [`tls`]: the TLS listeners' certificates (reloaded on SIGHUP), client certificates,
 //!   and the TLS stream's `Stream`/`Sink` adapter for MQTT.
 //! - [`limits`]: MQTT connection limits counted at accept (TCP and WebSocket alike).
+//! - [`auth`]: who may connect and what they may touch: password files, mosquitto ACL files,
+//!   tokens, as the broker's `Authenticator`; and `bridge passwd`.
 //! - [`http`]: the axum router, made of each module's `routes()`: [`ws`] (the WebSocket
 //!   endpoint and its adapter), [`api`] (the session-state JSON API and its event stream),
 //!   [`web`] (the dashboard and the browser client's package).
