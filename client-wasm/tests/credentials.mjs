@@ -273,15 +273,18 @@ async function endWhileWaiting(page, peer) {
   return "end() while a reconnection waits for password(): its answer opens nothing";
 }
 
-/** The real bridge with a mosquitto password file: alice / secret. */
-async function wrongPasswordOnTheBridge(page) {
+/** The real bridge with a mosquitto password file: alice / secret; it lets the test page's
+ * origin (`base`, another port) open WebSockets, as an operator would for an app served
+ * elsewhere. */
+async function wrongPasswordOnTheBridge(page, base) {
   const dir = await mkdtemp(join(tmpdir(), "client-wasm-credentials-"));
   onCleanup(() => rm(dir, { recursive: true, force: true }));
   const passwords = join(dir, "passwords");
   const made = run("mosquitto_passwd", ["-b", "-c", passwords, "alice", "secret"]);
   check((await made.exited) === 0, `mosquitto_passwd failed: ${made.output}`);
   const config = join(dir, "bridge.toml");
-  await writeFile(config, `[auth]\npassword_file = ${JSON.stringify(passwords)}\n`);
+  const origin = new URL(base).origin;
+  await writeFile(config, `[auth]\npassword_file = ${JSON.stringify(passwords)}\n[server]\nallowed_origins = [${JSON.stringify(origin)}]\n`);
   let bridge;
   try {
     bridge = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none", "--config", config]);
@@ -333,7 +336,7 @@ try {
   ok(await failingReconnection(page, peer));
   ok(await endWhileWaiting(page, peer));
   check(problems.length === 0, `the page reported: ${problems.join("; ")}`);
-  ok(await wrongPasswordOnTheBridge(page));
+  ok(await wrongPasswordOnTheBridge(page, base));
   check(problems.length === 0, `the page reported: ${problems.join("; ")}`);
   console.log("credentials test passed");
   await cleanup();
