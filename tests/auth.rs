@@ -682,3 +682,68 @@ fn unusable_auth_files_stop_the_bridge_with_exit_2_naming_file_and_line() {
         assert!(stderr.contains(needle.as_str()), "{toml}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn sighup_reads_the_password_and_acl_files_again_and_a_broken_file_changes_nothing() {
+    // As mosquitto's SIGHUP: users and rules change without a restart, for new connections
+    // and for every later decision; a file that cannot be used keeps the previous ones.
+    let fixture = Fixture::new("auth-reload", Some("user alice\ntopic read before/#\n"));
+    let bridge = Bridge::start_with_config(&fixture.config("max_failed_attempts = 0\n"));
+    let erin = || login(V5, "erin", "erin", "erin-pw");
+    assert_eq!(
+        bridge.expect_refused(TCP, erin()).await.reason,
+        ReasonCode::BadUserNameOrPassword,
+        "erin is not a user yet"
+    );
+    let mut alice = user(&bridge, V5, "alice-reload", "alice").await;
+    let no = not_authorized_suback(V5);
+    let ack = alice.subscribe("after/#", QoS::AtLeastOnce).await;
+    assert_eq!(ack.reasons, [no], "not readable before the reload");
+
+    let out = bridge_passwd(&fixture.passwd, "erin", "erin-pw\n");
+    assert!(out.status.success(), "bridge passwd: {out:?}");
+    let acl = fixture.acl.clone().unwrap();
+    std::fs::write(
+        &acl,
+        "user alice\ntopic read after/#\nuser erin\ntopic read #\n",
+    )
+    .unwrap();
+    bridge.reload();
+    // The reload runs beside the connections: wait for erin to be let in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut erin_client = loop {
+        match bridge.connect(TCP, erin()).await {
+            Ok((c, _)) => break c,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("erin still refused after SIGHUP: {e}"),
+        }
+    };
+    // The open connection follows the new rules too.
+    let ack = alice.subscribe("after/#", QoS::AtLeastOnce).await;
+    assert_eq!(ack.reasons, [granted(QoS::AtLeastOnce)]);
+    let ack = alice.subscribe("before/#", QoS::AtLeastOnce).await;
+    assert_eq!(ack.reasons, [no], "the old rule is gone");
+
+    // A broken ACL file beside a new user: reported, and nothing changes (the files are
+    // put in force together or not at all): frank stays unknown, the rules stay.
+    std::fs::write(&acl, "usr alice\ntopic read after/#\n").unwrap();
+    let out = bridge_passwd(&fixture.passwd, "frank", "frank-pw\n");
+    assert!(out.status.success(), "bridge passwd: {out:?}");
+    bridge.reload();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let refused = bridge
+            .expect_refused(TCP, login(V5, "frank", "frank", "frank-pw"))
+            .await;
+        assert_eq!(refused.reason, ReasonCode::BadUserNameOrPassword);
+    }
+    let ack = alice.subscribe("after/x", QoS::AtLeastOnce).await;
+    assert_eq!(ack.reasons, [granted(QoS::AtLeastOnce)], "rules kept");
+    let ack = erin_client.subscribe("anything/#", QoS::AtLeastOnce).await;
+    assert_eq!(ack.reasons, [granted(QoS::AtLeastOnce)], "erin kept");
+    alice.disconnect().await;
+    erin_client.disconnect().await;
+}
