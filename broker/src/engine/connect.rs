@@ -162,12 +162,29 @@ impl Engine {
         if let Some(client) = stored_client {
             match self.load_queue(&client) {
                 Ok(stored) => {
-                    resumed_queue = Some(
-                        stored
-                            .into_iter()
-                            .map(|d| self.delivery_from_store(d, now))
-                            .collect(),
-                    );
+                    // Asked again as who connects now: the rules (a reloaded ACL file) or
+                    // the credentials (a token's grants) may have changed while it was
+                    // away, and a message it may no longer read is not delivered.
+                    let mut queue = VecDeque::with_capacity(stored.len());
+                    let mut withheld = 0;
+                    for d in stored {
+                        let access = Access::Read(d.msg.topic.as_str());
+                        if self.auth.authorize(&identity, &client, access) {
+                            queue.push_back(self.delivery_from_store(d, now));
+                        } else {
+                            let client = client.clone();
+                            self.ops.push(Op::DeleteDelivery { client, seq: d.seq });
+                            withheld += 1;
+                        }
+                    }
+                    if withheld > 0 {
+                        self.stats.dropped += withheld;
+                        if let Some(s) = self.sessions.get_mut(&sid) {
+                            s.stats.dropped += withheld;
+                        }
+                        tracing::info!(client_id = %client, withheld, "queued messages it may no longer read were dropped at resume");
+                    }
+                    resumed_queue = Some(queue);
                 }
                 Err(e) => {
                     tracing::error!(client_id = %client, error = %e, "cannot read the queued messages; CONNECT refused");
