@@ -46,7 +46,10 @@ fn token_session(id: &str, user: &str, token: &str) -> ClientOptions {
 /// old rules and is delivered anyway when she comes back: `read` no longer governs it.
 #[tokio::test]
 async fn a_message_queued_before_read_access_was_revoked_is_not_delivered_after_the_reload() {
-    let fixture = Fixture::new("review-revoke", Some("user carol\ntopic readwrite carol/#\n"));
+    let fixture = Fixture::new(
+        "review-revoke",
+        Some("user carol\ntopic readwrite carol/#\n"),
+    );
     let bridge = Bridge::start_with_config(&fixture.config("max_failed_attempts = 0\n"));
     let v = V311;
     let mut carol = bridge
@@ -62,7 +65,12 @@ async fn a_message_queued_before_read_access_was_revoked_is_not_delivered_after_
         .client(TCP, login(v, "carol-writer", "carol", "carol-pw"))
         .await;
     writer
-        .publish("carol/secret", &b"queued before the revocation"[..], QoS::AtLeastOnce, false)
+        .publish(
+            "carol/secret",
+            &b"queued before the revocation"[..],
+            QoS::AtLeastOnce,
+            false,
+        )
         .await;
     writer.disconnect().await;
 
@@ -119,7 +127,12 @@ async fn a_tokens_acl_claim_still_narrows_its_stored_session_after_a_restart() {
         })
         .await;
     writer
-        .publish("users/webby/b/x", &b"outside the claim"[..], QoS::AtLeastOnce, false)
+        .publish(
+            "users/webby/b/x",
+            &b"outside the claim"[..],
+            QoS::AtLeastOnce,
+            false,
+        )
         .await;
     writer.disconnect().await;
 
@@ -127,4 +140,29 @@ async fn a_tokens_acl_claim_still_narrows_its_stored_session_after_a_restart() {
         .client(TCP, token_session("webby-narrow", "webby", &narrow))
         .await;
     s.expect_no_message(Duration::from_secs(1)).await;
+}
+
+/// RFC 9112 §3.2: a server MUST answer 400 to a request with more than one `Host` line. The
+/// guard reads the first one only, so `Host: localhost` followed by `Host: evil.example` is
+/// answered 200, while a proxy in front that routes or checks by the last line sees another
+/// host than the bridge's check did.
+#[tokio::test]
+async fn a_request_with_two_host_lines_is_refused_with_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bridge = Bridge::start_with_config("");
+    let addr = bridge
+        .http_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 }
