@@ -381,3 +381,69 @@ fn nothing_configured_is_allow_all_and_the_table_parses() {
     assert!(toml::from_str::<AuthConfig>("pasword_file = \"p\"").is_err());
     assert!(toml::from_str::<AuthConfig>("[jwt]\nsecret = \"s\"\nsubject = \"x\"").is_err());
 }
+
+// ----- review (issue 11): defects found by the attacker/reviewer; these fail today -------
+
+/// [review] The failure limit counts a failure only once its verification has finished, and
+/// checks the count before queueing for a verification: guesses sent at once from one
+/// address all pass the check, so `max_failed_attempts` limits nothing for a client that
+/// sends its guesses in parallel. Here 3 are allowed, 9 wrong guesses and then the right
+/// password are sent together: the right one must be refused like the 10th sequential try.
+#[tokio::test]
+async fn guesses_sent_at_once_from_one_address_are_limited_like_sequential_ones() {
+    let dir = Dir::new("parallel");
+    let auth = FileAuthenticator::new(
+        AuthConfig {
+            max_failed_attempts: 3,
+            ..with_passwords(&dir)
+        },
+        false,
+    )
+    .expect("auth");
+    let info = from("192.0.2.77:1000");
+    let wrong: Vec<Connect> = (0..9)
+        .map(|i| connect(Some("alice"), Some(format!("guess-{i}").as_bytes())))
+        .collect();
+    let right = connect(Some("alice"), Some(b"secret"));
+    let mut attempts: Vec<_> = wrong.iter().map(|c| outcome(&auth, c, &info)).collect();
+    attempts.push(outcome(&auth, &right, &info));
+    let results = futures_util::future::join_all(attempts).await;
+    assert_eq!(
+        results.last().copied(),
+        Some(BAD),
+        "the right password was accepted after 9 wrong guesses with max_failed_attempts = 3"
+    );
+}
+
+/// [review] With both a password file and `[auth.jwt]`, a password that merely looks like
+/// a JWT (three dot-separated runs of letters and digits, e.g. `correct.horse.battery`) goes
+/// to the token check alone and is refused: that password-file user can never log in.
+#[tokio::test]
+async fn a_password_file_user_whose_password_has_two_dots_still_logs_in_with_a_token_key() {
+    let dir = Dir::new("dots");
+    let hash = super::password::hash_password(b"correct.horse.battery").expect("hash");
+    let config = AuthConfig {
+        password_file: Some(dir.file("passwd", &format!("erin:{hash}\n"))),
+        jwt: Some(JwtConfig {
+            secret: Some("a token secret".to_owned()),
+            public_key_file: None,
+            username_claim: "sub".to_owned(),
+            issuer: None,
+            audience: None,
+            leeway_secs: 0,
+        }),
+        ..AuthConfig::default()
+    };
+    let auth = FileAuthenticator::new(config, false).expect("auth");
+    let info = from("192.0.2.78:1000");
+    assert_eq!(
+        outcome(
+            &auth,
+            &connect(Some("erin"), Some(b"correct.horse.battery")),
+            &info
+        )
+        .await,
+        Ok(()),
+        "the password file's own password was refused"
+    );
+}
