@@ -406,16 +406,22 @@ async fn a_remote_client_behind_a_trusted_proxy_is_not_loopback_and_an_untrusted
     .await;
     assert_eq!(a.status, 400, "an unreadable forwarded address: {}", a.body);
 
-    // 127.0.0.1 is not a proxy here: its header is ignored and it is a loopback client.
+    // 127.0.0.1 is not a proxy here: its header names no client. A loopback client without
+    // one is local; with one, it is a proxy the operator did not list (nginx on the same
+    // machine would make every internet client look local), and without a token the API
+    // does not take it for a local request.
     let untrusted = Bridge::start_with_config("[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
-    let a = request(
-        &untrusted,
-        "GET",
-        "/api/v1/sessions",
-        &[("X-Forwarded-For", "203.0.113.7")],
-    )
-    .await;
-    assert_eq!(a.status, 200, "a header from an untrusted peer: {}", a.body);
+    let a = request(&untrusted, "GET", "/api/v1/sessions", &[]).await;
+    assert_eq!(a.status, 200, "a loopback client: {}", a.body);
+    for header in ["X-Forwarded-For", "Forwarded", "X-Real-IP"] {
+        let value = if header == "Forwarded" {
+            "for=203.0.113.7"
+        } else {
+            "203.0.113.7"
+        };
+        let a = request(&untrusted, "GET", "/api/v1/sessions", &[(header, value)]).await;
+        assert_eq!(a.status, 403, "{header} from an unlisted proxy: {}", a.body);
+    }
 }
 
 #[tokio::test]
@@ -606,4 +612,28 @@ async fn the_per_address_connection_limit_counts_the_forwarded_client_address() 
     let direct = upgrade(&bridge, &[]).await;
     assert_eq!(direct.status, 101, "the proxy's own address");
     drop((first, other, direct));
+}
+
+/// RFC 9112 §3.2: a server MUST answer 400 to a request with more than one `Host` line. (The
+/// guard once read the first one only: `Host: localhost` then `Host: evil.example` was
+/// answered 200, while a proxy in front that routes by the last line saw another host.)
+#[tokio::test]
+async fn a_request_with_two_host_lines_is_refused_with_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bridge = Bridge::start_with_config("");
+    let addr = bridge
+        .http_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 }

@@ -194,6 +194,14 @@ impl Guard {
                  machine",
             ));
         }
+        if ctx.untrusted_proxy {
+            // A reverse proxy on this machine makes every client on the internet look local:
+            // without a token, a forwarded request is not taken for a local one.
+            return Err(Refused::forbidden(
+                "a forwarded request from a proxy not in [server] trusted_proxies: without \
+                 [api] token the admin API answers only clients on the bridge's own machine",
+            ));
+        }
         if !reads {
             if let Some(origin) = headers.get(ORIGIN) {
                 let origin = origin.to_str().unwrap_or("");
@@ -232,6 +240,10 @@ pub(crate) struct RequestContext {
     /// The client's address: the TCP peer, or the one a trusted proxy forwarded (port 0 when
     /// the proxy gave none).
     pub(crate) client: SocketAddr,
+    /// The request carries `X-Forwarded-For`, `Forwarded` or `X-Real-IP` from a peer that is
+    /// not a trusted proxy: a reverse proxy the operator did not list forwarded it, and the
+    /// peer address (the proxy's) says nothing about the client.
+    untrusted_proxy: bool,
     /// The bridge's origin as this request's client sees it: `http(s)://` + `Host`; `None`
     /// when `Host` is missing or malformed (only possible with `allowed_hosts = ["*"]`).
     own_origin: Option<Origin>,
@@ -346,6 +358,11 @@ pub(crate) async fn check(
     } else {
         client.proto.unwrap_or(Scheme::Http)
     };
+    if request.headers().get_all(HOST).iter().nth(1).is_some() {
+        // RFC 9112 section 3.2: more than one Host is a bad request. A proxy in front that
+        // read the other line would route by a host this check never saw.
+        return Refused::bad_request("more than one Host header").into_response();
+    }
     let host = request_host(&request);
     let allowed = match &host {
         Some(authority) => guard.hosts.any() || guard.hosts.allows(authority, scheme),
@@ -377,8 +394,15 @@ pub(crate) async fn check(
             return preflight(origin.clone());
         }
     }
+    // Forwarding headers the bridge did not honour: the request came through a proxy that
+    // is not in `trusted_proxies`, so its loopback peer says nothing about the client.
+    let untrusted_proxy = client.proxy.is_none()
+        && ["x-forwarded-for", "forwarded", "x-real-ip"]
+            .iter()
+            .any(|h| request.headers().contains_key(*h));
     request.extensions_mut().insert(RequestContext {
         client: client.addr,
+        untrusted_proxy,
         own_origin: host.map(|authority| Origin::own(scheme, &authority)),
     });
     let mut response = next.run(request).await;
@@ -472,6 +496,7 @@ mod tests {
     fn ctx(client: &str) -> RequestContext {
         RequestContext {
             client: client.parse().unwrap(),
+            untrusted_proxy: false,
             own_origin: Some(Origin::own(
                 Scheme::Http,
                 &Authority::parse("127.0.0.1:8080").unwrap(),
@@ -542,6 +567,20 @@ mod tests {
         assert_eq!(status(g.api(&Method::GET, &evil, &local)), 200);
         let g = guard("cors_origins = [\"http://evil.example\"]", "");
         assert_eq!(status(g.api(&Method::POST, &evil, &local)), 200);
+    }
+
+    #[test]
+    fn without_a_token_a_request_forwarded_by_an_unlisted_proxy_is_not_local() {
+        // nginx on the same machine, not in trusted_proxies: every internet client would
+        // arrive from 127.0.0.1.
+        let g = guard("", "");
+        let mut via_proxy = ctx("127.0.0.1:5000");
+        via_proxy.untrusted_proxy = true;
+        let none = HeaderMap::new();
+        assert_eq!(status(g.api(&Method::GET, &none, &via_proxy)), 403);
+        let g = guard("token = \"a-long-enough-token\"", "");
+        let bearer = headers(&[("authorization", "Bearer a-long-enough-token")]);
+        assert_eq!(status(g.api(&Method::GET, &bearer, &via_proxy)), 200);
     }
 
     #[test]

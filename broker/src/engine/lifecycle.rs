@@ -45,7 +45,12 @@ impl Engine {
         s.disconnected_at = Some(now);
         let mut will_now = None;
         if !online.disconnected_normally {
-            if let Some(will) = online.will {
+            // Asked again now: the rules may have changed since CONNECT (a reloaded ACL
+            // file), and a will the user may no longer write is not published.
+            let will = online
+                .will
+                .filter(|w| may(&*self.auth, s, Access::Publish(w.topic.as_str())));
+            if let Some(will) = will {
                 let delay = will.properties.will_delay_interval.unwrap_or(0);
                 if delay == 0 || s.version == ProtocolVersion::V311 {
                     will_now = Some(will);
@@ -117,8 +122,11 @@ impl Engine {
         for f in s.subscriptions.keys() {
             self.subs.remove(sid, f);
         }
-        if let Some((will, _)) = s.pending_will {
-            self.publish_will(*will, s.client_id.clone(), now);
+        if let Some((will, _)) = &s.pending_will {
+            if may(&*self.auth, &s, Access::Publish(will.topic.as_str())) {
+                let will = (**will).clone();
+                self.publish_will(will, s.client_id.clone(), now);
+            }
         }
     }
 

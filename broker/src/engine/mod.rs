@@ -479,7 +479,10 @@ impl Engine {
                 expired.push(s.id);
             } else if s.pending_will.as_ref().is_some_and(|(_, at)| now >= *at) {
                 if let Some((will, _)) = s.pending_will.take() {
-                    wills.push((will, s.client_id.clone()));
+                    // Published only if the user may still write there (see `go_offline`).
+                    if may(&*self.auth, s, Access::Publish(will.topic.as_str())) {
+                        wills.push((will, s.client_id.clone()));
+                    }
                 }
             }
         }
@@ -495,8 +498,12 @@ impl Engine {
         // Credentials that ran out (a token's `exp`) end their connection: 5.0 DISCONNECT
         // 0x87 Not authorized. The session stays, as after any server-side close.
         for sid in revoked {
-            if let Some(s) = self.sessions.get(&sid) {
+            if let Some(s) = self.sessions.get_mut(&sid) {
                 tracing::info!(client_id = %s.client_id, "credentials expired; connection closed");
+                // Expired credentials no longer vouch for the will either: not published.
+                if let Some(online) = s.online.as_mut() {
+                    online.will = None;
+                }
             }
             self.close(sid, Some(ReasonCode::NotAuthorized));
             self.go_offline(sid, now);

@@ -268,10 +268,12 @@ fn assigned_client_ids_are_128_random_bits_and_never_an_existing_session() {
     }
 }
 
-/// Allows everything until `revoked` is set; then nothing may be read.
+/// Allows everything until `revoked` is set; then nothing may be read (or, with
+/// `writes_only`, nothing may be written and everything still read).
 #[derive(Debug, Default)]
 struct Revocable {
     revoked: std::sync::atomic::AtomicBool,
+    writes_only: bool,
 }
 
 impl Authenticator for Revocable {
@@ -281,7 +283,12 @@ impl Authenticator for Revocable {
 
     fn authorize(&self, _: &Identity, _: &str, access: Access<'_>) -> bool {
         let revoked = self.revoked.load(std::sync::atomic::Ordering::Relaxed);
-        !(revoked && matches!(access, Access::Read(_)))
+        let covered = match access {
+            Access::Read(_) => !self.writes_only,
+            Access::Publish(_) => self.writes_only,
+            Access::Subscribe(_) => false,
+        };
+        !(revoked && covered)
     }
 }
 
@@ -314,4 +321,69 @@ fn messages_queued_while_away_are_read_again_under_the_rules_in_force_at_resume(
     let (mut a, _) = connect_as(&mut w, V5, "a", false, "alice");
     assert!(a.publishes().is_empty());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A 5.0 CONNECT of `id` as alice, with a will on `alice/will`.
+fn with_will(id: &str, delay: Option<u32>) -> Connect {
+    let mut c = Connect::new(V5, id, true);
+    let mut will = Will {
+        topic: TopicName::new("alice/will").unwrap(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties::default(),
+    };
+    will.properties.will_delay_interval = delay;
+    c.properties.session_expiry_interval = delay.map(|d| d + 60);
+    c.will = Some(will);
+    c
+}
+
+#[test]
+fn expired_credentials_do_not_vouch_for_the_will() {
+    let mut w = guarded();
+    let (mut watcher, _) = connect_as(&mut w, V5, "watch", true, "alice");
+    w.subscribe(&mut watcher, "alice/will", QoS::AtMostOnce);
+    // Control: a connection lost with valid credentials publishes its will [MQTT-3.1.2-8].
+    let (a, _) = w.connect_as(with_will("a", None), user("alice"));
+    w.close(&a);
+    assert_eq!(payloads(&watcher.publishes()), [&b"gone"[..]]);
+    let mut who = user("alice");
+    who.expires_at = Some(SystemTime::now() + Duration::from_secs(2));
+    let (mut b, _) = w.connect_as(with_will("b", None), who);
+    w.advance(3);
+    assert!(b.packets().contains(&Packet::Disconnect(Disconnect::new(
+        ReasonCode::NotAuthorized
+    ))));
+    assert!(
+        watcher.publishes().is_empty(),
+        "the will of expired credentials was published"
+    );
+}
+
+#[test]
+fn a_will_is_published_only_if_its_topic_may_still_be_written() {
+    // The will was authorized at CONNECT; the rules changed before it was due (a reloaded
+    // ACL file): neither an immediate nor a delayed will goes out.
+    let auth = Arc::new(Revocable {
+        writes_only: true,
+        ..Revocable::default()
+    });
+    let store = Box::new(crate::store::MemoryStore::new());
+    let mut w = world_with(BrokerConfig::default(), auth.clone(), store);
+    let (mut watcher, _) = connect_as(&mut w, V5, "watch", true, "alice");
+    w.subscribe(&mut watcher, "alice/will", QoS::AtMostOnce);
+    let (now, _) = w.connect_as(with_will("now", None), user("alice"));
+    let (later, _) = w.connect_as(with_will("later", Some(5)), user("alice"));
+    auth.revoked
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    w.close(&now);
+    w.close(&later);
+    w.advance(6);
+    auth.revoked
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        watcher.publishes().is_empty(),
+        "a will to a topic no longer writable went out"
+    );
 }

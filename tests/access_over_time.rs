@@ -1,6 +1,7 @@
-//! Defects found by the issue 11 attacker/reviewer, each as a test that fails today: what a
-//! session receives must be what its owner may read *now*, and with the credentials it
-//! connects with *now*.
+//! Access over time: what a session receives must be what its owner may read *now* (after
+//! the ACL file was reloaded), with the credentials it connects with *now* (a token's `acl`
+//! claim, also after a restart). Found by an attack on issue 11's first version: both were
+//! delivered.
 
 #![allow(clippy::unwrap_used)]
 
@@ -140,29 +141,4 @@ async fn a_tokens_acl_claim_still_narrows_its_stored_session_after_a_restart() {
         .client(TCP, token_session("webby-narrow", "webby", &narrow))
         .await;
     s.expect_no_message(Duration::from_secs(1)).await;
-}
-
-/// RFC 9112 §3.2: a server MUST answer 400 to a request with more than one `Host` line. The
-/// guard reads the first one only, so `Host: localhost` followed by `Host: evil.example` is
-/// answered 200, while a proxy in front that routes or checks by the last line sees another
-/// host than the bridge's check did.
-#[tokio::test]
-async fn a_request_with_two_host_lines_is_refused_with_400() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let bridge = Bridge::start_with_config("");
-    let addr = bridge
-        .http_url()
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\
-          Connection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer).await;
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 }
