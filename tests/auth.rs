@@ -150,7 +150,7 @@ async fn password_files_from_mosquitto_passwd_and_bridge_passwd_both_work() {
             }
         }
     }
-    run_cases(cases).await;
+    run_cases_a_few_at_once(cases).await;
 }
 
 /// `mosquitto_pub` says "bad user name or password" and exits with the CONNACK code (4 in
@@ -490,7 +490,7 @@ async fn an_acl_file_in_mosquitto_syntax_governs_subscribe_publish_and_delivery(
             }) as Case,
         ));
     }
-    run_cases(cases).await;
+    run_cases_a_few_at_once(cases).await;
 }
 
 // ----- session ownership ------------------------------------------------------------------

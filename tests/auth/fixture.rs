@@ -23,6 +23,20 @@ pub(crate) const TCP: Transport = Transport::Tcp;
 
 pub(crate) type Case = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// Logins the tests send at once from their one address (127.0.0.1): below the default
+/// `max_failed_attempts` (5), since the bridge counts checks in flight against an address's
+/// failure budget and refuses logins past it as busy (0x89) until those checks end.
+const LOGINS_AT_ONCE: usize = 4;
+
+/// [`e2e::run_cases`], [`LOGINS_AT_ONCE`] cases at a time, for cases that log in one
+/// connection at a time.
+pub(crate) async fn run_cases_a_few_at_once(cases: Vec<(String, Case)>) {
+    let mut cases = cases.into_iter().peekable();
+    while cases.peek().is_some() {
+        e2e::run_cases(cases.by_ref().take(LOGINS_AT_ONCE).collect()).await;
+    }
+}
+
 // ----- the files -------------------------------------------------------------------------
 
 /// The users of every test: alice's line is written by `mosquitto_passwd` (its default,

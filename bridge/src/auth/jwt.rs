@@ -8,8 +8,8 @@
 //!   used as an HMAC secret);
 //! - `exp` (required) and `nbf` (if present) against the clock, with `leeway_secs`; `iss` and
 //!   `aud` when `issuer` / `audience` are set;
-//! - the user name: the `username_claim` claim (default `sub`), a string; a user name in the
-//!   CONNECT, if any, must equal it.
+//! - the user name: the `username_claim` claim (default `sub`), a non-empty string; a user
+//!   name in the CONNECT, if any, must equal it.
 //!
 //! The result is an [`Identity`] that expires with the token (the engine closes the
 //! connection then) and, if the token has an `acl` claim in EMQX's shape
@@ -21,6 +21,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use broker::auth::{Grants, Identity};
 use jsonwebtoken::{DecodingKey, Validation};
 use protocol::TopicFilter;
@@ -146,6 +148,10 @@ impl JwtVerifier {
                 self.username_claim
             ));
         };
+        if name.is_empty() {
+            // As `bridge passwd` and the ACL file: an empty name is no one's.
+            return Err(format!("token's {:?} claim is empty", self.username_claim));
+        }
         if let Some(sent) = username {
             if sent != name {
                 return Err(format!(
@@ -202,8 +208,10 @@ fn grants(acl: &Value) -> Result<Grants, String> {
     Ok(Grants { publish, subscribe })
 }
 
-/// Whether a password has the shape of a JWT: three non-empty base64url segments.
-pub(crate) fn looks_like_jwt(password: &[u8]) -> bool {
+/// Whether a password is a JWT: three non-empty base64url segments, the first of which
+/// decodes to a JSON object with an `alg` member (a JOSE header). The shape alone is not
+/// enough: `correct.horse.battery` is a fine password.
+pub(crate) fn is_jwt(password: &[u8]) -> bool {
     let mut segments = 0;
     for segment in password.split(|b| *b == b'.') {
         segments += 1;
@@ -215,7 +223,15 @@ pub(crate) fn looks_like_jwt(password: &[u8]) -> bool {
             return false;
         }
     }
-    segments == 3
+    if segments != 3 {
+        return false;
+    }
+    let header = password.split(|b| *b == b'.').next().unwrap_or_default();
+    URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
+        .is_some_and(|header| header.contains_key("alg"))
 }
 
 #[cfg(test)]
@@ -299,6 +315,10 @@ mod tests {
             ),
             ("no sub", token("s3cret", json!({"exp": t + 600}))),
             (
+                "empty sub",
+                token("s3cret", json!({"sub": "", "exp": t + 600})),
+            ),
+            (
                 "numeric sub",
                 token("s3cret", json!({"sub": 7, "exp": t + 600})),
             ),
@@ -361,13 +381,19 @@ mod tests {
     }
 
     #[test]
-    fn only_three_base64url_segments_look_like_a_jwt() {
-        assert!(looks_like_jwt(b"eyJh.eyJz.c2ln-_"));
-        assert!(!looks_like_jwt(b"secret"));
-        assert!(!looks_like_jwt(b"a.b"));
-        assert!(!looks_like_jwt(b"a.b.c.d"));
-        assert!(!looks_like_jwt(b"a..c"));
-        assert!(!looks_like_jwt(b"a.b.c="));
-        assert!(!looks_like_jwt(b"p@ss.w.rd"));
+    fn only_three_base64url_segments_with_a_jose_header_are_a_jwt() {
+        let t = token("k", json!({"sub": "u", "exp": now() + 600}));
+        assert!(is_jwt(t.as_bytes()));
+        // {"alg":"none"} . {} . sig
+        assert!(is_jwt(b"eyJhbGciOiJub25lIn0.e30.c2ln-_"));
+        assert!(!is_jwt(b"secret"));
+        assert!(!is_jwt(b"correct.horse.battery"), "the shape alone");
+        assert!(!is_jwt(b"e30.e30.c2ln"), "a JSON object without alg");
+        assert!(!is_jwt(b"eyJh.eyJz.c2ln-_"), "not JSON");
+        assert!(!is_jwt(b"a.b"));
+        assert!(!is_jwt(b"eyJhbGciOiJub25lIn0.e30.c2ln.d"));
+        assert!(!is_jwt(b"eyJhbGciOiJub25lIn0..c2ln"));
+        assert!(!is_jwt(b"eyJhbGciOiJub25lIn0.e30.c2ln="));
+        assert!(!is_jwt(b"p@ss.w.rd"));
     }
 }

@@ -7,7 +7,7 @@
 //! - [`jwt`]: tokens in the CONNECT password (`[auth.jwt]`), with an optional `acl` claim.
 //! - [`acl`]: topic ACLs in mosquitto's `acl_file` format, over [`topics`] (matching, overlap
 //!   and cover of filters that may hold `%u` / `%c`, allocation-free).
-//! - [`ratelimit`]: failed attempts counted per source address.
+//! - [`ratelimit`]: failed attempts and checks in flight counted per source address.
 //! - Here: [`AuthConfig`], [`setup`], and [`FileAuthenticator`], which puts them together.
 //!
 //! # Deciding who connects
@@ -17,14 +17,31 @@
 //! 2. With `use_identity_as_username`, a verified client certificate's CN is the user name;
 //!    no password is needed (as mosquitto).
 //! 3. No user name and no password: anonymous, accepted only with `allow_anonymous = true`.
-//! 4. A password shaped like a JWT goes to the token check when a token key is configured (to
-//!    it alone when there is no password file); any other password to the password file.
-//!    Password and token checks run on a blocking thread, a bounded number at once (one per
-//!    core), never on the connection's or the engine's thread.
+//! 4. Credentials: the attempt takes a slot of its source's budget first (checks in flight
+//!    count as failures until they succeed, so guesses sent at once are limited like
+//!    sequential ones; at most [`ratelimit::MAX_IN_FLIGHT_PER_SOURCE`] per source even with
+//!    the limit off; see [`ratelimit`]), then a place among the checks admitted at once ([`WAITING_PER_CORE`]
+//!    waiting per core, beyond the one running per core), then waits for its turn, all
+//!    within [`CHECK_DEADLINE`].
+//! 5. A password that is a JWT (its first segment a JOSE header) goes to the token check when
+//!    a token key is configured; if that fails and the CONNECT has a user name, the password
+//!    file decides (a password-file user's password may look like a token). Any other
+//!    password goes to the password file, or, with no password file, to the token check.
+//!    Either way it is one check, on a blocking thread, never on the connection's or the
+//!    engine's thread.
 //!
-//! A refusal is CONNACK 0x86 Bad User Name or Password (3.1.1: 4) and the connection is
-//! closed (the broker does the sending). Wrong credentials are refused even when anonymous
-//! clients are allowed: a client that tried to log in must not silently become anonymous.
+//! Refusals are CONNACKs and the connection is closed (the broker does the sending):
+//! - 0x86 Bad User Name or Password (3.1.1: 4): wrong or missing credentials, or a source
+//!   at its failure limit. Wrong credentials are refused
+//!   even when anonymous clients are allowed: a client that tried to log in must not silently
+//!   become anonymous.
+//! - 0x89 Server Busy (3.1.1: 3 Server unavailable): its source's failures and checks in
+//!   flight reach `max_failed_attempts` (the checks may yet succeed: try again later), or it
+//!   has [`ratelimit::MAX_IN_FLIGHT_PER_SOURCE`] checks in flight, or all the places for waiting
+//!   checks are taken, or its check did not finish within [`CHECK_DEADLINE`]. Not counted as a
+//!   failure. So a flood of logins, even wrong ones, waits a bounded time and does not starve
+//!   real logins from other addresses.
+//!
 //! Refusals are logged at most once per interval ([`RateLimitedLog`]).
 //!
 //! With only an `acl_file` and no authentication, user names are not proven, so every client
@@ -60,10 +77,18 @@ use tokio::sync::Semaphore;
 
 use self::acl::Acl;
 pub(crate) use self::jwt::JwtConfig;
-use self::jwt::{looks_like_jwt, JwtVerifier};
+use self::jwt::{is_jwt, JwtVerifier};
 pub(crate) use self::passwd::{run as run_command, Command};
 use self::password::PasswordFile;
-use self::ratelimit::{FailureLimiter, Source};
+use self::ratelimit::{Attempt, FailureLimiter, Refused, Source};
+
+/// Checks that may wait for a verification thread, per core, beyond the one running per core.
+/// Past them a CONNECT is refused at once as busy: a queue a flood can fill without end only
+/// makes real logins wait behind it.
+const WAITING_PER_CORE: usize = 8;
+
+/// How long a CONNECT's credentials may take, waiting included, before it is refused as busy.
+const CHECK_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The `[auth]` table. Every key is optional; with none, anyone may connect and do anything.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -77,7 +102,8 @@ pub(crate) struct AuthConfig {
     pub(crate) allow_anonymous: bool,
     /// Failed logins allowed per source address (IPv4 address or IPv6 /64) in
     /// `failed_attempts_window_secs`; past it, that source is refused at once until the
-    /// window ends. 0 turns the limit off.
+    /// window ends. 0 turns the limit off. Checks still running count against it: past it, a
+    /// login from that source is refused as busy (0x89) until they end.
     pub(crate) max_failed_attempts: u32,
     /// The window of `max_failed_attempts`, in seconds, from the first failure.
     pub(crate) failed_attempts_window_secs: u64,
@@ -231,10 +257,15 @@ pub(crate) struct FileAuthenticator {
     use_identity_as_username: bool,
     /// Read once per call and never held across an await; swapped whole by a reload.
     loaded: RwLock<Arc<Loaded>>,
-    /// Failed attempts per source address.
-    failures: Mutex<FailureLimiter>,
+    /// Failed attempts and checks in flight per source address.
+    failures: Arc<Mutex<FailureLimiter>>,
     /// Password and token checks running at once, at most one per core.
     verifications: Arc<Semaphore>,
+    /// Checks admitted (waiting for `verifications` or running): per core, one running and
+    /// [`WAITING_PER_CORE`] waiting. A place is taken without waiting, or the CONNECT refused.
+    admitted: Arc<Semaphore>,
+    /// How long a check may take, waiting included ([`CHECK_DEADLINE`]).
+    deadline: Duration,
     /// One log line per interval for refused connections.
     refusals: Mutex<RateLimitedLog>,
 }
@@ -255,14 +286,16 @@ impl FileAuthenticator {
         let loaded = Loaded::load(&config)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(FileAuthenticator {
-            failures: Mutex::new(FailureLimiter::new(
+            failures: Arc::new(Mutex::new(FailureLimiter::new(
                 config.max_failed_attempts,
                 Duration::from_secs(config.failed_attempts_window_secs),
-            )),
+            ))),
             config,
             use_identity_as_username,
             loaded: RwLock::new(Arc::new(loaded)),
             verifications: Arc::new(Semaphore::new(cores)),
+            admitted: Arc::new(Semaphore::new(cores.saturating_mul(1 + WAITING_PER_CORE))),
+            deadline: CHECK_DEADLINE,
             refusals: Mutex::new(RateLimitedLog::default()),
         })
     }
@@ -314,63 +347,93 @@ impl FileAuthenticator {
             }
         }
         let username = connect.username.as_deref();
-        let outcome = match (&connect.password, username) {
-            (None, None) if self.config.allow_anonymous => return Ok(Identity::default()),
-            (None, None) => {
-                self.refused(connect, info, "no credentials (allow_anonymous is off)");
+        if connect.password.is_none() && username.is_none() {
+            if self.config.allow_anonymous {
+                return Ok(Identity::default());
+            }
+            self.refused(connect, info, "no credentials (allow_anonymous is off)");
+            return Err(ReasonCode::BadUserNameOrPassword);
+        }
+        let attempt = match FailureLimiter::admit(&self.failures, source, Instant::now()) {
+            Ok(attempt) => attempt,
+            Err(Refused::Limited) => {
+                self.refused(connect, info, "too many failed attempts from this address");
                 return Err(ReasonCode::BadUserNameOrPassword);
             }
-            (None, Some(_)) => Err("a user name without a password".to_owned()),
-            (Some(password), _) => self.verify(username, password.clone()).await,
+            Err(Refused::Busy) => {
+                self.refused(
+                    connect,
+                    info,
+                    "too many checks in flight from this address (for its failure budget, or \
+                     at all)",
+                );
+                return Err(ReasonCode::ServerBusy);
+            }
         };
-        outcome.map_err(|why| {
-            if let Some(source) = source {
-                lock(&self.failures).failed(source, Instant::now());
+        let Some(password) = &connect.password else {
+            attempt.end(true);
+            self.refused(connect, info, "a user name without a password");
+            return Err(ReasonCode::BadUserNameOrPassword);
+        };
+        match self.verify(username, password.clone(), attempt).await {
+            Ok(identity) => Ok(identity),
+            Err(Failure::Wrong(why)) => {
+                self.refused(connect, info, &why);
+                Err(ReasonCode::BadUserNameOrPassword)
             }
-            self.refused(connect, info, &why);
-            ReasonCode::BadUserNameOrPassword
-        })
-    }
-
-    /// Checks a password or a token on a blocking thread; the error says why, for the log.
-    async fn verify(&self, username: Option<&str>, password: Bytes) -> Result<Identity, String> {
-        let loaded = self.current();
-        let token =
-            loaded.jwt.is_some() && (loaded.passwords.is_none() || looks_like_jwt(&password));
-        if !token {
-            if loaded.passwords.is_none() {
-                return Err("a password, but no password file or token key is configured".into());
-            }
-            if username.is_none() {
-                return Err("a password without a user name".to_owned());
+            Err(Failure::Busy(why)) => {
+                self.refused(connect, info, why);
+                Err(ReasonCode::ServerBusy)
             }
         }
+    }
+
+    /// Checks a password or a token on a blocking thread, within the deadline; `attempt`
+    /// ends there, counted as a failure or not.
+    async fn verify(
+        &self,
+        username: Option<&str>,
+        password: Bytes,
+        attempt: Attempt,
+    ) -> Result<Identity, Failure> {
+        let loaded = self.current();
+        let route = match Route::choose(&loaded, username.is_some(), &password) {
+            Ok(route) => route,
+            Err(why) => {
+                attempt.end(true);
+                return Err(Failure::Wrong(why.to_owned()));
+            }
+        };
+        let Ok(place) = Arc::clone(&self.admitted).try_acquire_owned() else {
+            return Err(Failure::Busy("too many checks waiting"));
+        };
         let username = username.map(str::to_owned);
-        let permit = Arc::clone(&self.verifications)
-            .acquire_owned()
+        let verifications = Arc::clone(&self.verifications);
+        let check = async move {
+            let permit = verifications
+                .acquire_owned()
+                .await
+                .map_err(|_| Failure::Busy("shutting down"))?;
+            // Its failures cannot have grown past the limit while it waited (its slot counted),
+            // but the turn is the last moment to refuse without computing a hash.
+            if attempt.blocked() {
+                return Err(Failure::Wrong(
+                    "too many failed attempts from this address".to_owned(),
+                ));
+            }
+            let work = tokio::task::spawn_blocking(move || {
+                // Held until the work is done, even if the connection gives up waiting.
+                let _held = (permit, place);
+                let outcome = route.run(&loaded, username, &password);
+                attempt.end(outcome.is_err());
+                outcome.map_err(Failure::Wrong)
+            });
+            work.await
+                .map_err(|e| Failure::Wrong(format!("the check failed: {e}")))?
+        };
+        tokio::time::timeout(self.deadline, check)
             .await
-            .map_err(|_| "shutting down".to_owned())?;
-        let work = tokio::task::spawn_blocking(move || {
-            // Held until the work is done, even if the connection gives up waiting.
-            let _permit = permit;
-            if token {
-                let jwt = loaded.jwt.as_ref().ok_or("no token key")?;
-                let text = std::str::from_utf8(&password).map_err(|_| "token is not UTF-8")?;
-                return jwt.verify(text, username.as_deref());
-            }
-            let (Some(file), Some(user)) = (&loaded.passwords, username) else {
-                return Err("no password file or no user name".to_owned());
-            };
-            if file.verify(&user, &password) {
-                Ok(Identity {
-                    username: Some(Arc::from(user)),
-                    ..Identity::default()
-                })
-            } else {
-                Err("wrong password or unknown user".to_owned())
-            }
-        });
-        work.await.map_err(|e| format!("the check failed: {e}"))?
+            .map_err(|_| Failure::Busy("the check did not finish in time"))?
     }
 
     fn refused(&self, connect: &Connect, info: &ConnectionInfo, why: &str) {
@@ -383,6 +446,80 @@ impl FileAuthenticator {
                 refused = count,
                 "connection refused: {why} (one line per interval; `refused` counts them)"
             );
+        }
+    }
+}
+
+/// Why a check refused a CONNECT.
+#[derive(Debug)]
+enum Failure {
+    /// Wrong or unusable credentials (0x86), counted against the source; why, for the log.
+    Wrong(String),
+    /// No check could be made in time (0x89), not counted; why, for the log.
+    Busy(&'static str),
+}
+
+/// Which check a password goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// The token key alone.
+    Token,
+    /// The token key, then, if the token is refused, the password file (the password of a
+    /// password-file user may look like a token).
+    TokenThenPassword,
+    /// The password file.
+    Password,
+}
+
+impl Route {
+    /// Where `password` goes with the files `loaded`; the error says why it goes nowhere.
+    fn choose(loaded: &Loaded, has_username: bool, password: &[u8]) -> Result<Route, &'static str> {
+        let passwords = loaded.passwords.is_some();
+        match (loaded.jwt.is_some(), passwords) {
+            (true, false) => Ok(Route::Token),
+            (true, true) if is_jwt(password) => Ok(if has_username {
+                Route::TokenThenPassword
+            } else {
+                Route::Token
+            }),
+            (_, true) if has_username => Ok(Route::Password),
+            (_, true) => Err("a password without a user name"),
+            (false, false) => Err("a password, but no password file or token key is configured"),
+        }
+    }
+
+    /// Runs the check. Slow on purpose (argon2): call it on a blocking thread.
+    fn run(
+        self,
+        loaded: &Loaded,
+        username: Option<String>,
+        password: &[u8],
+    ) -> Result<Identity, String> {
+        let by_token = || {
+            let jwt = loaded.jwt.as_ref().ok_or("no token key")?;
+            let text = std::str::from_utf8(password).map_err(|_| "token is not UTF-8")?;
+            jwt.verify(text, username.as_deref())
+        };
+        let by_password = || {
+            let (Some(file), Some(user)) = (&loaded.passwords, username.as_deref()) else {
+                return Err("no password file or no user name".to_owned());
+            };
+            // An unknown user costs a stand-in check: timing does not tell names apart.
+            if file.verify(user, password) {
+                Ok(Identity {
+                    username: Some(Arc::from(user)),
+                    ..Identity::default()
+                })
+            } else {
+                Err("wrong password or unknown user".to_owned())
+            }
+        };
+        match self {
+            Route::Token => by_token(),
+            Route::Password => by_password(),
+            Route::TokenThenPassword => by_token().or_else(|token| {
+                by_password().map_err(|password| format!("{token}; as a password: {password}"))
+            }),
         }
     }
 }

@@ -15,8 +15,10 @@
 //! file is read, naming the line: a typo must not silently lock a user out or let one in.
 //!
 //! Checking a password is deliberately slow (argon2), so it runs on a blocking thread (see the
-//! module above). An unknown user is checked against a stand-in hash of the same kind as the
-//! file's first entry, so the time taken does not tell which user names exist; comparisons are
+//! module above). An unknown user is checked against a stand-in hash as costly as the file's
+//! costliest entry (argon2 with the file's strongest parameters, else the `$7$` entry with the
+//! most iterations, else `$6$`), so the time taken does not tell which user names exist, even
+//! in a mosquitto file to which `bridge passwd` added argon2id users; comparisons are
 //! constant-time.
 
 use std::collections::HashMap;
@@ -62,7 +64,7 @@ enum StoredHash {
 pub(crate) struct PasswordFile {
     users: HashMap<Box<str>, StoredHash>,
     /// What an unknown user is checked against: a hash of the same kind and cost as the
-    /// file's first entry (so timing does not reveal which names exist).
+    /// file's costliest entry (so timing does not reveal which names exist).
     decoy: StoredHash,
 }
 
@@ -85,7 +87,7 @@ impl PasswordFile {
     /// Parses a file's text; an error names the line (1-based) and what is wrong.
     fn parse(text: &str) -> Result<PasswordFile, (usize, String)> {
         let mut users = HashMap::new();
-        let mut decoy = None;
+        let mut costliest: Option<(Cost, StoredHash)> = None;
         for (i, line) in text.lines().enumerate() {
             let number = i + 1;
             let line = line.trim();
@@ -101,15 +103,16 @@ impl PasswordFile {
                 return Err((number, "empty user name".to_owned()));
             }
             let hash = StoredHash::parse(hash).map_err(|why| (number, format!("{user}: {why}")))?;
-            if decoy.is_none() {
-                decoy = Some(hash.decoy());
+            let cost = hash.cost();
+            if costliest.as_ref().is_none_or(|(c, _)| cost > *c) {
+                costliest = Some((cost, hash.decoy()));
             }
             if users.insert(Box::<str>::from(user), hash).is_some() {
                 return Err((number, format!("user {user:?} appears twice")));
             }
         }
-        let decoy = match decoy {
-            Some(decoy) => decoy,
+        let decoy = match costliest {
+            Some((_, decoy)) => decoy,
             None => StoredHash::parse(DEFAULT_DECOY).map_err(|why| (0, why))?,
         };
         Ok(PasswordFile { users, decoy })
@@ -137,6 +140,16 @@ impl PasswordFile {
 /// a password no one knows.
 const DEFAULT_DECOY: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$ZGVjb3lkZWNveWRlY295$Oq3ML0dNbXxzL3bvgDgr0n5pNBCLpfzsUVCqU8V8xu4";
+
+/// How costly a hash is to check, comparable across kinds: argon2 above `$7$` above `$6$`,
+/// then by the work its parameters ask (argon2: memory × passes, then lanes; `$7$`:
+/// iterations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Cost {
+    Sha512,
+    Pbkdf2(u32),
+    Argon2 { work: u64, lanes: u32 },
+}
 
 impl StoredHash {
     fn parse(text: &str) -> Result<StoredHash, String> {
@@ -173,6 +186,21 @@ impl StoredHash {
                  not accepted"
                     .to_owned(),
             ),
+        }
+    }
+
+    fn cost(&self) -> Cost {
+        match self {
+            StoredHash::Argon2(hash) => match argon2::Params::try_from(&**hash) {
+                Ok(p) => Cost::Argon2 {
+                    work: u64::from(p.m_cost()) * u64::from(p.t_cost()),
+                    lanes: p.p_cost(),
+                },
+                // Checked when the file was read; never here.
+                Err(_) => Cost::Argon2 { work: 0, lanes: 0 },
+            },
+            StoredHash::Sha512 { .. } => Cost::Sha512,
+            StoredHash::Pbkdf2 { iterations, .. } => Cost::Pbkdf2(*iterations),
         }
     }
 
@@ -297,7 +325,7 @@ bob:$6$UbjCiiRw5VSBXBQJ$xaCk7RKRVjMKlqNN69TGmMgBioux1z7OaC8/zkW439pnVOSJkF6YAUir
     }
 
     #[test]
-    fn the_decoy_is_of_the_first_entrys_kind_and_matches_nothing() {
+    fn the_decoy_is_of_the_costliest_kind_and_matches_nothing() {
         let f = file(MOSQUITTO);
         assert!(matches!(
             f.decoy,
@@ -367,5 +395,40 @@ bob:$6$UbjCiiRw5VSBXBQJ$xaCk7RKRVjMKlqNN69TGmMgBioux1z7OaC8/zkW439pnVOSJkF6YAUir
             matches!(file.decoy, StoredHash::Argon2(_)),
             "unknown users are checked with a $7$ stand-in while carol costs an argon2id check"
         );
+    }
+
+    #[test]
+    fn the_decoy_has_the_strongest_parameters_of_its_kind() {
+        let pbkdf2 = |user: &str, iterations: u32| {
+            format!(
+                "{user}:$7${iterations}$68rxmHhBi37mWrty$/tKktHyv/wbLk7hEZ0Uf28VfEjyn5dORQOd6BxYCxfbpvpmoceGeWeT4Qi7Uy+oAEBX8bLrbqzLffmLIrHtePw==\n"
+            )
+        };
+        let f = file(&format!(
+            "{}{}{}",
+            pbkdf2("a", 101),
+            pbkdf2("b", 900),
+            pbkdf2("c", 5)
+        ));
+        assert!(matches!(
+            f.decoy,
+            StoredHash::Pbkdf2 {
+                iterations: 900,
+                ..
+            }
+        ));
+        let weak =
+            "$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let strong = hash_password(b"x").expect("hashed");
+        let f = file(&format!(
+            "{}u:{weak}\nv:{strong}\nw:{weak}\n",
+            pbkdf2("a", 101)
+        ));
+        let StoredHash::Argon2(decoy) = &f.decoy else {
+            panic!("not argon2: {:?}", f.decoy.cost());
+        };
+        let params = argon2::Params::try_from(&**decoy).expect("params");
+        assert_eq!((params.m_cost(), params.t_cost()), (19_456, 2));
+        assert!(!f.verify("nobody", b"x"));
     }
 }

@@ -60,6 +60,7 @@ fn with_passwords(dir: &Dir) -> AuthConfig {
 }
 
 const BAD: Result<(), ReasonCode> = Err(ReasonCode::BadUserNameOrPassword);
+const BUSY: Result<(), ReasonCode> = Err(ReasonCode::ServerBusy);
 
 async fn outcome(
     auth: &FileAuthenticator,
@@ -263,6 +264,17 @@ async fn tokens_and_passwords_side_by_side_go_where_their_shape_says() {
         outcome(&auth, &connect(None, Some(&forged)), &info).await,
         BAD
     );
+    // A refused token with a user name falls back to the password file: still refused.
+    assert_eq!(
+        outcome(&auth, &connect(Some("alice"), Some(&forged)), &info).await,
+        BAD
+    );
+    // An empty user name is no one's, as in `bridge passwd` and the ACL file.
+    let nameless = token("k", serde_json::json!({"sub": "", "exp": in_ten_minutes()}));
+    assert_eq!(
+        outcome(&auth, &connect(None, Some(&nameless)), &info).await,
+        BAD
+    );
 }
 
 #[tokio::test]
@@ -389,6 +401,9 @@ fn nothing_configured_is_allow_all_and_the_table_parses() {
 /// address all pass the check, so `max_failed_attempts` limits nothing for a client that
 /// sends its guesses in parallel. Here 3 are allowed, 9 wrong guesses and then the right
 /// password are sent together: the right one must be refused like the 10th sequential try.
+/// Now checks in flight count against the budget: the first 3 guesses are checked, the rest
+/// (the right password too) are refused at once as busy (0x89: those 3 might have
+/// succeeded), and after the 3 failures the source is refused as a whole (0x86).
 #[tokio::test]
 async fn guesses_sent_at_once_from_one_address_are_limited_like_sequential_ones() {
     let dir = Dir::new("parallel");
@@ -410,9 +425,12 @@ async fn guesses_sent_at_once_from_one_address_are_limited_like_sequential_ones(
     let results = futures_util::future::join_all(attempts).await;
     assert_eq!(
         results.last().copied(),
-        Some(BAD),
-        "the right password was accepted after 9 wrong guesses with max_failed_attempts = 3"
+        Some(BUSY),
+        "the right password was not refused after 9 wrong guesses with max_failed_attempts = 3"
     );
+    assert_eq!(results[..3], [BAD; 3], "the first 3 guesses were checked");
+    assert_eq!(results[3..], [BUSY; 7], "the others were not");
+    assert_eq!(outcome(&auth, &right, &info).await, BAD, "3 failures");
 }
 
 /// [review] With both a password file and `[auth.jwt]`, a password that merely looks like
@@ -446,4 +464,97 @@ async fn a_password_file_user_whose_password_has_two_dots_still_logs_in_with_a_t
         Ok(()),
         "the password file's own password was refused"
     );
+}
+
+/// Runs `c` from `peer` on a task of its own, as a connection would.
+fn spawn_attempt(
+    auth: &Arc<FileAuthenticator>,
+    c: Connect,
+    peer: &str,
+) -> tokio::task::JoinHandle<Result<(), ReasonCode>> {
+    let auth = Arc::clone(auth);
+    let info = from(peer);
+    tokio::spawn(async move { outcome(&auth, &c, &info).await })
+}
+
+/// Yields until exactly `free` places for checks are left.
+async fn until_places_left(auth: &FileAuthenticator, free: usize) {
+    while auth.admitted.available_permits() != free {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Refused at once: with no verification ever getting a turn, waiting would hang the test.
+async fn at_once(auth: &FileAuthenticator, c: &Connect, peer: &str) -> Result<(), ReasonCode> {
+    let info = from(peer);
+    tokio::time::timeout(Duration::from_secs(5), outcome(auth, c, &info))
+        .await
+        .unwrap_or(Err(ReasonCode::UnspecifiedError))
+}
+
+/// [review] A flood of wrong-password CONNECTs from one address queued without end for a
+/// verification, and a real login waited behind all of them (900 queued: 19.5 s). Now one
+/// address holds at most `MAX_IN_FLIGHT_PER_SOURCE` checks (here with the failure limit off),
+/// the places for waiting checks are bounded, and past either a CONNECT is refused at once
+/// with 0x89 Server Busy.
+#[tokio::test]
+async fn a_flood_of_logins_is_refused_as_busy_instead_of_starving_real_logins() {
+    let dir = Dir::new("flood");
+    let mut auth = FileAuthenticator::new(
+        AuthConfig {
+            max_failed_attempts: 0,
+            ..with_passwords(&dir)
+        },
+        false,
+    )
+    .expect("auth");
+    let per_source = ratelimit::MAX_IN_FLIGHT_PER_SOURCE as usize;
+    let places = per_source + 2;
+    auth.verifications = Arc::new(Semaphore::new(0));
+    auth.admitted = Arc::new(Semaphore::new(places));
+    auth.deadline = Duration::from_secs(3600);
+    let auth = Arc::new(auth);
+    let wrong = connect(Some("alice"), Some(b"guess"));
+    let right = connect(Some("alice"), Some(b"secret"));
+    let flood: Vec<_> = (0..per_source)
+        .map(|_| spawn_attempt(&auth, wrong.clone(), "192.0.2.90:1000"))
+        .collect();
+    until_places_left(&auth, places - per_source).await;
+    assert_eq!(at_once(&auth, &wrong, "192.0.2.90:1001").await, BUSY);
+    let real = spawn_attempt(&auth, right.clone(), "192.0.2.91:1000");
+    let other = spawn_attempt(&auth, wrong.clone(), "192.0.2.92:1000");
+    until_places_left(&auth, 0).await;
+    assert_eq!(
+        at_once(&auth, &right, "192.0.2.93:1000").await,
+        BUSY,
+        "every place is taken"
+    );
+    auth.verifications.add_permits(places);
+    assert_eq!(real.await.expect("task"), Ok(()));
+    assert_eq!(other.await.expect("task"), BAD);
+    for attempt in flood {
+        assert_eq!(attempt.await.expect("task"), BAD);
+    }
+    until_places_left(&auth, places).await;
+}
+
+/// [review] The wait for a verification had no deadline. A check that gets no turn in time
+/// is refused with 0x89 Server Busy, and is not a failed attempt: no password was checked.
+#[tokio::test]
+async fn a_check_without_a_turn_before_the_deadline_is_refused_as_busy_and_not_counted() {
+    let dir = Dir::new("deadline");
+    let mut auth = FileAuthenticator::new(
+        AuthConfig {
+            max_failed_attempts: 1,
+            ..with_passwords(&dir)
+        },
+        false,
+    )
+    .expect("auth");
+    auth.verifications = Arc::new(Semaphore::new(0));
+    auth.deadline = Duration::from_millis(50);
+    let right = connect(Some("bob"), Some(b"hunter2"));
+    assert_eq!(at_once(&auth, &right, "192.0.2.94:1000").await, BUSY);
+    auth.verifications.add_permits(1);
+    assert_eq!(at_once(&auth, &right, "192.0.2.94:1000").await, Ok(()));
 }

@@ -1,7 +1,7 @@
 //! Topic questions an access rule has to answer, on filters that may hold `%u` / `%c`.
 //!
 //! A rule is a topic filter (an ACL line, a token's grant); three questions are asked of it:
-//! - [`matches`]: is this topic name inside the rule? (a PUBLISH, a delivery)
+//! - [`matches`](fn@matches): is this topic name inside the rule? (a PUBLISH, a delivery)
 //! - [`overlaps`]: is there a topic inside both the rule and this subscription filter? A
 //!   SUBSCRIBE is granted when some readable rule overlaps it; what the rule does not cover
 //!   is held back on delivery, as mosquitto does.
