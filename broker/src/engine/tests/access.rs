@@ -387,3 +387,26 @@ fn a_will_is_published_only_if_its_topic_may_still_be_written() {
         "a will to a topic no longer writable went out"
     );
 }
+
+/// [review 2] The fix above drops the will when the credentials expire while the connection
+/// is up; a delayed will (5.0 Will Delay Interval) of a connection lost while its token was
+/// still valid is still published after the token expired. Here the token expires 2 s after
+/// CONNECT, the connection is lost at once, the will is due 5 s later: by then no valid
+/// credentials vouch for it.
+#[test]
+fn a_delayed_will_due_after_the_credentials_expired_is_not_published() {
+    let mut w = guarded();
+    let (mut watcher, _) = connect_as(&mut w, V5, "watch", true, "alice");
+    w.subscribe(&mut watcher, "alice/will", QoS::AtMostOnce);
+    let mut who = user("alice");
+    who.expires_at = Some(SystemTime::now() + Duration::from_secs(2));
+    let (c, _) = w.connect_as(with_will("delayed", Some(5)), who);
+    w.close(&c);
+    w.advance(3);
+    assert!(watcher.publishes().is_empty(), "due in 5 s, not yet");
+    w.advance(3);
+    assert!(
+        watcher.publishes().is_empty(),
+        "a delayed will went out 4 s after its credentials expired"
+    );
+}
