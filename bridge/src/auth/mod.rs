@@ -20,9 +20,11 @@
 //! 4. Credentials: the attempt takes a slot of its source's budget first (checks in flight
 //!    count as failures until they succeed, so guesses sent at once are limited like
 //!    sequential ones; at most [`ratelimit::MAX_IN_FLIGHT_PER_SOURCE`] per source even with
-//!    the limit off; see [`ratelimit`]), then a place among the checks admitted at once ([`WAITING_PER_CORE`]
-//!    waiting per core, beyond the one running per core), then waits for its turn, all
-//!    within [`CHECK_DEADLINE`].
+//!    the limit off; see [`ratelimit`]); while its source's checks hold the whole budget it
+//!    waits for them to end (honest clients behind one NAT logging in together), then takes
+//!    a place among the checks admitted at once ([`WAITING_PER_CORE`] waiting per core,
+//!    beyond the one running per core), then waits for its turn, all within
+//!    [`CHECK_DEADLINE`].
 //! 5. A password that is a JWT (its first segment a JOSE header) goes to the token check when
 //!    a token key is configured; if that fails and the CONNECT has a user name, the password
 //!    file decides (a password-file user's password may look like a token). Any other
@@ -35,12 +37,10 @@
 //!   at its failure limit. Wrong credentials are refused
 //!   even when anonymous clients are allowed: a client that tried to log in must not silently
 //!   become anonymous.
-//! - 0x89 Server Busy (3.1.1: 3 Server unavailable): its source's failures and checks in
-//!   flight reach `max_failed_attempts` (the checks may yet succeed: try again later), or it
-//!   has [`ratelimit::MAX_IN_FLIGHT_PER_SOURCE`] checks in flight, or all the places for waiting
-//!   checks are taken, or its check did not finish within [`CHECK_DEADLINE`]. Not counted as a
-//!   failure. So a flood of logins, even wrong ones, waits a bounded time and does not starve
-//!   real logins from other addresses.
+//! - 0x89 Server Busy (3.1.1: 3 Server unavailable): its source's checks in flight did not
+//!   leave it a slot, or all the places for waiting checks are taken, or its check did not
+//!   finish, within [`CHECK_DEADLINE`]. Not counted as a failure. So a flood of logins, even
+//!   wrong ones, waits a bounded time and does not starve real logins from other addresses.
 //!
 //! Refusals are logged at most once per interval ([`RateLimitedLog`]).
 //!
@@ -82,10 +82,16 @@ pub(crate) use self::passwd::{run as run_command, Command};
 use self::password::PasswordFile;
 use self::ratelimit::{Attempt, FailureLimiter, Refused, Source};
 
-/// Checks that may wait for a verification thread, per core, beyond the one running per core.
-/// Past them a CONNECT is refused at once as busy: a queue a flood can fill without end only
-/// makes real logins wait behind it.
-const WAITING_PER_CORE: usize = 8;
+/// Checks that may wait for a verification thread, per core, beyond the one running per core:
+/// about what one core verifies within [`CHECK_DEADLINE`] (an argon2id check costs some
+/// 20-40 ms here), so that a fleet reconnecting at once waits its turn instead of being
+/// refused while the queue still moves. Past them a CONNECT is refused at once as busy: a
+/// queue a flood can fill without end only makes real logins wait behind it.
+const WAITING_PER_CORE: usize = 128;
+
+/// How long an attempt waits between two tries for a slot of its source's budget when its
+/// source's checks in flight hold all of it (they may all succeed and give their slots back).
+const SOURCE_RETRY: Duration = Duration::from_millis(25);
 
 /// How long a CONNECT's credentials may take, waiting included, before it is refused as busy.
 const CHECK_DEADLINE: Duration = Duration::from_secs(5);
@@ -103,7 +109,7 @@ pub(crate) struct AuthConfig {
     /// Failed logins allowed per source address (IPv4 address or IPv6 /64) in
     /// `failed_attempts_window_secs`; past it, that source is refused at once until the
     /// window ends. 0 turns the limit off. Checks still running count against it: past it, a
-    /// login from that source is refused as busy (0x89) until they end.
+    /// login from that source waits for them to end (within the check deadline).
     pub(crate) max_failed_attempts: u32,
     /// The window of `max_failed_attempts`, in seconds, from the first failure.
     pub(crate) failed_attempts_window_secs: u64,
@@ -354,20 +360,29 @@ impl FileAuthenticator {
             self.refused(connect, info, "no credentials (allow_anonymous is off)");
             return Err(ReasonCode::BadUserNameOrPassword);
         }
-        let attempt = match FailureLimiter::admit(&self.failures, source, Instant::now()) {
-            Ok(attempt) => attempt,
-            Err(Refused::Limited) => {
-                self.refused(connect, info, "too many failed attempts from this address");
-                return Err(ReasonCode::BadUserNameOrPassword);
-            }
-            Err(Refused::Busy) => {
-                self.refused(
-                    connect,
-                    info,
-                    "too many checks in flight from this address (for its failure budget, or \
-                     at all)",
-                );
-                return Err(ReasonCode::ServerBusy);
+        // Checks in flight hold slots of their source's budget, so that guesses sent at once
+        // are limited like guesses sent one after another. Honest clients behind one address
+        // (a NAT, a gateway) that log in together wait for those checks to end (a success
+        // gives its slot back) rather than being refused, within the deadline.
+        let give_up = Instant::now() + self.deadline;
+        let attempt = loop {
+            match FailureLimiter::admit(&self.failures, source, Instant::now()) {
+                Ok(attempt) => break attempt,
+                Err(Refused::Limited) => {
+                    self.refused(connect, info, "too many failed attempts from this address");
+                    return Err(ReasonCode::BadUserNameOrPassword);
+                }
+                Err(Refused::Busy) if Instant::now() + SOURCE_RETRY < give_up => {
+                    tokio::time::sleep(SOURCE_RETRY).await;
+                }
+                Err(Refused::Busy) => {
+                    self.refused(
+                        connect,
+                        info,
+                        "this address's checks in flight did not end in time",
+                    );
+                    return Err(ReasonCode::ServerBusy);
+                }
             }
         };
         let Some(password) = &connect.password else {
@@ -375,7 +390,10 @@ impl FileAuthenticator {
             self.refused(connect, info, "a user name without a password");
             return Err(ReasonCode::BadUserNameOrPassword);
         };
-        match self.verify(username, password.clone(), attempt).await {
+        match self
+            .verify(username, password.clone(), attempt, give_up)
+            .await
+        {
             Ok(identity) => Ok(identity),
             Err(Failure::Wrong(why)) => {
                 self.refused(connect, info, &why);
@@ -395,6 +413,7 @@ impl FileAuthenticator {
         username: Option<&str>,
         password: Bytes,
         attempt: Attempt,
+        give_up: Instant,
     ) -> Result<Identity, Failure> {
         let loaded = self.current();
         let route = match Route::choose(&loaded, username.is_some(), &password) {
@@ -431,7 +450,7 @@ impl FileAuthenticator {
             work.await
                 .map_err(|e| Failure::Wrong(format!("the check failed: {e}")))?
         };
-        tokio::time::timeout(self.deadline, check)
+        tokio::time::timeout(give_up.saturating_duration_since(Instant::now()), check)
             .await
             .map_err(|_| Failure::Busy("the check did not finish in time"))?
     }

@@ -52,10 +52,14 @@ impl Engine {
                 .filter(|w| may(&*self.auth, s, Access::Publish(w.topic.as_str())));
             if let Some(will) = will {
                 let delay = will.properties.will_delay_interval.unwrap_or(0);
+                let due = now + Duration::from_secs(u64::from(delay));
                 if delay == 0 || s.version == ProtocolVersion::V311 {
                     will_now = Some(will);
+                } else if online.credentials_expire.is_some_and(|end| due >= end) {
+                    // Due after the credentials that vouch for it expire (a token's `exp`):
+                    // not published, as for a connection closed at its expiry.
                 } else {
-                    s.pending_will = Some((will, now + Duration::from_secs(u64::from(delay))));
+                    s.pending_will = Some((will, due));
                 }
             }
         }
