@@ -71,6 +71,10 @@ pub(crate) struct Args {
     /// table of listener limits and a `[tls]` table of certificate files
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+    /// Log lines for people (`text`) or one JSON object per line for log shippers (`json`)
+    /// [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub(crate) log_format: Option<LogFormat>,
     /// A maintenance command instead of serving
     #[command(subcommand)]
     pub(crate) command: Option<crate::auth::Command>,
@@ -87,11 +91,23 @@ struct FileConfig {
     data: Option<String>,
     web: Option<PathBuf>,
     pkg: Option<PathBuf>,
+    log_format: Option<LogFormat>,
     broker: broker::BrokerConfig,
     server: ServerConfig,
     tls: TlsConfig,
     api: ApiConfig,
     auth: crate::auth::AuthConfig,
+}
+
+/// How log lines are written (`--log-format`, `log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Lines for people (colored on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// The `[server]` table: limits of the bridge's own listeners (the broker's are in
@@ -181,6 +197,8 @@ pub(crate) enum DataDir {
 /// The settings in force after the file and the flags are combined.
 #[derive(Debug)]
 pub(crate) struct Config {
+    /// How log lines are written.
+    pub(crate) log_format: LogFormat,
     /// HTTP listen address, as given (resolved when bound); `None`: no plain HTTP listener.
     pub(crate) http: Option<String>,
     /// MQTT over TCP listen address, as given; `None`: no plain MQTT listener.
@@ -274,6 +292,7 @@ impl Config {
             .or(file.data)
             .unwrap_or_else(|| DEFAULT_DATA.to_owned());
         Config {
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             http: listen(args.http.or(file.http), Some(DEFAULT_HTTP)),
             mqtt: listen(args.mqtt.or(file.mqtt), Some(DEFAULT_MQTT)),
             mqtts: listen(args.mqtts.or(file.mqtts), None),

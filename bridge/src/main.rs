@@ -61,7 +61,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Args, Config, DataDir};
+use crate::config::{Args, Config, DataDir, LogFormat};
 use crate::http_listener::HttpLimits;
 use crate::limits::ConnectionLimiter;
 use crate::resources::{http_share, raise_open_files_limit, start_memory_purging};
@@ -74,14 +74,6 @@ fn main() -> ExitCode {
     if let Some(command) = args.command.take() {
         return auth::run_command(command);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    start_memory_purging();
     let config = match Config::load(args) {
         Ok(config) => config,
         Err(e) => {
@@ -89,6 +81,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logs(config.log_format);
+    start_memory_purging();
     // The certificate is read before anything starts: one that cannot be used is a
     // configuration error.
     let tls = if config.mqtts.is_some() || config.https.is_some() {
@@ -125,6 +119,20 @@ fn main() -> ExitCode {
             eprintln!("bridge: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`): lines for people, or one JSON
+/// object per event for log shippers (`--log-format json`: `timestamp`, `level`, `target`,
+/// `fields` with the message and the event's fields, `span`s).
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
     }
 }
 
