@@ -228,6 +228,7 @@ async function main() {
   assert(later.some(([, v]) => v == null), "no break in the line after the restart");
   const resumed = later.filter(([, v]) => v != null && v > 0).map(([, v]) => v);
   assert(resumed.some((v) => Math.abs(v - AFTER) <= 0.2 * AFTER), `after the restart the rate did not resume near ${AFTER}/s: ${resumed}`);
+  await page.evaluate(() => window.scrollTo(0, 0));
   await shot("charts-05-after-restart.png");
 
   // A bridge gone for a moment: the stats reads and the event stream failed meanwhile.

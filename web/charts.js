@@ -284,18 +284,35 @@ export class LineChart {
       const pts = all[i];
       let d = "";
       let prev = null;
+      // A lone point (the first rate, or one between breaks) is a dot: a path would not show.
+      let lone = null;
+      const endSegment = () => {
+        if (lone) kids.push(svgEl("circle", { class: `chart-dot ${l.cls}`, cx: lone[0], cy: lone[1], r: 2.5, "clip-path": `url(#${this.clipId})` }));
+        lone = null;
+      };
       for (const [pt, v] of pts) {
         if (v == null) {
+          endSegment();
           prev = null;
           continue;
         }
         const px = x(pt).toFixed(1);
         const py = y(v).toFixed(1);
-        if (!prev || pt - prev[0] > gapMs) d += `M${px},${py}`;
-        else d += step ? `H${px}V${py}` : `L${px},${py}`;
+        if (!prev || pt - prev[0] > gapMs) {
+          endSegment();
+          d += `M${px},${py}`;
+          lone = [px, py];
+        } else {
+          d += step ? `H${px}V${py}` : `L${px},${py}`;
+          lone = null;
+        }
         prev = [pt, v];
       }
-      if (step && prev) d += `H${x(t1).toFixed(1)}`;
+      if (step && prev && x(t1) - x(prev[0]) >= 1) {
+        d += `H${x(t1).toFixed(1)}`;
+        lone = null;
+      }
+      endSegment();
       if (d) {
         any = true;
         kids.push(svgEl("path", { class: `chart-line ${l.cls}`, d, "clip-path": `url(#${this.clipId})` }));
