@@ -3,6 +3,7 @@
 // Each event carries its session's summary as it is after the change, in the engine's order,
 // so the latest event for a session is its truth: the table is the list read once (and again
 // on `resync`) with the events applied on top, and only the selected session is ever re-read.
+// The charts (their history, kept in this page) are trends.js's, drawn by charts.js.
 // No framework, nothing fetched from anywhere but this origin. All data goes into the DOM
 // through textContent (never innerHTML). Every API call, the event stream included, goes
 // through api.js, which adds the admin token when the bridge wants one. The playground is playground.js; the two talk through
@@ -10,6 +11,7 @@
 // `dashboard:select` (open a session's detail, from there).
 
 import { apiFetch, errorText, getJson, streamEvents } from "./api.js";
+import { forgetSession, mountCharts, recordQueue, recordStats, showSessionQueue } from "./trends.js";
 
 const STATS_EVERY_MS = 2000;
 const PAGE = 1000;
@@ -237,6 +239,8 @@ function onChange(type, raw) {
   const change = { type, data };
   loading?.events.push(change);
   apply(change);
+  if (type === "ended") forgetSession(id);
+  else recordQueue(id, data.session.queued);
   layoutTable();
   scheduleStats();
   if (id === selected) {
@@ -257,6 +261,7 @@ function select(id) {
   $("detail-gone").hidden = true;
   $("detail-heading").textContent = `Session ${id}`;
   $("detail-heading").focus();
+  showSessionQueue(id);
   refreshDetail();
 }
 
@@ -268,6 +273,7 @@ function closeDetail() {
   $("detail-body").hidden = true;
   $("detail-actions").hidden = true;
   $("detail-heading").textContent = "Session detail";
+  showSessionQueue(null);
   const btn = id && rows.get(id)?.querySelector("button");
   if (btn) btn.focus();
 }
@@ -325,6 +331,7 @@ function showDetail(d) {
   }
   $("detail-gone").hidden = true;
   delete $("detail-body").dataset.gone;
+  recordQueue(selected, d.queue.length);
   $("btn-kick").disabled = !d.connected;
   $("btn-kick").title = d.connected ? "Close the connection, keep the session" : "The client is not connected";
   $("btn-discard").disabled = false;
@@ -486,6 +493,7 @@ async function loadStats() {
   statsBusy = true;
   try {
     const s = await getJson("/stats");
+    recordStats(s);
     $("st-connections").textContent = fmtInt(s.connections);
     $("st-online").textContent = fmtInt(s.sessions_online);
     $("st-offline").textContent = fmtInt(s.sessions_offline);
@@ -532,6 +540,7 @@ async function loadRetained() {
 function start() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   $("ws-url").textContent = `${scheme}//${location.host}/mqtt`;
+  mountCharts($("charts"), $("detail-chart"));
   $("btn-kick").addEventListener("click", () => kick().catch((e) => toast(e.message)));
   $("btn-discard").addEventListener("click", () => discard().catch((e) => toast(e.message)));
   $("btn-close").addEventListener("click", closeDetail);
