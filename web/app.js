@@ -10,6 +10,7 @@
 // `dashboard:select` (open a session's detail, from there).
 
 import { apiFetch, errorText, getJson, streamEvents } from "./api.js";
+import { startTopicTree } from "./topics.js";
 
 const STATS_EVERY_MS = 2000;
 const PAGE = 1000;
@@ -547,6 +548,7 @@ function start() {
     if (e.key === "Escape" && selected && !$("confirm").open) closeDetail();
   });
   connectEvents();
+  startTopicTree();
   loadStats();
   setInterval(loadStats, STATS_EVERY_MS);
   setInterval(() => {
