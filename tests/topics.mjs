@@ -35,7 +35,7 @@ const BURST = 5000;
 /** The issue's figure for "responsive". */
 const CLICK_BUDGET_MS = 200;
 /** The whole dashboard page's JS heap after a GC, with 5 000+ topics in the tree. */
-const HEAP_BOUND_BYTES = 48 * 1024 * 1024;
+const HEAP_BOUND_BYTES = 24 * 1024 * 1024;
 /** A 28rem tree of 26 px rows shows about 18; topics.js draws 8 more above and below. */
 const MAX_DOM_ROWS = 60;
 setup("topic tree test", TEST_TIMEOUT_MS);
@@ -122,15 +122,18 @@ async function main() {
   const waitFor = (what, fn, arg) => check(what, page.waitForFunction(fn, arg, { timeout: WAIT_MS }));
   /** The rows in view as the page shows them. */
   const rows = () =>
-    page.evaluate(() =>
-      [...document.querySelectorAll("#tt-tree .tt-row:not([hidden])")].map((r) => ({
+    page.evaluate(() => {
+      const view = document.getElementById("tt-tree").getBoundingClientRect();
+      return [...document.querySelectorAll("#tt-tree .tt-row:not([hidden])")].map((r) => ({
+        // Drawn rows include some above and below the scrolled view.
+        inView: r.getBoundingClientRect().top >= view.top && r.getBoundingClientRect().bottom <= view.bottom,
         path: r.querySelector(".tt-name").title,
         payload: r.querySelector(".tt-payload").textContent,
         qos: r.querySelector(".tt-qos").textContent,
         retain: r.querySelector(".tt-retain").textContent,
         msgs: r.querySelector(".tt-msgs").textContent,
-      })),
-    );
+      }));
+    });
   const rowOf = async (path) => (await rows()).find((r) => r.path === path);
   const rowLocator = (path) => page.locator(`#tt-tree .tt-row:not([hidden]):has(.tt-name[title="${path}"])`);
 
@@ -165,9 +168,10 @@ async function main() {
   for (const [path, w] of Object.entries(want)) {
     const r = await rowOf(path);
     expect(r, `no row for ${path}`);
+    expect(r.inView, `${path} is drawn but not in view`);
     for (const k of Object.keys(w)) expect(r[k] === w[k], `${path}: ${k} is ${JSON.stringify(r[k])}, expected ${JSON.stringify(w[k])}`);
   }
-  const order = (await rows()).map((r) => r.path).join(" ");
+  const order = (await rows()).filter((r) => r.inView).map((r) => r.path).join(" ");
   expect(order === "tt tt/bin tt/html tt/q2 tt/sensors tt/sensors/1 tt/sensors/1/state tt/sensors/2 tt/sensors/2/temp", `row order: ${order}`);
   expect((await page.locator("#tt-tree b").count()) === 0, "a payload was inserted as markup");
 
@@ -191,10 +195,13 @@ async function main() {
 
   // Publishing from the tree reaches an outside subscriber.
   const sub = run("mosquitto_sub", [...hostArgs, "-i", "tt-out-sub", "-q", "1", "-t", "tt/out/#", "-v", "-C", "1"]);
-  await waitFor("the outside subscriber is connected", async () => {
-    const r = await fetch("/api/v1/sessions/tt-out-sub");
-    return r.ok && (await r.json()).subscriptions.length === 1;
-  });
+  await check("the outside subscriber is connected", (async () => {
+    for (const until = Date.now() + WAIT_MS; Date.now() < until; await new Promise((r) => setTimeout(r, 50))) {
+      const r = await fetch(`${http}/api/v1/sessions/tt-out-sub`);
+      if (r.ok && (await r.json()).subscriptions.length === 1) return;
+    }
+    throw new Error("no session with one subscription");
+  })());
   await page.locator("#tt-pub-topic").fill("tt/out/cmd");
   await page.locator("#tt-pub-payload").fill('{"on":true}');
   await page.locator("#tt-pub-qos").selectOption("1");
@@ -237,7 +244,7 @@ async function main() {
   await waitFor(`the tree absorbs all ${BURST} topics`, (n) => document.getElementById("tt-count").textContent.startsWith(`(${n.toLocaleString("en")} topics`), 6 + BURST);
   const absorbedMs = Date.now() - t0;
   console.log(`burst: ${BURST} topics sent by MQTT.js in ${sentMs} ms, all in the tree after ${absorbedMs} ms; ` +
-    `a click during it was answered in ${during.ms.toFixed(1)} ms (tree had ${during.topicsBefore} → ${during.topicsAfter} topics)`);
+    `a click during it was answered in ${during.ms.toFixed(1)} ms in the page, ${during.outerMs.toFixed(1)} ms seen from the test (tree had ${during.topicsBefore} → ${during.topicsAfter} topics)`);
   expect(during.topicsBefore < 6 + BURST, "the click meant for during the burst came after it");
 
   // After it: everything expanded (5 000+ rows), scrolled to the middle, a click on a burst topic.
@@ -250,7 +257,7 @@ async function main() {
     box.scrollTop = box.scrollHeight / 2;
   });
   await page.waitForTimeout(100);
-  const mid = (await rows()).find((r) => /^burst\/\d+\/\d+$/.test(r.path) && r.msgs === "1");
+  const mid = (await rows()).find((r) => r.inView && /^burst\/\d+\/\d+$/.test(r.path) && r.msgs === "1");
   expect(mid, "no burst topic in view after scrolling to the middle");
   const after = await measureClick(page, mid.path);
   const domRows = await page.locator("#tt-tree .tt-row").count();
@@ -260,7 +267,7 @@ async function main() {
   await cdp.send("HeapProfiler.collectGarbage");
   const { usedSize } = await cdp.send("Runtime.getHeapUsage");
   const perfMem = await page.evaluate(() => performance.memory?.usedJSHeapSize ?? 0);
-  console.log(`after the burst: click answered in ${after.ms.toFixed(1)} ms (${mid.path}); ${domRows} row elements in the DOM ` +
+  console.log(`after the burst: click answered in ${after.ms.toFixed(1)} ms in the page, ${after.outerMs.toFixed(1)} ms seen from the test (${mid.path}); ${domRows} row elements in the DOM ` +
     `for ${flatRows} rows; JS heap ${(usedSize / 1048576).toFixed(1)} MiB (performance.memory ${(perfMem / 1048576).toFixed(1)} MiB)`);
   expect(during.ms < CLICK_BUDGET_MS, `a click during the burst took ${during.ms.toFixed(1)} ms (budget ${CLICK_BUDGET_MS})`);
   expect(after.ms < CLICK_BUDGET_MS, `a click after the burst took ${after.ms.toFixed(1)} ms (budget ${CLICK_BUDGET_MS})`);
@@ -309,8 +316,15 @@ async function measureClick(page, path) {
     return b ? { x: b.x + 10, y: b.y + b.height / 2 } : null;
   }, path);
   expect(box, `no row for ${path} to click`);
+  const t0 = performance.now();
   await page.mouse.click(box.x, box.y);
-  return check(`the click on ${path} is answered`, page.evaluate(() => window.__ttClick));
+  const r = await check(`the click on ${path} is answered`, Promise.race([
+    page.evaluate(() => window.__ttClick),
+    new Promise((_, rej) => setTimeout(() => rej(new Error(`no answer within ${WAIT_MS} ms`)), WAIT_MS)),
+  ]));
+  // Seen from here: the click sent, then the answer read back (two CDP round trips more).
+  r.outerMs = performance.now() - t0;
+  return r;
 }
 
 async function mkdtempDir() {
