@@ -193,6 +193,16 @@ async function main() {
   expect((await page.locator("#tt-history-count").textContent()) === "(3)", "the history count");
   await shot("topics-02-history.png");
 
+  // The keyboard: Home, Down, Enter opens the second row; Left on a leaf goes to its parent.
+  await page.locator("#tt-tree").focus();
+  for (const k of ["Home", "ArrowDown", "Enter"]) await page.keyboard.press(k);
+  await waitFor("Home, Down, Enter opens tt/bin", () => document.getElementById("tt-detail-topic").textContent === "tt/bin");
+  await page.keyboard.press("ArrowLeft");
+  await waitFor("Left goes to the parent row", () => {
+    const id = document.getElementById("tt-tree").getAttribute("aria-activedescendant");
+    return id && document.getElementById(id)?.querySelector(".tt-name").title === "tt";
+  });
+
   // Publishing from the tree reaches an outside subscriber.
   const sub = run("mosquitto_sub", [...hostArgs, "-i", "tt-out-sub", "-q", "1", "-t", "tt/out/#", "-v", "-C", "1"]);
   await check("the outside subscriber is connected", (async () => {

@@ -123,6 +123,7 @@ async function watch() {
       .then((note) => setStatus("on", `Watching as ${id}${note}.`))
       .catch((e) => setStatus("error", `Subscribing failed: ${errText(e)}`));
   });
+  client.on("error", (e) => state.client === client && !state.ending && setStatus("error", `Connection: ${errText(e)}; retrying…`));
   client.on("offline", () => state.client === client && !state.ending && setStatus("busy", "Connection lost; reconnecting…"));
   try {
     const note = await subscribeAll(client);
@@ -205,6 +206,9 @@ function drawRows(box) {
     if (row.node === node && row.ver === node.ver && row.idx === idx && row.tick === state.tick && row.sel === sel && row.act === act) continue;
     fillRow(row, node, idx, now, sel, act);
   }
+  const activeRow = state.pool.find((r) => r.node !== null && r.node === state.active);
+  const id = activeRow ? activeRow.el.id : "";
+  if (box.getAttribute("aria-activedescendant") !== id) box.setAttribute("aria-activedescendant", id);
 }
 
 function makeRow(i) {
@@ -299,7 +303,6 @@ function payloadOf(e, oneLine, chars = ROW_CHARS) {
 function select(node) {
   state.selected = node;
   state.active = node;
-  $("tt-tree").setAttribute("aria-activedescendant", "");
   drawDetail();
   if (node.topic) $("tt-pub-topic").value = node.topic.name;
   else $("tt-pub-topic").value = `${node.path()}/`;
@@ -459,12 +462,8 @@ function onTreeKey(e) {
   idx = Math.max(0, Math.min(flat.length - 1, idx));
   state.active = flat[idx];
   scrollIntoView(idx);
+  // The next frame draws the active row and points aria-activedescendant at it.
   schedule();
-  // The active row's element is known after the frame draws it.
-  requestAnimationFrame(() => {
-    const row = state.pool.find((r) => r.node === state.active);
-    $("tt-tree").setAttribute("aria-activedescendant", row ? row.el.id : "");
-  });
 }
 
 function scrollIntoView(idx) {
