@@ -63,6 +63,7 @@ step "wasm package on a plain page and in a Worker, keep-alive under throttling 
 step "wasm client Rust tests in Chromium" client-wasm/tests/wasm-test.sh
 step "dashboard in Chromium" node tests/dashboard.mjs
 step "dashboard charts in Chromium" node tests/charts.mjs
+step "topic tree in Chromium" node tests/topics.mjs
 step "playground in Chromium" node tests/playground.mjs
 
 # --- End-to-end tests (a real bridge process on 127.0.0.1): add here ---------------------------

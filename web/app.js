@@ -12,6 +12,7 @@
 
 import { apiFetch, errorText, getJson, streamEvents } from "./api.js";
 import { forgetSession, mountCharts, recordQueue, recordStats, showSessionQueue } from "./trends.js";
+import { startTopicTree } from "./topics.js";
 
 const STATS_EVERY_MS = 2000;
 const PAGE = 1000;
@@ -556,6 +557,7 @@ function start() {
     if (e.key === "Escape" && selected && !$("confirm").open) closeDetail();
   });
   connectEvents();
+  startTopicTree();
   loadStats();
   setInterval(loadStats, STATS_EVERY_MS);
   setInterval(() => {
