@@ -216,9 +216,13 @@ export async function openPage(browser, origin, viewport, allowed = () => false)
     if (new URL(u).origin !== origin) problems.push(`request to another host: ${u}`);
   });
   page.on("requestfailed", (r) => {
-    // The event stream is cut when the page closes; anything else failing is a problem.
-    const text = `request failed: ${r.url()} ${r.failure()?.errorText}`;
-    if (!r.url().endsWith("/api/v1/events") && !allowed(text)) problems.push(text);
+    // The event stream is cut when the page closes, and a request the page itself cancels
+    // (a reload while a poll is in flight: net::ERR_ABORTED) is not the server failing;
+    // anything else failing is a problem.
+    const error = r.failure()?.errorText ?? "";
+    const text = `request failed: ${r.url()} ${error}`;
+    if (r.url().endsWith("/api/v1/events") || error === "net::ERR_ABORTED" || allowed(text)) return;
+    problems.push(text);
   });
   page.on("websocket", (ws) => {
     if (new URL(ws.url()).host !== new URL(origin).host) problems.push(`WebSocket to another host: ${ws.url()}`);
