@@ -92,6 +92,7 @@ struct FileConfig {
     tls: TlsConfig,
     api: ApiConfig,
     auth: crate::auth::AuthConfig,
+    metrics: crate::metrics::MetricsConfig,
 }
 
 /// The `[server]` table: limits of the bridge's own listeners (the broker's are in
@@ -206,6 +207,8 @@ pub(crate) struct Config {
     pub(crate) api: ApiConfig,
     /// `[auth]` and `[auth.jwt]`: who may connect and what they may touch.
     pub(crate) auth: crate::auth::AuthConfig,
+    /// `[metrics]`: the scrape token of `/metrics`.
+    pub(crate) metrics: crate::metrics::MetricsConfig,
 }
 
 /// A configuration file that could not be used.
@@ -295,6 +298,7 @@ impl Config {
             server: file.server,
             tls: file.tls,
             api: file.api,
+            metrics: file.metrics,
             auth: file.auth,
         }
     }
