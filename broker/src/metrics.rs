@@ -180,7 +180,10 @@ impl EncodeMetric for AtomicHistogram {
             let n = c.load(Ordering::Relaxed);
             count += n;
             #[allow(clippy::cast_precision_loss)]
-            let bound = h.bounds.get(i).map_or(f64::INFINITY, |&b| b as f64 * h.scale);
+            let bound = h
+                .bounds
+                .get(i)
+                .map_or(f64::INFINITY, |&b| b as f64 * h.scale);
             buckets.push((bound, n));
         }
         #[allow(clippy::cast_precision_loss)]
@@ -242,14 +245,14 @@ pub struct Metrics {
 
 /// Buckets of the PUBLISH→delivery latency: 50 µs to 1 s.
 const LATENCY_BUCKETS: [f64; 14] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
 ];
 
 /// Buckets of a store commit or sync: 50 µs to 2.5 s.
 const STORE_BUCKETS: [f64; 14] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    1.0, 2.5,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    2.5,
 ];
 
 impl Default for Metrics {
@@ -302,7 +305,10 @@ impl Metrics {
             inflight: Gauge::default(),
             retained_messages: Gauge::default(),
             retained_bytes: Gauge::default(),
-            engine_batch_size: AtomicHistogram::new(vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1025], 1.0),
+            engine_batch_size: AtomicHistogram::new(
+                vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1025],
+                1.0,
+            ),
             engine_busy: Counter::default(),
             store_batches: Counter::default(),
             store_commit: AtomicHistogram::seconds(&STORE_BUCKETS),
@@ -500,7 +506,9 @@ impl Metrics {
             stats.sessions_online,
         );
         set(
-            &self.sessions.get_or_create(&StateLabel { state: "offline" }),
+            &self
+                .sessions
+                .get_or_create(&StateLabel { state: "offline" }),
             stats.sessions_offline,
         );
         set(&self.queued, stats.queued);
@@ -551,7 +559,12 @@ mod tests {
         for v in [0, 1, 2, 10, 11] {
             h.observe(v);
         }
-        let counts: Vec<u64> = h.inner.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = h
+            .inner
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
         assert_eq!(counts, [2, 2, 1]);
         assert_eq!(h.count(), 5);
     }
@@ -563,18 +576,36 @@ mod tests {
         m.dropped(DropReason::SlowQos0, 3);
         m.connect_refused(ReasonCode::NotAuthorized);
         let out = text(&m);
-        assert!(out.contains("mqtt_bridge_messages_received_total{qos=\"1\"} 1"), "{out}");
-        assert!(out.contains("mqtt_bridge_messages_received_payload_bytes_total{qos=\"1\"} 10"), "{out}");
-        assert!(out.contains("mqtt_bridge_messages_dropped_total{reason=\"slow_qos0\"} 3"), "{out}");
-        assert!(out.contains("mqtt_bridge_connects_refused_total{code=\"0x87\",reason=\"NotAuthorized\"} 1"), "{out}");
+        assert!(
+            out.contains("mqtt_bridge_messages_received_total{qos=\"1\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("mqtt_bridge_messages_received_payload_bytes_total{qos=\"1\"} 10"),
+            "{out}"
+        );
+        assert!(
+            out.contains("mqtt_bridge_messages_dropped_total{reason=\"slow_qos0\"} 3"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "mqtt_bridge_connects_refused_total{code=\"0x87\",reason=\"NotAuthorized\"} 1"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
     fn a_connection_leaves_the_open_gauge_when_dropped() {
         let m = Metrics::new();
         let open = m.connection_opened(Transport::WebSocket, ProtocolVersion::V5);
-        assert!(text(&m).contains("mqtt_bridge_connections{transport=\"websocket\",version=\"5.0\"} 1"));
+        assert!(
+            text(&m).contains("mqtt_bridge_connections{transport=\"websocket\",version=\"5.0\"} 1")
+        );
         drop(open);
-        assert!(text(&m).contains("mqtt_bridge_connections{transport=\"websocket\",version=\"5.0\"} 0"));
+        assert!(
+            text(&m).contains("mqtt_bridge_connections{transport=\"websocket\",version=\"5.0\"} 0")
+        );
     }
 }
