@@ -97,6 +97,7 @@ struct FileConfig {
     tls: TlsConfig,
     api: ApiConfig,
     auth: crate::auth::AuthConfig,
+    metrics: crate::metrics::MetricsConfig,
 }
 
 /// How log lines are written (`--log-format`, `log_format`).
@@ -224,6 +225,8 @@ pub(crate) struct Config {
     pub(crate) api: ApiConfig,
     /// `[auth]` and `[auth.jwt]`: who may connect and what they may touch.
     pub(crate) auth: crate::auth::AuthConfig,
+    /// `[metrics]`: the scrape token of `/metrics`.
+    pub(crate) metrics: crate::metrics::MetricsConfig,
 }
 
 /// A configuration file that could not be used.
@@ -314,6 +317,7 @@ impl Config {
             server: file.server,
             tls: file.tls,
             api: file.api,
+            metrics: file.metrics,
             auth: file.auth,
         }
     }

@@ -81,7 +81,7 @@ impl TryFrom<String> for ApiToken {
 
 impl ApiToken {
     /// Whether `given` is this token, in time that depends on this token's length only.
-    fn matches(&self, given: &[u8]) -> bool {
+    pub(crate) fn matches(&self, given: &[u8]) -> bool {
         let expected = self.0.as_bytes();
         let mut diff = u8::from(expected.len() != given.len());
         for (i, e) in expected.iter().enumerate() {
@@ -165,8 +165,8 @@ impl Guard {
         ))
     }
 
-    /// The admin API's rule for one request (see the module docs).
-    fn api(
+    /// The admin API's rule for one request (see the module docs); `/metrics` asks it too.
+    pub(crate) fn api(
         &self,
         method: &Method,
         headers: &HeaderMap,
@@ -226,7 +226,7 @@ impl Guard {
 }
 
 /// The token of `Authorization: Bearer <token>`.
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

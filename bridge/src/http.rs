@@ -15,17 +15,23 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 
-/// The router: `/mqtt`, `/api/v1/health`, the session-state API ([`crate::api`]), the
+/// The router: `/mqtt`, `/api/v1/health`, `/metrics` ([`crate::metrics`]), the session-state API ([`crate::api`]), the
 /// browser client's npm package `pkg` at `/pkg/` (the dashboard's playground imports
 /// `/pkg/client_wasm.js`, which fetches `/pkg/client_wasm_bg.wasm`; `ServeDir` answers it as
 /// `application/wasm`, which `WebAssembly.instantiateStreaming` requires), and the web
 /// directory for everything else. [`crate::guard::check`] sees every request first (the
 /// API's routes also pass [`crate::guard::api_access`]; `/api/v1/health` does not).
-pub(crate) fn router(state: AppState, web: &Path, pkg: &Path) -> Router {
+pub(crate) fn router(
+    state: AppState,
+    web: &Path,
+    pkg: &Path,
+    metrics: std::sync::Arc<crate::metrics::Exporter>,
+) -> Router {
     let guard = state.guard.clone();
     Router::new()
         .route("/api/v1/health", get(health))
         .merge(crate::ws::routes())
+        .merge(crate::metrics::routes(metrics))
         .merge(crate::api::routes(guard.clone()))
         .merge(crate::web::routes(web, pkg))
         .layer(from_fn_with_state(guard, crate::guard::check))

@@ -16,6 +16,7 @@
 //! - [`http`]: the axum router, made of each module's `routes()`: [`ws`] (the WebSocket
 //!   endpoint and its adapter), [`api`] (the session-state JSON API and its event stream),
 //!   [`web`] (the dashboard and the browser client's package).
+//! - [`metrics`]: `GET /metrics` for Prometheus, and the `[metrics]` table.
 //! - [`guard`]: who may reach what: `Host`, `Origin`, the admin API's tokens, trusted
 //!   proxies.
 //! - [`state`]: what every handler can reach.
@@ -40,6 +41,7 @@ mod guard;
 mod http;
 mod http_listener;
 mod limits;
+mod metrics;
 mod resources;
 mod shutdown;
 mod state;
@@ -271,6 +273,7 @@ async fn run(
         },
         &config.web,
         &config.pkg,
+        Arc::new(metrics::Exporter::new(&broker, &config.metrics)),
     );
     // HTTP and HTTPS connections count against one cap.
     let http_places = http_listener::places(&http_limits);

@@ -43,10 +43,11 @@ use protocol::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Sleep};
 
-use crate::auth::{Authenticator, ConnectionInfo, Identity};
+use crate::auth::{Authenticator, ConnectionInfo, Identity, Transport};
 use crate::command::{connection_channel_capacity, CloseReason, Command, Outgoing};
 use crate::config::BrokerConfig;
 use crate::ids::ConnId;
+use crate::metrics::{Metrics, OpenConnection};
 
 /// How a connection ended, for the transport's logs.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +147,7 @@ enum Event {
 }
 
 /// What was agreed at CONNECT and how outgoing packets are encoded for this client.
-struct Peer {
+struct Peer<'a> {
     version: ProtocolVersion,
     /// 1.5 × the keep-alive in force; `None` for keep-alive 0.
     idle: Option<Duration>,
@@ -158,12 +159,19 @@ struct Peer {
     /// error found before then (bytes that followed CONNECT in its chunk) closes the
     /// connection without a DISCONNECT.
     acked: bool,
+    /// Where the CONNACK is counted (`mqtt_bridge_connections` / `_connects_refused_total`).
+    metrics: &'a Metrics,
+    transport: Transport,
+    /// In the open-connections gauge since a successful CONNACK went out; leaves it when
+    /// dropped, however the connection ends.
+    open: Option<OpenConnection>,
 }
 
 /// One connection being served: the transport, its decoder, and the engine it talks to.
 pub(crate) struct Connection<'a, T> {
     id: ConnId,
     config: &'a BrokerConfig,
+    metrics: &'a Metrics,
     engine: &'a mpsc::Sender<Command>,
     /// Read and written in turn from one task, so not split: a split transport costs a
     /// lock and an allocation per connection for nothing.
@@ -184,12 +192,14 @@ where
     pub(crate) async fn serve(
         id: ConnId,
         config: &'a BrokerConfig,
+        metrics: &'a Metrics,
         auth: &'a dyn Authenticator,
         engine: &'a mpsc::Sender<Command>,
         stopping: watch::Receiver<bool>,
         transport: T,
         info: Box<ConnectionInfo>,
     ) -> Result<(), ConnectionError> {
+        metrics.connection_accepted();
         let packet_sleep = std::pin::pin!(parked());
         let keep_alive_sleep = std::pin::pin!(parked());
         let mut decoder = Decoder::new(config.max_packet_size);
@@ -197,6 +207,7 @@ where
         let mut conn = Connection {
             id,
             config,
+            metrics,
             engine,
             transport,
             decoder,
@@ -212,6 +223,7 @@ where
         let identity = match auth.authenticate(&connect, &info).await {
             Ok(identity) => Box::new(identity),
             Err(reason) => {
+                metrics.connect_refused(reason);
                 let ack = ConnAck::new(false, reason);
                 conn.send_last(encoded(&Packet::ConnAck(ack), connect.protocol))
                     .await;
@@ -296,6 +308,8 @@ where
                         protocol::DecodeError::UnsupportedProtocolVersion(_),
                     ) = e
                     {
+                        self.metrics
+                            .connect_refused(ReasonCode::UnsupportedProtocolVersion);
                         self.send_last(unsupported_version_ack()).await;
                     }
                     self.close().await;
@@ -329,6 +343,9 @@ where
                 .map_or(usize::MAX, |m| m as usize),
             aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
             acked: false,
+            metrics: self.metrics,
+            transport: info.transport,
+            open: None,
         };
         let (out_tx, mut out_rx) = mpsc::channel(connection_channel_capacity(self.config));
         let Ok(permit) = self.engine.reserve().await else {
@@ -369,7 +386,7 @@ where
     /// The connected loop: packets in to the engine, packets out from it, deadlines.
     async fn run(
         &mut self,
-        peer: &mut Peer,
+        peer: &mut Peer<'_>,
         out_rx: &mut mpsc::Receiver<Outgoing>,
         keep_alive: &mut Deadline<'_>,
     ) -> Ending {
@@ -437,7 +454,7 @@ where
     async fn on_chunk(
         &mut self,
         chunk: &[u8],
-        peer: &Peer,
+        peer: &Peer<'_>,
         keep_alive: &mut Deadline<'_>,
     ) -> Result<(), Ending> {
         let now = Instant::now();
@@ -491,7 +508,7 @@ where
         &mut self,
         out: BytesMut,
         close: bool,
-        peer: &Peer,
+        peer: &Peer<'_>,
         keep_alive: &mut Deadline<'_>,
     ) -> Result<(), Ending> {
         if !out.is_empty() {
@@ -521,7 +538,7 @@ where
 
     /// A deadline passed: 5.0 clients are told Keep Alive timeout (0x8D), the engine is
     /// told as for a keep-alive timeout (so the will is published) [MQTT-3.1.2-24].
-    async fn timed_out(&mut self, peer: &Peer, error: ConnectionError) -> Ending {
+    async fn timed_out(&mut self, peer: &Peer<'_>, error: ConnectionError) -> Ending {
         // Never before CONNACK [MQTT-3.2.0-1] (the engine may not have answered yet).
         if peer.version == ProtocolVersion::V5 && peer.acked {
             self.send_last(disconnect(ReasonCode::KeepAliveTimeout))
@@ -578,7 +595,7 @@ fn disconnect(reason: ReasonCode) -> Option<Bytes> {
 /// engine asked to close (or is gone).
 fn encode_batch(
     first: Option<Outgoing>,
-    peer: &mut Peer,
+    peer: &mut Peer<'_>,
     out_rx: &mut mpsc::Receiver<Outgoing>,
 ) -> (BytesMut, bool) {
     let mut out = BytesMut::new();
@@ -600,8 +617,15 @@ fn encode_batch(
 
 /// Encodes `p` for the client into `out`, with an outbound topic alias where one applies;
 /// a packet over the client's Maximum Packet Size is not sent.
-fn encode(mut p: Packet, peer: &mut Peer, out: &mut BytesMut) {
-    peer.acked |= matches!(p, Packet::ConnAck(_));
+fn encode(mut p: Packet, peer: &mut Peer<'_>, out: &mut BytesMut) {
+    if let Packet::ConnAck(ack) = &p {
+        peer.acked = true;
+        if ack.reason == ReasonCode::Success {
+            peer.open = Some(peer.metrics.connection_opened(peer.transport, peer.version));
+        } else {
+            peer.metrics.connect_refused(ack.reason);
+        }
+    }
     let mut new_alias = false;
     if let (Packet::Publish(publish), ProtocolVersion::V5) = (&mut p, peer.version) {
         new_alias = peer.aliases.apply(publish);

@@ -34,7 +34,9 @@
 //!   decides on the engine thread what it may publish, subscribe to and receive; sessions
 //!   belong to the user who made them), [`config`] (limits and
 //!   policies), `ids` (session and connection numbers), [`ratelog`] (rate-limited log lines
-//!   for refusals a client can repeat).
+//!   for refusals a client can repeat), [`metrics`] (the Prometheus counters and histograms
+//!   each of the above adds to, one atomic add at a time, registered by the bridge's
+//!   `/metrics`).
 //!
 //! # Flow control and the queue policy
 //! Every queue is bounded. An offline session's queue holds at most
@@ -52,6 +54,7 @@ mod connection;
 mod engine;
 mod ids;
 mod message;
+pub mod metrics;
 pub mod ratelog;
 mod retained;
 pub mod server;
@@ -67,6 +70,7 @@ pub use auth::{
 };
 pub use config::{BrokerConfig, DurabilityPolicy, OverflowPolicy};
 pub use engine::RecoverStats;
+pub use metrics::Metrics;
 pub use ratelog::RateLimitedLog;
 pub use server::{Broker, ConnectionError, Stopped};
 pub use store::{MemoryStore, SqliteStore, Store, StoreError};

@@ -25,6 +25,7 @@ use crate::connection::Connection;
 pub use crate::connection::ConnectionError;
 use crate::engine::{Engine, RecoverStats};
 use crate::ids::ConnId;
+use crate::metrics::Metrics;
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::view::{
     MessageView, SessionDetail, SessionEvent, SessionFilter, SessionPage, StatsView,
@@ -53,6 +54,8 @@ struct Inner {
     stopping: tokio::sync::watch::Sender<bool>,
     /// The engine's session events, to subscribe listeners (the dashboard's stream).
     events: broadcast::Sender<SessionEvent>,
+    /// The Prometheus handles the engine, the connections and the store add to.
+    metrics: Arc<Metrics>,
 }
 
 impl Broker {
@@ -84,12 +87,21 @@ impl Broker {
     /// Runs the engine on a thread of its own (it owns all session state and does the
     /// store's synchronous writes, so it must not stall the async workers), fed by one
     /// bounded channel, with a timer task sending it `Tick`s.
-    fn launch(config: Arc<BrokerConfig>, auth: Arc<dyn Authenticator>, engine: Engine) -> Broker {
+    fn launch(
+        config: Arc<BrokerConfig>,
+        auth: Arc<dyn Authenticator>,
+        mut engine: Engine,
+    ) -> Broker {
+        let metrics = Arc::new(Metrics::new());
+        engine.set_metrics(Arc::clone(&metrics));
         let events = engine.event_sender();
         let (tx, rx) = mpsc::channel(config.engine_queue.max(1));
         let spawned = std::thread::Builder::new()
             .name("broker-engine".into())
-            .spawn(move || run_engine(engine, rx));
+            .spawn({
+                let metrics = Arc::clone(&metrics);
+                move || run_engine(engine, rx, &metrics)
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the engine thread");
         }
@@ -113,6 +125,7 @@ impl Broker {
                 next_conn: AtomicU64::new(0),
                 stopping: tokio::sync::watch::channel(false).0,
                 events,
+                metrics,
             }),
         }
     }
@@ -197,6 +210,20 @@ impl Broker {
         .await
     }
 
+    /// The Prometheus handles of this broker, to register with
+    /// [`Metrics::register`]; call [`Broker::refresh_metrics`] before each scrape.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Sets the gauges that are totals over sessions (online, offline, queued, in flight,
+    /// retained) from the engine's answer: one request per scrape, nothing per change.
+    pub async fn refresh_metrics(&self) -> Result<(), Stopped> {
+        let stats = self.stats().await?;
+        self.inner.metrics.set_totals(&stats);
+        Ok(())
+    }
+
     /// The broker's totals.
     pub async fn stats(&self) -> Result<StatsView, Stopped> {
         self.ask(|reply| Request::Stats { reply }).await
@@ -262,6 +289,7 @@ impl Broker {
         Connection::serve(
             id,
             &self.inner.config,
+            &self.inner.metrics,
             &*self.inner.auth,
             &self.inner.tx,
             self.inner.stopping.subscribe(),
@@ -273,18 +301,27 @@ impl Broker {
     }
 }
 
-fn run_engine(mut engine: Engine, mut rx: mpsc::Receiver<Command>) {
+/// The engine thread: a batch is the first command waiting and all that is already queued
+/// behind it (up to 1025), then one flush. Two clock reads per batch (its start, which is
+/// the batch's `now`, and its end, for `mqtt_bridge_engine_busy_seconds_total`).
+fn run_engine(mut engine: Engine, mut rx: mpsc::Receiver<Command>, metrics: &Metrics) {
     while let Some(cmd) = rx.blocking_recv() {
         let now = Instant::now();
         engine.handle(cmd, now);
+        let mut commands = 1;
         // Everything else already waiting joins the batch: one store commit for all of it.
         for _ in 0..1024 {
             match rx.try_recv() {
-                Ok(cmd) => engine.handle(cmd, now),
+                Ok(cmd) => {
+                    engine.handle(cmd, now);
+                    commands += 1;
+                }
                 Err(_) => break,
             }
         }
         engine.flush(now);
+        metrics.set_retained_bytes(engine.retained_payload_bytes());
+        metrics.engine_batch(commands, now.elapsed());
     }
     engine.flush(Instant::now());
 }

@@ -22,6 +22,7 @@ use crate::auth::{Access, Authenticator, ConnectionInfo, Identity};
 use crate::config::{BrokerConfig, OverflowPolicy};
 use crate::ids::{ConnId, SessionId};
 use crate::message::{Message, Msg};
+use crate::metrics::{DropReason, Metrics};
 use crate::ratelog::RateLimitedLog;
 use crate::retained::RetainedIndex;
 use crate::session::{Delivery, HeldAck, Inflight, Online, Session, Stage};
@@ -118,6 +119,8 @@ impl Clock {
 pub(crate) struct Engine {
     config: Arc<BrokerConfig>,
     auth: Arc<dyn Authenticator>,
+    /// The Prometheus counters it adds to (see `crate::metrics`).
+    metrics: Arc<Metrics>,
     sessions: HashMap<SessionId, Box<Session>>,
     by_client: HashMap<Arc<str>, SessionId>,
     conns: HashMap<ConnId, SessionId>,
@@ -222,6 +225,7 @@ impl Engine {
         Engine {
             config,
             auth,
+            metrics: Arc::default(),
             sessions: HashMap::new(),
             by_client: HashMap::new(),
             conns: HashMap::new(),

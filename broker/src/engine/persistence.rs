@@ -3,6 +3,17 @@
 use super::*;
 
 impl Engine {
+    /// Counts into `metrics` from now on, and has the store time its commits there.
+    pub(crate) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.store.set_metrics(Arc::clone(&metrics));
+        self.metrics = metrics;
+    }
+
+    /// Payload bytes of all retained messages (for the metrics, after each batch).
+    pub(crate) fn retained_payload_bytes(&self) -> usize {
+        self.retained_bytes
+    }
+
     pub(super) fn session_meta(&self, s: &Session) -> SessionMeta {
         SessionMeta {
             client_id: s.client_id.clone(),

@@ -222,6 +222,7 @@ impl Engine {
         {
             s.stats.dropped += 1;
             self.stats.dropped += 1;
+            self.metrics.dropped(DropReason::QueueFull, 1);
             match cfg.overflow_policy {
                 OverflowPolicy::DropOldest => {
                     if let Some((seq, old)) = s.stored_queue.pop_front() {
@@ -238,6 +239,7 @@ impl Engine {
         if size > cfg.max_queued_bytes || cfg.max_queued_messages == 0 {
             s.stats.dropped += 1;
             self.stats.dropped += 1;
+            self.metrics.dropped(DropReason::QueueFull, 1);
             return false;
         }
         s.stored_queue.push_back((d.seq, size));
@@ -261,7 +263,9 @@ impl Engine {
         // connection whose channel is nearly full is dropped (at most once).
         let room = online.tx.capacity().saturating_sub(online.pending_out);
         let max_packet_size = online.max_packet_size;
-        let dropped = d.msg.is_expired(now) || (qos0 && room <= reserve);
+        let expired = d.msg.is_expired(now);
+        let slow = qos0 && room <= reserve;
+        let dropped = expired || slow;
         let id = if dropped || qos0 {
             None
         } else {
@@ -284,6 +288,14 @@ impl Engine {
         if dropped || too_large {
             s.stats.dropped += 1;
             self.stats.dropped += 1;
+            let reason = if expired {
+                DropReason::Expired
+            } else if slow {
+                DropReason::SlowQos0
+            } else {
+                DropReason::TooLarge
+            };
+            self.metrics.dropped(reason, 1);
             if d.stored {
                 self.ops.push(Op::DeleteDelivery { client, seq: d.seq });
             }
@@ -292,6 +304,10 @@ impl Engine {
         s.stats.msgs_out += 1;
         s.stats.bytes_out += p.payload.len() as u64;
         self.stats.msgs_out += 1;
+        // `now` is the batch's clock: a message delivered in the batch it arrived in counts
+        // as 0 (no clock read per message).
+        let latency = now.saturating_duration_since(d.msg.received_at);
+        self.metrics.sent(p.qos, p.payload.len(), latency);
         let persistent = s.persistent();
         match id {
             Some(id) => {

@@ -138,6 +138,7 @@ impl Engine {
                     s.stats.dropped += 1;
                 }
                 self.stats.dropped += 1;
+                self.metrics.dropped(DropReason::QueueFull, 1);
                 continue;
             }
             let Some(msg) = self.load_retained(topic.as_str()) else {

@@ -308,6 +308,10 @@ pub trait Store: Send + std::fmt::Debug {
     fn load_retained(&mut self, topic: &str) -> Result<Option<StoredMessage>, StoreError>;
     /// Applies one batch of changes atomically, durable per the policy when it returns.
     fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError>;
+    /// Where to count commits and syncs (`mqtt_bridge_store_*`); by default nowhere.
+    fn set_metrics(&mut self, metrics: std::sync::Arc<crate::Metrics>) {
+        let _ = metrics;
+    }
     /// Called periodically: the `Interval` policy syncs here.
     fn tick(&mut self) -> Result<(), StoreError> {
         Ok(())

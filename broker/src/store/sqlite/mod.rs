@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::ffi::ErrorCode;
@@ -19,6 +20,7 @@ use super::{
 mod rows;
 mod schema;
 
+use crate::Metrics;
 use rows::*;
 use schema::*;
 
@@ -83,6 +85,8 @@ pub struct SqliteStore {
     last_sync: Instant,
     /// Whether anything was committed since `last_sync`.
     dirty: bool,
+    /// Where commits and syncs are timed (`mqtt_bridge_store_*`), once the broker says.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -199,6 +203,7 @@ impl SqliteStore {
             durability,
             last_sync: Instant::now(),
             dirty: false,
+            metrics: None,
         })
     }
 
@@ -223,7 +228,13 @@ impl SqliteStore {
         for op in ops {
             apply_op(&tx, op)?;
         }
-        tx.commit().map_err(|e| {
+        // Timed only when counted: two clock reads per batch, never per message.
+        let started = self.metrics.as_ref().map(|_| Instant::now());
+        let committed = tx.commit();
+        if let (Some(m), Some(started)) = (&self.metrics, started) {
+            m.store_committed(started.elapsed());
+        }
+        committed.map_err(|e| {
             if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
                 Failure::Invalid(format!(
                     "the batch leaves rows of a session that is not stored ({e})"
@@ -625,6 +636,10 @@ impl Store for SqliteStore {
         }
     }
 
+    fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = Some(metrics);
+    }
+
     fn tick(&mut self) -> Result<(), StoreError> {
         let Durability::Interval(every) = self.durability else {
             return Ok(());
@@ -633,10 +648,14 @@ impl Store for SqliteStore {
             return Ok(());
         }
         // With `synchronous = NORMAL` a checkpoint syncs the WAL before copying it.
+        let started = Instant::now();
         self.conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
             .map_err(|e| self.error(e))?;
         self.last_sync = Instant::now();
+        if let Some(m) = &self.metrics {
+            m.store_synced(self.last_sync - started);
+        }
         self.dirty = false;
         Ok(())
     }
