@@ -222,7 +222,7 @@ impl Engine {
         auth: Arc<dyn Authenticator>,
         store: Box<dyn Store>,
     ) -> Self {
-        let sys = sys::SysTree::new(config.sys_interval, Instant::now());
+        let sys = sys::SysTree::new(config.sys_interval);
         Engine {
             config,
             // Clients never write to `$SYS`, whatever the rules say.

@@ -154,12 +154,13 @@ impl PacketSize {
 pub(crate) struct SysTree {
     /// Seconds between passes; `None`: `$SYS` is off (nothing counted, nothing published).
     interval: Option<Duration>,
-    /// When the engine started (for `uptime`).
-    started: Instant,
+    /// When the first pass ran, the engine's start as far as `uptime` tells (ticks begin
+    /// at once; the engine takes its time as an argument and reads no clock of its own).
+    started: Option<Instant>,
     /// When the next pass is due; `None` before the first.
     next_at: Option<Instant>,
     /// When the last pass ran (the `dt` of the load averages).
-    last_at: Instant,
+    last_at: Option<Instant>,
     /// The counters.
     traffic: Traffic,
     /// The most connections open at once (`clients/maximum`), checked at every CONNECT.
@@ -176,13 +177,13 @@ pub(crate) struct SysTree {
 }
 
 impl SysTree {
-    /// `$SYS` for a broker started at `now`, publishing every `interval_secs` (0: never).
-    pub(crate) fn new(interval_secs: u64, now: Instant) -> SysTree {
+    /// `$SYS` publishing every `interval_secs` (0: never).
+    pub(crate) fn new(interval_secs: u64) -> SysTree {
         SysTree {
             interval: (interval_secs > 0).then(|| Duration::from_secs(interval_secs)),
-            started: now,
+            started: None,
             next_at: None,
-            last_at: now,
+            last_at: None,
             traffic: Traffic::default(),
             peak_connected: 0,
             last: [None; COUNTERS.len()],
@@ -366,10 +367,14 @@ impl Engine {
             let version = format!("mqtt-bridge {}", env!("CARGO_PKG_VERSION"));
             out.push(("$SYS/broker/version".to_owned(), version));
         }
-        let uptime = now.saturating_duration_since(self.sys.started).as_secs();
+        let started = *self.sys.started.get_or_insert(now);
+        let uptime = now.saturating_duration_since(started).as_secs();
         out.push(("$SYS/broker/uptime".to_owned(), format!("{uptime} seconds")));
         let sources = self.sys.traffic.load_sources(&self.stats);
-        let dt = now.saturating_duration_since(self.sys.last_at).as_secs_f64();
+        let dt = self
+            .sys
+            .last_at
+            .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
         for (i, base) in LOADS.iter().enumerate() {
             let delta = sources[i].saturating_sub(self.sys.last_sources[i]);
             for (w, (suffix, window)) in WINDOWS.iter().enumerate() {
@@ -387,7 +392,7 @@ impl Engine {
             }
         }
         self.sys.last_sources = sources;
-        self.sys.last_at = now;
+        self.sys.last_at = Some(now);
         let values = self.sys_values();
         for (i, value) in values.into_iter().enumerate() {
             if self.sys.last[i] != Some(value) {
