@@ -51,12 +51,19 @@ fn the_first_pass_publishes_everything_and_later_ones_only_what_changed() {
         Some("0.00")
     );
     // Nothing published by a client, nothing retained but `$SYS` itself (counted).
-    assert_eq!(value(&first, "$SYS/broker/publish/messages/received"), Some("0"));
+    assert_eq!(
+        value(&first, "$SYS/broker/publish/messages/received"),
+        Some("0")
+    );
 
     w.advance(1);
     let second = texts(&s.publishes());
     assert_eq!(value(&second, "$SYS/broker/uptime"), Some("1 seconds"));
-    assert_eq!(value(&second, "$SYS/broker/version"), None, "once, at start");
+    assert_eq!(
+        value(&second, "$SYS/broker/version"),
+        None,
+        "once, at start"
+    );
     assert_eq!(value(&second, "$SYS/broker/clients/connected"), None);
     assert_eq!(value(&second, "$SYS/broker/messages/received"), None);
     // The first pass's messages went out to the watcher: that changed.
@@ -74,8 +81,8 @@ fn the_first_pass_publishes_everything_and_later_ones_only_what_changed() {
 }
 
 #[test]
-fn a_new_subscriber_gets_the_values_as_retained_messages_and_hash_never_matches_them_mqtt_4_7_2_1(
-) {
+fn a_new_subscriber_gets_the_values_as_retained_messages_and_hash_never_matches_them_mqtt_4_7_2_1()
+{
     let mut w = sys_world(1);
     let (mut all, _) = w.connect(V5, "all", true, None);
     w.subscribe(&mut all, "#", QoS::AtMostOnce);
@@ -91,7 +98,10 @@ fn a_new_subscriber_gets_the_values_as_retained_messages_and_hash_never_matches_
     assert_eq!(value(&got, "$SYS/broker/clients/connected"), Some("1"));
     assert_eq!(value(&got, "$SYS/broker/clients/total"), Some("1"));
     // Retained in memory only: nothing of `$SYS` was written to the store.
-    assert!(w.engine.retained().any(|(t, _)| t.as_str() == "$SYS/broker/uptime"));
+    assert!(w
+        .engine
+        .retained()
+        .any(|(t, _)| t.as_str() == "$SYS/broker/uptime"));
     assert!(w
         .engine
         .store
@@ -107,7 +117,14 @@ fn clients_cannot_publish_to_sys_5_0_gets_0x87_3_1_1_is_acknowledged_and_nothing
     w.subscribe(&mut s, "$SYS/#", QoS::AtLeastOnce);
     for (v, id) in [(V5, "p5"), (V3, "p3")] {
         let (mut p, _) = w.connect(v, id, true, None);
-        w.publish(&p, "$SYS/broker/uptime", b"forever", QoS::AtLeastOnce, true, 1);
+        w.publish(
+            &p,
+            "$SYS/broker/uptime",
+            b"forever",
+            QoS::AtLeastOnce,
+            true,
+            1,
+        );
         let acks: Vec<PubResp> = p
             .packets()
             .into_iter()
@@ -125,7 +142,10 @@ fn clients_cannot_publish_to_sys_5_0_gets_0x87_3_1_1_is_acknowledged_and_nothing
         assert_eq!(acks[0].reason, expected);
     }
     assert!(s.publishes().is_empty());
-    assert!(!w.engine.retained().any(|(t, _)| t.as_str() == "$SYS/broker/uptime"));
+    assert!(!w
+        .engine
+        .retained()
+        .any(|(t, _)| t.as_str() == "$SYS/broker/uptime"));
     // A will there is refused at CONNECT like any will the user may not write.
     let mut c = Connect::new(V5, "willful", true);
     c.will = Some(Will {
