@@ -158,7 +158,8 @@ impl Engine {
         let old = self.retained.get(msg.topic.as_str()).map(|r| r.size);
         let size = msg.payload.len();
         let fits = size > 0
-            && (old.is_some() || self.retained.len() < self.config.max_retained_messages)
+            && (old.is_some()
+                || self.retained.len() - self.sys_retained() < self.config.max_retained_messages)
             && self.retained_bytes - old.unwrap_or(0) + size <= self.config.max_retained_bytes;
         if fits {
             self.retained.insert(&msg.topic, Retained::of(msg));

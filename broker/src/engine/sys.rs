@@ -427,16 +427,23 @@ impl Engine {
     }
 
     /// Keeps a retained `$SYS` message: in the index (matching, counting, listing) and in
-    /// memory, never in the store. Outside the retained limits: the set is fixed and small.
+    /// memory, never in the store. Outside the retained limits (`max_retained_messages`,
+    /// `max_retained_bytes` are the clients'): the set is fixed and small.
     pub(super) fn retain_sys(&mut self, msg: &Msg) {
         let old = self.retained.insert(&msg.topic, Retained::of(msg));
-        let old_size = old.as_ref().map_or(0, |r| r.size);
-        self.retained_bytes = self.retained_bytes - old_size + msg.payload.len();
         let replaced = self.sys.payloads.insert(msg.topic.clone(), msg.clone());
-        if old.is_some() && replaced.is_none() {
-            // Kept in the store by an older version of the broker: stale, so gone.
+        if let (Some(old), None) = (old, replaced) {
+            // Kept in the store by an older version of the broker, within the limits:
+            // stale, so gone.
+            self.retained_bytes -= old.size;
             self.ops.push(Op::DeleteRetained(msg.topic.clone()));
         }
+    }
+
+    /// How many of the retained messages are `$SYS` ones (not counted against
+    /// `max_retained_messages`).
+    pub(super) fn sys_retained(&self) -> usize {
+        self.sys.payloads.len()
     }
 }
 

@@ -170,3 +170,28 @@ fn with_sys_interval_0_nothing_is_published_or_retained() {
     assert!(s.publishes().is_empty());
     assert_eq!(w.engine.retained().count(), 0);
 }
+
+#[test]
+fn sys_messages_do_not_use_up_the_clients_retained_limits() {
+    let mut w = world(BrokerConfig {
+        sys_interval: 1,
+        max_retained_messages: 2,
+        max_retained_bytes: 6,
+        ..Default::default()
+    });
+    w.advance(1);
+    let sys = w.engine.retained().count();
+    assert!(sys > 2);
+    let (p, _) = w.connect(V5, "p", true, None);
+    w.publish(&p, "a", b"abc", QoS::AtMostOnce, true, 0);
+    w.publish(&p, "b", b"def", QoS::AtMostOnce, true, 0);
+    w.publish(&p, "c", b"g", QoS::AtMostOnce, true, 0);
+    let mine: Vec<&str> = w
+        .engine
+        .retained()
+        .map(|(t, _)| t.as_str())
+        .filter(|t| !t.starts_with('$'))
+        .collect();
+    assert_eq!(mine, ["a", "b"]);
+    assert_eq!(w.engine.retained_bytes(), 6);
+}
