@@ -424,7 +424,8 @@ async fn delete_discards_the_session_and_it_is_gone_afterwards() {
 
 #[tokio::test]
 async fn the_retained_list_shows_retained_messages_sorted_and_filtered_by_prefix() {
-    let bridge = Bridge::start();
+    // Without `$SYS`, whose retained messages would be listed too.
+    let bridge = Bridge::start_with_config("[broker]\nsys_interval = 0\n");
     let mut p = bridge.client(TCP, clean(V5, "retainer")).await;
     p.publish("r/b", "two", QoS::AtLeastOnce, true).await;
     p.publish("r/a", "one", QoS::AtMostOnce, true).await;

@@ -110,6 +110,9 @@ pub struct BrokerConfig {
     pub durability: DurabilityPolicy,
     /// For `durability = "interval"`: milliseconds between syncs.
     pub sync_interval_ms: u64,
+    /// Seconds between two updates of the `$SYS/broker/...` topics (retained, mosquitto's
+    /// names; only the values that changed are published); 0: no `$SYS` topics at all.
+    pub sys_interval: u64,
 }
 
 impl Default for BrokerConfig {
@@ -140,6 +143,7 @@ impl Default for BrokerConfig {
             engine_queue: 4096,
             durability: DurabilityPolicy::Always,
             sync_interval_ms: 100,
+            sys_interval: 10,
         }
     }
 }

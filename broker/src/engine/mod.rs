@@ -39,6 +39,7 @@ mod lifecycle;
 mod persistence;
 mod routing;
 mod subscribe;
+mod sys;
 
 /// Whether `s` may be given `access`; a free function so that it can run while the
 /// subscription index is borrowed.
@@ -167,6 +168,8 @@ pub(crate) struct Engine {
     route_index: HashMap<SessionId, usize>,
     /// Log lines for refusals a client can repeat at will, one per interval per kind.
     logs: RefusalLogs,
+    /// `$SYS/broker/...`: its counters, schedule and retained payloads (see `sys`).
+    sys: sys::SysTree,
 }
 
 /// What the engine keeps in memory of a retained message; the rest is in the store.
@@ -222,9 +225,11 @@ impl Engine {
         auth: Arc<dyn Authenticator>,
         store: Box<dyn Store>,
     ) -> Self {
+        let sys = sys::SysTree::new(config.sys_interval);
         Engine {
             config,
-            auth,
+            // Clients never write to `$SYS`, whatever the rules say.
+            auth: Arc::new(sys::ReservedTopics(auth)),
             metrics: Arc::default(),
             sessions: HashMap::new(),
             by_client: HashMap::new(),
@@ -250,6 +255,7 @@ impl Engine {
             next_retained_sweep: None,
             route_index: HashMap::new(),
             logs: RefusalLogs::default(),
+            sys,
         }
     }
 
@@ -360,6 +366,7 @@ impl Engine {
     /// Applies one command.
     pub(crate) fn handle(&mut self, cmd: Command, now: Instant) {
         self.listening = self.events.receiver_count() > 0;
+        let cmd = self.count_in(cmd);
         match cmd {
             Command::Connect {
                 conn,
@@ -367,7 +374,10 @@ impl Engine {
                 info,
                 identity,
                 tx,
-            } => self.on_connect(conn, *connect, *info, *identity, tx, now),
+            } => {
+                self.on_connect(conn, *connect, *info, *identity, tx, now);
+                self.note_connected();
+            }
             Command::Packet { conn, packet } => {
                 if let Some(&sid) = self.conns.get(&conn) {
                     self.on_packet(sid, packet, now);
@@ -454,8 +464,11 @@ impl Engine {
                     (true, Outgoing::Packet(_)) => Outgoing::Close,
                     (_, item) => item,
                 };
+                let size = self.size_out(&item, sid);
                 if tx.try_send(item).is_err() {
                     self.to_drop.extend(sid);
+                } else {
+                    self.count_out(size);
                 }
             }
             while let Some(sid) = self.to_drop.pop() {
@@ -516,6 +529,7 @@ impl Engine {
             self.next_retained_sweep = Some(now + RETAINED_SWEEP);
             self.sweep_expired_retained(now);
         }
+        self.sys_tick(now);
     }
 
     /// Removes retained messages whose Message Expiry Interval has run out, so they stop

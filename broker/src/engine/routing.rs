@@ -151,10 +151,15 @@ impl Engine {
     /// fit is routed but not retained, and it also removes the topic's older retained
     /// message, which it was meant to replace (a stale value is worse than none).
     pub(super) fn retain(&mut self, msg: &Msg, now: Instant) {
+        if sys::is_sys(msg.topic.as_str()) {
+            // Only the broker writes there; kept in memory (see `sys`).
+            return self.retain_sys(msg);
+        }
         let old = self.retained.get(msg.topic.as_str()).map(|r| r.size);
         let size = msg.payload.len();
         let fits = size > 0
-            && (old.is_some() || self.retained.len() < self.config.max_retained_messages)
+            && (old.is_some()
+                || self.retained.len() - self.sys_retained() < self.config.max_retained_messages)
             && self.retained_bytes - old.unwrap_or(0) + size <= self.config.max_retained_bytes;
         if fits {
             self.retained.insert(&msg.topic, Retained::of(msg));
@@ -375,7 +380,7 @@ impl Engine {
         if !self.retained.contains_key(topic) {
             return None;
         }
-        if let Some(m) = self.batch_retained.get(topic) {
+        if let Some(m) = self.batch_retained.get(topic).or(self.sys.payload(topic)) {
             return Some(m.clone());
         }
         match self.store.load_retained(topic) {

@@ -9,6 +9,7 @@ mod limits;
 mod recovery;
 mod retained;
 mod sessions;
+mod sys;
 mod wills;
 
 use super::*;
