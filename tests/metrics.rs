@@ -22,7 +22,8 @@ const SCRAPER: &str = "scrape-token-0123456789abcdef";
 /// One bridge for the file: an admin token and a scrape token, an offline queue of two.
 fn config() -> String {
     format!(
-        "[broker]\nmax_queued_messages = 2\n\n[api]\ntoken = \"{ADMIN}\"\n\n\
+        // No $SYS: its retained messages would count in the retained gauges checked here.
+        "[broker]\nmax_queued_messages = 2\nsys_interval = 0\n\n[api]\ntoken = \"{ADMIN}\"\n\n\
          [metrics]\ntoken = \"{SCRAPER}\"\n"
     )
 }
