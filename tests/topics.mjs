@@ -25,7 +25,7 @@ import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt from "mqtt";
-import { check, cleanup, fail, launchChromium, onCleanup, openPage, root, run, setup, spawnBridge } from "./support/harness.mjs";
+import { bridgeConfig, check, cleanup, fail, launchChromium, onCleanup, openPage, root, run, setup, spawnBridge } from "./support/harness.mjs";
 
 const artifacts = join(root, "tests", "artifacts");
 const TEST_TIMEOUT_MS = 150_000;
@@ -106,7 +106,9 @@ async function main() {
     throw new Error("client-wasm/pkg is not built: run client-wasm/build.sh first");
   }
   await mkdir(artifacts, { recursive: true });
-  const { http, mqttPort } = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none", "--web", join(root, "web")]);
+  // No $SYS on this bridge: the counts checked below are exact. The $SYS part is at the end.
+  const noSys = await bridgeConfig("[broker]\nsys_interval = 0\n");
+  const { http, mqttPort } = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none", "--web", join(root, "web"), ...noSys]);
   const origin = new URL(http).origin;
   console.log(`bridge at ${http}, mqtt port ${mqttPort}`);
   const hostArgs = ["-h", "127.0.0.1", "-p", String(mqttPort)];
@@ -297,6 +299,30 @@ async function main() {
   if (problems.length) throw new Error(problems.join("\n"));
   await burster.endAsync();
   await page.close();
+
+  // With $SYS on (every second), the tree shows the broker's own topics too.
+  const everySecond = await bridgeConfig("[broker]\nsys_interval = 1\n");
+  const sysBridge = await spawnBridge(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none", "--web", join(root, "web"), ...everySecond]);
+  const sysOrigin = new URL(sysBridge.http).origin;
+  const { page: sysPage, problems: sysProblems } = await openPage(browser, sysOrigin, { width: 1440, height: 1000 });
+  await sysPage.goto(sysBridge.http + "/");
+  await check("the tree's client package loads ($SYS)", sysPage.locator("#topics[data-ready=yes]").waitFor({ timeout: WAIT_MS }));
+  await sysPage.locator("#tt-watch").click();
+  await check("the tree watches ($SYS)", sysPage.locator('#tt-status[data-state="on"]').waitFor({ timeout: WAIT_MS }));
+  await sysPage.locator("#tt-filter").fill("broker/version");
+  await check(
+    "the tree shows $SYS/broker/version",
+    sysPage.waitForFunction(
+      () => [...document.querySelectorAll("#tt-tree .tt-row:not([hidden])")].some(
+        (r) => r.querySelector(".tt-name").title === "$SYS/broker/version" && /^mqtt-bridge /.test(r.querySelector(".tt-payload").textContent),
+      ),
+      null,
+      { timeout: WAIT_MS },
+    ),
+  );
+  await sysPage.locator("#topics").screenshot({ path: join(artifacts, "topics-07-sys.png") });
+  if (sysProblems.length) throw new Error(sysProblems.join("\n"));
+  await sysPage.close();
   console.log(`topic tree test passed; screenshots in ${artifacts}/topics-*.png`);
 }
 
