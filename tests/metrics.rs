@@ -257,3 +257,33 @@ async fn without_any_token_metrics_answer_a_client_on_this_machine() {
         "{body}"
     );
 }
+
+/// Review 15: the latency histogram is PUBLISH→delivery; a retained message handed to a new
+/// subscriber is not a delivery that took as long as the message is old. Fails today: the
+/// retained message's age (here over a second) is observed as its latency.
+#[tokio::test]
+async fn a_retained_message_sent_to_a_later_subscriber_is_not_observed_as_its_age() {
+    let bridge = Bridge::start_with_config(&config());
+    let mut p = bridge.client(Transport::Tcp, clean(V5, "rp")).await;
+    p.publish("old/r", b"v".to_vec(), QoS::AtLeastOnce, true)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut s = bridge.client(Transport::Tcp, clean(V5, "rs")).await;
+    s.subscribe("old/r", QoS::AtLeastOnce).await;
+    s.recv_payloads(1).await;
+    let m = Metrics::scrape(&bridge).await;
+    let s =
+        m.0.iter()
+            .find(|s| s.metric == "mqtt_bridge_delivery_latency_seconds")
+            .unwrap();
+    let Value::Histogram(buckets) = &s.value else {
+        panic!("not a histogram")
+    };
+    let total = buckets.last().unwrap().count;
+    let within_1s = buckets.iter().find(|b| b.less_than == 1.0).unwrap().count;
+    assert_eq!(
+        total - within_1s,
+        0.0,
+        "observations over 1 s: the retained message's age counted as a delivery latency"
+    );
+}
