@@ -53,6 +53,15 @@ async function modelChecks() {
   const { TopicTree, formatPayload } = await import(`data:text/javascript;base64,${src.toString("base64")}`);
   const b = (s) => new TextEncoder().encode(s);
 
+  // Long topic names count too (found by review: 20 000 topics of 4 KiB held ~100 MiB of
+  // names for 20 KB of payload): past maxNameChars a new topic is refused.
+  const named = new TopicTree({ maxNameChars: 10_000 });
+  const pad = "x".repeat(4000);
+  expect(named.add(`n/1/${pad}`, b("1"), 0, false) !== null, "model: a long topic name was refused below the cap");
+  expect(named.add(`n/2/${pad}`, b("2"), 0, false) === null, "model: topic names past maxNameChars were kept");
+  expect(named.add(`n/1/${pad}`, b("again"), 0, false) !== null, "model: a known long topic stopped updating");
+  expect(named.nameChars <= 10_000 && named.refused === 1, `model: name chars ${named.nameChars}, refused ${named.refused}`);
+
   const t = new TopicTree({ maxTopics: 3, historyLen: 4, maxEntries: 1000, maxBytes: 1 << 20, entryBytes: 8 });
   for (let i = 0; i < 10; i++) t.add("a/x", b(`m${i}`), 0, false, 1000 + i);
   t.add("a/y", b("y"), 1, true);

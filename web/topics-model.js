@@ -13,6 +13,9 @@
 //   and `maxBytes` of kept payload: past either, the oldest history entries go first, across
 //   all topics, but never a topic's last message (so the bytes of the last messages are bounded
 //   by maxTopics × entryBytes on their own).
+// - the characters of topic names and levels kept are at most `maxNameChars` (a topic may be
+//   4 KiB long: 20 000 of them would otherwise hold ~100 MiB of names for no payload); a new
+//   topic past it is refused like past `maxTopics`.
 // Nothing here recurses over topic levels: a topic may have thousands.
 
 /** Defaults; `new TopicTree(opts)` may lower them (the Node checks do). */
@@ -23,6 +26,7 @@ export const LIMITS = Object.freeze({
   entryBytes: 2048,
   maxEntries: 200_000,
   maxBytes: 64 * 1024 * 1024,
+  maxNameChars: 4 * 1024 * 1024,
 });
 
 /** Time constant of the per-topic rate, in seconds (an exponentially weighted average). */
@@ -87,6 +91,8 @@ export class TopicTree {
     this.root.expanded = true;
     this.topicCount = 0;
     this.nodeCount = 0;
+    /** Characters held by topic names and tree levels (see `maxNameChars`). */
+    this.nameChars = 0;
     /** Messages to new topics refused because the tree was full, and their distinct count is
      * not kept (that would be unbounded too). */
     this.refused = 0;
@@ -152,8 +158,17 @@ export class TopicTree {
       if (!next) break;
       n = next;
     }
-    if (i === levels.length) return n.topic || this.topicCount < this.limits.maxTopics ? n : null;
-    if (this.topicCount >= this.limits.maxTopics || this.nodeCount + (levels.length - i) > this.limits.maxNodes) return null;
+    const { maxTopics, maxNodes, maxNameChars } = this.limits;
+    if (i === levels.length) {
+      if (n.topic) return n;
+      if (this.topicCount >= maxTopics || this.nameChars + topicName.length > maxNameChars) return null;
+      this.nameChars += topicName.length;
+      return n;
+    }
+    let chars = topicName.length;
+    for (let j = i; j < levels.length; j++) chars += levels[j].length;
+    if (this.topicCount >= maxTopics || this.nodeCount + (levels.length - i) > maxNodes || this.nameChars + chars > maxNameChars) return null;
+    this.nameChars += chars;
     for (; i < levels.length; i++) {
       const child = new Node(levels[i], n);
       if (!n.children) n.children = new Map();

@@ -362,7 +362,8 @@ impl Metrics {
         r.register(
             "delivery_latency_seconds",
             "Time from a PUBLISH's arrival in the engine to its delivery being handed to the \
-             subscriber's connection (engine-batch resolution)",
+             subscriber's connection, for messages routed live (not retained messages sent on \
+             subscribe nor offline queues resumed); engine-batch resolution",
             self.delivery_latency.clone(),
         );
         r.register(
@@ -382,12 +383,13 @@ impl Metrics {
         );
         r.register(
             "retained_messages",
-            "Retained messages",
+            "Retained messages, the broker's own $SYS ones included",
             self.retained_messages.clone(),
         );
         r.register(
             "retained_payload_bytes",
-            "Payload bytes of all retained messages",
+            "Payload bytes of the clients' retained messages (what max_retained_bytes bounds; \
+             $SYS ones are kept apart, outside the limits)",
             self.retained_bytes.clone(),
         );
         r.register(
@@ -458,10 +460,12 @@ impl Metrics {
     }
 
     /// A PUBLISH was handed to a subscriber's connection, `latency` after its arrival.
-    pub(crate) fn sent(&self, qos: QoS, payload: usize, latency: Duration) {
+    pub(crate) fn sent(&self, qos: QoS, payload: usize, latency: Option<Duration>) {
         self.sent.get(qos).inc();
         self.sent_bytes.get(qos).inc_by(payload as u64);
-        self.delivery_latency.observe_duration(latency);
+        if let Some(latency) = latency {
+            self.delivery_latency.observe_duration(latency);
+        }
     }
 
     /// `n` messages were dropped for `reason`.

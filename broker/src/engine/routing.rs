@@ -310,8 +310,12 @@ impl Engine {
         s.stats.bytes_out += p.payload.len() as u64;
         self.stats.msgs_out += 1;
         // `now` is the batch's clock: a message delivered in the batch it arrived in counts
-        // as 0 (no clock read per message).
-        let latency = now.saturating_duration_since(d.msg.received_at);
+        // as 0 (no clock read per message). Only messages routed live are observed (queued at
+        // their arrival, possibly waiting for the window since): a retained message sent on
+        // subscribe, or one resumed from an offline queue, was queued when it was read back,
+        // and its age is not a delivery latency.
+        let latency =
+            (d.queued_at == d.msg.received_at).then(|| now.saturating_duration_since(d.queued_at));
         self.metrics.sent(p.qos, p.payload.len(), latency);
         let persistent = s.persistent();
         match id {
