@@ -28,12 +28,13 @@ use crate::tls::{Listener, ServerTls, TlsTransport};
 /// buffer ([`READ_BUFFER`]) and copied into a chunk of exactly their size, so an idle
 /// connection holds no read buffer at all; 16 KiB keeps the number of reads low for large
 /// packets at the price of one copy.
-const READ_CHUNK: usize = 16 * 1024;
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
 thread_local! {
     /// The buffer reads land in, one per runtime thread and zeroed once (a fresh zeroed
-    /// array on every read would cost a 16 KiB memset per packet).
-    static READ_BUFFER: std::cell::RefCell<Box<[u8]>> =
+    /// array on every read would cost a 16 KiB memset per packet). MQTT over TLS reads its
+    /// decrypted bytes into the same one ([`crate::tls::TlsTransport`]).
+    pub(crate) static READ_BUFFER: std::cell::RefCell<Box<[u8]>> =
         std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
 }
 

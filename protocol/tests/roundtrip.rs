@@ -26,6 +26,18 @@ fn assert_round_trip(p: &Packet, v: ProtocolVersion) {
         "decode consumes exactly the encoded length"
     );
     assert_eq!(&back, p);
+    assert_eq!(
+        p.encoded_len(v),
+        Ok(bytes.len()),
+        "encoded_len is the encoded size"
+    );
+    if let Packet::Connect(c) = p {
+        assert_eq!(
+            c.encoded_len(),
+            Ok(bytes.len()),
+            "a CONNECT's own encoded_len"
+        );
+    }
     // One byte short is never a packet yet.
     assert_eq!(
         Packet::decode(&bytes[..bytes.len() - 1], v, u32::MAX),

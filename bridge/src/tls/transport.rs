@@ -12,17 +12,11 @@ use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The most one read takes out of the stream. As over plain TCP, the bytes land in the
-/// runtime thread's buffer ([`READ_BUFFER`]) and are copied into a chunk of exactly their
-/// size, so an idle connection holds no read buffer of ours (rustls holds its own: one
-/// record at most). 16 KiB is one full TLS record's plaintext.
-const READ_CHUNK: usize = 16 * 1024;
-
-thread_local! {
-    /// The buffer reads land in, one per runtime thread.
-    static READ_BUFFER: std::cell::RefCell<Box<[u8]>> =
-        std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
-}
+// As over plain TCP, the bytes land in the runtime thread's buffer (`tcp::READ_BUFFER`, one
+// per thread for both transports) and are copied into a chunk of exactly their size, so an
+// idle connection holds no read buffer of ours (rustls holds its own: one record at most).
+// 16 KiB (`tcp::READ_CHUNK`) is one full TLS record's plaintext.
+use crate::tcp::READ_BUFFER;
 
 /// A TLS stream as a stream and sink of byte chunks.
 ///
@@ -136,7 +130,7 @@ mod tests {
         let mut got = Vec::new();
         while let Some(chunk) = transport.next().await {
             let chunk = chunk.expect("read");
-            assert!(!chunk.is_empty() && chunk.len() <= READ_CHUNK);
+            assert!(!chunk.is_empty() && chunk.len() <= crate::tcp::READ_CHUNK);
             got.extend_from_slice(&chunk);
         }
         writer.await.expect("writer");

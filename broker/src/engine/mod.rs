@@ -366,7 +366,7 @@ impl Engine {
     /// Applies one command.
     pub(crate) fn handle(&mut self, cmd: Command, now: Instant) {
         self.listening = self.events.receiver_count() > 0;
-        let cmd = self.count_in(cmd);
+        self.count_in(&cmd);
         match cmd {
             Command::Connect {
                 conn,

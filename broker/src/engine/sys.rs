@@ -231,48 +231,31 @@ impl Authenticator for ReservedTopics {
 }
 
 impl Engine {
-    /// Counts an incoming command's packet (`$SYS` on only) and hands the command back.
-    pub(super) fn count_in(&mut self, cmd: Command) -> Command {
+    /// Counts an incoming command's packet (`$SYS` on only).
+    pub(super) fn count_in(&mut self, cmd: &Command) {
         if !self.sys.enabled() {
-            return cmd;
+            return;
         }
-        match cmd {
-            Command::Connect {
-                conn,
-                connect,
-                info,
-                identity,
-                tx,
-            } => {
-                let version = connect.protocol;
-                let packet = Packet::Connect(connect);
-                self.count_packet_in(PacketSize::of(&packet, version));
+        let size = match cmd {
+            Command::Connect { connect, .. } => {
                 self.sys.traffic.connects += 1;
-                match packet {
-                    Packet::Connect(connect) => Command::Connect {
-                        conn,
-                        connect,
-                        info,
-                        identity,
-                        tx,
-                    },
-                    // Never: `packet` is the CONNECT made above.
-                    packet => Command::Packet { conn, packet },
+                PacketSize {
+                    bytes: connect.encoded_len().map_or(0, |n| n as u64),
+                    payload: None,
                 }
             }
             Command::Packet { conn, packet } => {
                 let version = self
                     .conns
-                    .get(&conn)
+                    .get(conn)
                     .and_then(|sid| self.sessions.get(sid))
                     .map(|s| s.version);
-                if let Some(version) = version {
-                    self.count_packet_in(PacketSize::of(&packet, version));
-                }
-                Command::Packet { conn, packet }
+                let Some(version) = version else { return };
+                PacketSize::of(packet, version)
             }
-            cmd => cmd,
-        }
+            _ => return,
+        };
+        self.count_packet_in(size);
     }
 
     fn count_packet_in(&mut self, size: PacketSize) {

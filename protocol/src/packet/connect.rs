@@ -138,6 +138,14 @@ impl Connect {
         })
     }
 
+    /// The size of this CONNECT on the wire, fixed header included, as
+    /// [`Packet::encoded_len`](super::Packet::encoded_len) gives it (a CONNECT carries its
+    /// own version), without moving it into a `Packet`.
+    pub fn encoded_len(&self) -> Result<usize, EncodeError> {
+        let body = self.body_len()?;
+        Ok(1 + wire::var_int_len(body as u32) + body)
+    }
+
     pub(super) fn body_len(&self) -> Result<usize, EncodeError> {
         let v5 = self.protocol == ProtocolVersion::V5;
         // protocol name (6) + level (1) + flags (1) + keep alive (2)
