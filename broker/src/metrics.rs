@@ -208,6 +208,11 @@ impl PerQos {
     fn get(&self, qos: QoS) -> &Counter {
         &self.0[qos as usize]
     }
+
+    /// The sum over the three QoS.
+    fn total(&self) -> u64 {
+        self.0.iter().map(Counter::get).sum()
+    }
 }
 
 /// The broker's metric handles; see the [module docs](self).
@@ -452,6 +457,21 @@ impl Metrics {
     }
 
     // --- engine thread ---
+
+    /// PUBLISHes received since start, all QoS.
+    pub(crate) fn received_total(&self) -> u64 {
+        self.received.total()
+    }
+
+    /// PUBLISHes sent since start, all QoS.
+    pub(crate) fn sent_total(&self) -> u64 {
+        self.sent.total()
+    }
+
+    /// Messages dropped since start, all reasons.
+    pub(crate) fn dropped_total(&self) -> u64 {
+        self.dropped.iter().map(Counter::get).sum()
+    }
 
     /// A PUBLISH was received with `payload` bytes.
     pub(crate) fn received(&self, qos: QoS, payload: usize) {

@@ -178,7 +178,6 @@ impl Engine {
                         }
                     }
                     if withheld > 0 {
-                        self.stats.dropped += withheld;
                         self.metrics.dropped(DropReason::NotAuthorized, withheld);
                         if let Some(s) = self.sessions.get_mut(&sid) {
                             s.stats.dropped += withheld;

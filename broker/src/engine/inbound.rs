@@ -79,7 +79,6 @@ impl Engine {
         }
         s.stats.msgs_in += 1;
         s.stats.bytes_in += p.payload.len() as u64;
-        self.stats.msgs_in += 1;
         self.metrics.received(p.qos, p.payload.len());
         let conn = online.conn;
         let client_id = s.client_id.clone();

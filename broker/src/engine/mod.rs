@@ -66,7 +66,8 @@ pub struct RecoverStats {
     pub retained: usize,
 }
 
-/// Totals for the stats API.
+/// Totals for the stats API and `$SYS`, read from the broker's metrics (counted once, where
+/// they happen).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct EngineStats {
     /// Messages received from clients.
@@ -139,7 +140,6 @@ pub(crate) struct Engine {
     /// Sessions whose connection must be dropped after the current command (channel full).
     to_drop: Vec<SessionId>,
     shutting_down: bool,
-    stats: EngineStats,
     /// Where sessions are kept durably.
     store: Box<dyn Store>,
     /// Changes of the current batch, written by [`Engine::flush`] in one transaction.
@@ -241,7 +241,6 @@ impl Engine {
             next_message_id: 0,
             to_drop: Vec::new(),
             shutting_down: false,
-            stats: EngineStats::default(),
             store,
             ops: Vec::new(),
             outbox: Vec::new(),
@@ -336,7 +335,11 @@ impl Engine {
 
     /// Totals.
     pub(crate) fn stats(&self) -> EngineStats {
-        self.stats
+        EngineStats {
+            msgs_in: self.metrics.received_total(),
+            msgs_out: self.metrics.sent_total(),
+            dropped: self.metrics.dropped_total(),
+        }
     }
 
     /// All sessions, for inspection.

@@ -226,7 +226,6 @@ impl Engine {
                 || s.queued_bytes + size > cfg.max_queued_bytes)
         {
             s.stats.dropped += 1;
-            self.stats.dropped += 1;
             self.metrics.dropped(DropReason::QueueFull, 1);
             match cfg.overflow_policy {
                 OverflowPolicy::DropOldest => {
@@ -243,7 +242,6 @@ impl Engine {
         }
         if size > cfg.max_queued_bytes || cfg.max_queued_messages == 0 {
             s.stats.dropped += 1;
-            self.stats.dropped += 1;
             self.metrics.dropped(DropReason::QueueFull, 1);
             return false;
         }
@@ -292,7 +290,6 @@ impl Engine {
         });
         if dropped || too_large {
             s.stats.dropped += 1;
-            self.stats.dropped += 1;
             let reason = if expired {
                 DropReason::Expired
             } else if slow {
@@ -308,7 +305,6 @@ impl Engine {
         }
         s.stats.msgs_out += 1;
         s.stats.bytes_out += p.payload.len() as u64;
-        self.stats.msgs_out += 1;
         // `now` is the batch's clock: a message delivered in the batch it arrived in counts
         // as 0 (no clock read per message). Only messages routed live are observed (queued at
         // their arrival, possibly waiting for the window since): a retained message sent on

@@ -137,7 +137,6 @@ impl Engine {
                 if let Some(s) = self.sessions.get_mut(&sid) {
                     s.stats.dropped += 1;
                 }
-                self.stats.dropped += 1;
                 self.metrics.dropped(DropReason::QueueFull, 1);
                 continue;
             }

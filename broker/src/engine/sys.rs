@@ -310,7 +310,7 @@ impl Engine {
             stored += (s.queued_len() + s.inflight.len()) as u64;
             subscriptions += s.subscriptions.len() as u64;
         }
-        let (t, stats) = (&self.sys.traffic, &self.stats);
+        let (t, stats) = (&self.sys.traffic, &self.stats());
         [
             online,
             offline,
@@ -353,7 +353,7 @@ impl Engine {
         let started = *self.sys.started.get_or_insert(now);
         let uptime = now.saturating_duration_since(started).as_secs();
         out.push(("$SYS/broker/uptime".to_owned(), format!("{uptime} seconds")));
-        let sources = self.sys.traffic.load_sources(&self.stats);
+        let sources = self.sys.traffic.load_sources(&self.stats());
         let dt = self
             .sys
             .last_at
