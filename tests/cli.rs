@@ -3,10 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Command, Stdio};
 
-use e2e::{Bridge, TempDir};
+use e2e::{Bridge, Listening, TempDir};
 
 #[test]
 fn version_prints_the_crate_version_and_exits_0() {
@@ -36,10 +36,8 @@ fn logs_of(args: &[&str]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    // The harness's reader: it gives up after a deadline rather than hang the test.
+    let line = Listening::read_line(child.stdout.take().unwrap()).unwrap();
     assert!(line.starts_with("bridge listening:"), "{line}");
     let pid = child.id().to_string();
     assert!(Command::new("kill")
