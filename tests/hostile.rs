@@ -1362,13 +1362,19 @@ async fn after_a_burst_the_rss_returns_within_twice_its_level_before() {
     let rss_peak = attack.bridge.rss_kb();
     let mut checks = Checks::default();
     let mut bridge = attack.end(&mut checks, 1024, LOAD_LATENCY_BOUND).await;
-    // Everyone has left; give the bridge a few seconds to give memory back.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_after = bridge.rss_kb();
+    // Everyone has left; the bridge gives memory back on its allocator's background purge,
+    // whose pace depends on the machine's load: look every 250 ms for up to 10 s.
+    let left = Instant::now();
+    let mut rss_after = bridge.rss_kb();
+    while rss_after > 2 * rss0 && left.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        rss_after = bridge.rss_kb();
+    }
+    let waited = left.elapsed().as_secs_f64();
     checks.check(rss_after <= 2 * rss0, || {
         format!(
             "RSS {rss0} KiB before the burst ({publishers} × {per_publisher} × 1 KiB, {received} received), \
-             {rss_peak} KiB at its end, {rss_after} KiB 3 s after everyone left (bound 2 × before)"
+             {rss_peak} KiB at its end, {rss_after} KiB {waited:.1} s after everyone left (bound 2 × before)"
         )
     });
     bridge.assert_alive("after the burst");
