@@ -4,8 +4,11 @@
 //! A leaf module: the engine, the connection task and the broker handle all speak these
 //! types, and none of them needs another to do it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use protocol::{Connect, Packet};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::auth::{ConnectionInfo, Identity};
 use crate::config::BrokerConfig;
@@ -32,6 +35,14 @@ pub(crate) enum Command {
         identity: Box<Identity>,
         /// The connection's outgoing channel.
         tx: mpsc::Sender<Outgoing>,
+        /// The connection's flow signals (pause its reading, tell when its channel drained).
+        flow: Arc<Flow>,
+    },
+    /// The connection took items out of its outgoing channel, as the engine asked through
+    /// [`Flow::want_drained`]: there is room again for what waits in its session's queue.
+    Drained {
+        /// The connection.
+        conn: ConnId,
     },
     /// Any later packet.
     Packet {
@@ -152,12 +163,68 @@ pub(crate) enum Outgoing {
     Close,
 }
 
+/// What the engine and one connection task signal each other beside the channels: the
+/// engine pauses the reading of a publisher whose messages a subscriber cannot take, and
+/// asks to be told when the connection has taken items out of its outgoing channel (it
+/// cannot await the channel itself: it `try_send`s from its own thread).
+///
+/// Both signals are flags, so a burst of requests costs one command, not one each.
+#[derive(Debug, Default)]
+pub(crate) struct Flow {
+    /// Set by the engine: the connection task reads nothing from its transport (TCP's
+    /// window then pushes back on the publisher) until it is cleared.
+    paused: AtomicBool,
+    /// Woken when `paused` is cleared.
+    resumed: Notify,
+    /// Set by the engine: send [`Command::Drained`] after the next batch is taken out of
+    /// the outgoing channel (once; the engine sets it again if it still waits).
+    drained_wanted: AtomicBool,
+}
+
+impl Flow {
+    /// Stop reading (takes effect before the connection's next read).
+    pub(crate) fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Read again.
+    pub(crate) fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        self.resumed.notify_one();
+    }
+
+    /// Whether reading is paused.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Resolves after a [`Flow::resume`] (at once if one came since the last wait); the
+    /// caller checks [`Flow::is_paused`] again.
+    pub(crate) async fn resumed(&self) {
+        self.resumed.notified().await;
+    }
+
+    /// Asks for one [`Command::Drained`] after the connection next takes out what waits
+    /// in its channel.
+    pub(crate) fn want_drained(&self) {
+        self.drained_wanted.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the engine asked to be told (and the request is now taken).
+    pub(crate) fn take_drained_wanted(&self) -> bool {
+        // A load first: the common case (not asked) costs no write to a shared line.
+        self.drained_wanted.load(Ordering::SeqCst)
+            && self.drained_wanted.swap(false, Ordering::SeqCst)
+    }
+}
+
 /// The channel capacity a connection needs for `config`: a full window of messages, the
 /// acknowledgements of a full inbound window, QoS 0 headroom and control packets.
 pub(crate) fn connection_channel_capacity(config: &BrokerConfig) -> usize {
     usize::from(config.max_inflight) + usize::from(config.receive_maximum) + QOS0_BUDGET + 16
 }
 
-/// QoS 0 messages that may wait in a connection's channel; beyond it they are dropped
-/// (QoS 0 is at most once), so that a slow reader never makes room run out for QoS 1/2.
+/// QoS 0 messages that may wait in a connection's channel; beyond it they wait in the
+/// session's queue (see `engine::flow`), so that a slow reader never makes room run out
+/// for QoS 1/2.
 const QOS0_BUDGET: usize = 1024;

@@ -54,6 +54,13 @@ pub struct BrokerConfig {
     pub max_queued_bytes: usize,
     /// Which message goes when an offline session's queue is full.
     pub overflow_policy: OverflowPolicy,
+    /// Milliseconds a subscriber may keep publishers paused. While an online session's
+    /// queue is over a quarter of its limits, the connections publishing QoS 0 messages to
+    /// it stop being read (backpressure, nothing dropped) until it is down to an eighth; a
+    /// session still over a quarter after this long stops pausing them, and the QoS 0
+    /// messages that would take it over are dropped and counted on it, so that one stuck
+    /// subscriber does not stall the others. 0: never pause, drop at once.
+    pub max_publisher_pause_ms: u64,
     /// Queue QoS 0 messages for offline sessions too (off: they are not queued, as the
     /// spec allows).
     pub queue_qos0: bool,
@@ -124,6 +131,7 @@ impl Default for BrokerConfig {
             max_queued_messages: 10_000,
             max_queued_bytes: 64 * 1024 * 1024,
             overflow_policy: OverflowPolicy::DropOldest,
+            max_publisher_pause_ms: 2000,
             queue_qos0: false,
             maximum_qos: 2,
             retain_available: true,

@@ -33,6 +33,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -44,7 +45,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Sleep};
 
 use crate::auth::{Authenticator, ConnectionInfo, Identity, Transport};
-use crate::command::{connection_channel_capacity, CloseReason, Command, Outgoing};
+use crate::command::{connection_channel_capacity, CloseReason, Command, Flow, Outgoing};
 use crate::config::BrokerConfig;
 use crate::ids::ConnId;
 use crate::metrics::{Metrics, OpenConnection};
@@ -144,6 +145,8 @@ enum Event {
     Write(BytesMut, bool),
     KeepAlive,
     PacketTimeout,
+    /// The engine resumed a paused connection.
+    Resumed,
 }
 
 /// What was agreed at CONNECT and how outgoing packets are encoded for this client.
@@ -348,6 +351,7 @@ where
             open: None,
         };
         let (out_tx, mut out_rx) = mpsc::channel(connection_channel_capacity(self.config));
+        let flow = Arc::new(Flow::default());
         let Ok(permit) = self.engine.reserve().await else {
             return Err(ConnectionError::Stopped);
         };
@@ -357,15 +361,15 @@ where
             info,
             identity,
             tx: out_tx,
+            flow: Arc::clone(&flow),
         });
         // CONNECT was a complete packet: the keep-alive runs from now.
         if let Some(idle) = peer.idle {
             keep_alive.arm(Instant::now() + idle);
         }
-        let (reason, result) = match self.on_chunk(&rest, &peer, &mut keep_alive).await {
-            Err(ending) => ending,
-            Ok(()) => self.run(&mut peer, &mut out_rx, &mut keep_alive).await,
-        };
+        let (reason, result) = self
+            .run(&mut peer, &mut out_rx, &flow, rest, &mut keep_alive)
+            .await;
         if let Ok(permit) = self.engine.reserve().await {
             permit.send(Command::Closed {
                 conn: self.id,
@@ -384,10 +388,19 @@ where
     }
 
     /// The connected loop: packets in to the engine, packets out from it, deadlines.
+    /// `held`: input read and not yet decoded (what followed CONNECT in its chunk).
+    ///
+    /// While the engine has paused the connection ([`Flow`]: a subscriber its messages go
+    /// to cannot take more), nothing is read, so the transport's own flow control pushes
+    /// back on the client; packets out still go. The clocks that measure the client's
+    /// input (keep-alive, packet deadline) stand still meanwhile: it is the server that is
+    /// not reading, and a PINGREQ may be waiting unread. They restart when reading does.
     async fn run(
         &mut self,
         peer: &mut Peer<'_>,
         out_rx: &mut mpsc::Receiver<Outgoing>,
+        flow: &Flow,
+        mut held: Bytes,
         keep_alive: &mut Deadline<'_>,
     ) -> Ending {
         // Reading and writing take turns being first, so that neither a flood in nor a
@@ -397,11 +410,27 @@ where
         // time. The deadlines come before output in the reading turn, so a stream of
         // outgoing messages cannot hide an expired deadline.
         let mut read_first = true;
+        let mut paused = false;
         loop {
+            if flow.is_paused() != paused {
+                paused = !paused;
+                self.input_clocks(paused, peer, keep_alive);
+            }
+            if !paused && !held.is_empty() {
+                match self
+                    .on_chunk(std::mem::take(&mut held), peer, flow, keep_alive)
+                    .await
+                {
+                    Ok(rest) => held = rest,
+                    Err(ending) => return ending,
+                }
+                continue;
+            }
             let event = if read_first {
                 tokio::select! {
                     biased;
-                    next = self.transport.next() => Event::Read(next),
+                    next = self.transport.next(), if !paused => Event::Read(next),
+                    () = flow.resumed(), if paused => Event::Resumed,
                     () = keep_alive.expired() => Event::KeepAlive,
                     () = self.packet.expired() => Event::PacketTimeout,
                     item = out_rx.recv() => {
@@ -416,7 +445,8 @@ where
                         let (out, close) = encode_batch(item, peer, out_rx);
                         Event::Write(out, close)
                     }
-                    next = self.transport.next() => Event::Read(next),
+                    next = self.transport.next(), if !paused => Event::Read(next),
+                    () = flow.resumed(), if paused => Event::Resumed,
                     () = keep_alive.expired() => Event::KeepAlive,
                     () = self.packet.expired() => Event::PacketTimeout,
                 }
@@ -425,8 +455,24 @@ where
             let step = match event {
                 Event::Read(None) => Err((CloseReason::NetworkLoss, Ok(()))),
                 Event::Read(Some(Err(e))) => Err((CloseReason::NetworkLoss, Err(e.into()))),
-                Event::Read(Some(Ok(chunk))) => self.on_chunk(&chunk, peer, keep_alive).await,
+                Event::Read(Some(Ok(chunk))) => {
+                    match self.on_chunk(chunk, peer, flow, keep_alive).await {
+                        Ok(rest) => {
+                            held = rest;
+                            Ok(())
+                        }
+                        Err(ending) => Err(ending),
+                    }
+                }
+                Event::Resumed => Ok(()),
                 Event::Write(out, close) => {
+                    // Room was made in the channel: the engine hears of it before the write
+                    // (which may wait for the peer), so it can refill the channel meanwhile.
+                    if flow.take_drained_wanted() {
+                        if let Ok(permit) = self.engine.reserve().await {
+                            permit.send(Command::Drained { conn: self.id });
+                        }
+                    }
                     let written = self.write(out, close, peer, keep_alive).await;
                     // Having just written, this task goes to the back of the run queue before
                     // it reads again: a client answered now may send its next packet at once,
@@ -451,16 +497,27 @@ where
     /// Decodes the packets `chunk` completes, hands them to the engine in order, and moves
     /// the deadlines: the keep-alive restarts if a packet was completed, the packet deadline
     /// is armed if a new packet began (and left unchanged while the same one continues).
+    ///
+    /// Stops between two packets if the engine pauses the connection meanwhile, and returns
+    /// the rest of the chunk (empty if all of it was taken): a chunk may hold hundreds of
+    /// small packets, and stopping at once is what keeps a congested queue's overshoot to
+    /// what the engine's own queue holds.
     async fn on_chunk(
         &mut self,
-        chunk: &[u8],
+        chunk: Bytes,
         peer: &Peer<'_>,
+        flow: &Flow,
         keep_alive: &mut Deadline<'_>,
-    ) -> Result<(), Ending> {
+    ) -> Result<Bytes, Ending> {
         let now = Instant::now();
-        let mut input = chunk;
+        let mut input = &chunk[..];
         let mut completed = false;
+        let mut rest = Bytes::new();
         let failed = loop {
+            if completed && !input.is_empty() && flow.is_paused() {
+                rest = chunk.slice(chunk.len() - input.len()..);
+                break None;
+            }
             // Room in the engine's queue first, then the packet: no packet is held across
             // the wait, which keeps this task's size (paid by every connection) small.
             let Ok(permit) = self.engine.reserve().await else {
@@ -495,7 +552,25 @@ where
             // The unfinished packet began in this chunk.
             self.packet.arm(now + self.packet_timeout());
         }
-        Ok(())
+        Ok(rest)
+    }
+
+    /// Stops (`paused`) or restarts the clocks that measure the client's input: while the
+    /// server does not read, neither the keep-alive nor an unfinished packet can be the
+    /// client's fault. Restarted, each runs its full length from now.
+    fn input_clocks(&mut self, paused: bool, peer: &Peer<'_>, keep_alive: &mut Deadline<'_>) {
+        if paused {
+            keep_alive.disarm();
+            self.packet.disarm();
+            return;
+        }
+        let now = Instant::now();
+        if let Some(idle) = peer.idle {
+            keep_alive.arm(now + idle);
+        }
+        if self.decoder.buffered() > 0 {
+            self.packet.arm(now + self.packet_timeout());
+        }
     }
 
     /// Writes one batch; `close`: the engine asked to close after it.

@@ -14,7 +14,7 @@ use protocol::{PacketId, PacketIds, ProtocolVersion, QoS, TopicFilter, Will};
 use tokio::sync::mpsc;
 
 use crate::auth::Identity;
-use crate::command::Outgoing;
+use crate::command::{Flow, Outgoing};
 pub(crate) use crate::ids::{ConnId, SessionId};
 use crate::message::Msg;
 use crate::subscriptions::SubEntry;
@@ -71,6 +71,9 @@ pub(crate) struct Online {
     pub(crate) conn: ConnId,
     /// Its outgoing channel (bounded); a full channel closes the connection.
     pub(crate) tx: mpsc::Sender<Outgoing>,
+    /// Its flow signals: paused while a subscriber cannot take its QoS 0 messages; asked
+    /// to say when its channel has room (see `engine::backpressure`).
+    pub(crate) flow: Arc<Flow>,
     /// Our sending window: min(client's Receive Maximum, `max_inflight`).
     pub(crate) window: usize,
     /// The client's Maximum Packet Size.

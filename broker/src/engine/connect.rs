@@ -32,7 +32,7 @@ impl Engine {
         connect: Connect,
         info: ConnectionInfo,
         identity: Identity,
-        tx: mpsc::Sender<Outgoing>,
+        (tx, flow): (mpsc::Sender<Outgoing>, Arc<crate::command::Flow>),
         now: Instant,
     ) {
         let v = connect.protocol;
@@ -223,6 +223,7 @@ impl Engine {
         s.online = Some(Online {
             conn,
             tx,
+            flow,
             window: usize::from(client_window.min(cfg.max_inflight).max(1)),
             max_packet_size: connect.properties.maximum_packet_size,
             inbound_unacked: u16::try_from(s.inbound_qos2.len()).unwrap_or(u16::MAX),

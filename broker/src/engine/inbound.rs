@@ -97,7 +97,11 @@ impl Engine {
             }
             let id = self.new_message_id();
             let msg = Arc::new(Message::from_publish(p, id, Some(client_id), now));
-            self.route(msg, Some(sid), now)
+            let routed = self.route(msg, Some(sid), now);
+            // A QoS 0 copy waits in a queue over its high-water mark: this connection
+            // stops being read until that queue drains (see `backpressure`).
+            self.pause_publisher(sid, conn);
+            routed
         } else {
             (0, None)
         };

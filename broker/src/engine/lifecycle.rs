@@ -43,6 +43,20 @@ impl Engine {
         };
         self.conns.remove(&online.conn);
         s.disconnected_at = Some(now);
+        // QoS 0 messages that waited for room while it was online are kept only if QoS 0 is
+        // queued for offline sessions; the others are dropped (and counted).
+        let queue_qos0 = self.config.queue_qos0;
+        let before = s.queue.len();
+        if !queue_qos0 && s.queue.iter().any(|d| d.qos == QoS::AtMostOnce) {
+            s.queue.retain(|d| d.qos != QoS::AtMostOnce);
+            s.queued_bytes = s.queue.iter().map(|d| d.msg.payload.len()).sum::<usize>()
+                + s.stored_queue.iter().map(|&(_, size)| size).sum::<usize>();
+        }
+        let qos0_dropped = (before - s.queue.len()) as u64;
+        if qos0_dropped > 0 {
+            s.stats.dropped += qos0_dropped;
+            self.metrics.dropped(DropReason::SlowQos0, qos0_dropped);
+        }
         let mut will_now = None;
         if !online.disconnected_normally {
             // Asked again now: the rules may have changed since CONNECT (a reloaded ACL
@@ -64,6 +78,10 @@ impl Engine {
             }
         }
         let client = s.client_id.clone();
+        self.offline_pressure(sid, online.conn);
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
         s.expires_at = match s.expiry_interval {
             u32::MAX => None,
             secs => Some(now + Duration::from_secs(u64::from(secs))),

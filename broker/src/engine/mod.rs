@@ -32,6 +32,7 @@ use crate::store::{
 use crate::subscriptions::{SubEntry, Subscriptions};
 use crate::view::{SessionEvent, SessionSummary};
 
+mod backpressure;
 mod connect;
 mod inbound;
 mod inspect;
@@ -170,6 +171,9 @@ pub(crate) struct Engine {
     logs: RefusalLogs,
     /// `$SYS/broker/...`: its counters, schedule and retained payloads (see `sys`).
     sys: sys::SysTree,
+    /// Congested subscribers, paused publishers, QoS 0 waiting for room (see
+    /// `backpressure`).
+    pressure: backpressure::Backpressure,
 }
 
 /// What the engine keeps in memory of a retained message; the rest is in the store.
@@ -255,6 +259,7 @@ impl Engine {
             route_index: HashMap::new(),
             logs: RefusalLogs::default(),
             sys,
+            pressure: backpressure::Backpressure::default(),
         }
     }
 
@@ -377,13 +382,19 @@ impl Engine {
                 info,
                 identity,
                 tx,
+                flow,
             } => {
-                self.on_connect(conn, *connect, *info, *identity, tx, now);
+                self.on_connect(conn, *connect, *info, *identity, (tx, flow), now);
                 self.note_connected();
             }
             Command::Packet { conn, packet } => {
                 if let Some(&sid) = self.conns.get(&conn) {
                     self.on_packet(sid, packet, now);
+                }
+            }
+            Command::Drained { conn } => {
+                if let Some(&sid) = self.conns.get(&conn) {
+                    self.on_drained(sid, now);
                 }
             }
             Command::Closed { conn, reason } => {
@@ -455,6 +466,11 @@ impl Engine {
                 self.ops.clear();
             }
             if self.outbox.is_empty() && self.to_drop.is_empty() {
+                // Channels emptied while this batch ran: what waited for their room goes
+                // now (and round again, to be written and sent).
+                if self.refill_waiting(now) {
+                    continue;
+                }
                 return;
             }
             for (tx, item, sid) in std::mem::take(&mut self.outbox) {
@@ -532,6 +548,7 @@ impl Engine {
             self.next_retained_sweep = Some(now + RETAINED_SWEEP);
             self.sweep_expired_retained(now);
         }
+        self.pressure_tick(now);
         self.sys_tick(now);
     }
 

@@ -42,6 +42,7 @@ impl Engine {
         publisher: Option<SessionId>,
         now: Instant,
     ) -> (usize, Option<SessionId>) {
+        self.clear_pressing();
         if msg.retain {
             self.retain(&msg, now);
         }
@@ -199,7 +200,17 @@ impl Engine {
         d.seq = s.take_seq();
         let client = s.client_id.clone();
         if s.online.is_some() {
-            if d.qos == QoS::AtMostOnce || (s.queue.is_empty() && s.window_open()) {
+            if d.qos == QoS::AtMostOnce {
+                // Behind what is queued, or without room in the channel, it waits (see
+                // `backpressure`).
+                if s.queue.is_empty() && self.qos0_room(sid) {
+                    self.transmit(sid, d, now);
+                } else {
+                    self.queue_qos0(sid, d, now);
+                }
+                return false;
+            }
+            if s.queue.is_empty() && s.window_open() {
                 self.transmit(sid, d, now);
                 return false;
             }
@@ -253,23 +264,19 @@ impl Engine {
     }
 
     /// Sends one delivery on an online session: QoS 0 directly, QoS 1/2 with a packet id,
-    /// into the in-flight set (and, for a persistent session, the store).
+    /// into the in-flight set (and, for a persistent session, the store). The caller saw
+    /// to the room: the window for QoS 1/2, the channel for QoS 0 ([`Engine::qos0_room`]).
     pub(super) fn transmit(&mut self, sid: SessionId, mut d: Delivery, now: Instant) {
-        let reserve = connection_reserve(&self.config);
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
         let Some(online) = &s.online else { return };
         let client = s.client_id.clone();
         let qos0 = d.qos == QoS::AtMostOnce;
-        // [MQTT-3.3.2-5]: an expired message is not delivered. A QoS 0 message towards a
-        // connection whose channel is nearly full is dropped (at most once).
-        let room = online.tx.capacity().saturating_sub(online.pending_out);
         let max_packet_size = online.max_packet_size;
+        // [MQTT-3.3.2-5]: an expired message is not delivered.
         let expired = d.msg.is_expired(now);
-        let slow = qos0 && room <= reserve;
-        let dropped = expired || slow;
-        let id = if dropped || qos0 {
+        let id = if expired || qos0 {
             None
         } else {
             match s.alloc_packet_id() {
@@ -288,12 +295,10 @@ impl Engine {
                 .encoded_len(s.version)
                 .is_ok_and(|n| n <= max as usize)
         });
-        if dropped || too_large {
+        if expired || too_large {
             s.stats.dropped += 1;
             let reason = if expired {
                 DropReason::Expired
-            } else if slow {
-                DropReason::SlowQos0
             } else {
                 DropReason::TooLarge
             };
@@ -345,19 +350,28 @@ impl Engine {
         self.send(sid, Packet::Publish(p));
     }
 
-    /// Moves queued messages into the window, then releases held acknowledgements once the
-    /// queue is back under its limit.
+    /// Moves queued messages out in order while there is room (the window for QoS 1/2,
+    /// the channel for QoS 0), then releases held acknowledgements once the queue is back
+    /// under its limit, and paused publishers once it is down to its low-water mark.
     pub(super) fn drain(&mut self, sid: SessionId, now: Instant) {
         loop {
-            let Some(s) = self.sessions.get_mut(&sid) else {
+            let Some(s) = self.sessions.get(&sid) else {
                 return;
             };
-            if !s.window_open() {
+            let room = match s.queue.front() {
+                None => break,
+                Some(d) if d.qos == QoS::AtMostOnce => self.qos0_room(sid),
+                Some(_) => s.window_open(),
+            };
+            if !room {
                 break;
             }
-            let Some(d) = s.pop_queue() else { break };
+            let Some(d) = self.sessions.get_mut(&sid).and_then(|s| s.pop_queue()) else {
+                break;
+            };
             self.transmit(sid, d, now);
         }
+        self.eased(sid);
         let limit = self.config.max_queued_messages;
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod access;
+mod backpressure;
 mod delivery;
 mod limits;
 mod recovery;
@@ -20,6 +21,8 @@ use protocol::{Properties, Subscription, SubscriptionOptions, TopicFilter};
 
 struct Conn {
     id: ConnId,
+    /// The flow signals the engine was given for this connection.
+    flow: Arc<crate::command::Flow>,
     rx: mpsc::Receiver<Outgoing>,
     buf: std::collections::VecDeque<Packet>,
     closed: bool,
@@ -124,6 +127,7 @@ impl World {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         let info = ConnectionInfo::new(None, Transport::Tcp);
+        let flow = Arc::new(crate::command::Flow::default());
         self.engine.handle(
             Command::Connect {
                 conn: id,
@@ -131,12 +135,14 @@ impl World {
                 info: Box::new(info),
                 identity: Box::new(identity),
                 tx,
+                flow: Arc::clone(&flow),
             },
             self.now,
         );
         self.engine.flush(self.now);
         let mut conn = Conn {
             id,
+            flow,
             rx,
             buf: Default::default(),
             closed: false,

@@ -99,17 +99,20 @@ fn a_takeover_in_the_same_batch_as_new_messages_loses_none_of_them() {
     }
     let (tx, rx) = mpsc::channel(connection_channel_capacity(&w.engine.config));
     let info = ConnectionInfo::new(None, Transport::Tcp);
+    let flow = Arc::new(crate::command::Flow::default());
     let cmd = Command::Connect {
         conn: ConnId(99),
         connect: Box::new(c),
         info: Box::new(info),
         identity: Box::default(),
         tx,
+        flow: Arc::clone(&flow),
     };
     w.engine.handle(cmd, w.now);
     w.engine.flush(w.now);
     let mut b = Conn {
         id: ConnId(99),
+        flow,
         rx,
         buf: Default::default(),
         closed: false,
