@@ -120,11 +120,12 @@ async fn qos0_bursts_from_four_publishers_all_reach_a_reader_that_pauses_and_the
         );
         let mut sub = connect(&bridge, t, "sub", 0).await;
         subscribe(&mut sub, "t/#").await;
+        // 20 MB in all: more than the socket buffers can hold while "sub" does not read.
         let (publishers, count) = (4, 5_000);
         let mut tasks = Vec::new();
         for i in 0..publishers {
             let raw = connect(&bridge, t, &format!("pub-{i}"), 1).await;
-            tasks.push(tokio::spawn(publish_burst(raw, i, count, 200, 100)));
+            tasks.push(tokio::spawn(publish_burst(raw, i, count, 1024, 50)));
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
         read_all(&mut sub, publishers as usize, count, 500).await;
