@@ -397,7 +397,8 @@ mod tests {
         let file = parse(
             "http = \"0.0.0.0:80\"\nmqtt = \"0.0.0.0:1883\"\ndata = \"none\"\n\
              web = \"/srv/web\"\npkg = \"/srv/pkg\"\n\
-             [broker]\nmax_packet_size = 4096\noverflow_policy = \"drop-newest\"\n",
+             [broker]\nmax_packet_size = 4096\noverflow_policy = \"drop-newest\"\n\
+             max_publisher_pause_ms = 500\n",
         )
         .expect("valid file");
         let c = Config::merge(args(&["--http", "127.0.0.1:0", "--pkg", "/opt/pkg"]), file);
@@ -408,6 +409,7 @@ mod tests {
         assert_eq!(c.data, DataDir::None);
         assert_eq!(c.broker.max_packet_size, 4096);
         assert_eq!(c.broker.overflow_policy, broker::OverflowPolicy::DropNewest);
+        assert_eq!(c.broker.max_publisher_pause_ms, 500);
     }
 
     #[test]

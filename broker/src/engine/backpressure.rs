@@ -96,7 +96,7 @@ impl Engine {
         self.sessions
             .get(&sid)
             .and_then(|s| s.online.as_ref())
-            .is_some_and(|o| o.tx.capacity().saturating_sub(o.pending_out) > reserve)
+            .is_some_and(|o| qos0_room(o, reserve))
     }
 
     /// A QoS 0 delivery to an online session that cannot send it now (no room in its
@@ -309,6 +309,11 @@ impl Engine {
     pub(crate) fn paused_connections(&self) -> usize {
         self.pressure.paused.len()
     }
+}
+
+/// Whether connection `o` has room in its channel for a QoS 0 message beyond `reserve`.
+pub(super) fn qos0_room(o: &Online, reserve: usize) -> bool {
+    o.tx.capacity().saturating_sub(o.pending_out) > reserve
 }
 
 /// The queue length (or bytes) over which a session's QoS 0 publishers are paused.

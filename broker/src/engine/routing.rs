@@ -203,7 +203,12 @@ impl Engine {
             if d.qos == QoS::AtMostOnce {
                 // Behind what is queued, or without room in the channel, it waits (see
                 // `backpressure`).
-                if s.queue.is_empty() && self.qos0_room(sid) {
+                let reserve = connection_reserve(&cfg);
+                let room = s
+                    .online
+                    .as_ref()
+                    .is_some_and(|o| backpressure::qos0_room(o, reserve));
+                if s.queue.is_empty() && room {
                     self.transmit(sid, d, now);
                 } else {
                     self.queue_qos0(sid, d, now);
