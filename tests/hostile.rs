@@ -1309,6 +1309,63 @@ async fn an_idle_connection_costs_a_few_kilobytes_of_rss() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_offline_session_with_one_subscription_costs_about_three_kilobytes_of_rss() {
+    // Issue 13: an offline persistent session with one subscription cost 2.8 KB of RSS in
+    // the release build, 3.2 KB in the debug one (mosquitto: about 1.7 KB, measured the same
+    // way): the session, its subscription in the session and in the index, and (with
+    // `--data none`) its rows in the memory store. Measured after the slimmer session
+    // (Online boxed, sorted vectors) and index (subscriptions only where a filter ends):
+    // 2.84 KB release, 2.9-3.0 KB debug. Bounds: 3 KiB release, 3.5 KiB debug, a guard
+    // against regressions (the issue's goal, 1 KB, needs the store's copy slimmed too). A
+    // session outlives its connection with clean session 0 [MQTT-3.1.2-4].
+    let n = scale("HOSTILE_IDLE_SESSIONS", 5000);
+    let bound = if debug_bridge() { 3584 } else { 3072 };
+    let attack = Attack::start(Launch::new(""), "idlesessions").await;
+    let bridge = &attack.bridge;
+    let ep = bridge.endpoint(TCP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss0 = bridge.rss_kb();
+    for start in (0..n).step_by(50) {
+        join_all((start..n.min(start + 50)).map(|i| {
+            let ep = ep.clone();
+            async move {
+                let id = format!("sensor-{i:06}");
+                let mut raw = raw_connected(&ep, V311, &id, 0, true).await;
+                let wanted = [format!("home/{id}/cmd")];
+                match exchange(
+                    &mut raw,
+                    V311,
+                    subscribe_packet(1, &wanted, QoS::AtLeastOnce),
+                )
+                .await
+                {
+                    Read::Packet(Packet::SubAck(_)) => {}
+                    other => panic!("`{id}`: expected SUBACK, got {other:?}"),
+                }
+                raw.send(disconnect_packet()).await;
+                // Gone once the broker has closed it: the session is offline.
+                closed_within(&mut raw, DEFAULT_TIMEOUT).await.unwrap();
+            }
+        }))
+        .await;
+    }
+    let offline = get_json(bridge, "/api/v1/stats").await["sessions_offline"].as_u64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss1 = bridge.rss_kb();
+    let per_session = rss1.saturating_sub(rss0) * 1024 / n as u64;
+    let mut checks = Checks::default();
+    checks.check(offline >= Some(n as u64), || {
+        format!("{offline:?} offline sessions in the stats, expected at least {n}")
+    });
+    checks.check(per_session <= bound, || {
+        format!("an idle offline session costs {per_session} bytes of RSS (bound {bound}; {n} sessions)")
+    });
+    attack.end(&mut checks, 256, LOAD_LATENCY_BOUND).await;
+    eprintln!("idle offline sessions ({n}): {per_session} B each (RSS {rss0} -> {rss1} KiB)");
+    checks.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_burst_the_rss_returns_within_twice_its_level_before() {
     // The issue's finding 7: after a few minutes of benchmark traffic the process stayed at
     // 378 MB with nothing connected.

@@ -46,10 +46,19 @@ impl Tracker {
         }
     }
 
-    /// Runs `task` until it ends or shutdown aborts it, holding `self` meanwhile.
-    pub(crate) async fn run(self, task: impl std::future::Future<Output = ()>) {
+    /// Runs the future `task` makes until it ends or shutdown aborts it, holding `self`
+    /// meanwhile.
+    ///
+    /// Takes a maker rather than the future: an `async fn` keeps its arguments for its whole
+    /// life, so a future passed in would be held twice (the argument, and its moved copy in
+    /// the `select!`), and every connection task, idle or not, would be twice its size (a
+    /// plain TCP connection's: 4 688 bytes instead of 2 400 in the debug build).
+    pub(crate) async fn run<F>(self, task: impl FnOnce() -> F)
+    where
+        F: std::future::Future<Output = ()>,
+    {
         tokio::select! {
-            () = task => {}
+            () = task() => {}
             () = self.abort.cancelled() => tracing::debug!("connection dropped at shutdown"),
         }
     }

@@ -71,11 +71,11 @@ pub(crate) async fn serve(
         // as a TLS one's (a handshake and a rustls connection inline, ~15 KB more for every
         // idle connection, measured by the hostile suite's idle-RSS test).
         match tls.clone() {
-            None => tokio::spawn(tracker.clone().run(async move {
+            None => tokio::spawn(tracker.clone().run(move || async move {
                 let _permit = permit;
                 serve_plain(&broker, socket, peer).await;
             })),
-            Some(tls) => tokio::spawn(tracker.clone().run(async move {
+            Some(tls) => tokio::spawn(tracker.clone().run(move || async move {
                 let _permit = permit;
                 serve_tls(&broker, &tls, socket, peer).await;
             })),

@@ -128,7 +128,7 @@ async fn handler(
                 broker, tracker, ..
             } = state;
             let tracker = tracker.upgrade();
-            let task = async move {
+            let task = move || async move {
                 let _permit = permit;
                 let mut info = ConnectionInfo::new(Some(peer), Transport::WebSocket);
                 if let Some(Extension(tls)) = tls {

@@ -4,8 +4,20 @@
 //! here, to list and to remove them); its outgoing messages are either in flight (sent,
 //! unacknowledged, within the client's Receive Maximum) or queued (bounded by message count
 //! and bytes).
+//!
+//! # Memory
+//! A broker may keep many more sessions than connections (persistent sessions of clients
+//! that come back now and then), so an idle offline session should cost little: the state
+//! only a connected session has ([`Online`]) is boxed, and the per-session collections that
+//! are small or empty for most sessions (its subscriptions, the QoS 2 packet ids awaiting
+//! PUBREL) are sorted vectors ([`VecMap`], [`VecSet`]) rather than hash tables: a hash table
+//! costs 48 bytes empty and a table of 4 buckets (about 160 bytes) for one entry, a vector
+//! 24 bytes empty and exactly its entries for one. Both stay small by construction: a
+//! session's subscriptions are capped by `max_subscriptions_per_session`, its QoS 2 ids by
+//! our Receive Maximum.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::borrow::Borrow;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -134,7 +146,7 @@ pub(crate) struct Session {
     /// When it last went offline.
     pub(crate) disconnected_at: Option<Instant>,
     /// Subscriptions (also in the index).
-    pub(crate) subscriptions: HashMap<TopicFilter, SubEntry>,
+    pub(crate) subscriptions: VecMap<TopicFilter, SubEntry>,
     /// Messages waiting while online, oldest first.
     pub(crate) queue: VecDeque<Delivery>,
     /// Messages waiting while offline: only their seq and size are in memory, the messages
@@ -150,14 +162,14 @@ pub(crate) struct Session {
     pub(crate) next_seq: u64,
     /// Incoming QoS 2 packet ids routed and awaiting PUBREL: a resent PUBLISH with one of
     /// these is not routed again [MQTT-4.3.3-9].
-    pub(crate) inbound_qos2: HashSet<u16>,
+    pub(crate) inbound_qos2: VecSet<u16>,
     /// A will waiting for its Will Delay Interval (5.0), and when it is due. Boxed, as the
     /// connection's will is: few sessions have one, and every session pays for the space.
     pub(crate) pending_will: Option<(Box<Will>, Instant)>,
     /// Acks of other clients held while this session is over its queue limit.
     pub(crate) held_acks: VecDeque<HeldAck>,
-    /// The connection, while online.
-    pub(crate) online: Option<Online>,
+    /// The connection, while online. Boxed: an offline session does not pay for its space.
+    pub(crate) online: Option<Box<Online>>,
     /// Counters.
     pub(crate) stats: SessionStats,
 }
@@ -174,14 +186,14 @@ impl Session {
             expiry_interval: 0,
             expires_at: None,
             disconnected_at: None,
-            subscriptions: HashMap::new(),
+            subscriptions: VecMap::default(),
             queue: VecDeque::new(),
             stored_queue: VecDeque::new(),
             queued_bytes: 0,
             inflight: HashMap::new(),
             packet_ids: PacketIds::new(),
             next_seq: 0,
-            inbound_qos2: HashSet::new(),
+            inbound_qos2: VecSet::default(),
             pending_will: None,
             held_acks: VecDeque::new(),
             online: None,
@@ -232,5 +244,226 @@ impl Session {
         let seq = self.next_seq;
         self.next_seq += 1;
         seq
+    }
+}
+
+/// A small map kept as a vector sorted by key: lookups by binary search, inserts and
+/// removals by shifting the entries after them. For the few entries a session holds (see the
+/// module docs) it costs exactly its entries, where a hash table costs a table.
+#[derive(Debug, Clone)]
+pub(crate) struct VecMap<K, V> {
+    /// Sorted by key, no key twice.
+    entries: Vec<(K, V)>,
+}
+
+impl<K, V> Default for VecMap<K, V> {
+    fn default() -> Self {
+        VecMap {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<K: Ord, V> VecMap<K, V> {
+    fn find<Q>(&self, key: &Q) -> Result<usize, usize>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.entries.binary_search_by(|(k, _)| k.borrow().cmp(key))
+    }
+
+    /// Whether `key` is in the map.
+    pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.find(key).is_ok()
+    }
+
+    /// Sets `key` to `value`; returns the value it replaces.
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Err(i) => {
+                self.entries.insert(i, (key, value));
+                None
+            }
+        }
+    }
+
+    /// Removes `key`; returns its value. Gives memory back once mostly empty.
+    pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let i = self.find(key).ok()?;
+        let (_, value) = self.entries.remove(i);
+        shrink(&mut self.entries);
+        Some(value)
+    }
+
+    /// How many entries.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// No entries.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries in key order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    /// The keys in order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+}
+
+/// A small set kept as a sorted vector (see [`VecMap`]).
+#[derive(Debug, Clone)]
+pub(crate) struct VecSet<T> {
+    /// Sorted, no value twice.
+    values: Vec<T>,
+}
+
+impl<T> Default for VecSet<T> {
+    fn default() -> Self {
+        VecSet { values: Vec::new() }
+    }
+}
+
+impl<T: Ord> VecSet<T> {
+    /// Whether `value` is in the set.
+    pub(crate) fn contains(&self, value: &T) -> bool {
+        self.values.binary_search(value).is_ok()
+    }
+
+    /// Adds `value`; `false` if it was there already.
+    pub(crate) fn insert(&mut self, value: T) -> bool {
+        match self.values.binary_search(&value) {
+            Ok(_) => false,
+            Err(i) => {
+                self.values.insert(i, value);
+                true
+            }
+        }
+    }
+
+    /// Removes `value`; `false` if it was not there. Gives memory back once mostly empty.
+    pub(crate) fn remove(&mut self, value: &T) -> bool {
+        match self.values.binary_search(value) {
+            Ok(i) => {
+                self.values.remove(i);
+                shrink(&mut self.values);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// How many values.
+    pub(crate) fn len(&self) -> usize {
+        self.values.len()
+    }
+}
+
+impl<T: Ord> Extend<T> for VecSet<T> {
+    fn extend<I: IntoIterator<Item = T>>(&mut self, values: I) {
+        for value in values {
+            self.insert(value);
+        }
+    }
+}
+
+/// Halves a vector's capacity once it is at most a quarter full, so a burst of entries that
+/// left does not keep its memory (a quarter, not a half: an entry added and removed at the
+/// boundary must not reallocate every time).
+fn shrink<T>(v: &mut Vec<T>) {
+    if v.capacity() > 4 && v.len() <= v.capacity() / 4 {
+        v.shrink_to(v.capacity() / 2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vec_map_keeps_one_value_per_key_in_key_order() {
+        let mut m = VecMap::default();
+        assert!(m.is_empty());
+        assert_eq!(m.insert("b", 2), None);
+        assert_eq!(m.insert("a", 1), None);
+        assert_eq!(m.insert("c", 3), None);
+        assert_eq!(m.insert("b", 20), Some(2));
+        assert_eq!(m.len(), 3);
+        assert!(m.contains_key("a") && !m.contains_key("d"));
+        assert_eq!(m.keys().copied().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(m.remove("a"), Some(1));
+        assert_eq!(m.remove("a"), None);
+        assert_eq!(
+            m.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
+            [("b", 20), ("c", 3)]
+        );
+    }
+
+    #[test]
+    fn a_vec_map_of_topic_filters_is_looked_up_by_filter() {
+        let mut m = VecMap::default();
+        for f in ["a/#", "a/+", "$share/g/a", "b"] {
+            let filter = TopicFilter::new(f).expect("valid");
+            m.insert(filter, f.len());
+        }
+        let wanted = TopicFilter::new("a/+").expect("valid");
+        assert_eq!(m.remove(&wanted), Some(3));
+        assert!(!m.contains_key(&wanted));
+        assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn a_vec_set_holds_each_value_once() {
+        let mut s = VecSet::default();
+        assert!(s.insert(5u16));
+        assert!(!s.insert(5));
+        s.extend([3, 9, 3]);
+        assert_eq!(s.len(), 3);
+        assert!(s.contains(&3) && s.contains(&9) && !s.contains(&4));
+        assert!(s.remove(&3));
+        assert!(!s.remove(&3));
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn emptied_collections_give_their_memory_back() {
+        let mut s = VecSet::default();
+        s.extend(1..=1000u16);
+        for v in 1..=1000u16 {
+            assert!(s.remove(&v));
+        }
+        assert!(s.values.capacity() <= 8, "{}", s.values.capacity());
+        let mut m = VecMap::default();
+        for k in 0..1000u32 {
+            m.insert(k, ());
+        }
+        for k in 0..1000u32 {
+            m.remove(&k);
+        }
+        assert!(m.entries.capacity() <= 8, "{}", m.entries.capacity());
+    }
+
+    #[test]
+    fn an_offline_session_is_small() {
+        // What every idle offline session holds before its collections: boxing `Online` and
+        // the sorted vectors brought it from 544 bytes (a 640-byte allocation) to this.
+        let size = std::mem::size_of::<Session>();
+        assert!(size <= 384, "Session is {size} bytes");
     }
 }

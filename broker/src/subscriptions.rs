@@ -12,6 +12,13 @@
 //! are kept flat in a `Vec` and linked by index; insertion, removal (pruning through parent
 //! links) and matching (an explicit stack of frames) are loops, and the arena drops as a flat
 //! `Vec`. Freed nodes go to a free list and are reused.
+//!
+//! # Memory
+//! Most nodes hold no subscription (the inner levels of a filter), and many filters are
+//! one client's own (`home/<client>/cmd`), so every node pays for what a node needs: its
+//! edges, and a pointer to its subscriptions, made only for a node where a filter ends
+//! ([`Node::payload`]). Inline, the two hash tables of a payload were 96 bytes in every
+//! node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,6 +70,12 @@ struct Payload {
     groups: HashMap<Arc<str>, Group>,
 }
 
+impl Payload {
+    fn is_empty(&self) -> bool {
+        self.subs.is_empty() && self.groups.is_empty()
+    }
+}
+
 /// The index of every subscription.
 ///
 /// Invariant: `links` and `payload` have the same length and index `i` of both is node `i`;
@@ -73,8 +86,9 @@ pub(crate) struct Subscriptions {
     /// The edges of every node, kept apart from the payload so that a walk over the edges
     /// can hand out `&mut Group`s.
     links: Vec<Links>,
-    /// The subscriptions of every node.
-    payload: Vec<Payload>,
+    /// The subscriptions of every node: `None` where none ends (most nodes), so that such
+    /// a node costs a pointer rather than two empty hash tables.
+    payload: Vec<Option<Box<Payload>>>,
     /// Freed node indices, reused before the arena grows.
     free: Vec<usize>,
     /// Subscriptions, shared members included.
@@ -85,7 +99,7 @@ impl Default for Subscriptions {
     fn default() -> Self {
         Self {
             links: vec![Links::default()],
-            payload: vec![Payload::default()],
+            payload: vec![None],
             free: Vec::new(),
             count: 0,
         }
@@ -120,7 +134,11 @@ impl Subscriptions {
     ) -> bool {
         let existed = if let Ok(Some(shared)) = filter.shared() {
             let node = self.node_for(shared.filter.as_str());
-            let group = self.payload[node].groups.entry(shared.group).or_default();
+            let group = self
+                .payload_mut(node)
+                .groups
+                .entry(shared.group)
+                .or_default();
             match group.members.iter_mut().find(|(s, _)| *s == session) {
                 Some(m) => {
                     m.1 = entry;
@@ -133,7 +151,7 @@ impl Subscriptions {
             }
         } else {
             let node = self.node_for(filter.as_str());
-            self.payload[node].subs.insert(session, entry).is_some()
+            self.payload_mut(node).subs.insert(session, entry).is_some()
         };
         if !existed {
             self.count += 1;
@@ -147,7 +165,10 @@ impl Subscriptions {
             let Some(node) = self.find(shared.filter.as_str()) else {
                 return false;
             };
-            let groups = &mut self.payload[node].groups;
+            let Some(Some(payload)) = self.payload.get_mut(node) else {
+                return false;
+            };
+            let groups = &mut payload.groups;
             let Some(group) = groups.get_mut(&shared.group) else {
                 return false;
             };
@@ -162,9 +183,17 @@ impl Subscriptions {
             let Some(node) = self.find(filter.as_str()) else {
                 return false;
             };
-            let removed = self.payload[node].subs.remove(&session).is_some();
+            let removed = match self.payload.get_mut(node) {
+                Some(Some(payload)) => payload.subs.remove(&session).is_some(),
+                _ => false,
+            };
             (node, filter.clone(), removed)
         };
+        if let Some(slot) = self.payload.get_mut(node) {
+            if slot.as_ref().is_some_and(|p| p.is_empty()) {
+                *slot = None;
+            }
+        }
         self.prune(node, path.as_str());
         if removed {
             self.count -= 1;
@@ -176,7 +205,7 @@ impl Subscriptions {
     /// [MQTT-4.7.2-1]. Costs a walk of the trie along `topic`, not a test of every filter.
     pub(crate) fn for_each_match(&self, topic: &str, mut f: impl FnMut(SessionId, &SubEntry)) {
         walk(&self.links, topic, |node| {
-            if let Some(p) = self.payload.get(node) {
+            if let Some(Some(p)) = self.payload.get(node) {
                 for (s, e) in &p.subs {
                     f(*s, e);
                 }
@@ -190,10 +219,15 @@ impl Subscriptions {
     pub(crate) fn for_each_matching_group(&mut self, topic: &str, mut f: impl FnMut(&mut Group)) {
         let payload = &mut self.payload;
         walk(&self.links, topic, |node| {
-            if let Some(p) = payload.get_mut(node) {
+            if let Some(Some(p)) = payload.get_mut(node) {
                 p.groups.values_mut().for_each(&mut f);
             }
         });
+    }
+
+    /// The subscriptions of `node`, made if it had none.
+    fn payload_mut(&mut self, node: usize) -> &mut Payload {
+        self.payload[node].get_or_insert_with(Box::default)
     }
 
     /// The node of `filter`, created (with its path) if missing.
@@ -265,8 +299,7 @@ impl Subscriptions {
         l.children.is_empty()
             && l.plus.is_none()
             && l.hash.is_none()
-            && p.subs.is_empty()
-            && p.groups.is_empty()
+            && p.as_ref().is_none_or(|p| p.is_empty())
     }
 
     /// A fresh empty node under `parent`.
@@ -282,7 +315,7 @@ impl Subscriptions {
             }
             None => {
                 self.links.push(links);
-                self.payload.push(Payload::default());
+                self.payload.push(None);
                 self.links.len() - 1
             }
         }
@@ -293,7 +326,7 @@ impl Subscriptions {
     fn release(&mut self, node: usize) {
         // Replacing drops the (empty) maps' allocations now rather than on reuse.
         self.links[node] = Links::default();
-        self.payload[node] = Payload::default();
+        self.payload[node] = None;
         self.free.push(node);
         if self.free.len() + 1 == self.links.len() {
             self.links.truncate(1);
@@ -565,6 +598,35 @@ mod tests {
     }
 
     #[test]
+    fn only_nodes_where_a_filter_ends_hold_subscriptions() {
+        let mut subs = Subscriptions::default();
+        let with_payload = |subs: &Subscriptions| subs.payload.iter().flatten().count();
+        subs.insert(
+            SessionId(1),
+            &filter("home/one/cmd"),
+            entry(QoS::AtMostOnce),
+        );
+        subs.insert(
+            SessionId(2),
+            &filter("home/two/cmd"),
+            entry(QoS::AtMostOnce),
+        );
+        assert_eq!(subs.node_count(), 6);
+        assert_eq!(with_payload(&subs), 2, "the two cmd nodes");
+        // A filter ending on an inner node gives it subscriptions, and takes them back.
+        let inner = filter("$share/g/home/one");
+        subs.insert(SessionId(3), &inner, entry(QoS::AtMostOnce));
+        subs.insert(SessionId(4), &filter("home/one"), entry(QoS::AtMostOnce));
+        assert_eq!(with_payload(&subs), 3);
+        assert!(subs.remove(SessionId(3), &inner));
+        assert_eq!(with_payload(&subs), 3, "home/one still has session 4");
+        assert!(subs.remove(SessionId(4), &filter("home/one")));
+        assert_eq!(with_payload(&subs), 2);
+        assert_eq!(subs.node_count(), 6, "home/one stays: it has a child");
+        assert_eq!(matches(&subs, "home/one/cmd"), vec![1]);
+    }
+
+    #[test]
     fn shared_groups_are_found_by_name_on_the_filters_node_and_take_members_in_order() {
         let mut subs = Subscriptions::default();
         let f = filter("$share/g/a/#");
@@ -606,7 +668,7 @@ mod tests {
         // A matching topic walks its own three levels and finds its one group.
         let mut hits = 0;
         let touched = walk(&subs.links, "sensors/77/temp", |n| {
-            hits += subs.payload[n].groups.len();
+            hits += subs.payload[n].as_ref().map_or(0, |p| p.groups.len());
         });
         assert_eq!((touched, hits), (4, 1));
         let mut found = Vec::new();

@@ -220,7 +220,7 @@ impl Engine {
         s.expires_at = None;
         // Back before the will delay ran out: no will [MQTT-3.1.3-9].
         s.pending_will = None;
-        s.online = Some(Online {
+        s.online = Some(Box::new(Online {
             conn,
             tx,
             flow,
@@ -234,7 +234,7 @@ impl Engine {
             disconnected_normally: false,
             credentials_expire,
             pending_out: 0,
-        });
+        }));
         self.conns.insert(conn, sid);
         if let Some(queue) = resumed_queue {
             if let Some(s) = self.sessions.get_mut(&sid) {
