@@ -1,6 +1,6 @@
 //! [`SqliteStore`]: the embedded, durable store.
 //!
-//! - `schema`: the tables, their triggers, checking a file is ours, migrating format 1.
+//! - `schema`: the tables and their index, checking a file is ours, migrating formats 1 and 2.
 //! - `rows`: rows to and from the store's types (messages as PUBLISH packets).
 
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::ffi::ErrorCode;
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{params, CachedStatement, Connection, OpenFlags, TransactionBehavior};
 
 use super::{
     DeliveryState, Durability, Op, Recovered, RecoveredSession, RetainedMeta, SessionMeta, Store,
@@ -23,6 +23,10 @@ mod schema;
 use crate::Metrics;
 use rows::*;
 use schema::*;
+
+/// WAL pages after which a commit folds the log into the database (a checkpoint, synced
+/// unless [`Durability::None`]). A page rewritten by many batches in between is copied once.
+const CHECKPOINT_PAGES: u32 = 1000;
 
 /// Sessions, subscriptions, deliveries and retained messages in `dir/broker.sqlite3`.
 ///
@@ -50,10 +54,9 @@ use schema::*;
 /// sessions(client_id PK, version, username, expiry_interval, expires_at_ms,
 ///          disconnected_at_ms, will, will_delay, will_at_ms, dropped)
 /// subscriptions(client_id, filter, options, sub_id)            PK (client_id, filter)
-/// messages(id PK, refs, payload_len, expires_at_ms, received_at_ms, publisher)
-/// message_bodies(id PK, message)
+/// messages(id PK, payload_len, expires_at_ms, received_at_ms, publisher, message)
 /// deliveries(client_id, seq, state, packet_id, qos, retain, sub_ids, message_id)
-///                                                               PK (client_id, seq)
+///                                   PK (client_id, seq), index deliveries_by_message
 /// inbound_qos2(client_id, packet_id)                            PK (client_id, packet_id)
 /// retained(topic PK, id, qos, payload_len, expires_at_ms, received_at_ms, publisher,
 ///          message)
@@ -65,17 +68,25 @@ use schema::*;
 /// subscription identifiers as big-endian `u32`s. The rows of a session reference it (foreign
 /// keys checked at commit): a batch cannot leave rows of a session that is not stored.
 ///
-/// A message queued for several sessions is one row of `messages` and one of
-/// `message_bodies` (its `id` is the engine's message id), referenced by `message_id` from
-/// each delivery; `refs` counts those, kept by triggers on `deliveries` in the batch's
-/// transaction, and both rows are deleted with the last delivery. The count lives apart from
-/// the body because SQLite rewrites a whole row to change one column. In `retained` the
-/// small columns come before `message`, so reading the retained metadata at start does not
-/// read the payloads.
+/// A message queued for several sessions is one row of `messages` (its `id` is the engine's
+/// message id), written once and never updated, referenced by `message_id` from each
+/// delivery. A batch that removes deliveries deletes, before it commits, those of their
+/// messages no delivery references any more (found through `deliveries_by_message`). In
+/// `messages` and `retained` the small columns come before `message`, so reading them (the
+/// queue sizes, the retained metadata at start) does not read the payloads.
+///
+/// # The write path
+/// Queueing a QoS 1 message for an offline session is two inserts (the message, the
+/// delivery) in the batch's transaction; a message for many sessions is encoded and inserted
+/// once per batch. Statements are prepared once and cached. With
+/// [`Durability::Always`] each batch is one commit and one sync of the WAL (the clients
+/// of the batch share it); checkpoints fold the WAL into the database every
+/// [`CHECKPOINT_PAGES`] pages, so a page written by many batches is copied once.
 ///
 /// Version 1 (until the messages were shared) kept the message in each delivery row and no
-/// id, QoS or length in `retained`; [`SqliteStore::open`] migrates such a file in one
-/// transaction.
+/// id, QoS or length in `retained`; version 2 kept each message's body in a table of its
+/// own and counted its references with triggers (one more row written per delivery).
+/// [`SqliteStore::open`] migrates either in one transaction.
 pub struct SqliteStore {
     conn: Connection,
     /// The data directory, named in errors.
@@ -87,6 +98,19 @@ pub struct SqliteStore {
     dirty: bool,
     /// Where commits and syncs are timed (`mqtt_bridge_store_*`), once the broker says.
     metrics: Option<Arc<Metrics>>,
+    /// Scratch of a batch, kept for its allocations (see [`Batch`]).
+    batch: Batch,
+}
+
+/// What a batch remembers while its operations run; emptied at its end.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Messages this batch has inserted (or found stored): the next deliveries of the same
+    /// message neither encode nor insert it again.
+    written: std::collections::HashSet<i64>,
+    /// Messages of the deliveries this batch removed: deleted at its end unless a delivery
+    /// still references them.
+    released: Vec<i64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -102,7 +126,7 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// The version of the schema and of the serialization; version 1 is migrated, another
     /// one is refused, untouched.
-    pub const FORMAT_VERSION: u32 = 2;
+    pub const FORMAT_VERSION: u32 = 3;
 
     /// Opens the store in `dir`, creating the directory and the database if missing.
     ///
@@ -110,12 +134,12 @@ impl SqliteStore {
     /// - [`StoreError::Io`]: the directory or the file cannot be created, opened or written
     ///   (or another process holds the database).
     /// - [`StoreError::Version`]: the database has another format version (neither this one
-    ///   nor 1).
+    ///   nor 1 or 2).
     /// - [`StoreError::Corrupt`]: the file is not an SQLite database, or not ours.
     ///
     /// An existing file is never overwritten nor deleted, and one of another version or not
-    /// ours is not modified at all. One of format version 1 is migrated to this version in
-    /// one transaction: if the migration fails, the file is left as it was.
+    /// ours is not modified at all. One of format version 1 or 2 is migrated to this version
+    /// in one transaction: if the migration fails, the file is left as it was.
     pub fn open(dir: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
             path: dir.to_owned(),
@@ -140,7 +164,9 @@ impl SqliteStore {
         let mut tables = Vec::new();
         {
             let mut stmt = conn
-                .prepare("SELECT name FROM sqlite_schema WHERE type IN ('table', 'trigger')")
+                .prepare(
+                    "SELECT name FROM sqlite_schema WHERE type IN ('table', 'trigger', 'index')",
+                )
                 .map_err(opening("reading the schema"))?;
             let mut rows = stmt.query([]).map_err(opening("reading the schema"))?;
             while let Some(row) = rows.next().map_err(opening("reading the schema"))? {
@@ -177,6 +203,7 @@ impl SqliteStore {
             }
             // A write too: a read-only file or directory is found now.
             Some(1) => migrate_v1(&mut conn, dir)?,
+            Some(2) => migrate_v2(&mut conn, dir)?,
             Some(_) => {
                 // A real write, so that a read-only file or directory is found now, not at
                 // the first acknowledgement.
@@ -193,7 +220,8 @@ impl SqliteStore {
             Durability::None => "OFF",
         };
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = {synchronous}; PRAGMA journal_size_limit = 67108864;"
+            "PRAGMA synchronous = {synchronous}; PRAGMA journal_size_limit = 67108864; \
+             PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES};"
         ))
         .map_err(opening("configuring"))?;
         conn.set_prepared_statement_cache_capacity(32);
@@ -204,6 +232,7 @@ impl SqliteStore {
             last_sync: Instant::now(),
             dirty: false,
             metrics: None,
+            batch: Batch::default(),
         })
     }
 
@@ -222,12 +251,29 @@ impl SqliteStore {
     }
 
     fn apply_ops(&mut self, ops: &[Op]) -> Result<(), Failure> {
+        let batch = &mut self.batch;
+        batch.written.clear();
+        batch.released.clear();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut hot = Hot::default();
         for op in ops {
-            apply_op(&tx, op)?;
+            apply_op(&tx, op, batch, &mut hot)?;
         }
+        // The messages whose last delivery went in this batch go with it.
+        batch.released.sort_unstable();
+        batch.released.dedup();
+        if !batch.released.is_empty() {
+            let mut release = tx.prepare_cached(
+                "DELETE FROM messages WHERE id = ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1)",
+            )?;
+            for &id in &batch.released {
+                release.execute([id])?;
+            }
+        }
+        drop(hot);
         // Timed only when counted: two clock reads per batch, never per message.
         let started = self.metrics.as_ref().map(|_| Instant::now());
         let committed = tx.commit();
@@ -258,7 +304,54 @@ impl From<rusqlite::Error> for Failure {
     }
 }
 
-fn apply_op(tx: &Connection, op: &Op) -> Result<(), Failure> {
+/// The statements a batch runs once per message or delivery, taken from the connection's
+/// cache at their first use in a batch and kept to its end: a lookup in that cache hashes
+/// the statement's text, and returning it there hashes it again, which cost about as much
+/// as binding the row (callgrind).
+#[derive(Default)]
+struct Hot<'c> {
+    insert_message: Option<CachedStatement<'c>>,
+    insert_delivery: Option<CachedStatement<'c>>,
+    delete_delivery: Option<CachedStatement<'c>>,
+    set_state: Option<CachedStatement<'c>>,
+}
+
+/// The statement in `slot`, prepared (or taken from the cache) on first use.
+fn hot<'s, 'c>(
+    slot: &'s mut Option<CachedStatement<'c>>,
+    tx: &'c Connection,
+    sql: &str,
+) -> Result<&'s mut CachedStatement<'c>, Failure> {
+    let stmt = match slot.take() {
+        Some(stmt) => stmt,
+        None => tx.prepare_cached(sql)?,
+    };
+    Ok(slot.insert(stmt))
+}
+
+/// Removes one delivery, giving back its message's id.
+const DELETE_DELIVERY: &str =
+    "DELETE FROM deliveries WHERE client_id = ?1 AND seq = ?2 RETURNING message_id";
+
+/// Runs a `DELETE ... RETURNING message_id` on deliveries, noting the messages released.
+fn delete_deliveries(
+    stmt: &mut CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    released: &mut Vec<i64>,
+) -> Result<(), Failure> {
+    let mut rows = stmt.query(params)?;
+    while let Some(row) = rows.next()? {
+        released.push(row.get(0)?);
+    }
+    Ok(())
+}
+
+fn apply_op<'c>(
+    tx: &'c Connection,
+    op: &Op,
+    batch: &mut Batch,
+    stmts: &mut Hot<'c>,
+) -> Result<(), Failure> {
     match op {
         Op::PutSession(meta) => {
             let (will, will_delay, will_at) = match &meta.pending_will {
@@ -301,9 +394,15 @@ fn apply_op(tx: &Connection, op: &Op) -> Result<(), Failure> {
             ])?;
         }
         Op::DeleteSession(client) => {
+            delete_deliveries(
+                &mut tx.prepare_cached(
+                    "DELETE FROM deliveries WHERE client_id = ?1 RETURNING message_id",
+                )?,
+                [&**client],
+                &mut batch.released,
+            )?;
             for sql in [
                 "DELETE FROM subscriptions WHERE client_id = ?1",
-                "DELETE FROM deliveries WHERE client_id = ?1",
                 "DELETE FROM inbound_qos2 WHERE client_id = ?1",
                 "DELETE FROM sessions WHERE client_id = ?1",
             ] {
@@ -336,12 +435,16 @@ fn apply_op(tx: &Connection, op: &Op) -> Result<(), Failure> {
             let m = &d.msg;
             let id = id_to_sql(m.id)?;
             let seq = seq_to_sql(d.seq)?;
-            // The message, unless stored already (encoded only then); the delivery's insert
-            // counts the reference.
-            let added = tx
-                .prepare_cached(
-                    "INSERT INTO messages (id, refs, payload_len, expires_at_ms, \
-                     received_at_ms, publisher) VALUES (?1, 0, ?2, ?3, ?4, ?5) \
+            // The message, once per batch (a stored one is left as it is: an id always
+            // names the same message).
+            if batch.written.insert(id) {
+                let message =
+                    encode_message(&m.topic, &m.payload, m.qos, m.retain, m.properties.clone())?;
+                hot(
+                    &mut stmts.insert_message,
+                    tx,
+                    "INSERT INTO messages (id, payload_len, expires_at_ms, received_at_ms, \
+                     publisher, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                      ON CONFLICT (id) DO NOTHING",
                 )?
                 .execute(params![
@@ -350,12 +453,8 @@ fn apply_op(tx: &Connection, op: &Op) -> Result<(), Failure> {
                     m.expires_at.map(to_ms),
                     to_ms(m.received_at),
                     m.publisher.as_deref(),
+                    message,
                 ])?;
-            if added == 1 {
-                let message =
-                    encode_message(&m.topic, &m.payload, m.qos, m.retain, m.properties.clone())?;
-                tx.prepare_cached("INSERT INTO message_bodies (id, message) VALUES (?1, ?2)")?
-                    .execute(params![id, message])?;
             }
             let (state, packet_id) = pack_state(d.state);
             let sub_ids: Vec<u8> = d.sub_ids.iter().flat_map(|id| id.to_be_bytes()).collect();
@@ -369,19 +468,22 @@ fn apply_op(tx: &Connection, op: &Op) -> Result<(), Failure> {
                 sub_ids,
                 id,
             ];
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, \
-                     sub_ids, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                     ON CONFLICT (client_id, seq) DO NOTHING",
-                )?
-                .execute(row)?;
+            let inserted = hot(
+                &mut stmts.insert_delivery,
+                tx,
+                "INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, \
+                 sub_ids, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (client_id, seq) DO NOTHING",
+            )?
+            .execute(row)?;
             if inserted == 0 {
                 // It replaces a delivery, which releases its own message (the new one is
-                // counted already: it may be the same). Not `INSERT OR REPLACE`: the
-                // replaced row would not fire the trigger that releases its message.
-                tx.prepare_cached("DELETE FROM deliveries WHERE client_id = ?1 AND seq = ?2")?
-                    .execute(params![&**client, seq])?;
+                // stored already: it may be the same).
+                delete_deliveries(
+                    hot(&mut stmts.delete_delivery, tx, DELETE_DELIVERY)?,
+                    params![&**client, seq],
+                    &mut batch.released,
+                )?;
                 tx.prepare_cached(
                     "INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, \
                      sub_ids, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -391,15 +493,20 @@ fn apply_op(tx: &Connection, op: &Op) -> Result<(), Failure> {
         }
         Op::SetDeliveryState { client, seq, state } => {
             let (state, packet_id) = pack_state(*state);
-            tx.prepare_cached(
+            hot(
+                &mut stmts.set_state,
+                tx,
                 "UPDATE deliveries SET state = ?3, packet_id = ?4 \
                  WHERE client_id = ?1 AND seq = ?2",
             )?
             .execute(params![&**client, seq_to_sql(*seq)?, state, packet_id])?;
         }
         Op::DeleteDelivery { client, seq } => {
-            tx.prepare_cached("DELETE FROM deliveries WHERE client_id = ?1 AND seq = ?2")?
-                .execute(params![&**client, seq_to_sql(*seq)?])?;
+            delete_deliveries(
+                hot(&mut stmts.delete_delivery, tx, DELETE_DELIVERY)?,
+                params![&**client, seq_to_sql(*seq)?],
+                &mut batch.released,
+            )?;
         }
         Op::PutInboundQos2 { client, packet_id } => {
             tx.prepare_cached(

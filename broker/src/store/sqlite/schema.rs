@@ -1,5 +1,5 @@
-//! The schema of the SQLite store: its tables and triggers, the check that an existing file
-//! is ours and of a version we read, and the migration from format 1.
+//! The schema of the SQLite store: its tables and index, the check that an existing file
+//! is ours and of a version we read, and the migrations from formats 1 and 2.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,20 @@ pub(super) const FILE_NAME: &str = "broker.sqlite3";
 pub(super) const PROGRAM: &str = "mqtt-bridge";
 
 /// The tables besides `meta`.
-pub(super) const TABLES: [&str; 7] = [
+pub(super) const TABLES: [&str; 6] = [
+    "sessions",
+    "subscriptions",
+    "messages",
+    "deliveries",
+    "inbound_qos2",
+    "retained",
+];
+
+/// The indexes the store relies on (see [`MESSAGE_TABLES`]).
+pub(super) const INDEXES: [&str; 1] = ["deliveries_by_message"];
+
+/// The tables besides `meta` in format version 2.
+pub(super) const TABLES_V2: [&str; 7] = [
     "sessions",
     "subscriptions",
     "messages",
@@ -29,8 +42,8 @@ pub(super) const TABLES: [&str; 7] = [
     "retained",
 ];
 
-/// The triggers that keep the messages' reference counts (see [`MESSAGE_TABLES`]).
-pub(super) const TRIGGERS: [&str; 3] = ["delivery_added", "delivery_removed", "message_removed"];
+/// The triggers of format version 2, which counted the references to a message.
+pub(super) const TRIGGERS_V2: [&str; 3] = ["delivery_added", "delivery_removed", "message_removed"];
 
 /// The tables besides `meta` in format version 1.
 pub(super) const TABLES_V1: [&str; 5] = [
@@ -47,7 +60,7 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 ) WITHOUT ROWID;";
 
-/// The tables that did not change from version 1 to 2.
+/// The tables that did not change since version 1.
 pub(super) const SESSION_TABLES: &str = "
 CREATE TABLE sessions (
     client_id TEXT PRIMARY KEY NOT NULL,
@@ -76,28 +89,22 @@ CREATE TABLE inbound_qos2 (
     PRIMARY KEY (client_id, packet_id)
 ) WITHOUT ROWID;";
 
-/// The tables new in version 2 (or remade: `deliveries` and `retained`), and the triggers
-/// that count the references to a message.
+/// The tables that changed since version 1: `messages`, `deliveries` and `retained`.
 ///
-/// A message's reference count is in a row without its body: SQLite rewrites a whole row
-/// to update one column, and counting a reference must not read (nor write) a megabyte.
-/// In `retained`, written whole every time, the big column, `message`, comes last, so
-/// reading the others does not read through its overflow pages.
-///
-/// The triggers count every way a delivery comes or goes (the foreign keys' cascade too),
-/// in the statement's own transaction; the store never uses `INSERT OR REPLACE` on
-/// `deliveries`, whose implicit delete would not fire them.
+/// A message is one row of `messages`, written once and never updated (its body is its
+/// last column); a delivery references it by `message_id`, and the index
+/// `deliveries_by_message` finds whether any still does: the store deletes a message in
+/// the batch that removes its last delivery. No reference count is kept, so queueing a
+/// message costs one insert for the message and one per delivery, and nothing is rewritten
+/// as deliveries come and go. In `retained`, written whole every time, the big column,
+/// `message`, comes last, so reading the others does not read through its overflow pages.
 pub(super) const MESSAGE_TABLES: &str = "
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY NOT NULL,
-    refs INTEGER NOT NULL,
     payload_len INTEGER NOT NULL,
     expires_at_ms INTEGER,
     received_at_ms INTEGER NOT NULL,
-    publisher TEXT
-);
-CREATE TABLE message_bodies (
-    id INTEGER PRIMARY KEY NOT NULL,
+    publisher TEXT,
     message BLOB NOT NULL
 );
 CREATE TABLE deliveries (
@@ -112,6 +119,7 @@ CREATE TABLE deliveries (
     message_id INTEGER NOT NULL,
     PRIMARY KEY (client_id, seq)
 ) WITHOUT ROWID;
+CREATE INDEX deliveries_by_message ON deliveries (message_id);
 CREATE TABLE retained (
     topic TEXT PRIMARY KEY NOT NULL,
     id INTEGER NOT NULL,
@@ -121,35 +129,44 @@ CREATE TABLE retained (
     received_at_ms INTEGER NOT NULL,
     publisher TEXT,
     message BLOB NOT NULL
-);
-CREATE TRIGGER delivery_added AFTER INSERT ON deliveries BEGIN
-    UPDATE messages SET refs = refs + 1 WHERE id = NEW.message_id;
-END;
-CREATE TRIGGER delivery_removed AFTER DELETE ON deliveries BEGIN
-    UPDATE messages SET refs = refs - 1 WHERE id = OLD.message_id;
-    DELETE FROM messages WHERE id = OLD.message_id AND refs <= 0;
-END;
-CREATE TRIGGER message_removed AFTER DELETE ON messages BEGIN
-    DELETE FROM message_bodies WHERE id = OLD.id;
-END;";
+);";
 
-/// Version 1 to 2, before the new tables are made: the old ones step aside.
+/// Version 2 to 3: the reference counts and their triggers go, each message's body joins
+/// its row, and deliveries are indexed by message.
+pub(super) const MIGRATE_V2: &str = "
+DROP TRIGGER delivery_added;
+DROP TRIGGER delivery_removed;
+DROP TRIGGER message_removed;
+ALTER TABLE messages RENAME TO messages_v2;
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY NOT NULL,
+    payload_len INTEGER NOT NULL,
+    expires_at_ms INTEGER,
+    received_at_ms INTEGER NOT NULL,
+    publisher TEXT,
+    message BLOB NOT NULL
+);
+INSERT INTO messages (id, payload_len, expires_at_ms, received_at_ms, publisher, message)
+    SELECT m.id, m.payload_len, m.expires_at_ms, m.received_at_ms, m.publisher, b.message
+    FROM messages_v2 m JOIN message_bodies b ON b.id = m.id;
+DROP TABLE messages_v2;
+DROP TABLE message_bodies;
+CREATE INDEX deliveries_by_message ON deliveries (message_id);";
+
+/// Version 1 to 3, before the new tables are made: the old ones step aside.
 pub(super) const MIGRATE_V1_RENAME: &str = "
 ALTER TABLE deliveries RENAME TO deliveries_v1;
 ALTER TABLE retained RENAME TO retained_v1;";
 
-/// Version 1 to 2, once the new tables are made, the part SQL does alone: every delivery's
-/// message becomes a row of `messages` and `message_bodies` (numbered 1, 2, ... in
-/// (client_id, seq) order: version 1 kept a copy per delivery), referenced from the new
-/// `deliveries`, whose trigger counts the one reference each. The retained rows are copied
-/// by [`migrate_v1`], which must read their messages.
+/// Version 1 to 3, once the new tables are made, the part SQL does alone: every delivery's
+/// message becomes a row of `messages` (numbered 1, 2, ... in (client_id, seq) order:
+/// version 1 kept a copy per delivery), referenced from the new `deliveries`. The retained
+/// rows are copied by [`migrate_v1`], which must read their messages.
 pub(super) const MIGRATE_V1_DELIVERIES: &str = "
-INSERT INTO messages (id, refs, payload_len, expires_at_ms, received_at_ms, publisher)
-    SELECT row_number() OVER (ORDER BY client_id, seq), 0, payload_len, expires_at_ms,
-           received_at_ms, publisher
+INSERT INTO messages (id, payload_len, expires_at_ms, received_at_ms, publisher, message)
+    SELECT row_number() OVER (ORDER BY client_id, seq), payload_len, expires_at_ms,
+           received_at_ms, publisher, message
     FROM deliveries_v1;
-INSERT INTO message_bodies (id, message)
-    SELECT row_number() OVER (ORDER BY client_id, seq), message FROM deliveries_v1;
 INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, sub_ids, message_id)
     SELECT client_id, seq, state, packet_id, qos, retain, sub_ids,
            row_number() OVER (ORDER BY client_id, seq)
@@ -164,14 +181,14 @@ pub(super) fn schema() -> String {
 /// The columns of a delivery with its message, in the order [`decode_delivery`] reads them.
 pub(super) const DELIVERY_COLUMNS: &str =
     "d.client_id, d.seq, d.state, d.packet_id, d.qos, d.retain, \
-                                d.sub_ids, d.message_id, b.message, m.expires_at_ms, \
+                                d.sub_ids, d.message_id, m.message, m.expires_at_ms, \
                                 m.received_at_ms, m.publisher \
                                 FROM deliveries d \
-                                LEFT JOIN messages m ON m.id = d.message_id \
-                                LEFT JOIN message_bodies b ON b.id = d.message_id";
+                                LEFT JOIN messages m ON m.id = d.message_id";
 
-/// Checks that an existing database is ours and of our version or of version 1, without
-/// writing to it; returns its version. `tables` names its tables and triggers.
+/// Checks that an existing database is ours and of our version or of version 1 or 2,
+/// without writing to it; returns its version. `tables` names its tables, triggers and
+/// indexes.
 pub(super) fn check_ours(
     conn: &Connection,
     dir: &Path,
@@ -225,8 +242,9 @@ pub(super) fn check_ours(
     let (version, expected): (u32, &[&str]) = match meta.get("format_version") {
         Some(v) if *v == SqliteStore::FORMAT_VERSION.to_string() => (
             SqliteStore::FORMAT_VERSION,
-            &[TABLES.as_slice(), &TRIGGERS].concat(),
+            &[TABLES.as_slice(), &INDEXES].concat(),
         ),
+        Some(v) if v == "2" => (2, &[TABLES_V2.as_slice(), &TRIGGERS_V2].concat()),
         Some(v) if v == "1" => (1, &TABLES_V1),
         Some(v) => {
             return Err(StoreError::Version {
@@ -297,6 +315,21 @@ pub(super) fn migrate_v1(conn: &mut Connection, dir: &Path) -> Result<(), StoreE
     tx.execute_batch(&format!(
         "DROP TABLE retained_v1; \
          UPDATE meta SET value = '{}' WHERE key = 'format_version';",
+        SqliteStore::FORMAT_VERSION
+    ))
+    .map_err(failed)?;
+    tx.commit().map_err(failed)
+}
+
+/// Migrates a database of format version 2 to the current one, in one transaction (see
+/// [`MIGRATE_V2`]): the same sessions, deliveries, messages (ids kept) and retained rows.
+pub(super) fn migrate_v2(conn: &mut Connection, dir: &Path) -> Result<(), StoreError> {
+    let failed = |e: rusqlite::Error| open_error(dir.to_owned(), "migrating from version 2", e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failed)?;
+    tx.execute_batch(&format!(
+        "{MIGRATE_V2} UPDATE meta SET value = '{}' WHERE key = 'format_version';",
         SqliteStore::FORMAT_VERSION
     ))
     .map_err(failed)?;

@@ -1,4 +1,5 @@
-//! Files of format 1 (before messages were shared) are migrated at open, or left untouched.
+//! Files of format 1 (before messages were shared) and 2 (reference counts kept by
+//! triggers) are migrated at open, or left untouched.
 
 use super::*;
 
@@ -29,7 +30,7 @@ fn a_version_1_database_opens_migrated_with_its_sessions_queues_and_retained_mes
             &store,
             "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'format_version'"
         ),
-        2
+        i64::from(SqliteStore::FORMAT_VERSION)
     );
     let got = store.load().unwrap();
     // Version 1 had no ids: the deliveries' messages are numbered in (client, seq)
@@ -101,4 +102,68 @@ fn a_version_1_database_that_cannot_be_migrated_is_left_as_it_was() {
         )
         .unwrap();
     assert_eq!(version, "1");
+}
+
+#[test]
+fn a_version_2_database_opens_migrated_with_the_same_sessions_queues_messages_and_ids() {
+    let mut memory = MemoryStore::new();
+    let expected = exercise(&mut memory);
+    let tmp = TempDir::new();
+    std::fs::write(tmp.0.join(FILE_NAME), V2_FIXTURE).unwrap();
+    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+    assert_eq!(
+        count(
+            &store,
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'format_version'"
+        ),
+        i64::from(SqliteStore::FORMAT_VERSION)
+    );
+    // Version 2 had the engine's ids already: everything comes back exactly.
+    assert_eq!(store.load().unwrap(), expected);
+    assert_eq!(
+        store.load_queue("a").unwrap(),
+        memory.load_queue("a").unwrap()
+    );
+    assert_eq!(
+        store.load_retained("a/b").unwrap(),
+        memory.load_retained("a/b").unwrap()
+    );
+    assert_eq!(message_ids(&store), vec![1, 2, 7, 9, 11]);
+    assert_references_counted(&store);
+    // Neither the triggers nor the table of bodies are left.
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM sqlite_schema \
+             WHERE type = 'trigger' OR name IN ('message_bodies', 'messages_v2')"
+        ),
+        0
+    );
+
+    // It is a database of this version now: it takes batches and opens as it is.
+    store.apply(&[Op::DeleteSession("a".into())]).unwrap();
+    assert_eq!(message_ids(&store), vec![11]);
+    drop(store);
+    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+    assert_eq!(store.load().unwrap().sessions.len(), 1);
+    assert_references_counted(&store);
+}
+
+#[test]
+fn a_version_2_database_missing_a_trigger_is_corrupt_and_left_as_it_was() {
+    let tmp = TempDir::new();
+    let file = tmp.0.join(FILE_NAME);
+    std::fs::write(&file, V2_FIXTURE).unwrap();
+    {
+        let conn = Connection::open(&file).unwrap();
+        conn.execute_batch("DROP TRIGGER delivery_removed").unwrap();
+    }
+    let before = std::fs::read(&file).unwrap();
+    match SqliteStore::open(&tmp.0, Durability::Always) {
+        Err(StoreError::Corrupt { detail, .. }) => {
+            assert!(detail.contains("delivery_removed"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), before);
 }
