@@ -4,6 +4,9 @@ use protocol::client::ClientError;
 use protocol::{ReasonCode, TopicError};
 use wasm_bindgen::JsValue;
 
+/// The message of [`Error::Ended`].
+pub(crate) const ENDED: &str = "the client was ended";
+
 /// Everything that can go wrong between JavaScript and the state machine.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
@@ -44,7 +47,7 @@ pub(crate) enum Error {
     #[error("persistence: {0}")]
     Store(String),
     /// `end()` was called before the operation finished.
-    #[error("the client was ended")]
+    #[error("{}", ENDED)]
     Ended,
 }
 

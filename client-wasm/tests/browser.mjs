@@ -258,6 +258,55 @@ async function persistenceFailures(ws) {
 }
 
 /**
+ * Publishes made in a row leave in few WebSocket frames, each holding many packets
+ * [MQTT-6.0.0-2], and at most 64 KiB plus one packet: counted by wrapping the page's
+ * `WebSocket.prototype.send`. 200 QoS 1 publishes (under the bridge's Receive Maximum of
+ * 256, which a 3.1.1 client cannot be told) are all acknowledged with 0, and their messages
+ * come back once each, in order [MQTT-4.6.0-6] (at QoS 0: the client sends nothing else).
+ */
+async function batching(ws) {
+  const frames = [];
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    frames.push(data.byteLength ?? data.length);
+    return send.call(this, data);
+  };
+  try {
+    const c = await window.mqtt.connect(ws, { clientId: "batching", protocolVersion: 4 });
+    const got = [];
+    c.on("message", (topic, payload) => got.push(new DataView(payload.buffer, payload.byteOffset).getUint32(0)));
+    await c.subscribe("batch/#", { qos: 0 });
+    const out = [];
+    for (const [size, n] of [[64, 200], [1024, 200]]) {
+      frames.length = 0;
+      const acks = [];
+      for (let i = 0; i < n; i++) {
+        const p = new Uint8Array(size);
+        new DataView(p.buffer).setUint32(0, got.length + i);
+        acks.push(c.publish(`batch/${size}`, p, { qos: 1 }));
+      }
+      const codes = await Promise.all(acks);
+      const sent = [...frames];
+      if (codes.some((x) => x !== 0)) throw new Error(`batching: reason codes ${codes}`);
+      const bytes = sent.reduce((a, b) => a + b, 0);
+      // One frame per 64 KiB started (a packet may cross it), and never one per packet.
+      const most = Math.ceil(bytes / 65536);
+      if (sent.length > most || sent.some((f) => f > 65536 + size + 64)) {
+        throw new Error(`batching: ${n} publishes of ${size} B went out in frames of [${sent}] B, expected at most ${most}`);
+      }
+      out.push(`${n} QoS 1 publishes of ${size} B in a row: ${sent.length} frame(s) of [${sent}] B, all acknowledged`);
+    }
+    const deadline = Date.now() + 5000;
+    while (got.length < 400 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    if (got.join() !== [...Array(400).keys()].join()) throw new Error(`batching: received ${got.length} messages, not 0..399 in order`);
+    await c.end();
+    return [...out, "the 400 messages came back once each, in order"];
+  } finally {
+    WebSocket.prototype.send = send;
+  }
+}
+
+/**
  * Persistence across a page reload (issue: "a new client instance over the same IndexedDB"):
  * messages published while the broker is down wait in IndexedDB; the page reloads; the
  * broker comes back (same ports, same data); a new client with the same id sends them, and
@@ -354,6 +403,7 @@ try {
   const log = await page.evaluate(scenarios, ws);
   for (const line of log) console.log(`ok: ${line}`);
   for (const line of await page.evaluate(properties, ws)) console.log(`ok: ${line}`);
+  for (const line of await page.evaluate(batching, ws)) console.log(`ok: ${line}`);
   for (const line of await page.evaluate(persistenceFailures, ws)) console.log(`ok: ${line}`);
   for (const line of await persistence(page, allowed)) console.log(`ok: ${line}`);
   console.log("browser test passed");

@@ -282,6 +282,28 @@ impl Client {
         Ok(n)
     }
 
+    /// Encodes packets waiting to be sent into `buf` until it holds `limit` bytes or more
+    /// (the last packet may cross it) or none is left; returns how many. A driver that sends
+    /// each `buf` as one frame bounds its frames so.
+    ///
+    /// A packet that cannot be encoded is dropped and its error returned; call again for
+    /// the packets after it.
+    pub fn encode_transmit_upto(
+        &mut self,
+        buf: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<usize, ClientError> {
+        let mut n = 0;
+        while buf.len() < limit {
+            let Some(p) = self.transmit.pop_front() else {
+                break;
+            };
+            p.encode(self.opts.version, buf)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
