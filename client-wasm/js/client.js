@@ -63,3 +63,100 @@ export const soon = (f) =>
       f();
     } catch {}
   });
+
+// The options of connect, publish and subscribe (src/options.rs), checked here: the same
+// checks through bindings cost the package more. A bad one throws the Error the caller gets.
+const get = (o, k) => (typeof o == "object" && o !== null ? o[k] : undefined);
+const bad = (what) => {
+  throw new Error(`invalid argument: ${what}`);
+};
+// A number (an integer in 0..=max with max), a string, a flag; undefined when absent.
+const num = (o, k, what, max) => {
+  const v = get(o, k);
+  if (v == null) return;
+  if (typeof v != "number" || (max != null && !(Number.isInteger(v) && v >= 0 && v <= max))) bad(what);
+  return v;
+};
+const str = (o, k, what) => {
+  const v = get(o, k);
+  if (v != null && typeof v != "string") bad(what);
+  return v ?? undefined;
+};
+const flag = (o, k) => {
+  const v = get(o, k);
+  return v == null ? undefined : !!v;
+};
+const U32 = 4294967295;
+const SECS = " seconds";
+const MS = " must be milliseconds";
+const qos = (o) => num(o, "qos", "qos must be 0, 1 or 2", 2) ?? 0;
+const bytes = (v, what) =>
+  typeof v == "string" ? new TextEncoder().encode(v) : v instanceof Uint8Array ? v : v instanceof ArrayBuffer ? new Uint8Array(v) : bad(what);
+
+// [version, clientId, clean, keepalive, sessionExpiryInterval, queueLimit, connectTimeout,
+// will ([topic, payload, qos, retain] or undefined), reconnect, initialDelay, maxDelay,
+// jitter, persistence (undefined: off, null: the default name, or the name), transformWsUrl,
+// username, password].
+export function connectOpts(o) {
+  const v = num(o, "protocolVersion", "protocolVersion must be 4 or 5", 5) ?? 4;
+  if (v < 4) bad("protocolVersion must be 4 or 5");
+  const id = str(o, "clientId", "clientId must be a string") ?? "";
+  const clean = flag(o, "clean") ?? true;
+  const ka = num(o, "keepalive", `keepalive must be 0..=65535${SECS}`, 65535);
+  const expiry = num(o, "sessionExpiryInterval", `sessionExpiryInterval must be 0..=${U32}${SECS}`, U32);
+  const t = get(o, "transformWsUrl");
+  const user = get(o, "username");
+  const pass = get(o, "password");
+  if (t !== undefined && typeof t != "function") bad("transformWsUrl must be a function");
+  const limit = num(o, "queueLimit", "queueLimit must be a non-negative integer", U32);
+  const timeout = num(o, "connectTimeout", "connectTimeout" + MS);
+  const w = get(o, "will");
+  let will;
+  if (typeof w == "object" && w !== null) {
+    const topic = str(w, "topic", "will.topic must be a string") ?? bad("will.topic is required");
+    will = [topic, bytes(get(w, "payload"), "will.payload must be a string or a Uint8Array"), qos(w), !!flag(w, "retain")];
+  }
+  const r = get(o, "reconnect");
+  const delay = (k, d, what = `reconnect.${k}` + MS) => num(r, k, what) ?? d;
+  const re = [r !== false, delay("initialDelay", 1000), delay("maxDelay", 30000), delay("jitter", 0.5, "reconnect.jitter must be 0..1")];
+  let persist;
+  if (flag(o, "persistence")) {
+    persist = str(get(o, "persistence"), "name", "persistence.name must be a string") ?? null;
+    if (!id || clean) bad("persistence needs a clientId and clean: false");
+    if (v == 5 && !expiry) bad("persistence with protocolVersion 5 needs a sessionExpiryInterval above 0");
+  }
+  return [v, id, clean, ka, expiry, limit, timeout, will, ...re, persist, t, user, pass];
+}
+
+// subscribe: qos | 4 if nl | 8 if rap | rh << 4.
+export function subOpts(o) {
+  return qos(o) | (flag(o, "nl") ? 4 : 0) | (flag(o, "rap") ? 8 : 0) | ((num(o, "rh", "rh must be 0, 1 or 2", 2) ?? 0) << 4);
+}
+
+// publish `properties` (5.0): [payloadFormatIndicator, messageExpiryInterval, contentType,
+// responseTopic, correlationData, [key, value, key, value, ...]].
+export function pubProps(o) {
+  const p = get(o, "properties");
+  const P = "properties.";
+  const S = " must be a string";
+  const cd = get(p, "correlationData");
+  const up = get(p, "userProperties");
+  const kv = [];
+  const out = [
+    flag(p, "payloadFormatIndicator"),
+    num(p, "messageExpiryInterval", `${P}messageExpiryInterval must be 0..=${U32}${SECS}`, U32),
+    str(p, "contentType", P + "contentType" + S),
+    str(p, "responseTopic", P + "responseTopic" + S),
+    cd == null ? undefined : bytes(cd, P + "correlationData must be a string or a Uint8Array"),
+    kv,
+  ];
+  if (typeof up == "object" && up !== null) {
+    for (const [k, v] of Object.entries(up)) {
+      for (const x of Array.isArray(v) ? v : [v]) {
+        if (typeof x != "string") bad(P + "userProperties values must be strings or arrays of strings");
+        kv.push(k, x);
+      }
+    }
+  }
+  return out;
+}

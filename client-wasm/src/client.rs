@@ -52,7 +52,7 @@ pub fn connect(url: String, opts: JsValue) -> Promise {
     let (options, reconnect, persistence, hooks) = match options::parse(&opts) {
         Ok(o) => o,
         Err(e) => {
-            let _ = settle.reject.call1(&JsValue::NULL, &e.into());
+            let _ = settle.reject.call1(&JsValue::NULL, &e);
             return promise;
         }
     };

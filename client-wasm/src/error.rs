@@ -46,6 +46,9 @@ pub(crate) enum Error {
     /// a session this version cannot read.
     #[error("persistence: {0}")]
     Store(String),
+    /// A JavaScript error, given as it is (a bad option, checked in `js/client.js`).
+    #[error("a JavaScript error")]
+    Js(JsValue),
     /// `end()` was called before the operation finished.
     #[error("{}", ENDED)]
     Ended,
@@ -64,6 +67,9 @@ impl Error {
 
 impl From<Error> for JsValue {
     fn from(e: Error) -> JsValue {
+        if let Error::Js(v) = e {
+            return v;
+        }
         let js = js_sys::Error::new(&e.to_string());
         if let Some(code) = e.reason_code() {
             let _ = js_sys::Reflect::set(&js, &"reasonCode".into(), &code.as_u8().into());

@@ -65,7 +65,7 @@ impl Inner {
         };
         let retain = flags & 4 != 0;
         let properties = if flags & 8 != 0 {
-            options::publish_properties(opts)?
+            options::publish_properties(opts).map_err(Error::Js)?
         } else {
             Default::default()
         };
@@ -79,14 +79,15 @@ impl Inner {
         if self.ended {
             return Err(Error::Ended);
         }
+        let o = options::sub_opts(opts).map_err(Error::Js)?;
         let options = SubscriptionOptions {
-            qos: options::qos(opts)?,
-            no_local: js::get_bool(opts, "nl").unwrap_or(false),
-            retain_as_published: js::get_bool(opts, "rap").unwrap_or(false),
-            retain_handling: match js::get_uint(opts, "rh", 2, "rh must be 0, 1 or 2")? {
-                None | Some(0) => RetainHandling::SendAtSubscribe,
-                Some(1) => RetainHandling::SendIfNew,
-                Some(_) => RetainHandling::DoNotSend,
+            qos: options::qos_of(Some(f64::from(o & 3))),
+            no_local: o & 4 != 0,
+            retain_as_published: o & 8 != 0,
+            retain_handling: match o >> 4 {
+                0 => RetainHandling::SendAtSubscribe,
+                1 => RetainHandling::SendIfNew,
+                _ => RetainHandling::DoNotSend,
             },
         };
         let subs = filter_list(filters)?
