@@ -276,7 +276,7 @@ struct Inner {
     /// With `persistence`: the IndexedDB store and what waits for its writes.
     store: Option<Store>,
     /// Called by each store write when it is done.
-    on_write: Closure<dyn FnMut(bool)>,
+    on_write: Closure<dyn FnMut(JsValue)>,
     /// Counts sockets opened, so that bytes held for a closed one are never sent on the next.
     generation: u32,
     /// `end()` came while output waited for the store: close once it has gone.
@@ -355,7 +355,7 @@ impl Inner {
             })
         });
         let w = this.clone();
-        let on_write = Closure::new(move |ok: bool| run(&w, |i| i.committed(ok)));
+        let on_write = Closure::new(move |ok: JsValue| run(&w, |i| i.committed(ok.is_truthy())));
         let w = this.clone();
         let on_soon = Closure::new(move || run(&w, |i| i.flush_queued = false));
         Inner {
