@@ -1,4 +1,7 @@
-// The parts of src/client/ that cost fewer bytes written in JavaScript than through bindings.
+// The client's JavaScript: the parts of src/ that cost fewer bytes (or fewer crossings of
+// the wasm boundary) written here than through bindings. One file, because every snippet
+// file costs the package its own import lines and gzip stream: the client's calls
+// (src/client/), then the timers (src/timer.rs) and IndexedDB (src/store.rs).
 
 // The `message` listener's packet object, built in one call: from Rust, every property set
 // is a key string crossing the boundary, which cost more than the MQTT work per message.
@@ -159,4 +162,136 @@ export function pubProps(o) {
     }
   }
   return out;
+}
+
+// ---- Timers (src/timer.rs, which explains them) ----
+const ticker = (send, t = {}) => ([id, ms]) => {
+  clearTimeout(t[id]);
+  t[id] = setTimeout(() => {
+    delete t[id];
+    send(id);
+  }, ms);
+};
+// id -> { f, at: deadline, tick: the deadline a tick is asked for; 0: none }
+const timers = new Map();
+let last = 0;
+let post;
+
+const ask = (id, t, ms) => {
+  t.tick = t.at;
+  post([id, ms]);
+};
+
+const tick = (id) => {
+  const t = timers.get(id);
+  if (!t) return;
+  t.tick = 0;
+  if (!t.at) return;
+  const ms = t.at - performance.now();
+  if (ms > 0) ask(id, t, ms);
+  else {
+    t.at = 0;
+    t.f();
+  }
+};
+
+const start = () => {
+  const here = ticker(tick);
+  post = here;
+  if (typeof window == "object" && typeof Worker == "function") {
+    try {
+      const w = new Worker(URL.createObjectURL(new Blob([`const k=(${ticker})(postMessage);onmessage=e=>k(e.data)`])));
+      w.onmessage = (e) => tick(e.data);
+      w.onerror = () => {
+        post = here;
+        for (const [id, t] of timers) if (t.at) ask(id, t, t.at - performance.now());
+      };
+      post = (data) => w.postMessage(data);
+    } catch {}
+  }
+};
+
+export function timer_new(f) {
+  if (!post) start();
+  timers.set(++last, { f, at: 0, tick: 0 });
+  return last;
+}
+
+export function timer_arm(id, ms) {
+  const t = timers.get(id);
+  t.at = performance.now() + ms;
+  if (!t.tick || t.at < t.tick) ask(id, t, ms);
+}
+
+export function timer_cancel(id) {
+  timers.get(id).at = 0;
+}
+
+export function timer_drop(id) {
+  timers.delete(id);
+}
+
+// ---- IndexedDB (src/store.rs) ----
+// IndexedDB for the client's `persistence` option: one object store "r" of records, keys
+// numbers, values Uint8Array (their meaning is the protocol crate's, src/client/store.rs).
+// Kept in JavaScript because the same code through web-sys bindings costs more bytes.
+
+/**
+ * Takes the Web Lock named after the store (one client per stored session: two tabs with
+ * the same client id would overwrite each other's records; waits up to 2 s, so that a client
+ * just ended has time to let go), opens (creating) database `name`, and resolves with
+ * [db, keys, values, release]; `release()` lets the lock go. Without `navigator.locks`
+ * (not a secure context) there is no lock.
+ */
+export function openStore(name) {
+  return new Promise((resolve, reject) => {
+    const open = (release) => {
+      const req = indexedDB.open(name, 1);
+      req.onupgradeneeded = () => req.result.createObjectStore("r");
+      req.onerror = () => {
+        release();
+        reject(req.error);
+      };
+      req.onsuccess = () => {
+        const db = req.result;
+        const s = db.transaction("r").objectStore("r");
+        const keys = s.getAllKeys();
+        const values = s.getAll();
+        // Requests of one transaction complete in order: keys are there when values are.
+        values.onsuccess = () => resolve([db, keys.result, values.result, release]);
+        values.onerror = () => {
+          release();
+          reject(values.error);
+        };
+      };
+    };
+    const locks = globalThis.navigator && navigator.locks;
+    if (!locks) return open(() => {});
+    locks
+      .request("mqtt-bridge-client " + name, { signal: AbortSignal.timeout(2000) }, () => new Promise(open))
+      .catch((e) =>
+        reject(e && e.name === "TimeoutError" ? new Error(`another client (another tab?) holds the stored session "${name}"`) : e),
+      );
+  });
+}
+
+/**
+ * Writes records in one transaction, after clearing the store if `clear`: `values[i]`
+ * undefined deletes `keys[i]`. `done(true)` once committed, `done(false)` if it failed,
+ * always later, never from inside this call. Transactions on one store commit in order.
+ * "relaxed": committed data survives a reload and a crashed tab, not a power cut (the
+ * browser, not the page, then owns it); "strict" would wait for a disk flush per step.
+ */
+export function writeStore(db, clear, keys, values, done) {
+  let tx;
+  try {
+    tx = db.transaction("r", "readwrite", { durability: "relaxed" });
+    const s = tx.objectStore("r");
+    if (clear) s.clear();
+    keys.forEach((k, i) => (values[i] ? s.put(values[i], k) : s.delete(k)));
+  } catch (e) {
+    return queueMicrotask(() => done(false));
+  }
+  tx.oncomplete = () => done(true);
+  tx.onabort = () => done(false);
 }
