@@ -1,5 +1,6 @@
 //! What the JavaScript caller asks of `Inner` (publish, subscribe, unsubscribe) and what it
-//! is told (listeners, received messages), and the promises waiting for an answer.
+//! is told (listeners, received messages), and the bindings to the JavaScript `Map` that
+//! keeps the promises waiting for an answer.
 
 use bytes::Bytes;
 use js_sys::{Array, Function, Promise, Uint8Array};
