@@ -110,8 +110,10 @@ pub struct Client {
     /// The token of the next `publish` call.
     next_token: u64,
     /// Outgoing QoS 1/2 in flight, in the order first sent (resent in that order
-    /// [MQTT-4.6.0-1]). Keyed by a sequence number; `by_id` maps packet ids to it.
-    outbound: VecMap<u64, Outbound>,
+    /// [MQTT-4.6.0-1]). Keyed by a sequence number; `by_id` maps packet ids to it. Boxed:
+    /// acknowledgements mostly remove the first entry, and the map's `Vec` then moves the
+    /// others, 16 bytes each instead of a whole message (hundreds of bytes).
+    outbound: VecMap<u64, Box<Outbound>>,
     /// Packet id of each entry of `outbound` to its sequence number.
     by_id: VecMap<u16, u64>,
     /// The sequence number of the next message to go in flight.
