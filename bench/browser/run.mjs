@@ -48,7 +48,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statS
 import { readFile, writeFile } from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { bridgeBin as bridgeBinOf, chromiumBin, cleanup, fail, launchChromium, root, serveStatic, setup, spawnBridge } from "../../tests/support/harness.mjs";
+import { allowOrigin, bridgeBin as bridgeBinOf, chromiumBin, cleanup, fail, launchChromium, root, serveStatic, setup, spawnBridge } from "../../tests/support/harness.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -121,9 +121,12 @@ setup("run.mjs", RUN_TIMEOUT_MS);
 
 // ---- the bridge and the page -------------------------------------------------------------
 
-/** Starts the release bridge on ephemeral ports; resolves with its ws URL and TCP address. */
-async function startBridge() {
-  const args = ["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none"];
+/**
+ * Starts the release bridge on ephemeral ports, letting pages of `base` (the static server)
+ * open WebSockets to it; resolves with its ws URL and TCP address.
+ */
+async function startBridge(base) {
+  const args = ["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none", ...(await allowOrigin(base))];
   const b = await spawnBridge(args, { bin: bridgeBin, env: { ...process.env, RUST_LOG: "warn" } });
   return { ws: b.ws, host: b.mqtt.slice(0, b.mqtt.lastIndexOf(":")), port: b.mqttPort, args };
 }
@@ -578,11 +581,13 @@ async function main() {
   rmSync(pkgDir, { recursive: true, force: true });
   cpSync(builtPkgDir, pkgDir, { recursive: true });
   const load = (await readFile("/proc/loadavg", "utf8").catch(() => "")).split(" ").slice(0, 3).join(" ");
-  const bridge = await startBridge();
   // --profile with CLIENT_WASM_PKG: that package as it is (build it with names for Rust frames).
   const named = profile && !process.env.CLIENT_WASM_PKG;
   if (named) buildNamedPkg();
   const base = await startStatic(named ? namedPkgDir : pkgDir);
+  // The page and the bridge are on different ports, so different origins: the bridge must
+  // allow the page's, or it refuses every WebSocket.
+  const bridge = await startBridge(base);
   const browser = await launchChromium(["--enable-precise-memory-info", "--js-flags=--expose-gc"]);
   const chromeVersion = browser.version();
   const s = sizes();

@@ -4,6 +4,9 @@ use protocol::client::ClientError;
 use protocol::{ReasonCode, TopicError};
 use wasm_bindgen::JsValue;
 
+/// The message of [`Error::Ended`].
+pub(crate) const ENDED: &str = "the client was ended";
+
 /// Everything that can go wrong between JavaScript and the state machine.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
@@ -43,8 +46,11 @@ pub(crate) enum Error {
     /// a session this version cannot read.
     #[error("persistence: {0}")]
     Store(String),
+    /// A JavaScript error, given as it is (a bad option, checked in `js/client.js`).
+    #[error("a JavaScript error")]
+    Js(JsValue),
     /// `end()` was called before the operation finished.
-    #[error("the client was ended")]
+    #[error("{}", ENDED)]
     Ended,
 }
 
@@ -61,6 +67,9 @@ impl Error {
 
 impl From<Error> for JsValue {
     fn from(e: Error) -> JsValue {
+        if let Error::Js(v) = e {
+            return v;
+        }
         let js = js_sys::Error::new(&e.to_string());
         if let Some(code) = e.reason_code() {
             let _ = js_sys::Reflect::set(&js, &"reasonCode".into(), &code.as_u8().into());

@@ -14,48 +14,6 @@ pub(crate) fn get(obj: &JsValue, key: &str) -> JsValue {
     Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
 }
 
-/// `obj[key]` as a number; `None` when absent, an error when present but not a number.
-pub(crate) fn get_f64(obj: &JsValue, key: &str, what: &'static str) -> Result<Option<f64>, Error> {
-    let v = get(obj, key);
-    if v.is_undefined() || v.is_null() {
-        return Ok(None);
-    }
-    v.as_f64().map(Some).ok_or(Error::Argument(what))
-}
-
-/// `obj[key]` as an integer within `0..=max`.
-pub(crate) fn get_uint(
-    obj: &JsValue,
-    key: &str,
-    max: u32,
-    what: &'static str,
-) -> Result<Option<u32>, Error> {
-    match get_f64(obj, key, what)? {
-        None => Ok(None),
-        Some(n) if n.fract() == 0.0 && n >= 0.0 && n <= f64::from(max) => Ok(Some(n as u32)),
-        Some(_) => Err(Error::Argument(what)),
-    }
-}
-
-/// `obj[key]` as a boolean (JavaScript truthiness), `None` when absent.
-pub(crate) fn get_bool(obj: &JsValue, key: &str) -> Option<bool> {
-    let v = get(obj, key);
-    (!v.is_undefined() && !v.is_null()).then(|| v.is_truthy())
-}
-
-/// `obj[key]` as a string, `None` when absent.
-pub(crate) fn get_string(
-    obj: &JsValue,
-    key: &str,
-    what: &'static str,
-) -> Result<Option<String>, Error> {
-    let v = get(obj, key);
-    if v.is_undefined() || v.is_null() {
-        return Ok(None);
-    }
-    v.as_string().map(Some).ok_or(Error::Argument(what))
-}
-
 /// A string (UTF-8), `Uint8Array` or `ArrayBuffer` as bytes.
 pub(crate) fn bytes(v: &JsValue, what: &'static str) -> Result<Vec<u8>, Error> {
     if let Some(s) = v.as_string() {

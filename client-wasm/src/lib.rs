@@ -15,7 +15,7 @@
 //!   and a late PINGREQ loses the connection) and use `setTimeout` inside a Worker.
 //! - `options`: the `connect` options object and `publish` properties.
 //! - `store`: the `persistence` option: records in IndexedDB (through a small JavaScript
-//!   snippet, `js/store.js`), and the output held until they are written.
+//!   snippet in `js/client.js`), and the output held until they are written.
 //! - `js`: small conversions (option getters, plain objects, promises).
 //! - `error`: the crate's one error type and its one conversion to a JavaScript `Error`.
 //!

@@ -1,14 +1,20 @@
 //! `connect(url, opts)` options: the JavaScript object to [`ClientOptions`] and
-//! [`Reconnect`].
+//! [`Reconnect`], and the options of `publish` and `subscribe`.
+//!
+//! # Why the checks are in JavaScript
+//! `js/client.js` reads and checks the option objects and hands over arrays of plain values:
+//! each property read and each error message through bindings cost the size-budgeted
+//! package far more bytes than the same lines of JavaScript.
 
 use bytes::Bytes;
-use js_sys::{Array, Object};
+use js_sys::{Array, Uint8Array};
 use protocol::client::ClientOptions;
 use protocol::{Properties, ProtocolVersion, QoS, TopicName, Will};
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 
 use crate::error::Error;
-use crate::js::{bytes, get, get_bool, get_f64, get_string, get_uint};
+use crate::js::bytes;
 
 /// Auto-reconnect: exponential backoff from `initial_ms` doubling up to `max_ms`, each delay
 /// shortened by a random fraction of up to `jitter` so that many clients dropped at once do
@@ -75,163 +81,110 @@ pub(crate) fn credentials(
     Ok((username, password))
 }
 
-/// Reads `opts` (an object, or `undefined` for the defaults).
+#[wasm_bindgen(module = "/js/client.js")]
+extern "C" {
+    /// Checks `connect`'s options and gives them as an array (see `js/client.js`); throws
+    /// the `Error` the caller gets for a bad one.
+    #[wasm_bindgen(catch, js_name = connectOpts)]
+    fn connect_opts(opts: &JsValue) -> Result<Array, JsValue>;
+    /// `subscribe`'s options: qos | 4 (nl) | 8 (rap) | rh << 4.
+    #[wasm_bindgen(catch, js_name = subOpts)]
+    pub(crate) fn sub_opts(opts: &JsValue) -> Result<u32, JsValue>;
+    /// `publish`'s `properties` as an array (see `js/client.js`).
+    #[wasm_bindgen(catch, js_name = pubProps)]
+    fn pub_props(opts: &JsValue) -> Result<Array, JsValue>;
+}
+
+/// A number of the array, if there.
+fn n(a: &Array, i: u32) -> Option<f64> {
+    a.get(i).as_f64()
+}
+
+/// A string of the array, if there.
+fn s(a: &Array, i: u32) -> Option<String> {
+    a.get(i).as_string()
+}
+
+/// Reads `opts` (an object, or `undefined` for the defaults), checked by `connectOpts`.
 pub(crate) fn parse(
     opts: &JsValue,
-) -> Result<(ClientOptions, Reconnect, Persistence, Hooks), Error> {
-    let version = match get_uint(opts, "protocolVersion", 5, "protocolVersion must be 4 or 5")? {
-        None | Some(4) => ProtocolVersion::V311,
-        Some(5) => ProtocolVersion::V5,
-        Some(_) => return Err(Error::Argument("protocolVersion must be 4 or 5")),
+) -> Result<(ClientOptions, Reconnect, Persistence, Hooks), JsValue> {
+    let a = connect_opts(opts)?;
+    let version = match n(&a, 0) {
+        Some(5.0) => ProtocolVersion::V5,
+        _ => ProtocolVersion::V311,
     };
-    let client_id = get_string(opts, "clientId", "clientId must be a string")?.unwrap_or_default();
-    let clean = get_bool(opts, "clean").unwrap_or(true);
-    let mut o = ClientOptions::new(version, client_id, clean);
-    if let Some(k) = get_uint(
-        opts,
-        "keepalive",
-        65535,
-        "keepalive must be 0..=65535 seconds",
-    )? {
+    let mut o = ClientOptions::new(version, s(&a, 1).unwrap_or_default(), a.get(2).is_truthy());
+    if let Some(k) = n(&a, 3) {
         o.keep_alive = k as u16;
     }
-    o.session_expiry_interval = get_uint(
-        opts,
-        "sessionExpiryInterval",
-        u32::MAX,
-        "sessionExpiryInterval must be 0..=4294967295 seconds",
-    )?;
-    let hooks = Hooks {
-        url: get(opts, "transformWsUrl"),
-        username: get(opts, "username"),
-        password: get(opts, "password"),
-    };
-    if !hooks.url.is_undefined() && !hooks.url.is_function() {
-        return Err(Error::Argument("transformWsUrl must be a function"));
+    o.session_expiry_interval = n(&a, 4).map(|v| v as u32);
+    if let Some(limit) = n(&a, 5) {
+        o.max_queued = limit as usize;
     }
-    if let Some(n) = get_uint(
-        opts,
-        "queueLimit",
-        u32::MAX,
-        "queueLimit must be a non-negative integer",
-    )? {
-        o.max_queued = n as usize;
-    }
-    if let Some(ms) = get_f64(
-        opts,
-        "connectTimeout",
-        "connectTimeout must be milliseconds",
-    )? {
+    if let Some(ms) = n(&a, 6) {
         o.connect_timeout = std::time::Duration::from_millis(ms.max(0.0) as u64);
     }
-    let will = get(opts, "will");
+    let will = a.get(7);
     if will.is_object() {
-        let topic = get_string(&will, "topic", "will.topic must be a string")?
-            .ok_or(Error::Argument("will.topic is required"))?;
+        let w = Array::from(&will);
         o.will = Some(Will {
-            topic: TopicName::new(topic)?,
-            payload: Bytes::from(bytes(
-                &get(&will, "payload"),
-                "will.payload must be a string or a Uint8Array",
-            )?),
-            qos: qos(&will)?,
-            retain: get_bool(&will, "retain").unwrap_or(false),
+            topic: TopicName::new(s(&w, 0).unwrap_or_default()).map_err(Error::from)?,
+            payload: Bytes::from(Uint8Array::from(w.get(1)).to_vec()),
+            qos: qos_of(n(&w, 2)),
+            retain: w.get(3).is_truthy(),
             properties: Default::default(),
         });
     }
-    let r = get(opts, "reconnect");
     let reconnect = Reconnect {
-        enabled: r.as_bool() != Some(false),
-        initial_ms: get_f64(
-            &r,
-            "initialDelay",
-            "reconnect.initialDelay must be milliseconds",
-        )?
-        .unwrap_or(1000.0)
-        .max(0.0),
-        max_ms: get_f64(&r, "maxDelay", "reconnect.maxDelay must be milliseconds")?
-            .unwrap_or(30_000.0)
-            .max(0.0),
-        jitter: get_f64(&r, "jitter", "reconnect.jitter must be 0..1")?
-            .unwrap_or(0.5)
-            .clamp(0.0, 1.0),
+        enabled: a.get(8).is_truthy(),
+        initial_ms: n(&a, 9).unwrap_or(0.0).max(0.0),
+        max_ms: n(&a, 10).unwrap_or(0.0).max(0.0),
+        jitter: n(&a, 11).unwrap_or(0.0).clamp(0.0, 1.0),
     };
-    let p = get(opts, "persistence");
-    let persistence = match get_bool(opts, "persistence") {
-        Some(true) => Some(get_string(&p, "name", "persistence.name must be a string")?),
-        _ => None,
+    let p = a.get(12);
+    let persistence = (!p.is_undefined()).then(|| p.as_string());
+    o.persistent = persistence.is_some();
+    let hooks = Hooks {
+        url: a.get(13),
+        username: a.get(14),
+        password: a.get(15),
     };
-    if persistence.is_some() {
-        // Resuming needs the same session on the server: a client id, clean = false and,
-        // in 5.0, a session that outlives the connection [MQTT-3.1.2-23].
-        if o.client_id.is_empty() || o.clean_start {
-            return Err(Error::Argument(
-                "persistence needs a clientId and clean: false",
-            ));
-        }
-        if version == ProtocolVersion::V5 && o.session_expiry_interval.unwrap_or(0) == 0 {
-            return Err(Error::Argument(
-                "persistence with protocolVersion 5 needs a sessionExpiryInterval above 0",
-            ));
-        }
-        o.persistent = true;
-    }
     Ok((o, reconnect, persistence, hooks))
 }
 
 /// `opts.properties` of `publish` (5.0; ignored by a 3.1.1 connection), named as in MQTT.js.
-pub(crate) fn publish_properties(opts: &JsValue) -> Result<Properties, Error> {
+pub(crate) fn publish_properties(opts: &JsValue) -> Result<Properties, JsValue> {
+    let a = pub_props(opts)?;
     let mut p = Properties::default();
-    let v = get(opts, "properties");
-    if !v.is_object() {
-        return Ok(p);
+    let pfi = a.get(0);
+    if !pfi.is_undefined() {
+        p.payload_format_indicator = Some(pfi.is_truthy());
     }
-    p.payload_format_indicator = get_bool(&v, "payloadFormatIndicator");
-    p.message_expiry_interval = get_uint(
-        &v,
-        "messageExpiryInterval",
-        u32::MAX,
-        "properties.messageExpiryInterval must be 0..=4294967295 seconds",
-    )?;
-    p.content_type = get_string(&v, "contentType", "properties.contentType must be a string")?;
-    p.response_topic = get_string(
-        &v,
-        "responseTopic",
-        "properties.responseTopic must be a string",
-    )?;
-    let cd = get(&v, "correlationData");
-    if !cd.is_undefined() && !cd.is_null() {
-        p.correlation_data = Some(Bytes::from(bytes(
-            &cd,
-            "properties.correlationData must be a string or a Uint8Array",
-        )?));
+    p.message_expiry_interval = n(&a, 1).map(|v| v as u32);
+    p.content_type = s(&a, 2);
+    p.response_topic = s(&a, 3);
+    let cd = a.get(4);
+    if !cd.is_undefined() {
+        p.correlation_data = Some(Bytes::from(Uint8Array::from(cd).to_vec()));
     }
-    let up = get(&v, "userProperties");
-    if up.is_object() {
-        const WHAT: &str = "properties.userProperties values must be strings or arrays of strings";
-        for entry in Object::entries(&Object::from(up)).iter() {
-            let entry = Array::from(&entry);
-            let key = entry.get(0).as_string().unwrap_or_default();
-            let value = entry.get(1);
-            let values = if Array::is_array(&value) {
-                Array::from(&value)
-            } else {
-                Array::of1(&value)
-            };
-            for v in values.iter() {
-                let v = v.as_string().ok_or(Error::Argument(WHAT))?;
-                p.user_properties.push((key.clone(), v));
-            }
-        }
+    let kv = Array::from(&a.get(5));
+    let mut i = 0;
+    while i + 1 < kv.length() {
+        p.user_properties.push((
+            s(&kv, i).unwrap_or_default(),
+            s(&kv, i + 1).unwrap_or_default(),
+        ));
+        i += 2;
     }
     Ok(p)
 }
 
-/// `obj.qos`, 0 when absent.
-pub(crate) fn qos(obj: &JsValue) -> Result<QoS, Error> {
-    Ok(match get_uint(obj, "qos", 2, "qos must be 0, 1 or 2")? {
-        None | Some(0) => QoS::AtMostOnce,
-        Some(1) => QoS::AtLeastOnce,
-        Some(_) => QoS::ExactlyOnce,
-    })
+/// A QoS from its number (0 when absent).
+pub(crate) fn qos_of(n: Option<f64>) -> QoS {
+    match n {
+        Some(1.0) => QoS::AtLeastOnce,
+        Some(2.0) => QoS::ExactlyOnce,
+        _ => QoS::AtMostOnce,
+    }
 }

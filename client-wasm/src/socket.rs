@@ -7,7 +7,7 @@
 use std::fmt;
 
 use wasm_bindgen::closure::Closure;
-use wasm_bindgen::JsCast;
+use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use crate::error::Error;
@@ -26,8 +26,8 @@ pub(crate) trait Handler: 'static {
 pub(crate) struct Socket {
     ws: WebSocket,
     _on_open: Closure<dyn FnMut()>,
-    _on_message: Closure<dyn FnMut(MessageEvent)>,
-    _on_close: Closure<dyn FnMut(CloseEvent)>,
+    _on_message: Closure<dyn FnMut(JsValue)>,
+    _on_close: Closure<dyn FnMut(JsValue)>,
 }
 
 impl fmt::Debug for Socket {
@@ -50,8 +50,10 @@ impl Socket {
         let h = handler.clone();
         let on_open = Closure::<dyn FnMut()>::new(move || h.opened());
         let h = handler.clone();
-        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
-            let data = e.data();
+        // Both take a `JsValue`, a closure type the client uses already: every closure type
+        // costs its own glue.
+        let on_message = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+            let data = e.unchecked_into::<MessageEvent>().data();
             let bytes = match data.dyn_into::<js_sys::ArrayBuffer>() {
                 Ok(buf) => Ok(js_sys::Uint8Array::new(&buf).to_vec()),
                 Err(_) => Err(Error::TextFrame),
@@ -59,7 +61,8 @@ impl Socket {
             h.received(bytes);
         });
         let h = handler;
-        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
+        let on_close = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+            let e = e.unchecked_into::<CloseEvent>();
             h.closed(e.code(), e.reason())
         });
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));

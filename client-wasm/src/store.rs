@@ -28,7 +28,7 @@ use protocol::{PacketId, Publish};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 
-#[wasm_bindgen(module = "/js/store.js")]
+#[wasm_bindgen(module = "/js/client.js")]
 extern "C" {
     /// Resolves with `[db, keys, values]`.
     #[wasm_bindgen(js_name = openStore)]
@@ -77,7 +77,7 @@ pub(crate) struct Store {
     held: VecDeque<(u64, Held)>,
     /// The number of the rewrite transaction while one is pending.
     rewrite_at: Option<u64>,
-    /// Lets the Web Lock on the store go (see `js/store.js`).
+    /// Lets the Web Lock on the store go (see `js/client.js`).
     release: Function,
 }
 

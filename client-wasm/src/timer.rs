@@ -6,11 +6,11 @@
 //! up to a minute more, and the broker drops a client it has not heard from in 1.5 times the
 //! keep-alive [MQTT-3.1.2-24]. Dedicated Workers are not throttled so (MQTT.js's
 //! `timerVariant: 'worker'` relies on the same), so on a page the ticks come from one small
-//! Worker made from a blob: URL and shared by every client of the page (`js/timer.js`). In a
+//! Worker made from a blob: URL and shared by every client of the page (`js/client.js`). In a
 //! Worker, or where a blob: Worker cannot be made (a CSP without `blob:` in `worker-src`),
 //! they come from plain `setTimeout`.
 //!
-//! # How `js/timer.js` works
+//! # How the timers of `js/client.js` work
 //! A timer there is an id, a callback and a deadline. The ticker (the Worker, or the local
 //! fallback) keeps at most one `setTimeout` per id, replaced by each `[id, ms]` it is sent,
 //! and sends the id back when it runs out. A tick only makes the page look at the deadline: past, the
@@ -33,7 +33,7 @@ extern "C" {
 
 // Ids are `i32`, not `u32`: wasm-bindgen then imports the functions as they are, where a
 // `u32` costs a JavaScript wrapper each in the glue.
-#[wasm_bindgen(module = "/js/timer.js")]
+#[wasm_bindgen(module = "/js/client.js")]
 extern "C" {
     fn timer_new(f: &js_sys::Function) -> i32;
     fn timer_arm(id: i32, ms: f64);
@@ -52,7 +52,7 @@ pub(crate) struct Timer {
     /// Called by JavaScript when the timer fires; held (never read) so that it lives as
     /// long as the timer.
     _callback: Closure<dyn FnMut()>,
-    /// The timer's id in `js/timer.js`.
+    /// The timer's id in `js/client.js`.
     id: i32,
     /// Armed and not yet fired: only then does `cancel` need to tell JavaScript.
     armed: bool,

@@ -1,18 +1,41 @@
 //! What the JavaScript caller asks of `Inner` (publish, subscribe, unsubscribe) and what it
-//! is told (listeners, received messages), and the promises waiting for an answer.
+//! is told (listeners, received messages), and the bindings to the JavaScript `Map` that
+//! keeps the promises waiting for an answer.
 
 use bytes::Bytes;
-use js_sys::{Array, Function, Uint8Array};
-use protocol::{Publish, RetainHandling, Subscription, SubscriptionOptions, TopicName};
+use js_sys::{Array, Function, Promise, Uint8Array};
+use protocol::{Publish, QoS, RetainHandling, Subscription, SubscriptionOptions, TopicName};
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 
 use super::values::{filter_list, properties_object, publish_packet};
 use super::{Inner, MAX_UNHEARD};
 use crate::error::Error;
-use crate::js::{self, Settle};
+use crate::js;
 use crate::options;
 use crate::store::Held;
 use crate::timer::now;
+
+#[wasm_bindgen(module = "/js/client.js")]
+extern "C" {
+    /// A new `Map` for the promises of one client.
+    pub(super) fn promises() -> JsValue;
+    /// A promise kept in `promises` under `key` until settled.
+    pub(super) fn track(promises: &JsValue, key: f64) -> Promise;
+    /// Resolves the promises under `keys` with `codes`, in order; unknown keys are skipped.
+    pub(super) fn settle(promises: &JsValue, keys: &[f64], codes: &[u8]);
+    /// Resolves (`ok`) or rejects the promise under `key` with `value`.
+    #[wasm_bindgen(js_name = settleOne)]
+    pub(super) fn settle_one(promises: &JsValue, key: f64, value: &JsValue, ok: bool);
+    /// Rejects every promise left, each with an `Error(message)`.
+    #[wasm_bindgen(js_name = rejectAll)]
+    pub(super) fn reject_all(promises: &JsValue, message: &str);
+    /// `publish` options read in one call: qos | 4 (retain) | 8 (properties), -1: bad qos.
+    #[wasm_bindgen(js_name = pubOpts)]
+    fn pub_opts(opts: &JsValue) -> i32;
+    /// Calls `f` in a microtask.
+    pub(super) fn soon(f: &Function);
+}
 
 impl Inner {
     pub(super) fn publish(
@@ -24,11 +47,29 @@ impl Inner {
         if self.ended {
             return Err(Error::Ended);
         }
-        let topic = TopicName::new(topic)?;
+        // Publishes mostly come in runs to one topic: validated once.
+        let topic = match &self.last_published {
+            Some(t) if t.as_str() == topic => t.clone(),
+            _ => {
+                let t = TopicName::new(topic)?;
+                self.last_published = Some(t.clone());
+                t
+            }
+        };
         let payload = js::bytes(payload, "payload must be a string or a Uint8Array")?;
-        let qos = options::qos(opts)?;
-        let retain = js::get_bool(opts, "retain").unwrap_or(false);
-        let properties = options::publish_properties(opts)?;
+        let flags = pub_opts(opts);
+        let qos = match flags & 3 {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            2 => QoS::ExactlyOnce,
+            _ => return Err(Error::Argument("qos must be 0, 1 or 2")),
+        };
+        let retain = flags & 4 != 0;
+        let properties = if flags & 8 != 0 {
+            options::publish_properties(opts).map_err(Error::Js)?
+        } else {
+            Default::default()
+        };
         let token =
             self.client
                 .publish(topic, Bytes::from(payload), qos, retain, properties, now())?;
@@ -39,14 +80,15 @@ impl Inner {
         if self.ended {
             return Err(Error::Ended);
         }
+        let o = options::sub_opts(opts).map_err(Error::Js)?;
         let options = SubscriptionOptions {
-            qos: options::qos(opts)?,
-            no_local: js::get_bool(opts, "nl").unwrap_or(false),
-            retain_as_published: js::get_bool(opts, "rap").unwrap_or(false),
-            retain_handling: match js::get_uint(opts, "rh", 2, "rh must be 0, 1 or 2")? {
-                None | Some(0) => RetainHandling::SendAtSubscribe,
-                Some(1) => RetainHandling::SendIfNew,
-                Some(_) => RetainHandling::DoNotSend,
+            qos: options::qos_of(Some(f64::from(o & 3))),
+            no_local: o & 4 != 0,
+            retain_as_published: o & 8 != 0,
+            retain_handling: match o >> 4 {
+                0 => RetainHandling::SendAtSubscribe,
+                1 => RetainHandling::SendIfNew,
+                _ => RetainHandling::DoNotSend,
             },
         };
         let subs = filter_list(filters)?
@@ -124,30 +166,5 @@ impl Inner {
 
     pub(super) fn call(&mut self, f: &Function, arg: JsValue) {
         self.calls.push((f.clone(), Array::of1(&arg)));
-    }
-}
-
-/// Promises waiting for an answer, by key.
-#[derive(Debug)]
-pub(super) struct Pending<K>(Vec<(K, Settle)>);
-
-impl<K> Default for Pending<K> {
-    fn default() -> Self {
-        Pending(Vec::new())
-    }
-}
-
-impl<K: PartialEq> Pending<K> {
-    pub(super) fn insert(&mut self, key: K, settle: Settle) {
-        self.0.push((key, settle));
-    }
-
-    pub(super) fn remove(&mut self, key: K) -> Option<Settle> {
-        let at = self.0.iter().position(|(k, _)| *k == key)?;
-        Some(self.0.swap_remove(at).1)
-    }
-
-    pub(super) fn drain(&mut self) -> impl Iterator<Item = Settle> + '_ {
-        self.0.drain(..).map(|(_, s)| s)
     }
 }

@@ -110,8 +110,10 @@ pub struct Client {
     /// The token of the next `publish` call.
     next_token: u64,
     /// Outgoing QoS 1/2 in flight, in the order first sent (resent in that order
-    /// [MQTT-4.6.0-1]). Keyed by a sequence number; `by_id` maps packet ids to it.
-    outbound: VecMap<u64, Outbound>,
+    /// [MQTT-4.6.0-1]). Keyed by a sequence number; `by_id` maps packet ids to it. Boxed:
+    /// acknowledgements mostly remove the first entry, and the map's `Vec` then moves the
+    /// others, 16 bytes each instead of a whole message (hundreds of bytes).
+    outbound: VecMap<u64, Box<Outbound>>,
     /// Packet id of each entry of `outbound` to its sequence number.
     by_id: VecMap<u16, u64>,
     /// The sequence number of the next message to go in flight.
@@ -276,6 +278,28 @@ impl Client {
     pub fn encode_transmit(&mut self, buf: &mut impl BufMut) -> Result<usize, ClientError> {
         let mut n = 0;
         while let Some(p) = self.transmit.pop_front() {
+            p.encode(self.opts.version, buf)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Encodes packets waiting to be sent into `buf` until it holds `limit` bytes or more
+    /// (the last packet may cross it) or none is left; returns how many. A driver that sends
+    /// each `buf` as one frame bounds its frames so.
+    ///
+    /// A packet that cannot be encoded is dropped and its error returned; call again for
+    /// the packets after it.
+    pub fn encode_transmit_upto(
+        &mut self,
+        buf: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<usize, ClientError> {
+        let mut n = 0;
+        while buf.len() < limit {
+            let Some(p) = self.transmit.pop_front() else {
+                break;
+            };
             p.encode(self.opts.version, buf)?;
             n += 1;
         }

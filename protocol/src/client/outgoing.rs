@@ -185,12 +185,12 @@ impl Client {
         self.send(Packet::Publish(publish.clone()), now);
         self.outbound.insert(
             seq,
-            Outbound {
+            Box::new(Outbound {
                 token,
                 publish,
                 stage: OutboundStage::AwaitingAck,
                 resend: false,
-            },
+            }),
         );
     }
 
@@ -245,7 +245,12 @@ impl Client {
     }
 
     /// Takes out the message in flight with packet id `id`, if it is at `stage` and `qos`.
-    fn take_outbound(&mut self, id: PacketId, stage: OutboundStage, qos: QoS) -> Option<Outbound> {
+    fn take_outbound(
+        &mut self,
+        id: PacketId,
+        stage: OutboundStage,
+        qos: QoS,
+    ) -> Option<Box<Outbound>> {
         let seq = *self.by_id.get(&id.get())?;
         let o = self.outbound.get(&seq)?;
         if o.stage != stage || o.publish.qos != qos {

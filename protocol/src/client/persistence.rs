@@ -110,7 +110,7 @@ impl Client {
                                 stage,
                                 resend: false,
                             };
-                            self.outbound.insert(order, outbound);
+                            self.outbound.insert(order, Box::new(outbound));
                         }
                         _ => {
                             queued.insert(token, (PublishToken(token), publish));

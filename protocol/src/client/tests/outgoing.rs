@@ -217,3 +217,32 @@ fn messages_queued_offline_respect_the_limits_of_the_connack_mqtt_3_2_2_11_and_1
         reason: ReasonCode::RetainNotSupported
     }));
 }
+
+#[test]
+fn encode_transmit_upto_stops_once_the_buffer_reaches_the_limit() {
+    let mut c = connected(ProtocolVersion::V311, true, Properties::default());
+    for i in 0..5 {
+        publish(&mut c, QoS::AtLeastOnce, 10 + i);
+    }
+    // Each PUBLISH to "a/b" with "hi" and a packet id is 2 + 2 + 3 + 2 + 2 = 11 bytes.
+    let mut first = Vec::new();
+    assert_eq!(c.encode_transmit_upto(&mut first, 12).unwrap(), 2);
+    assert_eq!(
+        first.len(),
+        22,
+        "the packet that crosses the limit is whole"
+    );
+    let mut rest = Vec::new();
+    assert_eq!(c.encode_transmit_upto(&mut rest, 1000).unwrap(), 3);
+    assert_eq!(rest.len(), 33);
+    assert_eq!(c.encode_transmit_upto(&mut rest, 1000).unwrap(), 0);
+    // Together, the bytes encode_transmit would have written in one go.
+    let mut d = connected(ProtocolVersion::V311, true, Properties::default());
+    for i in 0..5 {
+        publish(&mut d, QoS::AtLeastOnce, 10 + i);
+    }
+    let mut all = Vec::new();
+    d.encode_transmit(&mut all).unwrap();
+    first.extend_from_slice(&rest);
+    assert_eq!(first, all);
+}
