@@ -169,6 +169,8 @@ def cases(c: Counts, only: set) -> list:
                                 [("p50", "latency_us.p50", "lower", "us"),
                                  ("p99", "latency_us.p99", "lower", "us"),
                                  ("p99.9", "latency_us.p999", "lower", "us"),
+                                 ("publishers' lag behind schedule, max", "max_lag_us", "lower",
+                                  "us"),
                                  ("received msg/s", "received_per_s", "higher", "rate")]))
     if "offline" in only:
         out.append(Case("offline", f"{c.offline_sessions} sessions × {num(c.offline_messages)} "

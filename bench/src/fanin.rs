@@ -11,9 +11,11 @@
 //! seconds), or `--messages` each (rates over the time to the last acknowledgement and the
 //! last delivery). How fast: as fast as the window of unacknowledged messages allows, or
 //! `--rate`, a fixed offered rate for all publishers together, each message sent on a
-//! schedule. With `--rate` a message's time stamp is the time it was due, not the time it
-//! went out, so that a publisher held back (a full window, a busy machine) shows as latency
-//! instead of silently offering less (no "coordinated omission").
+//! schedule rather than in windowed bursts. The schedule is kept to the timer's resolution
+//! (tokio's: 1 ms), so messages due within the same millisecond go out in one write. Latency
+//! always runs from the time stamped in the payload when the message was written; with
+//! `--rate` the report also gives the publishers' largest lag behind their schedule, which
+//! says whether the offered rate was really offered (a full window, a busy machine).
 
 mod report;
 
@@ -73,8 +75,8 @@ pub(crate) struct Fanin {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..MAX_SEQ))]
     messages: Option<u64>,
     /// Offered rate, messages per second for all publishers together, each message sent at
-    /// its due time (publisher i of P sends message k at (k·P + i) / RATE s) and stamped with
-    /// that time. With --duration, RATE × duration messages in all.
+    /// its due time (publisher i of P sends message k at (k·P + i) / RATE s). With
+    /// --duration, RATE × duration messages in all.
     #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
     /// Unacknowledged messages per publisher (QoS 0: messages per write).
@@ -187,6 +189,8 @@ struct Published {
     acked_in_window: u64,
     /// When the last acknowledgement came, nanoseconds since the epoch.
     last_ack_ns: u64,
+    /// With a schedule: the longest a message went out after its due time, nanoseconds.
+    max_lag_ns: u64,
 }
 
 /// What one subscriber received.
@@ -368,7 +372,7 @@ async fn publish_loop(
         schedule,
     } = source;
     let Period { epoch, until } = period;
-    let (mut seq, mut acked_in_window, mut last_ack_ns) = (0u64, 0u64, 0u64);
+    let (mut seq, mut acked_in_window, mut last_ack_ns, mut max_lag_ns) = (0u64, 0u64, 0u64, 0);
     let next = || {
         let now = Instant::now();
         match until {
@@ -376,17 +380,16 @@ async fn publish_loop(
             Until::Time(end) if now >= end => return Next::Done,
             _ => {}
         }
-        let stamp = match schedule {
-            Some(s) => match s.due(epoch, seq) {
+        if let Some(s) = schedule {
+            match s.due(epoch, seq) {
                 due if due > now => return Next::NotBefore(due),
-                due => due,
-            },
-            None => now,
-        };
+                due => max_lag_ns = max_lag_ns.max(nanos(now - due)),
+            }
+        }
         let mut payload = BytesMut::with_capacity(size);
         payload.put_u32(index);
         payload.put_u64(seq);
-        payload.put_u64(nanos(stamp - epoch));
+        payload.put_u64(nanos(now - epoch));
         payload.resize(size, 0);
         let mut publish = Publish::new(topic.clone(), payload.freeze());
         publish.qos = qos;
@@ -404,6 +407,7 @@ async fn publish_loop(
         sent: seq,
         acked_in_window,
         last_ack_ns,
+        max_lag_ns,
     })
 }
 

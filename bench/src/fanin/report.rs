@@ -96,6 +96,7 @@ pub(super) fn report(
          all by {:.2} s)",
         elapsed.as_secs_f64()
     );
+    let max_lag_ns = published.iter().map(|p| p.max_lag_ns).max().unwrap_or(0);
     let latency = Latency::of(
         received
             .iter()
@@ -110,10 +111,12 @@ pub(super) fn report(
             ms(l.p99),
             ms(l.p999),
             ms(l.max),
-            if args.rate.is_some() {
-                " (from each message's due time)"
-            } else {
-                ""
+            match args.rate {
+                Some(_) => format!(
+                    "; publishers at most {:.3} ms behind schedule",
+                    max_lag_ns as f64 / 1e6
+                ),
+                None => String::new(),
             }
         );
     }
@@ -176,6 +179,7 @@ pub(super) fn report(
             "publish_secs": publish_secs,
             "receive_secs": receive_secs,
             "latency_us": latency_us,
+            "max_lag_us": args.rate.map(|_| max_lag_ns / 1000),
             "ok": ok,
         });
         println!("{summary}");
@@ -240,6 +244,7 @@ mod tests {
             sent: 3,
             acked_in_window: 3,
             last_ack_ns: 0,
+            max_lag_ns: 0,
         }];
         let got = |counts: Vec<u8>| Received {
             counts: vec![counts],
