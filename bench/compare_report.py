@@ -181,9 +181,11 @@ def ratio(ours: list, theirs: list) -> str:
     return f"{a / b:.2f}"
 
 
-def table(label: str, metrics: list, results: dict, key: tuple, bridges: list) -> list:
+def table(label: str, metrics: list, results: dict, key: tuple, bridges: list,
+          skip: dict | None = None) -> list:
     """Rows for one case: per bridge configuration and figure, beside mosquitto's."""
     rows = []
+    skip = skip or {}
     theirs = results.get((*key, "mosquitto"), [])
     for bridge in bridges:
         ours = results.get((*key, bridge), [])
@@ -191,8 +193,10 @@ def table(label: str, metrics: list, results: dict, key: tuple, bridges: list) -
             a = [lookup(f, path) for f in ours]
             b = [lookup(f, path) for f in theirs]
             first = label if len(bridges) == 1 else f"{label}: {bridge}"
-            rows.append(f"| {first} | {name} ({better} is better) | {cell(a, kind)} | "
-                        f"{cell(b, kind)} | {ratio(a, b)} |")
+            ours_cell = "not run (below)" if bridge in skip else cell(a, kind)
+            theirs_cell = "not run (below)" if "mosquitto" in skip else cell(b, kind)
+            rows.append(f"| {first} | {name} ({better} is better) | {ours_cell} | "
+                        f"{theirs_cell} | {ratio(a, b)} |")
     return rows
 
 
@@ -292,7 +296,11 @@ def render(args, counts, cases, memory_metrics, results, problems, machine, brow
                 "|---|---|---|---|---|"]
         for case in scenario_cases:
             bridges = [b.name for b in case.brokers if b.kind == "bridge"]
-            out += table(case.label, case.metrics, results, (scenario, case.label), bridges)
+            out += table(case.label, case.metrics, results, (scenario, case.label), bridges,
+                         case.skip)
+        out.append("")
+        out += [f"- Not run: {case.label}, {who}: {why}." for case in scenario_cases
+                for who, why in case.skip.items()]
         out += ["", "Commands (URL: `mqtt://127.0.0.1:PORT` or `ws://127.0.0.1:PORT/mqtt`):", ""]
         commands = dict.fromkeys(shown(argv, case.drain_idle or c.drain_idle)
                                  for case in scenario_cases for argv in case.commands)
