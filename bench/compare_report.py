@@ -278,7 +278,13 @@ def render(args, counts, cases, memory_metrics, results, problems, machine, brow
             out += ["| case | figure | bridge | mosquitto | bridge / mosquitto |",
                     "|---|---|---|---|---|"]
             out += table("RSS", memory_metrics, results, ("memory", "RSS"), ["bridge"])
-            out.append("")
+            out += ["", "Commands (besides the idle connections, which Python opens):", "",
+                    "```sh",
+                    f"mqtt-bench sessions --url URL --count {c.sessions} --json",
+                    f"mqtt-bench fanin --url URL --qos 1 --publishers {c.burst[0]} "
+                    f"--subscribers 1 --messages {c.burst[1]} --size {c.burst[2]} --inflight 32 "
+                    f"--drain-idle {c.drain_idle:g} --json",
+                    "```", ""]
             continue
         if scenario == "browser":
             out += [f"## {title}", ""]
