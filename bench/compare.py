@@ -435,6 +435,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--bench", type=Path, help="the mqtt-bench binary")
     ap.add_argument("--mosquitto", default=shutil.which("mosquitto") or "/usr/sbin/mosquitto")
     ap.add_argument("--no-build", action="store_true", help="(read by compare.sh)")
+    ap.add_argument("--render", type=Path, metavar="RESULTS",
+                    help="run nothing: write the report again from the results.json a run "
+                    "left in its log directory (after a change to the report's text)")
     args = ap.parse_args()
     profile = "debug" if args.smoke else "release"
     args.bridge = args.bridge or ROOT / "target" / profile / "bridge"
@@ -456,9 +459,28 @@ def stop_on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def render_again(args: argparse.Namespace) -> int:
+    """`--render`: the report from a saved run, nothing measured."""
+    saved = json.loads(args.render.read_text())
+    for key in ("smoke", "rounds", "bridge", "mosquitto"):
+        setattr(args, key, saved["args"][key])
+    args.note = args.note or saved["args"]["note"]
+    counts = SMOKE if args.smoke else FULL
+    all_cases = cases(counts, set(saved["only"]), saved["open_files"])
+    results = {tuple(key): figures for key, figures in saved["results"]}
+    out = args.out or ROOT / "BENCHMARKS.md"
+    out.write_text(compare_report.render(args, counts, all_cases, MEMORY_METRICS, results,
+                                         saved["problems"], saved["machine"],
+                                         saved["browser"]))
+    print(f"compare: report written to {out} from {args.render}")
+    return 0
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     args = parse_args()
+    if args.render:
+        return render_again(args)
     for what, path in (("bridge", args.bridge), ("mqtt-bench", args.bench),
                        ("mosquitto", Path(args.mosquitto))):
         if not path.is_file():
@@ -492,6 +514,13 @@ def main() -> int:
     report = compare_report.render(args, counts, all_cases, MEMORY_METRICS, runner.results,
                                    runner.problems, machine, browser_out)
     out.write_text(report)
+    (log_dir / "results.json").write_text(json.dumps({
+        "args": {"smoke": args.smoke, "rounds": args.rounds, "bridge": str(args.bridge),
+                 "mosquitto": args.mosquitto, "note": args.note},
+        "only": sorted(args.only), "open_files": open_files, "machine": machine,
+        "results": [[list(key), figures] for key, figures in runner.results.items()],
+        "problems": runner.problems, "browser": browser_out,
+    }, indent=1))
     runner.note(f"compare: report written to {out} ({machine['minutes']:.1f} min)")
     runner.log.close()
     for p in runner.problems:

@@ -231,7 +231,11 @@ def render(args, counts, cases, memory_metrics, results, problems, machine, brow
         out += [f"**The machine was loaded**: load average {m['load_before']} (1, 5, 15 min) "
                 "before the run, from other work sharing its cores; absolute figures are low "
                 "and noisy. The bridge and mosquitto shared the same noise (alternating "
-                "runs), so the ratios are the comparable part.", ""]
+                "runs), but not equally: Linux shares a busy CPU between threads, and the "
+                "bridge keeps several busy (the connections' thread, the engine's) where "
+                "mosquitto has one, so against other load the bridge gets the larger share. "
+                "Read the ratios of a loaded run as favouring the bridge; re-run on an idle "
+                "machine for figures to quote.", ""]
     if args.note:
         out += [args.note, ""]
     out += [
