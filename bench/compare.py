@@ -258,8 +258,10 @@ class Runner:
         summary = next((json.loads(line) for line in reversed(done.stdout.splitlines())
                         if line.startswith("{")), None)
         if summary is None:
-            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"mqtt-bench exited with {done.returncode}: {tail}")
+            # anyhow's report: "Error: ...", "Caused by:", the causes, maybe a backtrace.
+            lines = done.stderr.split("Stack backtrace:")[0].split()
+            why = " ".join(lines) or "no output"
+            raise RuntimeError(f"mqtt-bench exited with {done.returncode}: {why}")
         if "received_per_s" in summary and summary.get("size"):
             summary["received_mb_s"] = summary["received_per_s"] * summary["size"] / 1e6
         return summary

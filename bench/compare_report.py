@@ -27,7 +27,11 @@ SCENARIOS = {
                "1 publisher (window 64) to N subscribers of `bench/#`, each message to all of "
                "them; the messages are chosen so that every run makes about {deliveries} "
                "deliveries. Deliveries/s over the time from the first publication to the last "
-               "delivery. The subscribers connect 32 at a time before the clock starts."),
+               "delivery. The subscribers connect 32 at a time before the clock starts. "
+               "mqtt-bench gives up when a publisher with messages in flight hears nothing "
+               "for 30 s: mosquitto's WebSocket listener, slow to write to many clients (see "
+               "7), can take that long at 10 000 WebSocket subscribers; such runs show as "
+               "failed and are listed under Problems."),
     "qos0": ("3. Fan-in burst, QoS 0",
              "4 publishers × {fanin} × 64 B at QoS 0 (written 64 per write, as fast as the "
              "socket takes them) to 1 subscriber that keeps reading. Lost: copies that never "
