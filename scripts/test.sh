@@ -69,5 +69,6 @@ step "playground in Chromium" node tests/playground.mjs
 # --- End-to-end tests (a real bridge process on 127.0.0.1): add here ---------------------------
 # The Rust ones (tests/*.rs, package e2e) already ran in "cargo test" above, against the
 # bridge built just before it.
+step "side-by-side benchmark, smoke run (every scenario once, tiny counts, bridge and mosquitto)" bench/compare.sh --smoke
 
 # --- Interop tests: tests/interop.rs (mosquitto_pub/sub, MQTT.js, paho-mqtt) run in "cargo test" above.

@@ -4,7 +4,20 @@
 //! sequence number and the send time, so every subscriber can count what it received from
 //! whom, and how late. Every publisher's messages are numbered 0, 1, 2, …, and all of them
 //! are acknowledged before the publisher stops, so at QoS ≥ 1 the check is simple: every
-//! number must have arrived (at each subscriber, or at one member of the shared group).
+//! number must have arrived (at each subscriber, or at one member of the shared group). At
+//! QoS 0 the same count says how many were lost.
+//!
+//! How long publishers go on: `--duration` seconds (rates are then counted within those
+//! seconds), or `--messages` each (rates over the time to the last acknowledgement and the
+//! last delivery). How fast: as fast as the window of unacknowledged messages allows, or
+//! `--rate`, a fixed offered rate for all publishers together, each message sent on a
+//! schedule rather than in windowed bursts. The schedule is kept to the timer's resolution
+//! (tokio's: 1 ms), so messages due within the same millisecond go out in one write. Latency
+//! always runs from the time stamped in the payload when the message was written; with
+//! `--rate` the report also gives the publishers' largest lag behind their schedule, which
+//! says whether the offered rate was really offered (a full window, a busy machine).
+
+mod report;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,10 +25,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::{Buf, BufMut, BytesMut};
+use futures_util::{StreamExt, TryStreamExt};
 use protocol::{ProtocolVersion, Publish, QoS, TopicFilter, TopicName};
 
 use crate::conn::{Conn, ConnError, Target};
-use crate::publish::{acknowledge, publish_windowed};
+use crate::publish::{acknowledge, publish_windowed, Next};
 
 /// Bytes at the start of each payload: publisher index (u32), sequence (u64), send time (u64
 /// nanoseconds since the run began).
@@ -26,10 +40,6 @@ const MAX_SEQ: u64 = 1 << 32;
 
 /// How often an idle subscriber checks whether the run is over.
 const POLL: Duration = Duration::from_millis(100);
-
-/// After the publishers stop, how long the subscribers may go without receiving anything
-/// before the run ends short of the expected count.
-const DRAIN_IDLE: Duration = Duration::from_secs(3);
 
 /// Options of `mqtt-bench fanin`.
 #[derive(Debug, clap::Args)]
@@ -57,22 +67,117 @@ pub(crate) struct Fanin {
     #[arg(long, default_value_t = 64)]
     #[arg(value_parser = clap::value_parser!(u32).range(HEADER as i64..))]
     size: u32,
-    /// Seconds of publishing.
+    /// Seconds of publishing (unless --messages is given).
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// Messages per publisher, instead of --duration: rates are then taken over the time to
+    /// the last acknowledgement (published) and the last delivery (received).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..MAX_SEQ))]
+    messages: Option<u64>,
+    /// Offered rate, messages per second for all publishers together, each message sent at
+    /// its due time (publisher i of P sends message k at (k·P + i) / RATE s). With
+    /// --duration, RATE × duration messages in all.
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<f64>,
     /// Unacknowledged messages per publisher (QoS 0: messages per write).
     #[arg(long, default_value_t = 64)]
     inflight: u16,
+    /// Connections opened at once while the subscribers connect and subscribe.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    connect_concurrency: u32,
+    /// After the publishers stop, seconds the subscribers may go without receiving anything
+    /// before the run ends short of the expected count (at QoS 0 this is how a run ends).
+    #[arg(long, default_value_t = 3.0, value_parser = parse_seconds)]
+    drain_idle: f64,
+    /// Also print one line of JSON with every figure (for scripts; the last line printed).
+    #[arg(long)]
+    json: bool,
     /// Speak MQTT 5.0 instead of 3.1.1.
     #[arg(long)]
     v5: bool,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
+        _ => Err(format!(
+            "expected messages per second (at least 1), got {s:?}"
+        )),
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(t) if t.is_finite() && (0.0..=3600.0).contains(&t) => Ok(t),
+        _ => Err(format!("expected seconds between 0 and 3600, got {s:?}")),
+    }
+}
+
+/// When publishing stops.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    /// At this instant (`--duration`).
+    Time(Instant),
+    /// After this many messages per publisher.
+    Count(u64),
 }
 
 /// The run's clock: when it began (payload times count from it) and when publishing ends.
 #[derive(Debug, Clone, Copy)]
 struct Period {
     epoch: Instant,
-    end: Instant,
+    until: Until,
+}
+
+impl Period {
+    /// Whether `at` falls in the publishing period (a count has no end: always).
+    fn contains(&self, at: Instant) -> bool {
+        match self.until {
+            Until::Time(end) => at < end,
+            Until::Count(_) => true,
+        }
+    }
+}
+
+/// When one publisher's messages are due (`--rate`).
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    /// Seconds from the epoch to message 0.
+    first: f64,
+    /// Seconds between two messages of this publisher.
+    interval: f64,
+}
+
+impl Schedule {
+    /// Publisher `index` of `publishers` sharing `rate` messages per second: its message k is
+    /// due (k · publishers + index) / rate seconds after the epoch, so that the publishers
+    /// take turns.
+    fn for_publisher(index: u32, publishers: usize, rate: f64) -> Schedule {
+        Schedule {
+            first: f64::from(index) / rate,
+            interval: publishers as f64 / rate,
+        }
+    }
+
+    fn due(&self, epoch: Instant, seq: u64) -> Instant {
+        epoch + Duration::from_secs_f64(self.first + self.interval * seq as f64)
+    }
+}
+
+/// What one publisher sends, and how.
+#[derive(Debug)]
+struct Source {
+    /// The publisher's index, first in every payload.
+    index: u32,
+    /// `bench/<index>`.
+    topic: TopicName,
+    qos: QoS,
+    /// Payload bytes.
+    size: usize,
+    /// Unacknowledged messages at most.
+    window: u16,
+    /// When each message is due, with `--rate`.
+    schedule: Option<Schedule>,
 }
 
 /// What one publisher did.
@@ -80,8 +185,12 @@ struct Period {
 struct Published {
     /// Messages published, numbered 0..sent, all acknowledged.
     sent: u64,
-    /// Of those, acknowledged before the end of the publishing period.
+    /// Of those, acknowledged within the publishing period.
     acked_in_window: u64,
+    /// When the last acknowledgement came, nanoseconds since the epoch.
+    last_ack_ns: u64,
+    /// With a schedule: the longest a message went out after its due time, nanoseconds.
+    max_lag_ns: u64,
 }
 
 /// What one subscriber received.
@@ -89,8 +198,10 @@ struct Published {
 struct Received {
     /// `counts[publisher][seq]`: how many times that message arrived.
     counts: Vec<Vec<u8>>,
-    /// Messages received before the end of the publishing period.
+    /// Messages received within the publishing period.
     in_window: u64,
+    /// When the last message came, nanoseconds since the epoch.
+    last_ns: u64,
     /// Publish-to-receive time of each message, microseconds.
     latencies_us: Vec<u32>,
     /// Messages whose payload was not one of ours.
@@ -116,6 +227,7 @@ impl Received {
         }
         counts[seq] = counts[seq].saturating_add(1);
         self.in_window += u64::from(in_window);
+        self.last_ns = now_ns;
         let latency_us = now_ns.saturating_sub(sent_ns) / 1000;
         self.latencies_us
             .push(u32::try_from(latency_us).unwrap_or(u32::MAX));
@@ -135,21 +247,23 @@ pub(crate) async fn run(args: Fanin) -> anyhow::Result<bool> {
     } else {
         "bench/#"
     })?;
-    let mut subscribers = Vec::new();
-    for i in 0..args.subscribers {
-        let (mut conn, _) = Conn::connect(
-            &args.url,
-            version,
-            &format!("bench-sub-{i}"),
-            !args.persistent,
-        )
-        .await
-        .with_context(|| format!("subscriber {i} connecting to {}", args.url))?;
-        conn.subscribe(filter.clone(), qos)
-            .await
-            .with_context(|| format!("subscriber {i} subscribing"))?;
-        subscribers.push(conn);
-    }
+    let subscribers: Vec<Conn> = futures_util::stream::iter(0..args.subscribers)
+        .map(|i| {
+            let (url, filter) = (&args.url, filter.clone());
+            async move {
+                let id = format!("bench-sub-{i}");
+                let (mut conn, _) = Conn::connect(url, version, &id, !args.persistent)
+                    .await
+                    .with_context(|| format!("subscriber {i} connecting to {url}"))?;
+                conn.subscribe(filter, qos)
+                    .await
+                    .with_context(|| format!("subscriber {i} subscribing"))?;
+                anyhow::Ok(conn)
+            }
+        })
+        .buffered(args.connect_concurrency as usize)
+        .try_collect()
+        .await?;
     let mut publishers = Vec::new();
     for i in 0..args.publishers {
         let (conn, _) = Conn::connect(&args.url, version, &format!("bench-pub-{i}"), true)
@@ -158,14 +272,19 @@ pub(crate) async fn run(args: Fanin) -> anyhow::Result<bool> {
         publishers.push(conn);
     }
 
+    let n_publishers = publishers.len();
     let epoch = Instant::now();
-    let period = Period {
-        epoch,
-        end: epoch + Duration::from_secs(args.duration),
+    let until = match (args.messages, args.rate) {
+        (Some(n), _) => Until::Count(n),
+        (None, Some(rate)) => {
+            let all = rate * args.duration as f64;
+            Until::Count((all / n_publishers.max(1) as f64).ceil().max(1.0) as u64)
+        }
+        (None, None) => Until::Time(epoch + Duration::from_secs(args.duration)),
     };
+    let period = Period { epoch, until };
     let received_total = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let n_publishers = publishers.len();
     let sub_tasks: Vec<_> = subscribers
         .into_iter()
         .map(|conn| {
@@ -177,7 +296,18 @@ pub(crate) async fn run(args: Fanin) -> anyhow::Result<bool> {
         .zip(publishers)
         .map(|(i, conn)| {
             let topic = TopicName::new(format!("bench/{i}"))?;
-            let task = publish_loop(conn, i, topic, qos, args.size, args.inflight, period);
+            let schedule = args
+                .rate
+                .map(|rate| Schedule::for_publisher(i, n_publishers, rate));
+            let source = Source {
+                index: i,
+                topic,
+                qos,
+                size: args.size as usize,
+                window: args.inflight,
+                schedule,
+            };
+            let task = publish_loop(conn, source, period);
             Ok(tokio::spawn(task))
         })
         .collect::<Result<_, protocol::TopicError>>()?;
@@ -188,16 +318,12 @@ pub(crate) async fn run(args: Fanin) -> anyhow::Result<bool> {
     let publishing_done = epoch.elapsed();
 
     let sent: u64 = published.iter().map(|p| p.sent).sum();
-    let copies = if args.shared {
-        1
-    } else {
-        u64::from(args.subscribers)
-    };
-    let expected = (qos != QoS::AtMostOnce).then_some(sent * copies);
+    let expected = sent * copies(&args);
+    let drain_idle = Duration::from_secs_f64(args.drain_idle);
     let (mut last, mut last_change) = (0, Instant::now());
     loop {
         let now_received = received_total.load(Ordering::Relaxed);
-        if expected.is_some_and(|e| now_received >= e) || last_change.elapsed() > DRAIN_IDLE {
+        if now_received >= expected || last_change.elapsed() > drain_idle {
             break;
         }
         if now_received != last {
@@ -211,7 +337,7 @@ pub(crate) async fn run(args: Fanin) -> anyhow::Result<bool> {
         received.push(task.await?.with_context(|| format!("subscriber {i}"))?);
     }
 
-    Ok(report(
+    Ok(report::report(
         &args,
         qos,
         &published,
@@ -221,158 +347,67 @@ pub(crate) async fn run(args: Fanin) -> anyhow::Result<bool> {
     ))
 }
 
-/// Prints the run's figures and checks; `false` if a QoS ≥ 1 check failed.
-fn report(
-    args: &Fanin,
-    qos: QoS,
-    published: &[Published],
-    received: &[Received],
-    publishing_done: Duration,
-    elapsed: Duration,
-) -> bool {
-    let sent: u64 = published.iter().map(|p| p.sent).sum();
-    let copies = if args.shared {
+/// How many copies of each message the subscribers should get together.
+fn copies(args: &Fanin) -> u64 {
+    if args.shared {
         1
     } else {
         u64::from(args.subscribers)
-    };
-    let secs = args.duration as f64;
-    let acked_in_window: u64 = published.iter().map(|p| p.acked_in_window).sum();
-    let in_window: u64 = received.iter().map(|r| r.in_window).sum();
-    let total: u64 = received.iter().map(|r| r.latencies_us.len() as u64).sum();
-    println!(
-        "fanin {} MQTT {} QoS {}: {} publishers -> {} {}{}subscribers, {} B, inflight {}, {} s",
-        args.url,
-        if args.v5 { "5.0" } else { "3.1.1" },
-        args.qos,
-        args.publishers,
-        args.subscribers,
-        if args.persistent { "persistent " } else { "" },
-        if args.shared { "shared " } else { "" },
-        args.size,
-        args.inflight,
-        args.duration
-    );
-    println!(
-        "published: {:>9.0} msg/s ({acked_in_window} {} in the period; {sent} in all, \
-         the last at {:.2} s)",
-        acked_in_window as f64 / secs,
-        if qos == QoS::AtMostOnce {
-            "written"
-        } else {
-            "acknowledged"
-        },
-        publishing_done.as_secs_f64()
-    );
-    println!(
-        "received:  {:>9.0} msg/s ({in_window} in the period; {total} in all by {:.2} s)",
-        in_window as f64 / secs,
-        elapsed.as_secs_f64()
-    );
-    let mut latencies: Vec<u32> = received
-        .iter()
-        .flat_map(|r| r.latencies_us.iter().copied())
-        .collect();
-    latencies.sort_unstable();
-    if let Some(&max) = latencies.last() {
-        let pct = |p: usize| f64::from(latencies[(latencies.len() - 1) * p / 100]) / 1000.0;
-        println!(
-            "latency:   p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            pct(50),
-            pct(99),
-            f64::from(max) / 1000.0
-        );
     }
-    let foreign: u64 = received.iter().map(|r| r.foreign).sum();
-    let (lost, duplicates) = check(published, received, args.shared);
-    let ok = match qos {
-        QoS::AtMostOnce => {
-            println!(
-                "check:     QoS 0, loss allowed: {} of {} copies not received",
-                (sent * copies).saturating_sub(total),
-                sent * copies
-            );
-            true
-        }
-        QoS::AtLeastOnce => {
-            println!(
-                "check:     {lost} acknowledged messages lost, {duplicates} duplicates (allowed)"
-            );
-            lost == 0
-        }
-        QoS::ExactlyOnce => {
-            println!(
-                "check:     {lost} acknowledged messages lost, {duplicates} duplicates \
-                 (none allowed)"
-            );
-            lost == 0 && duplicates == 0
-        }
-    };
-    if foreign > 0 {
-        println!("warning:   {foreign} messages on bench/# were not from this run");
-    }
-    ok
 }
 
-/// Counts the acknowledged messages that no subscriber (no member of the shared group)
-/// received, and the extra copies.
-fn check(published: &[Published], received: &[Received], shared: bool) -> (u64, u64) {
-    let groups: Vec<&[Received]> = if shared {
-        vec![received]
-    } else {
-        received.chunks(1).collect()
-    };
-    let (mut lost, mut duplicates) = (0, 0);
-    for group in groups {
-        for (p, published) in published.iter().enumerate() {
-            for seq in 0..published.sent as usize {
-                let copies: u64 = group
-                    .iter()
-                    .map(|r| u64::from(r.counts[p].get(seq).copied().unwrap_or(0)))
-                    .sum();
-                match copies {
-                    0 => lost += 1,
-                    n => duplicates += n - 1,
-                }
-            }
-        }
-    }
-    (lost, duplicates)
-}
-
-/// One publisher: numbered messages to `bench/<index>` until `end`, then waits for the last
-/// acknowledgements and disconnects.
+/// One publisher: numbered messages to `bench/<index>` until the period ends (on its
+/// schedule, if it has one), then waits for the last acknowledgements and disconnects.
 async fn publish_loop(
     mut conn: Conn,
-    index: u32,
-    topic: TopicName,
-    qos: QoS,
-    size: u32,
-    window: u16,
-    Period { epoch, end }: Period,
+    source: Source,
+    period: Period,
 ) -> Result<Published, ConnError> {
-    let (mut seq, mut acked_in_window) = (0u64, 0u64);
+    let Source {
+        index,
+        topic,
+        qos,
+        size,
+        window,
+        schedule,
+    } = source;
+    let Period { epoch, until } = period;
+    let (mut seq, mut acked_in_window, mut last_ack_ns, mut max_lag_ns) = (0u64, 0u64, 0u64, 0);
     let next = || {
         let now = Instant::now();
-        if now >= end {
-            return None;
+        match until {
+            Until::Count(n) if seq >= n => return Next::Done,
+            Until::Time(end) if now >= end => return Next::Done,
+            _ => {}
         }
-        let mut payload = BytesMut::with_capacity(size as usize);
+        if let Some(s) = schedule {
+            match s.due(epoch, seq) {
+                due if due > now => return Next::NotBefore(due),
+                due => max_lag_ns = max_lag_ns.max(nanos(now - due)),
+            }
+        }
+        let mut payload = BytesMut::with_capacity(size);
         payload.put_u32(index);
         payload.put_u64(seq);
         payload.put_u64(nanos(now - epoch));
-        payload.resize(size as usize, 0);
+        payload.resize(size, 0);
         let mut publish = Publish::new(topic.clone(), payload.freeze());
         publish.qos = qos;
         seq += 1;
-        Some((seq - 1, publish))
+        Next::Publish(seq - 1, publish)
     };
-    let on_ack = |_| acked_in_window += u64::from(Instant::now() < end);
+    let on_ack = |_| {
+        let now = Instant::now();
+        acked_in_window += u64::from(period.contains(now));
+        last_ack_ns = nanos(now - epoch);
+    };
     publish_windowed(&mut conn, window, next, on_ack).await?;
     conn.disconnect().await?;
     Ok(Published {
         sent: seq,
         acked_in_window,
+        last_ack_ns,
+        max_lag_ns,
     })
 }
 
@@ -380,7 +415,7 @@ async fn publish_loop(
 async fn subscribe_loop(
     mut conn: Conn,
     publishers: usize,
-    Period { epoch, end }: Period,
+    period: Period,
     total: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) -> Result<Received, ConnError> {
@@ -395,7 +430,8 @@ async fn subscribe_loop(
         };
         if let Some(publish) = acknowledge(&mut conn, packet)? {
             let now = Instant::now();
-            received.record(&publish.payload, nanos(now - epoch), now < end);
+            let in_window = period.contains(now);
+            received.record(&publish.payload, nanos(now - period.epoch), in_window);
             total.fetch_add(1, Ordering::Relaxed);
         }
         if !conn.has_buffered() {
@@ -408,4 +444,48 @@ async fn subscribe_loop(
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishers_sharing_a_rate_take_turns_on_one_schedule() {
+        let epoch = Instant::now();
+        let due_ms = |index, seq| {
+            let schedule = Schedule::for_publisher(index, 4, 1000.0);
+            (schedule.due(epoch, seq) - epoch).as_secs_f64() * 1000.0
+        };
+        // Message k of publisher i is message 4k + i of the whole, one per millisecond.
+        for (index, seq, expected) in [
+            (0, 0, 0.0),
+            (1, 0, 1.0),
+            (3, 0, 3.0),
+            (0, 1, 4.0),
+            (2, 10, 42.0),
+        ] {
+            assert!(
+                (due_ms(index, seq) - expected).abs() < 1e-6,
+                "publisher {index} message {seq}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_counted_run_has_no_end_and_a_timed_one_ends_at_its_instant() {
+        let epoch = Instant::now();
+        let later = epoch + Duration::from_secs(3600);
+        let counted = Period {
+            epoch,
+            until: Until::Count(10),
+        };
+        let timed = Period {
+            epoch,
+            until: Until::Time(epoch + Duration::from_secs(1)),
+        };
+        assert!(counted.contains(later));
+        assert!(timed.contains(epoch));
+        assert!(!timed.contains(later));
+    }
 }

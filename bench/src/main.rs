@@ -9,11 +9,18 @@
 //! - [`conn`]: one connection, TCP or WebSocket (subprotocol `mqtt`, binary frames), as
 //!   whole packets; CONNECT, SUBSCRIBE, DISCONNECT.
 //! - [`publish`]: publishing with a window of unacknowledged messages; acknowledging.
-//! - [`fanin`]: `fanin`, N publishers to M subscribers: throughput, latency, a loss check.
-//! - [`sessions`]: `sessions`, many persistent sessions with messages queued while offline,
-//!   and `--drain` to take them back after a restart.
+//! - [`publish`]: publishing with a window of unacknowledged messages, optionally on a
+//!   schedule (`--rate`); acknowledging.
+//! - [`fanin`]: `fanin`, N publishers to M subscribers: throughput, latency, a loss check;
+//!   for a time (`--duration`) or a count (`--messages`), as fast as the window allows or at a
+//!   fixed offered rate (`--rate`).
+//! - [`sessions`]: `sessions`, many persistent sessions with messages queued while offline
+//!   (each to its own topic, or `--common-topic` to all of them), and `--drain` to take them
+//!   back after a restart.
 //!
-//! Figures and the commands that produced them: `docs/benchmarks.md`.
+//! Both subcommands print a report for people and, with `--json`, one JSON line for scripts:
+//! `bench/compare.sh` runs them against the bridge and mosquitto side by side and writes
+//! `BENCHMARKS.md`. Older figures: `docs/benchmarks.md`.
 
 mod conn;
 mod fanin;

@@ -1,6 +1,6 @@
 //! Publishing with a window of unacknowledged messages, and acknowledging what arrives.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::{Packet, PacketId, PubResp, Publish, QoS};
 
@@ -10,15 +10,33 @@ use crate::conn::{Conn, ConnError};
 /// broker stalled.
 const STALL: Duration = Duration::from_secs(30);
 
-/// Publishes what `next` yields (a tag and the message, QoS set) over `conn`, keeping at most
-/// `window` messages unacknowledged, until `next` returns `None` and every message is
-/// acknowledged (PUBACK, or PUBCOMP after PUBREC / PUBREL). `on_ack` gets each message's tag
-/// once it is acknowledged; a QoS 0 message counts as acknowledged once written, and is
-/// written in batches of `window`.
+/// What a publisher's source of messages says when asked for the next one.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one value per message, moved straight into the encoder: boxing would add an \
+              allocation per message to the load generator"
+)]
+pub(crate) enum Next {
+    /// Publish this message (QoS set); the tag comes back through `on_ack`.
+    Publish(u64, Publish),
+    /// Nothing yet: ask again at this instant (a publisher on a schedule).
+    NotBefore(Instant),
+    /// No more messages.
+    Done,
+}
+
+/// Publishes what `next` yields over `conn`, keeping at most `window` messages
+/// unacknowledged, until `next` says [`Next::Done`] and every message is acknowledged
+/// (PUBACK, or PUBCOMP after PUBREC / PUBREL). `on_ack` gets each message's tag once it is
+/// acknowledged; a QoS 0 message counts as acknowledged once written, and is written in
+/// batches of up to `window`. While `next` says [`Next::NotBefore`], acknowledgements are
+/// still taken as they come, so a scheduled publisher never waits on a full window it could
+/// have emptied.
 pub(crate) async fn publish_windowed(
     conn: &mut Conn,
     window: u16,
-    mut next: impl FnMut() -> Option<(u64, Publish)>,
+    mut next: impl FnMut() -> Next,
     mut on_ack: impl FnMut(u64),
 ) -> Result<(), ConnError> {
     let window = window.max(1);
@@ -27,28 +45,43 @@ pub(crate) async fn publish_windowed(
     let mut written_qos0 = Vec::with_capacity(usize::from(window));
     let mut exhausted = false;
     loop {
+        let mut wake = None;
         while !exhausted && !free.is_empty() && written_qos0.len() < usize::from(window) {
-            let Some((tag, mut publish)) = next() else {
-                exhausted = true;
-                break;
-            };
-            if publish.qos == QoS::AtMostOnce {
-                written_qos0.push(tag);
-            } else if let Some(id) = free.pop() {
-                tags[usize::from(id.get())] = Some(tag);
-                publish.packet_id = Some(id);
+            match next() {
+                Next::Publish(tag, mut publish) => {
+                    if publish.qos == QoS::AtMostOnce {
+                        written_qos0.push(tag);
+                    } else if let Some(id) = free.pop() {
+                        tags[usize::from(id.get())] = Some(tag);
+                        publish.packet_id = Some(id);
+                    }
+                    conn.push(&Packet::Publish(publish))?;
+                }
+                Next::NotBefore(at) => {
+                    wake = Some(at);
+                    break;
+                }
+                Next::Done => exhausted = true,
             }
-            conn.push(&Packet::Publish(publish))?;
         }
         conn.flush().await?;
         written_qos0.drain(..).for_each(&mut on_ack);
-        if free.len() == usize::from(window) {
-            if exhausted {
-                return Ok(());
-            }
-            continue;
+        let idle = free.len() == usize::from(window);
+        if idle && exhausted {
+            return Ok(());
         }
-        let mut packet = conn.next_within(STALL).await?;
+        let mut packet = match (idle, wake) {
+            (true, None) => continue,
+            (true, Some(at)) => {
+                tokio::time::sleep_until(at.into()).await;
+                continue;
+            }
+            (false, None) => conn.next_within(STALL).await?,
+            (false, Some(at)) => tokio::select! {
+                packet = conn.next_within(STALL) => packet?,
+                () = tokio::time::sleep_until(at.into()) => continue,
+            },
+        };
         loop {
             match packet {
                 Packet::PubAck(r) | Packet::PubComp(r) if !r.reason.is_error() => {

@@ -3,7 +3,10 @@
 //! still there (after a restart of the broker, say).
 //!
 //! Session `i` has client id `<prefix>-<i>` and one subscription, `bench/s/<i>` at QoS 1.
-//! Its queued messages carry the session's index and a round number 0..Q.
+//! Its queued messages carry the session's index and a round number 0..Q. With
+//! `--common-topic` every session subscribes to `bench/s/all` instead, and each queued
+//! message goes to all of them (a fan-out to offline sessions: the broker stores one
+//! delivery per session); those carry the index [`ALL`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,10 +18,13 @@ use protocol::{ProtocolVersion, Publish, QoS, TopicFilter, TopicName};
 use tokio::task::JoinSet;
 
 use crate::conn::{Conn, ConnError, Target};
-use crate::publish::{acknowledge, publish_windowed};
+use crate::publish::{acknowledge, publish_windowed, Next};
 
 /// Bytes at the start of each payload: session index (u32), round (u32).
 const HEADER: usize = 8;
+
+/// The index in the payload of a message to every session (`--common-topic`).
+const ALL: u32 = u32::MAX;
 
 /// While draining, how long a session may receive nothing before it is given up on.
 const DRAIN_IDLE: Duration = Duration::from_secs(5);
@@ -55,6 +61,13 @@ pub(crate) struct Sessions {
     /// present and its queued messages, acknowledge them and disconnect.
     #[arg(long)]
     drain: bool,
+    /// Every session subscribes to `bench/s/all`, and every queued message goes to all of
+    /// them: `--queued-per-session` messages in all, each stored once per session.
+    #[arg(long)]
+    common_topic: bool,
+    /// Also print one line of JSON with the figures (for scripts; the last line printed).
+    #[arg(long)]
+    json: bool,
     /// Speak MQTT 5.0 instead of 3.1.1 (the sessions then ask for the longest expiry).
     #[arg(long)]
     v5: bool,
@@ -72,6 +85,15 @@ impl Sessions {
     fn client_id(&self, i: u32) -> String {
         format!("{}-{i}", self.prefix)
     }
+
+    /// The topic session `i` subscribes to.
+    fn topic(&self, i: u32) -> String {
+        if self.common_topic {
+            "bench/s/all".to_owned()
+        } else {
+            format!("bench/s/{i}")
+        }
+    }
 }
 
 /// Runs the subcommand and prints its report; `Ok(false)` if a drain found a message or a
@@ -83,31 +105,52 @@ pub(crate) async fn run(args: Sessions) -> anyhow::Result<bool> {
     }
     let started = Instant::now();
     per_session(&args, create).await?;
-    let took = started.elapsed().as_secs_f64();
+    let create_secs = started.elapsed().as_secs_f64();
     println!(
-        "created {} persistent sessions in {took:.2} s ({:.0}/s)",
+        "created {} persistent sessions in {create_secs:.2} s ({:.0}/s)",
         args.count,
-        f64::from(args.count) / took
+        f64::from(args.count) / create_secs
     );
-    if args.queued_per_session == 0 {
-        return Ok(true);
+    let deliveries = u64::from(args.count) * u64::from(args.queued_per_session);
+    let published = if args.common_topic {
+        u64::from(args.queued_per_session)
+    } else {
+        deliveries
+    };
+    let mut queue_secs = 0.0;
+    if args.queued_per_session > 0 {
+        let started = Instant::now();
+        let mut tasks = JoinSet::new();
+        for w in 0..args.publishers.max(1) {
+            tasks.spawn(queue(args.clone(), w));
+        }
+        while let Some(done) = tasks.join_next().await {
+            done??;
+        }
+        queue_secs = started.elapsed().as_secs_f64();
+        println!(
+            "queued {published} QoS 1 messages ({deliveries} deliveries, {} per session, {} B) \
+             in {queue_secs:.2} s ({:.0} msg/s acknowledged)",
+            args.queued_per_session,
+            args.size,
+            published as f64 / queue_secs
+        );
     }
-    let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    for w in 0..args.publishers.max(1) {
-        tasks.spawn(queue(args.clone(), w));
+    if args.json {
+        let summary = serde_json::json!({
+            "command": "sessions",
+            "count": args.count,
+            "create_secs": create_secs,
+            "queued_per_session": args.queued_per_session,
+            "common_topic": args.common_topic,
+            "published": published,
+            "deliveries": deliveries,
+            "queue_secs": queue_secs,
+            "published_per_s": if queue_secs > 0.0 { published as f64 / queue_secs } else { 0.0 },
+            "ok": true,
+        });
+        println!("{summary}");
     }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
-    let took = started.elapsed().as_secs_f64();
-    let total = u64::from(args.count) * u64::from(args.queued_per_session);
-    println!(
-        "queued {total} QoS 1 messages ({} per session, {} B) in {took:.2} s ({:.0}/s)",
-        args.queued_per_session,
-        args.size,
-        total as f64 / took
-    );
     Ok(true)
 }
 
@@ -143,7 +186,7 @@ async fn create(args: Arc<Sessions>, i: u32) -> anyhow::Result<()> {
     let (mut conn, _) = Conn::connect(&args.url, args.version(), &id, false)
         .await
         .with_context(|| format!("{id} connecting"))?;
-    conn.subscribe(TopicFilter::new(format!("bench/s/{i}"))?, QoS::AtLeastOnce)
+    conn.subscribe(TopicFilter::new(args.topic(i))?, QoS::AtLeastOnce)
         .await
         .with_context(|| format!("{id} subscribing"))?;
     conn.disconnect().await?;
@@ -151,24 +194,33 @@ async fn create(args: Arc<Sessions>, i: u32) -> anyhow::Result<()> {
 }
 
 /// Publisher `w`: `queued_per_session` rounds of one QoS 1 message to each of its share of
-/// the sessions (those with `i % publishers == w`).
+/// the sessions (those with `i % publishers == w`); with `--common-topic`, its share of the
+/// rounds (`round % publishers == w`), each to `bench/s/all`.
 async fn queue(args: Arc<Sessions>, w: u32) -> anyhow::Result<()> {
     let id = format!("{}-publisher-{w}", args.prefix);
     let (mut conn, _) = Conn::connect(&args.url, args.version(), &id, true)
         .await
         .with_context(|| format!("{id} connecting"))?;
-    let mine: Vec<(u32, TopicName)> = (w..args.count)
-        .step_by(args.publishers.max(1) as usize)
-        .map(|i| Ok((i, TopicName::new(format!("bench/s/{i}"))?)))
-        .collect::<Result<_, protocol::TopicError>>()?;
-    let total = mine.len() * args.queued_per_session as usize;
+    let step = args.publishers.max(1) as usize;
+    // (index in the payload, topic) of each target, and the rounds to send to each.
+    let (mine, rounds): (Vec<(u32, TopicName)>, Vec<u32>) = if args.common_topic {
+        let all = vec![(ALL, TopicName::new(args.topic(ALL))?)];
+        (all, (w..args.queued_per_session).step_by(step).collect())
+    } else {
+        let mine = (w..args.count)
+            .step_by(step)
+            .map(|i| Ok((i, TopicName::new(args.topic(i))?)))
+            .collect::<Result<_, protocol::TopicError>>()?;
+        (mine, (0..args.queued_per_session).collect())
+    };
+    let total = mine.len() * rounds.len();
     let mut n = 0;
     let next = || {
         if n >= total {
-            return None;
+            return Next::Done;
         }
         let (i, topic) = &mine[n % mine.len()];
-        let round = (n / mine.len()) as u32;
+        let round = rounds[n / mine.len()];
         n += 1;
         let mut payload = BytesMut::with_capacity(args.size as usize);
         payload.put_u32(*i);
@@ -176,7 +228,7 @@ async fn queue(args: Arc<Sessions>, w: u32) -> anyhow::Result<()> {
         payload.resize(args.size as usize, 0);
         let mut publish = Publish::new(topic.clone(), payload.freeze());
         publish.qos = QoS::AtLeastOnce;
-        Some((0, publish))
+        Next::Publish(0, publish)
     };
     publish_windowed(&mut conn, args.inflight, next, |_| {})
         .await
@@ -212,7 +264,23 @@ async fn drain(args: Arc<Sessions>) -> anyhow::Result<bool> {
          {expected} queued messages, {duplicates} duplicates, {foreign} foreign",
         args.count
     );
-    Ok(present == drained.len() && unique == expected)
+    let ok = present == drained.len() && unique == expected;
+    if args.json {
+        let summary = serde_json::json!({
+            "command": "sessions --drain",
+            "count": args.count,
+            "drain_secs": took,
+            "present": present,
+            "expected": expected,
+            "received": unique,
+            "lost": expected.saturating_sub(unique),
+            "duplicates": duplicates,
+            "foreign": foreign,
+            "ok": ok,
+        });
+        println!("{summary}");
+    }
+    Ok(ok)
 }
 
 /// Reconnects session `i` with clean session 0 and takes its queued messages: until all
@@ -234,7 +302,8 @@ async fn drain_one(args: Arc<Sessions>, i: u32) -> anyhow::Result<Drained> {
         };
         if let Some(publish) = acknowledge(&mut conn, packet)? {
             let mut payload = &publish.payload[..];
-            let slot = (payload.len() >= HEADER && payload.get_u32() == i)
+            let ours = |index| index == i || (args.common_topic && index == ALL);
+            let slot = (payload.len() >= HEADER && ours(payload.get_u32()))
                 .then(|| seen.get_mut(payload.get_u32() as usize))
                 .flatten();
             match slot {
