@@ -32,7 +32,6 @@
 //! transport, which owns it from then on.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,13 +41,16 @@ use protocol::{
     ConnAck, Connect, Decoder, Disconnect, OutboundAliases, Packet, ProtocolVersion, ReasonCode,
 };
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::auth::{Authenticator, ConnectionInfo, Identity, Transport};
 use crate::command::{connection_channel_capacity, CloseReason, Command, Flow, Outgoing};
 use crate::config::BrokerConfig;
 use crate::ids::ConnId;
 use crate::metrics::{Metrics, OpenConnection};
+
+mod deadline;
+use deadline::{parked, Deadline};
 
 /// How a connection ended, for the transport's logs.
 #[derive(Debug, thiserror::Error)]
@@ -89,53 +91,8 @@ const MAX_BATCH: usize = 64 * 1024;
 /// the transport's close may take when the peer does not read.
 const CLOSING_WRITE: Duration = Duration::from_secs(1);
 
-/// Far enough to never come: the time a disarmed [`Deadline`] is parked at.
-const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
 /// Why the connected loop ended: what the engine is told, and what `serve` returns.
 type Ending = (CloseReason, Result<(), ConnectionError>);
-
-/// A deadline on one pinned [`Sleep`], armed or not.
-///
-/// The `Sleep` is made once per connection and moved with [`Sleep::reset`], never rebuilt,
-/// so waking the task for anything else does not restart it; while disarmed it is not
-/// polled, so it holds no timer slot.
-struct Deadline<'a> {
-    sleep: Pin<&'a mut Sleep>,
-    armed: bool,
-}
-
-impl<'a> Deadline<'a> {
-    fn new(sleep: Pin<&'a mut Sleep>) -> Self {
-        Deadline {
-            sleep,
-            armed: false,
-        }
-    }
-
-    fn arm(&mut self, at: Instant) {
-        self.sleep.as_mut().reset(at);
-        self.armed = true;
-    }
-
-    fn disarm(&mut self) {
-        self.armed = false;
-    }
-
-    /// Resolves when armed and its time has come; never while disarmed.
-    async fn expired(&mut self) {
-        if self.armed {
-            self.sleep.as_mut().await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-/// A parked `Sleep` for a [`Deadline`].
-fn parked() -> Sleep {
-    tokio::time::sleep_until(Instant::now() + NEVER)
-}
 
 /// What woke the connected loop. Outgoing packets are already encoded: a [`Packet`] held
 /// here would be held across the write's await (see `encoded`).
