@@ -169,3 +169,86 @@ async fn a_subscriber_that_stops_reading_has_its_drops_counted_and_another_still
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_3_1_1_publisher_that_ignores_the_window_is_acknowledged_not_disconnected() {
+    // MQTT.js and other 3.1.1 clients do not limit what they have in flight, and 3.1.1 has
+    // no Receive Maximum to tell them one. A publisher sends 600 QoS 1 messages without
+    // waiting, towards a subscriber that does not read for 2 s: at most `receive_maximum`
+    // acknowledgements are held for it, the rest are sent at once; the publisher gets all
+    // 600 and stays connected; the subscriber's queue limit holds, and it receives, in
+    // order, every message not counted as dropped for it (5.0 closes with 0x93 instead
+    // [MQTT-3.3.4-9]: tests/bad_input.rs).
+    for_each_transport(|t| async move {
+        let bridge = Bridge::start_with_config(
+            "[broker]\nreceive_maximum = 16\nmax_queued_messages = 100\n",
+        );
+        let mut sub = connect(&bridge, t, "sub", 0).await;
+        sub.send(Packet::Subscribe(Subscribe {
+            packet_id: PacketId::new(1).unwrap(),
+            subscriptions: vec![Subscription::new(filter("w/#"), QoS::AtLeastOnce)],
+            properties: Properties::default(),
+        }))
+        .await;
+        assert!(matches!(sub.read_packet().await, Some(Packet::SubAck(_))));
+        let mut publisher = connect(&bridge, t, "pub", 0).await;
+        let count: u16 = 600;
+        let mut bytes = Vec::new();
+        for i in 1..=count {
+            let mut p = Publish::new(topic("w/x"), i.to_be_bytes().to_vec());
+            p.qos = QoS::AtLeastOnce;
+            p.packet_id = PacketId::new(i);
+            bytes.extend_from_slice(&encode(&Packet::Publish(p), V3));
+        }
+        publisher.send_bytes(&bytes).await;
+        let mut acked = std::collections::HashSet::new();
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let mut got = Vec::new();
+            loop {
+                match sub.read_within(Duration::from_secs(3)).await {
+                    Read::Packet(Packet::Publish(p)) => {
+                        got.push(u16::from_be_bytes(p.payload[..2].try_into().unwrap()));
+                        let id = p.packet_id.unwrap();
+                        sub.send(Packet::PubAck(e2e::protocol::PubResp::new(id)))
+                            .await;
+                    }
+                    Read::Nothing => return (got, sub),
+                    other => panic!("subscriber: {other:?} after {} messages", got.len()),
+                }
+            }
+        });
+        while acked.len() < count as usize {
+            match publisher.read_within(STALL).await {
+                Read::Packet(Packet::PubAck(a)) => assert!(acked.insert(a.packet_id.get())),
+                other => panic!("publisher, {} acknowledged: {other:?}", acked.len()),
+            }
+        }
+        // The subscriber stays connected (clean session) until its drops are read.
+        let (got, _sub) = reader.await.unwrap();
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "{t}: in order, no duplicate"
+        );
+        let lost = dropped(&bridge, "sub").await;
+        assert_eq!(
+            got.len() as u64 + lost,
+            u64::from(count),
+            "{t}: every message received or counted"
+        );
+        assert!(
+            got.len() >= 100,
+            "{t}: the queue's worth at least arrives: {}",
+            got.len()
+        );
+        publisher.send(Packet::PingReq).await;
+        assert!(
+            matches!(
+                publisher.read_within(STALL).await,
+                Read::Packet(Packet::PingResp)
+            ),
+            "{t}"
+        );
+    })
+    .await;
+}

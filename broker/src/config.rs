@@ -43,7 +43,9 @@ pub struct BrokerConfig {
     /// as Maximum Packet Size in 5.0 CONNACK.
     pub max_packet_size: u32,
     /// How many QoS 1/2 PUBLISHes a client may have unacknowledged towards the broker
-    /// (announced as Receive Maximum); more is a protocol error (0x93).
+    /// (announced as Receive Maximum in 5.0, where more is a protocol error: 0x93). A 3.1.1
+    /// client is never told it: past it, its messages are acknowledged at once instead of
+    /// waiting for a congested subscriber (see the engine's `backpressure` module).
     pub receive_maximum: u16,
     /// How many QoS 1/2 messages the broker has in flight to one client at most (the
     /// client's own Receive Maximum lowers it).

@@ -29,7 +29,11 @@
 //!
 //! Only QoS 0 deliveries pause publishers: QoS 1/2 publishers are already held back by
 //! their acknowledgements (`held_acks`), and pausing them too could make two clients that
-//! publish to each other wait on each other's unread acknowledgements.
+//! publish to each other wait on each other's unread acknowledgements. At most Receive
+//! Maximum acknowledgements are held per publisher: a 5.0 client that sends more breaks the
+//! protocol and is closed (0x93); a 3.1.1 client cannot know the window, so past it its
+//! messages are acknowledged at once, and an online subscriber over its queue limit does
+//! not take them (dropped for it and counted, as an offline queue's overflow is).
 //!
 //! Every structure here is bounded: one entry per congested online session and one per
 //! paused connection; a congested session's set of paused publishers holds the
@@ -55,6 +59,10 @@ pub(super) struct Backpressure {
     /// Congested sessions that the message being routed was queued for: its publisher is
     /// paused for each (filled by `deliver`, taken by `on_publish`).
     pressing: Vec<SessionId>,
+    /// The QoS 1/2 message being routed cannot have its acknowledgement held back: its
+    /// publisher (MQTT 3.1.1, which cannot be told a Receive Maximum) is past the window.
+    /// An online session over its queue limit then does not take it (see `deliver`).
+    pub(super) unheld: bool,
 }
 
 /// A session over its high-water mark.

@@ -71,11 +71,20 @@ impl Engine {
                 return self.send(sid, Packet::PubRec(PubResp::new(id)));
             }
         }
+        // Past the Receive Maximum: a protocol error in 5.0, which announces it; a 3.1.1
+        // client cannot know it, so its message is taken and acknowledged at once rather
+        // than held for a congested subscriber (the window bounds what is held, not what
+        // is taken).
+        let mut past_window = false;
         if p.qos != QoS::AtMostOnce {
             if online.inbound_unacked >= cfg.receive_maximum {
-                return self.fail(sid, ReasonCode::ReceiveMaximumExceeded, now); // [MQTT-3.3.4-9]
+                if v == ProtocolVersion::V5 {
+                    return self.fail(sid, ReasonCode::ReceiveMaximumExceeded, now);
+                    // [MQTT-3.3.4-9]
+                }
+                past_window = true;
             }
-            online.inbound_unacked += 1;
+            online.inbound_unacked = online.inbound_unacked.saturating_add(1);
         }
         s.stats.msgs_in += 1;
         s.stats.bytes_in += p.payload.len() as u64;
@@ -97,7 +106,9 @@ impl Engine {
             }
             let id = self.new_message_id();
             let msg = Arc::new(Message::from_publish(p, id, Some(client_id), now));
+            self.pressure.unheld = past_window;
             let routed = self.route(msg, Some(sid), now);
+            self.pressure.unheld = false;
             // A QoS 0 copy waits in a queue over its high-water mark: this connection
             // stops being read until that queue drains (see `backpressure`).
             self.pause_publisher(sid, conn);
@@ -113,8 +124,8 @@ impl Engine {
             (true, ProtocolVersion::V5) if matched == 0 => ReasonCode::NoMatchingSubscribers,
             (true, _) => ReasonCode::Success,
         };
-        if let (Some(target), ReasonCode::Success | ReasonCode::NoMatchingSubscribers) =
-            (congested, reason)
+        if let (Some(target), ReasonCode::Success | ReasonCode::NoMatchingSubscribers, false) =
+            (congested, reason, past_window)
         {
             // Backpressure: the acknowledgement waits until the slow session drains.
             if let Some(t) = self.sessions.get_mut(&target) {

@@ -221,6 +221,13 @@ impl Engine {
             }
             let over = s.queue.len() >= cfg.max_queued_messages
                 || s.queued_bytes + d.msg.payload.len() > cfg.max_queued_bytes;
+            if over && self.pressure.unheld {
+                // Its publisher's acknowledgement cannot wait (see `backpressure`): the
+                // limit holds, the message is dropped for this session and counted.
+                s.stats.dropped += 1;
+                self.metrics.dropped(DropReason::QueueFull, 1);
+                return false;
+            }
             let persistent = s.persistent();
             if persistent {
                 d.stored = true;

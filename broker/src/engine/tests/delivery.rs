@@ -186,6 +186,68 @@ fn exceeding_the_brokers_receive_maximum_closes_with_0x93() {
     );
 }
 
+/// MQTT 3.1.1 has no Receive Maximum: a 3.1.1 client cannot know the broker's, so going
+/// past it is no protocol error there (only 5.0's [MQTT-3.3.4-9] makes it one). Past the
+/// window its acknowledgements are no longer held back for a congested subscriber: they go
+/// at once, the publisher stays connected, and the subscriber's queue limit holds (what it
+/// cannot take is dropped for it and counted, as an offline queue's overflow is).
+#[test]
+fn a_3_1_1_publisher_past_the_receive_maximum_is_acknowledged_at_once_not_disconnected() {
+    let config = BrokerConfig {
+        max_queued_messages: 1,
+        receive_maximum: 2,
+        ..Default::default()
+    };
+    let mut w = world(config);
+    let mut c = Connect::new(V3, "S", true);
+    c.properties.receive_maximum = Some(1);
+    let (mut s, _) = w.connect_with(c);
+    w.subscribe(&mut s, "t", QoS::AtLeastOnce);
+    let (mut p, _) = w.connect(V3, "P", true, None);
+    w.publish(&p, "t", b"1", QoS::AtLeastOnce, false, 1); // sent (window 1): acked
+    w.publish(&p, "t", b"2", QoS::AtLeastOnce, false, 2); // queued (at limit): acked
+    w.publish(&p, "t", b"3", QoS::AtLeastOnce, false, 3); // past the limit: ack held (1 of 2)
+    w.publish(&p, "t", b"4", QoS::AtLeastOnce, false, 4); // ack held (2 of 2)
+    w.publish(&p, "t", b"5", QoS::AtLeastOnce, false, 5); // past the window: acked at once
+    assert_eq!(
+        p.packets(),
+        vec![
+            Packet::PubAck(PubResp::new(pid(1))),
+            Packet::PubAck(PubResp::new(pid(2))),
+            Packet::PubAck(PubResp::new(pid(5))),
+        ],
+        "no DISCONNECT, and the fifth is acknowledged though two are held"
+    );
+    assert!(
+        !p.closed,
+        "a 3.1.1 client is not closed for exceeding the window"
+    );
+    assert_eq!(
+        w.engine.stats().dropped,
+        1,
+        "the subscriber's queue limit held"
+    );
+    // The subscriber catches up: what it took arrives in order, and the held acks go.
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        for m in s.publishes() {
+            got.push(m.payload.clone());
+            w.packet(&s, Packet::PubAck(PubResp::new(m.packet_id.unwrap())));
+        }
+    }
+    let got: Vec<&[u8]> = got.iter().map(|b| &b[..]).collect();
+    assert_eq!(got, [&b"1"[..], b"2", b"3", b"4"]);
+    let mut released = p.packets();
+    released.sort_by_key(|p| format!("{p:?}"));
+    assert_eq!(
+        released,
+        vec![
+            Packet::PubAck(PubResp::new(pid(3))),
+            Packet::PubAck(PubResp::new(pid(4)))
+        ]
+    );
+}
+
 #[test]
 fn expired_queued_messages_are_not_delivered_and_the_rest_have_their_expiry_lowered() {
     let mut w = world(BrokerConfig::default());
