@@ -69,7 +69,8 @@ struct Payload {
     /// Ordinary subscriptions.
     subs: Subscribers,
     /// Shared subscription groups by group name; none is ever left without members, and
-    /// `None` when there is none.
+    /// `None` when there is none. Boxed on purpose: 8 bytes in every payload, not 48.
+    #[allow(clippy::box_collection)]
     groups: Option<Box<HashMap<Arc<str>, Group>>>,
 }
 
