@@ -245,11 +245,11 @@ async fn run(
         idle_timeout: Duration::from_secs(config.server.http_idle_timeout_secs),
     };
     if let Some(files) = files {
-        // An MQTT connection over TCP takes two descriptors (see `tcp::TcpTransport`).
+        // An MQTT connection over TCP takes one descriptor, two while its peer is slow to
+        // read (see `tcp::TcpTransport`).
         let wanted = broker
             .config()
             .max_connections
-            .saturating_mul(2)
             .saturating_add(http_limits.max_connections);
         if u64::try_from(wanted).is_ok_and(|wanted| wanted > files) {
             tracing::info!(

@@ -123,22 +123,27 @@ async fn serve_tls(broker: &Broker, tls: &ServerTls, socket: TcpStream, peer: So
 /// [`READ_CHUNK`]). Out: each chunk is written as it is, without copying; `poll_ready`
 /// waits until the previous one is fully written, so at most one chunk is held.
 ///
-/// # Why two registrations of one socket
-/// The socket is registered with the runtime twice, through a duplicate of its descriptor:
-/// once for reading only and once for writing only. The kernel's ready list (epoll, edge
-/// triggered) keeps a socket where its *first* event put it: with one registration for
-/// both, the acknowledgement of something we wrote (a writable edge) places the socket
-/// early in the list, and data arriving on it later is reported before data that arrived
-/// earlier on other sockets, so its task reads first. That made a PUBLISH sent just after
-/// another client's SUBSCRIBE reach the engine before it, in most tries. With reading
-/// registered on its own, sockets are reported, and so read, in the order their data
-/// arrived, as in mosquitto's event loop. The price is a second descriptor per connection.
+/// # Why the socket is registered for reading only
+/// The kernel's ready list (epoll, edge triggered) keeps a socket where its *first* event
+/// put it: with one registration for both directions, the acknowledgement of something we
+/// wrote (a writable edge) places the socket early in the list, and data arriving on it
+/// later is reported before data that arrived earlier on other sockets, so its task reads
+/// first. That made a PUBLISH sent just after another client's SUBSCRIBE reach the engine
+/// before it, in most tries. With reading registered on its own, sockets are reported, and
+/// so read, in the order their data arrived, as in mosquitto's event loop.
+///
+/// Writes go straight to the socket, which takes them whole unless its send buffer is full.
+/// Only then is a duplicate of its descriptor registered for writing, to wait for room, and
+/// dropped once the chunk is written out: an idle connection holds one descriptor and one
+/// registration (the runtime's per-registration state is a 256-byte allocation), and
+/// only a connection whose peer does not keep up holds two.
 #[derive(Debug)]
 pub(crate) struct TcpTransport {
     /// The socket, registered for reading only.
     reader: AsyncFd<std::net::TcpStream>,
-    /// A duplicate of its descriptor, registered for writing only.
-    writer: AsyncFd<std::net::TcpStream>,
+    /// While a write waits for room: a duplicate of its descriptor, registered for writing
+    /// only.
+    writer: Option<AsyncFd<std::net::TcpStream>>,
     /// The part of the last chunk not written yet.
     unwritten: Bytes,
 }
@@ -151,27 +156,53 @@ impl TcpTransport {
     // `unsafe`. Both descriptors are closed when the transport is dropped.
     #[allow(deprecated)]
     pub(crate) fn new(socket: TcpStream) -> io::Result<Self> {
+        // Left non-blocking by `into_std`: writes straight to it never block.
         let socket = socket.into_std()?;
-        let duplicate = socket.try_clone()?;
         Ok(TcpTransport {
             reader: AsyncFd::with_interest(socket, Interest::READABLE)?,
-            writer: AsyncFd::with_interest(duplicate, Interest::WRITABLE)?,
+            writer: None,
             unwritten: Bytes::new(),
         })
+    }
+
+    /// A duplicate of the socket's descriptor, registered for writing only (see the type's
+    /// docs).
+    #[allow(deprecated)]
+    fn register_writer(&self) -> io::Result<AsyncFd<std::net::TcpStream>> {
+        AsyncFd::with_interest(self.reader.get_ref().try_clone()?, Interest::WRITABLE)
     }
 
     /// Writes what is left of the last chunk.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.unwritten.is_empty() {
-            let mut guard = ready!(self.writer.poll_write_ready(cx))?;
             let unwritten = &self.unwritten;
-            match guard.try_io(|socket| socket.get_ref().write(unwritten)) {
-                Ok(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(Ok(n)) => self.unwritten.advance(n),
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
+            let written = match &self.writer {
+                None => match self.reader.get_ref().write(unwritten) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // The send buffer is full: wait for room on a registration of its
+                        // own (registered now, it reports room that came in between).
+                        self.writer = Some(self.register_writer()?);
+                        continue;
+                    }
+                    other => other,
+                },
+                Some(writer) => {
+                    let mut guard = ready!(writer.poll_write_ready(cx))?;
+                    match guard.try_io(|socket| socket.get_ref().write(unwritten)) {
+                        Ok(result) => result,
+                        Err(_would_block) => continue,
+                    }
+                }
+            };
+            match written {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.unwritten.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
+        // Written out: the peer keeps up again, the duplicate goes.
+        self.writer = None;
         Poll::Ready(Ok(()))
     }
 }
@@ -225,7 +256,7 @@ impl Sink<Bytes> for TcpTransport {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_write_out(cx))?;
-        match self.writer.get_ref().shutdown(Shutdown::Write) {
+        match self.reader.get_ref().shutdown(Shutdown::Write) {
             // Already closed by the peer: nothing left to shut down.
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
             other => Poll::Ready(other),
@@ -287,6 +318,29 @@ mod tests {
         assert_eq!(got.len(), 3 + big.len());
         assert_eq!(&got[..3], b"abc");
         assert!(got[3..].iter().all(|&b| b == 7));
+    }
+
+    #[tokio::test]
+    async fn a_write_the_peer_does_not_read_waits_on_a_second_registration_dropped_once_written() {
+        let (mut transport, mut client) = pair().await;
+        assert!(transport.writer.is_none(), "one registration while idle");
+        // More than the send and receive buffers of loopback together can hold.
+        let big = Bytes::from(vec![3u8; 32 * 1024 * 1024]);
+        transport.feed(big.clone()).await.expect("feed");
+        assert!(futures_util::FutureExt::now_or_never(transport.flush()).is_none());
+        assert!(transport.writer.is_some(), "waiting for room");
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; big.len()];
+            client.read_exact(&mut got).await.expect("read");
+            got
+        });
+        transport.flush().await.expect("flush");
+        assert!(
+            transport.writer.is_none(),
+            "written out: the duplicate is gone"
+        );
+        let got = reader.await.expect("reader");
+        assert!(got.iter().all(|&b| b == 3));
     }
 
     /// Keeps what each connection's transport told the broker.

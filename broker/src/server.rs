@@ -67,7 +67,11 @@ impl Broker {
     /// Starts the engine with an authenticator, in memory only (`--data none`).
     pub fn with_authenticator(config: BrokerConfig, auth: Arc<dyn Authenticator>) -> Broker {
         let config = Arc::new(config);
-        let engine = Engine::new(config.clone(), auth.clone(), Box::new(MemoryStore::new()));
+        let engine = Engine::new(
+            config.clone(),
+            auth.clone(),
+            Box::new(MemoryStore::without_restart()),
+        );
         Broker::launch(config, auth, engine)
     }
 

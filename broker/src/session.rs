@@ -10,19 +10,19 @@
 //! that come back now and then), so an idle offline session should cost little: the state
 //! only a connected session has ([`Online`]) is boxed, and the per-session collections that
 //! are small or empty for most sessions (its subscriptions, the QoS 2 packet ids awaiting
-//! PUBREL) are sorted vectors ([`VecMap`], [`VecSet`]) rather than hash tables: a hash table
-//! costs 48 bytes empty and a table of 4 buckets (about 160 bytes) for one entry, a vector
-//! 24 bytes empty and exactly its entries for one. Both stay small by construction: a
-//! session's subscriptions are capped by `max_subscriptions_per_session`, its QoS 2 ids by
-//! our Receive Maximum.
+//! PUBREL) are the protocol crate's sorted vectors ([`VecMap`], [`VecSet`]) rather than hash
+//! tables: a hash table costs 48 bytes empty and a table of 4 buckets (about 160 bytes) for
+//! one entry, a vector 24 bytes empty and exactly its entries for one (a plain `Vec` would
+//! reserve 4: 96 bytes more for a session's one subscription). Both stay small by
+//! construction: a session's subscriptions are capped by `max_subscriptions_per_session`,
+//! its QoS 2 ids by our Receive Maximum.
 
-use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use protocol::{PacketId, PacketIds, ProtocolVersion, QoS, TopicFilter, Will};
+use protocol::{PacketId, PacketIds, ProtocolVersion, QoS, TopicFilter, VecMap, VecSet, Will};
 use tokio::sync::mpsc;
 
 use crate::auth::Identity;
@@ -247,217 +247,9 @@ impl Session {
     }
 }
 
-/// A small map kept as a vector sorted by key: lookups by binary search, inserts and
-/// removals by shifting the entries after them. For the few entries a session holds (see the
-/// module docs) it costs exactly its entries, where a hash table costs a table.
-#[derive(Debug, Clone)]
-pub(crate) struct VecMap<K, V> {
-    /// Sorted by key, no key twice.
-    entries: Vec<(K, V)>,
-}
-
-impl<K, V> Default for VecMap<K, V> {
-    fn default() -> Self {
-        VecMap {
-            entries: Vec::new(),
-        }
-    }
-}
-
-impl<K: Ord, V> VecMap<K, V> {
-    fn find<Q>(&self, key: &Q) -> Result<usize, usize>
-    where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
-    {
-        self.entries.binary_search_by(|(k, _)| k.borrow().cmp(key))
-    }
-
-    /// Whether `key` is in the map.
-    pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
-    {
-        self.find(key).is_ok()
-    }
-
-    /// Sets `key` to `value`; returns the value it replaces.
-    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
-        match self.find(&key) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
-            Err(i) => {
-                self.entries.insert(i, (key, value));
-                None
-            }
-        }
-    }
-
-    /// Removes `key`; returns its value. Gives memory back once mostly empty.
-    pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<V>
-    where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
-    {
-        let i = self.find(key).ok()?;
-        let (_, value) = self.entries.remove(i);
-        shrink(&mut self.entries);
-        Some(value)
-    }
-
-    /// How many entries.
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// No entries.
-    #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The entries in key order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.entries.iter().map(|(k, v)| (k, v))
-    }
-
-    /// The keys in order.
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
-        self.entries.iter().map(|(k, _)| k)
-    }
-}
-
-/// A small set kept as a sorted vector (see [`VecMap`]).
-#[derive(Debug, Clone)]
-pub(crate) struct VecSet<T> {
-    /// Sorted, no value twice.
-    values: Vec<T>,
-}
-
-impl<T> Default for VecSet<T> {
-    fn default() -> Self {
-        VecSet { values: Vec::new() }
-    }
-}
-
-impl<T: Ord> VecSet<T> {
-    /// Whether `value` is in the set.
-    pub(crate) fn contains(&self, value: &T) -> bool {
-        self.values.binary_search(value).is_ok()
-    }
-
-    /// Adds `value`; `false` if it was there already.
-    pub(crate) fn insert(&mut self, value: T) -> bool {
-        match self.values.binary_search(&value) {
-            Ok(_) => false,
-            Err(i) => {
-                self.values.insert(i, value);
-                true
-            }
-        }
-    }
-
-    /// Removes `value`; `false` if it was not there. Gives memory back once mostly empty.
-    pub(crate) fn remove(&mut self, value: &T) -> bool {
-        match self.values.binary_search(value) {
-            Ok(i) => {
-                self.values.remove(i);
-                shrink(&mut self.values);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// How many values.
-    pub(crate) fn len(&self) -> usize {
-        self.values.len()
-    }
-}
-
-impl<T: Ord> Extend<T> for VecSet<T> {
-    fn extend<I: IntoIterator<Item = T>>(&mut self, values: I) {
-        for value in values {
-            self.insert(value);
-        }
-    }
-}
-
-/// Halves a vector's capacity once it is at most a quarter full, so a burst of entries that
-/// left does not keep its memory (a quarter, not a half: an entry added and removed at the
-/// boundary must not reallocate every time).
-fn shrink<T>(v: &mut Vec<T>) {
-    if v.capacity() > 4 && v.len() <= v.capacity() / 4 {
-        v.shrink_to(v.capacity() / 2);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_vec_map_keeps_one_value_per_key_in_key_order() {
-        let mut m = VecMap::default();
-        assert!(m.is_empty());
-        assert_eq!(m.insert("b", 2), None);
-        assert_eq!(m.insert("a", 1), None);
-        assert_eq!(m.insert("c", 3), None);
-        assert_eq!(m.insert("b", 20), Some(2));
-        assert_eq!(m.len(), 3);
-        assert!(m.contains_key("a") && !m.contains_key("d"));
-        assert_eq!(m.keys().copied().collect::<Vec<_>>(), ["a", "b", "c"]);
-        assert_eq!(m.remove("a"), Some(1));
-        assert_eq!(m.remove("a"), None);
-        assert_eq!(
-            m.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
-            [("b", 20), ("c", 3)]
-        );
-    }
-
-    #[test]
-    fn a_vec_map_of_topic_filters_is_looked_up_by_filter() {
-        let mut m = VecMap::default();
-        for f in ["a/#", "a/+", "$share/g/a", "b"] {
-            let filter = TopicFilter::new(f).expect("valid");
-            m.insert(filter, f.len());
-        }
-        let wanted = TopicFilter::new("a/+").expect("valid");
-        assert_eq!(m.remove(&wanted), Some(3));
-        assert!(!m.contains_key(&wanted));
-        assert_eq!(m.len(), 3);
-    }
-
-    #[test]
-    fn a_vec_set_holds_each_value_once() {
-        let mut s = VecSet::default();
-        assert!(s.insert(5u16));
-        assert!(!s.insert(5));
-        s.extend([3, 9, 3]);
-        assert_eq!(s.len(), 3);
-        assert!(s.contains(&3) && s.contains(&9) && !s.contains(&4));
-        assert!(s.remove(&3));
-        assert!(!s.remove(&3));
-        assert_eq!(s.len(), 2);
-    }
-
-    #[test]
-    fn emptied_collections_give_their_memory_back() {
-        let mut s = VecSet::default();
-        s.extend(1..=1000u16);
-        for v in 1..=1000u16 {
-            assert!(s.remove(&v));
-        }
-        assert!(s.values.capacity() <= 8, "{}", s.values.capacity());
-        let mut m = VecMap::default();
-        for k in 0..1000u32 {
-            m.insert(k, ());
-        }
-        for k in 0..1000u32 {
-            m.remove(&k);
-        }
-        assert!(m.entries.capacity() <= 8, "{}", m.entries.capacity());
-    }
 
     #[test]
     fn an_offline_session_is_small() {

@@ -17,13 +17,15 @@
 //! Most nodes hold no subscription (the inner levels of a filter), and many filters are
 //! one client's own (`home/<client>/cmd`), so every node pays for what a node needs: its
 //! edges, and a pointer to its subscriptions, made only for a node where a filter ends
-//! ([`Node::payload`]). Inline, the two hash tables of a payload were 96 bytes in every
-//! node.
+//! ([`Subscriptions::payload`]). Inline, the two hash tables of a payload were 96 bytes in
+//! every node. A payload's own subscriptions are a sorted vector while few ([`Subscribers`]):
+//! a hash table of one entry costs a 128-byte allocation, a vector 32, and most filters have
+//! one subscriber (a client's own topic); its shared groups, rarer still, are boxed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use protocol::{SubscriptionOptions, TopicFilter};
+use protocol::{SubscriptionOptions, TopicFilter, VecMap};
 
 use crate::ids::SessionId;
 
@@ -65,14 +67,93 @@ struct Links {
 #[derive(Debug, Default)]
 struct Payload {
     /// Ordinary subscriptions.
-    subs: HashMap<SessionId, SubEntry>,
-    /// Shared subscription groups by group name; none is ever left without members.
-    groups: HashMap<Arc<str>, Group>,
+    subs: Subscribers,
+    /// Shared subscription groups by group name; none is ever left without members, and
+    /// `None` when there is none. Boxed on purpose: 8 bytes in every payload, not 48.
+    #[allow(clippy::box_collection)]
+    groups: Option<Box<HashMap<Arc<str>, Group>>>,
 }
 
 impl Payload {
     fn is_empty(&self) -> bool {
-        self.subs.is_empty() && self.groups.is_empty()
+        self.subs.is_empty() && self.groups.is_none()
+    }
+
+    /// The groups, made if there were none.
+    fn groups_mut(&mut self) -> &mut HashMap<Arc<str>, Group> {
+        self.groups.get_or_insert_with(Box::default)
+    }
+}
+
+/// Up to this many subscribers a node keeps them in a sorted vector; past it, in a hash
+/// table (where a vector's inserts and removals would shift thousands of entries).
+const FEW: usize = 16;
+
+/// The ordinary subscriptions of one node, by session.
+#[derive(Debug)]
+enum Subscribers {
+    /// At most [`FEW`]: exactly its entries of memory.
+    Few(VecMap<SessionId, SubEntry>),
+    /// More than [`FEW / 2`](FEW) (it goes back to a vector at half, so a count that
+    /// hovers at the boundary does not convert back and forth).
+    Many(HashMap<SessionId, SubEntry>),
+}
+
+impl Default for Subscribers {
+    fn default() -> Self {
+        Subscribers::Few(VecMap::new())
+    }
+}
+
+impl Subscribers {
+    fn is_empty(&self) -> bool {
+        match self {
+            Subscribers::Few(m) => m.is_empty(),
+            Subscribers::Many(m) => m.is_empty(),
+        }
+    }
+
+    /// Adds or replaces `session`'s entry; returns the one it replaces.
+    fn insert(&mut self, session: SessionId, entry: SubEntry) -> Option<SubEntry> {
+        match self {
+            Subscribers::Few(m) if m.len() < FEW || m.contains_key(&session) => {
+                m.insert(session, entry)
+            }
+            Subscribers::Few(m) => {
+                let mut many: HashMap<_, _> =
+                    std::mem::take(m).iter().map(|(s, e)| (*s, *e)).collect();
+                many.insert(session, entry);
+                *self = Subscribers::Many(many);
+                None
+            }
+            Subscribers::Many(m) => m.insert(session, entry),
+        }
+    }
+
+    /// Removes `session`'s entry; returns it.
+    fn remove(&mut self, session: SessionId) -> Option<SubEntry> {
+        match self {
+            Subscribers::Few(m) => m.remove(&session),
+            Subscribers::Many(m) => {
+                let removed = m.remove(&session);
+                if m.len() <= FEW / 2 {
+                    let mut few = VecMap::new();
+                    for (s, e) in m.drain() {
+                        few.insert(s, e);
+                    }
+                    *self = Subscribers::Few(few);
+                }
+                removed
+            }
+        }
+    }
+
+    /// Calls `f` with every entry.
+    fn for_each(&self, mut f: impl FnMut(SessionId, &SubEntry)) {
+        match self {
+            Subscribers::Few(m) => m.iter().for_each(|(s, e)| f(*s, e)),
+            Subscribers::Many(m) => m.iter().for_each(|(s, e)| f(*s, e)),
+        }
     }
 }
 
@@ -136,7 +217,7 @@ impl Subscriptions {
             let node = self.node_for(shared.filter.as_str());
             let group = self
                 .payload_mut(node)
-                .groups
+                .groups_mut()
                 .entry(shared.group)
                 .or_default();
             match group.members.iter_mut().find(|(s, _)| *s == session) {
@@ -168,7 +249,9 @@ impl Subscriptions {
             let Some(Some(payload)) = self.payload.get_mut(node) else {
                 return false;
             };
-            let groups = &mut payload.groups;
+            let Some(groups) = payload.groups.as_deref_mut() else {
+                return false;
+            };
             let Some(group) = groups.get_mut(&shared.group) else {
                 return false;
             };
@@ -177,6 +260,9 @@ impl Subscriptions {
             let removed = group.members.len() != before;
             if group.members.is_empty() {
                 groups.remove(&shared.group);
+                if groups.is_empty() {
+                    payload.groups = None;
+                }
             }
             (node, shared.filter, removed)
         } else {
@@ -184,7 +270,7 @@ impl Subscriptions {
                 return false;
             };
             let removed = match self.payload.get_mut(node) {
-                Some(Some(payload)) => payload.subs.remove(&session).is_some(),
+                Some(Some(payload)) => payload.subs.remove(session).is_some(),
                 _ => false,
             };
             (node, filter.clone(), removed)
@@ -206,9 +292,7 @@ impl Subscriptions {
     pub(crate) fn for_each_match(&self, topic: &str, mut f: impl FnMut(SessionId, &SubEntry)) {
         walk(&self.links, topic, |node| {
             if let Some(Some(p)) = self.payload.get(node) {
-                for (s, e) in &p.subs {
-                    f(*s, e);
-                }
+                p.subs.for_each(&mut f);
             }
         });
     }
@@ -219,8 +303,11 @@ impl Subscriptions {
     pub(crate) fn for_each_matching_group(&mut self, topic: &str, mut f: impl FnMut(&mut Group)) {
         let payload = &mut self.payload;
         walk(&self.links, topic, |node| {
-            if let Some(Some(p)) = payload.get_mut(node) {
-                p.groups.values_mut().for_each(&mut f);
+            let groups = payload
+                .get_mut(node)
+                .and_then(|p| p.as_mut()?.groups.as_deref_mut());
+            if let Some(groups) = groups {
+                groups.values_mut().for_each(&mut f);
             }
         });
     }

@@ -23,6 +23,8 @@
 //! - [`alias`]: topic aliases on the sending side, applied as packets go out.
 //! - [`client`]: the client session state machine, which drives all of the above for the
 //!   browser client.
+//! - [`vecmap`]: [`VecMap`] and [`VecSet`], the sorted-vector collections of one client's
+//!   state, here and in the broker's sessions.
 
 pub mod alias;
 pub mod client;
@@ -33,7 +35,7 @@ pub mod packet;
 pub mod properties;
 pub mod reason;
 pub mod topic;
-mod vecmap;
+pub mod vecmap;
 pub mod wire;
 
 pub use alias::OutboundAliases;
@@ -48,6 +50,7 @@ pub use packet::{
 pub use properties::Properties;
 pub use reason::ReasonCode;
 pub use topic::{TopicError, TopicFilter, TopicName};
+pub use vecmap::{VecMap, VecSet};
 
 /// The version of this crate.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

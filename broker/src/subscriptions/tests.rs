@@ -189,6 +189,39 @@ fn only_nodes_where_a_filter_ends_hold_subscriptions() {
 }
 
 #[test]
+fn a_filter_followed_by_many_keeps_every_subscriber_across_the_vector_and_hash_forms() {
+    let mut subs = Subscriptions::default();
+    let f = filter("news/#");
+    let n = 3 * FEW as u64;
+    let is_many = |subs: &Subscriptions| {
+        let node = subs.find("news/#").unwrap();
+        matches!(
+            subs.payload[node].as_ref().map(|p| &p.subs),
+            Some(Subscribers::Many(_))
+        )
+    };
+    for i in 0..n {
+        assert!(!subs.insert(SessionId(i), &f, entry(QoS::AtMostOnce)));
+        assert_eq!(matches(&subs, "news/x"), (0..=i).collect::<Vec<_>>());
+    }
+    assert!(is_many(&subs));
+    // Replacing an entry in either form keeps one subscription, with the new options.
+    assert!(subs.insert(SessionId(0), &f, entry(QoS::ExactlyOnce)));
+    assert_eq!(subs.len(), n as usize);
+    for i in (1..n).rev() {
+        assert!(subs.remove(SessionId(i), &f));
+        assert!(!subs.remove(SessionId(i), &f));
+        assert_eq!(matches(&subs, "news/x"), (0..i).collect::<Vec<_>>());
+    }
+    assert!(!is_many(&subs), "back to a vector once few");
+    let mut qos = Vec::new();
+    subs.for_each_match("news/x", |_, e| qos.push(e.options.qos));
+    assert_eq!(qos, [QoS::ExactlyOnce]);
+    assert!(subs.remove(SessionId(0), &f));
+    assert_eq!(subs.node_count(), 1);
+}
+
+#[test]
 fn shared_groups_are_found_by_name_on_the_filters_node_and_take_members_in_order() {
     let mut subs = Subscriptions::default();
     let f = filter("$share/g/a/#");
@@ -230,7 +263,10 @@ fn a_hundred_thousand_groups_cost_nothing_to_a_publish_on_an_unrelated_topic() {
     // A matching topic walks its own three levels and finds its one group.
     let mut hits = 0;
     let touched = walk(&subs.links, "sensors/77/temp", |n| {
-        hits += subs.payload[n].as_ref().map_or(0, |p| p.groups.len());
+        hits += subs.payload[n]
+            .as_ref()
+            .and_then(|p| p.groups.as_ref())
+            .map_or(0, |g| g.len());
     });
     assert_eq!((touched, hits), (4, 1));
     let mut found = Vec::new();

@@ -1,6 +1,16 @@
 //! [`MemoryStore`]: the store of `--data none` and of unit tests.
+//!
+//! # Two uses, two amounts kept
+//! As the model the SQLite store is tested against ([`MemoryStore::new`]) it keeps
+//! everything a restart would read back. As the store of `--data none`
+//! ([`MemoryStore::without_restart`]) there is no restart: the engine owns the live state of
+//! every session (its fields, subscriptions, QoS 2 ids) and reads back from the store only
+//! the queued messages of a returning client and retained payloads, so that is all it
+//! keeps. A copy of every session's fields and subscriptions was 1.46 KB of the 2.5 KB an
+//! idle offline session with one subscription cost (a counting allocator's figure: a
+//! 500-byte `SessionMeta` and a B-tree node per session's subscriptions).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use protocol::{QoS, TopicFilter, TopicName};
@@ -18,15 +28,27 @@ use crate::subscriptions::SubEntry;
 /// stored (a subscription, delivery or QoS 2 id without its `PutSession`) is refused, as the
 /// database's foreign keys refuse it, and a message queued for many sessions is held once,
 /// counted by reference. It is bounded only by what the engine puts in it (the engine
-/// enforces the queue limits).
-#[derive(Debug, Default)]
+/// enforces the queue limits). Made [`without_restart`](MemoryStore::without_restart), it
+/// keeps only what a running engine reads back (see the [module docs](self)).
+#[derive(Debug)]
 pub struct MemoryStore {
-    /// Every session's rows, by client id. An entry always has `meta` between batches.
+    /// Keeps what only [`Store::load`] reads: session fields, subscriptions, QoS 2 ids.
+    restartable: bool,
+    /// The client ids of the stored sessions (kept either way: the batch check needs them).
+    sessions: HashSet<Arc<str>>,
+    /// The rows of sessions, by client id. An entry is never empty: one left with nothing
+    /// is removed.
     clients: BTreeMap<Arc<str>, Client>,
     /// The messages of the deliveries, one copy each, by id.
     messages: HashMap<u64, Shared>,
     /// Retained messages by topic.
     retained: BTreeMap<TopicName, StoredMessage>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A message and how many deliveries hold it (at least one: it goes with the last).
@@ -39,12 +61,25 @@ struct Shared {
 /// One client id's rows.
 #[derive(Debug, Default)]
 struct Client {
-    /// `None` only in the middle of a batch that stores rows before the session.
-    meta: Option<SessionMeta>,
+    /// The session's fields: kept only by a restartable store, and `None` there only in the
+    /// middle of a batch that stores rows before the session. Boxed: a store without
+    /// restart holds entries (for queued messages) without it.
+    meta: Option<Box<SessionMeta>>,
+    /// Kept only by a restartable store.
     subscriptions: BTreeMap<TopicFilter, SubEntry>,
     /// Queued and in-flight deliveries by seq.
     deliveries: BTreeMap<u64, Held>,
+    /// Kept only by a restartable store.
     inbound_qos2: BTreeSet<u16>,
+}
+
+impl Client {
+    fn is_empty(&self) -> bool {
+        self.meta.is_none()
+            && self.subscriptions.is_empty()
+            && self.deliveries.is_empty()
+            && self.inbound_qos2.is_empty()
+    }
 }
 
 /// A delivery: its own fields, and its message shared with the other deliveries of it.
@@ -71,9 +106,26 @@ impl Held {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store that keeps everything a restart reads back ([`Store::load`]), as the
+    /// database does: the model the SQLite store is tested against.
     pub fn new() -> Self {
-        Self::default()
+        MemoryStore {
+            restartable: true,
+            sessions: HashSet::new(),
+            clients: BTreeMap::new(),
+            messages: HashMap::new(),
+            retained: BTreeMap::new(),
+        }
+    }
+
+    /// An empty store for a process that never restarts from it (`--data none`): it keeps
+    /// the queued and in-flight deliveries, the retained messages and which sessions exist,
+    /// and drops what only [`Store::load`] would read, so `load` returns no sessions.
+    pub fn without_restart() -> Self {
+        MemoryStore {
+            restartable: false,
+            ..Self::new()
+        }
     }
 
     /// Refuses a batch that would leave rows of a session that is not stored, before
@@ -106,7 +158,7 @@ impl MemoryStore {
             };
             let now = *exists
                 .entry(client)
-                .or_insert_with(|| self.clients.get(client).is_some_and(|c| c.meta.is_some()));
+                .or_insert_with(|| self.sessions.contains(client));
             if !now {
                 orphans.insert(client);
             }
@@ -142,19 +194,36 @@ impl MemoryStore {
         }
     }
 
+    /// Removes `client`'s entry if nothing is left in it (a store without restart holds
+    /// one only while the session has deliveries).
+    fn remove_if_empty(&mut self, client: &str) {
+        if self.clients.get(client).is_some_and(Client::is_empty) {
+            self.clients.remove(client);
+        }
+    }
+
     fn apply_one(&mut self, op: &Op) {
         match op {
             Op::PutSession(meta) => {
-                self.clients.entry(meta.client_id.clone()).or_default().meta =
-                    Some((**meta).clone());
+                self.sessions.insert(meta.client_id.clone());
+                if self.restartable {
+                    self.clients.entry(meta.client_id.clone()).or_default().meta =
+                        Some(meta.clone());
+                }
             }
             Op::DeleteSession(client) => {
+                self.sessions.remove(client);
                 if let Some(c) = self.clients.remove(client) {
                     for held in c.deliveries.values() {
                         self.release(held.msg.id);
                     }
                 }
             }
+            Op::PutSubscription { .. }
+            | Op::DeleteSubscription { .. }
+            | Op::PutInboundQos2 { .. }
+            | Op::DeleteInboundQos2 { .. }
+                if !self.restartable => {}
             Op::PutSubscription {
                 client,
                 filter,
@@ -170,6 +239,7 @@ impl MemoryStore {
                 if let Some(c) = self.clients.get_mut(client) {
                     c.subscriptions.remove(filter);
                 }
+                self.remove_if_empty(client);
             }
             Op::PutDelivery { client, delivery } => {
                 let d = &**delivery;
@@ -207,6 +277,7 @@ impl MemoryStore {
                 if let Some(old) = removed {
                     self.release(old.msg.id);
                 }
+                self.remove_if_empty(client);
             }
             Op::PutInboundQos2 { client, packet_id } => {
                 self.clients
@@ -219,6 +290,7 @@ impl MemoryStore {
                 if let Some(c) = self.clients.get_mut(client) {
                     c.inbound_qos2.remove(packet_id);
                 }
+                self.remove_if_empty(client);
             }
             Op::PutRetained(msg) => {
                 self.retained.insert(msg.topic.clone(), (**msg).clone());
@@ -236,7 +308,7 @@ impl Store for MemoryStore {
             .clients
             .values()
             .filter_map(|c| {
-                let meta = c.meta.clone()?;
+                let meta = *c.meta.clone()?;
                 let mut queued = (0, 0);
                 let mut inflight = Vec::new();
                 for (seq, d) in &c.deliveries {

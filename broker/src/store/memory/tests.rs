@@ -524,3 +524,129 @@ fn a_replaced_delivery_releases_its_message() {
     assert_eq!(store.messages.keys().copied().collect::<Vec<_>>(), vec![2]);
     assert_eq!(store.load_queue(&client(0)).unwrap()[0].msg, second);
 }
+
+/// A history touching every kind of row, for the stores with and without restart.
+fn mixed_history(store: &mut dyn Store) {
+    fan_out(store, 3, &msg(1, "t", b"shared", QoS::AtLeastOnce, false));
+    let sub = SubEntry {
+        options: SubscriptionOptions::default(),
+        id: Some(7),
+    };
+    store
+        .apply(&[
+            Op::PutSubscription {
+                client: client(0),
+                filter: filter("a/+"),
+                entry: sub,
+            },
+            Op::PutInboundQos2 {
+                client: client(0),
+                packet_id: 9,
+            },
+            put_delivery(
+                &client(0),
+                delivery(
+                    1,
+                    DeliveryState::AwaitingAck(3),
+                    QoS::ExactlyOnce,
+                    msg(2, "t", b"in flight", QoS::ExactlyOnce, false),
+                ),
+            ),
+            put_delivery(
+                &client(0),
+                delivery(
+                    2,
+                    DeliveryState::Queued,
+                    QoS::AtLeastOnce,
+                    msg(3, "t", b"own", QoS::AtLeastOnce, false),
+                ),
+            ),
+            Op::DeleteDelivery {
+                client: client(1),
+                seq: 0,
+            },
+            Op::DeleteSession(client(2)),
+            Op::PutRetained(Box::new(msg(4, "r", b"kept", QoS::AtMostOnce, true))),
+        ])
+        .unwrap();
+}
+
+#[test]
+fn a_store_without_restart_reads_back_queues_and_retained_messages_as_the_full_one_does() {
+    let mut full = MemoryStore::new();
+    let mut lean = MemoryStore::without_restart();
+    mixed_history(&mut full);
+    mixed_history(&mut lean);
+    for i in 0..4 {
+        assert_eq!(
+            lean.load_queue(&client(i)).unwrap(),
+            full.load_queue(&client(i)).unwrap(),
+            "{i}"
+        );
+    }
+    assert_eq!(lean.load_queue(&client(0)).unwrap().len(), 2);
+    assert_eq!(
+        lean.load_retained("r").unwrap(),
+        full.load_retained("r").unwrap()
+    );
+    let (lean, full) = (lean.load().unwrap(), full.load().unwrap());
+    assert_eq!(full.sessions.len(), 2);
+    assert!(lean.sessions.is_empty());
+    assert_eq!(
+        (lean.retained, lean.max_message_id),
+        (full.retained, full.max_message_id)
+    );
+}
+
+#[test]
+fn a_store_without_restart_holds_only_sessions_with_deliveries_and_their_messages() {
+    let mut store = MemoryStore::without_restart();
+    mixed_history(&mut store);
+    // Session 1's only delivery was deleted, session 2 is gone: only session 0 has rows.
+    assert_eq!(
+        store.clients.keys().cloned().collect::<Vec<_>>(),
+        [client(0)]
+    );
+    let c = &store.clients[&client(0)];
+    assert!(c.meta.is_none() && c.subscriptions.is_empty() && c.inbound_qos2.is_empty());
+    let mut ids: Vec<u64> = store.messages.keys().copied().collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 3]);
+    for seq in 0..3 {
+        store
+            .apply(&[Op::DeleteDelivery {
+                client: client(0),
+                seq,
+            }])
+            .unwrap();
+    }
+    assert!(store.clients.is_empty() && store.messages.is_empty());
+}
+
+#[test]
+fn a_store_without_restart_refuses_rows_of_a_session_it_does_not_hold() {
+    let mut store = MemoryStore::without_restart();
+    mixed_history(&mut store);
+    let orphan = put_delivery(
+        &client(2),
+        delivery(
+            5,
+            DeliveryState::Queued,
+            QoS::AtLeastOnce,
+            msg(5, "t", b"x", QoS::AtLeastOnce, false),
+        ),
+    );
+    assert!(store.apply(std::slice::from_ref(&orphan)).is_err());
+    // Session 1 is still stored (only its delivery went): its rows are taken.
+    let kept = put_delivery(
+        &client(1),
+        delivery(
+            5,
+            DeliveryState::Queued,
+            QoS::AtLeastOnce,
+            msg(5, "t", b"x", QoS::AtLeastOnce, false),
+        ),
+    );
+    store.apply(&[kept]).unwrap();
+    assert_eq!(store.load_queue(&client(1)).unwrap().len(), 1);
+}
