@@ -65,7 +65,7 @@ const CHECKPOINT_PAGES: u32 = 1000;
 /// deliveries(client_id, seq, state, packet_id, qos, retain, sub_ids, message_id)
 ///                                                               PK (client_id, seq)
 /// queue_segments(client_id, first_seq, last_seq, count, bytes, entries)
-///                         PK (client_id, first_seq), index queue_segments_by_last
+///                                                         PK (client_id, first_seq)
 /// inbound_qos2(client_id, packet_id)                            PK (client_id, packet_id)
 /// retained(topic PK, id, qos, payload_len, expires_at_ms, received_at_ms, publisher,
 ///          message)
@@ -92,8 +92,8 @@ const CHECKPOINT_PAGES: u32 = 1000;
 ///
 /// # The write path
 /// Queueing a message for N offline sessions in a batch of M messages costs per message
-/// one insert and one count, and per session one segment row (with two index look-ups
-/// that find whether the segment replaces a stored delivery), not N x M delivery rows: the
+/// one insert and one count, and per session one segment row (with two look-ups of a
+/// primary key that find whether it replaces a stored delivery), not N x M delivery rows: the
 /// row count of a batch, not the sync, was what bounded the durable throughput (100
 /// offline sessions, 20 messages in flight: 2 000 rows a batch). Statements are prepared
 /// once and cached. With [`Durability::Always`] each batch is one commit and one sync of

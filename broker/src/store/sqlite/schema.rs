@@ -31,9 +31,6 @@ pub(super) const TABLES: [&str; 8] = [
     "retained",
 ];
 
-/// The indexes the store relies on (see [`MESSAGE_TABLES`]).
-pub(super) const INDEXES: [&str; 1] = ["queue_segments_by_last"];
-
 /// The tables besides `meta` in format version 3.
 pub(super) const TABLES_V3: [&str; 6] = [
     "sessions",
@@ -120,7 +117,8 @@ CREATE TABLE inbound_qos2 (
 /// Queueing a message for N offline sessions is so N entries in N segment rows shared with
 /// the batch's other messages, not N rows. Taking a delivery out of a segment (sent,
 /// acknowledged, dropped) rewrites the segment, or deletes it with its last entry.
-/// `queue_segments_by_last` finds the segments a new one would overlap (normally none).
+/// The ranges of a session's segments never overlap, so the one that may hold a seq is
+/// found by one look-up of the primary key.
 /// In `retained`, written whole every time, the big column, `message`, comes last, so
 /// reading the others does not read through its overflow pages.
 pub(super) const MESSAGE_TABLES: &str = "
@@ -158,7 +156,6 @@ CREATE TABLE queue_segments (
     entries BLOB NOT NULL,
     PRIMARY KEY (client_id, first_seq)
 ) WITHOUT ROWID;
-CREATE INDEX queue_segments_by_last ON queue_segments (client_id, last_seq);
 CREATE TABLE retained (
     topic TEXT PRIMARY KEY NOT NULL,
     id INTEGER NOT NULL,
@@ -255,8 +252,7 @@ CREATE TABLE queue_segments (
     bytes INTEGER NOT NULL,
     entries BLOB NOT NULL,
     PRIMARY KEY (client_id, first_seq)
-) WITHOUT ROWID;
-CREATE INDEX queue_segments_by_last ON queue_segments (client_id, last_seq);";
+) WITHOUT ROWID;";
 
 /// Version 1 to 3, before the new tables are made: the old ones step aside.
 pub(super) const MIGRATE_V1_RENAME: &str = "
@@ -345,10 +341,9 @@ pub(super) fn check_ours(
         }
     }
     let (version, expected): (u32, &[&str]) = match meta.get("format_version") {
-        Some(v) if *v == SqliteStore::FORMAT_VERSION.to_string() => (
-            SqliteStore::FORMAT_VERSION,
-            &[TABLES.as_slice(), &INDEXES].concat(),
-        ),
+        Some(v) if *v == SqliteStore::FORMAT_VERSION.to_string() => {
+            (SqliteStore::FORMAT_VERSION, &TABLES)
+        }
         Some(v) if v == "3" => (3, &[TABLES_V3.as_slice(), &INDEXES_V3].concat()),
         Some(v) if v == "2" => (2, &[TABLES_V2.as_slice(), &TRIGGERS_V2].concat()),
         Some(v) if v == "1" => (1, &TABLES_V1),

@@ -111,7 +111,10 @@ pub(super) struct Segment {
     pub(super) entries: Vec<Entry>,
 }
 
-/// The segments of `client` that may hold a seq in `low..=high`.
+/// The segments of `client` whose range (`first_seq..=last_seq`) meets `low..=high`,
+/// highest first. The ranges of a session's segments never overlap (see [`insert`]), so
+/// their `last_seq`s rise with their keys: the walk down from `high` stops at the first
+/// segment that ends below `low`, normally the first it reads.
 pub(super) fn overlapping(
     tx: &Connection,
     client: &str,
@@ -119,14 +122,18 @@ pub(super) fn overlapping(
     high: i64,
 ) -> Result<Vec<Segment>, Failure> {
     let mut stmt = tx.prepare_cached(
-        "SELECT first_seq, entries FROM queue_segments \
-         WHERE client_id = ?1 AND last_seq >= ?2 AND first_seq <= ?3",
+        "SELECT first_seq, last_seq, entries FROM queue_segments \
+         WHERE client_id = ?1 AND first_seq <= ?2 ORDER BY first_seq DESC",
     )?;
-    let mut rows = stmt.query(params![client, low, high])?;
+    let mut rows = stmt.query(params![client, high])?;
     let mut found = Vec::new();
     while let Some(row) = rows.next()? {
+        let last_seq: i64 = row.get(1)?;
+        if last_seq < low {
+            break;
+        }
         let first_seq: i64 = row.get(0)?;
-        let entries = decode(row.get_ref(1)?.as_blob()?).map_err(|d| {
+        let entries = decode(row.get_ref(2)?.as_blob()?).map_err(|d| {
             Failure::Invalid(format!(
                 "table queue_segments: key ({client:?}, {first_seq}): {d}"
             ))
@@ -216,36 +223,37 @@ pub(super) fn insert(
         }
     }
     // Stored segments over the same range (normally none): their entries with the same
-    // seqs go; one with the same key takes the new entries in.
-    let mut merged = false;
-    for mut segment in overlapping(tx, client, low, high)? {
-        let before = segment.entries.len();
-        segment.entries.retain(|e| {
-            let replaced = contains(&entries, e.seq);
-            if replaced {
+    // seqs go, and they merge with the new entries into one segment, so that the ranges of
+    // a session's segments never overlap.
+    let mut first_seq = low;
+    let mut kept = Vec::new();
+    for segment in overlapping(tx, client, low, high)? {
+        for e in segment.entries {
+            if contains(&entries, e.seq) {
                 released.push(e.message_id);
+            } else {
+                kept.push(e);
             }
-            !replaced
-        });
-        if segment.first_seq == low {
-            segment.entries.append(&mut entries);
-            segment.entries.sort_unstable_by_key(|e| e.seq);
-            merged = true;
-            rewrite(tx, client, &segment)?;
-        } else if segment.entries.len() != before {
-            rewrite(tx, client, &segment)?;
         }
+        first_seq = first_seq.min(segment.first_seq);
+        tx.prepare_cached("DELETE FROM queue_segments WHERE client_id = ?1 AND first_seq = ?2")?
+            .execute(params![client, segment.first_seq])?;
     }
-    if merged {
-        return Ok(());
+    if !kept.is_empty() {
+        entries.append(&mut kept);
+        entries.sort_unstable_by_key(|e| e.seq);
     }
+    let high = match entries.last() {
+        Some(last) => seq_to_sql(last.seq)?,
+        None => high,
+    };
     tx.prepare_cached(
         "INSERT INTO queue_segments (client_id, first_seq, last_seq, count, bytes, entries) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         client,
-        low,
+        first_seq,
         high,
         entries.len() as i64,
         bytes_of(&entries),

@@ -288,17 +288,16 @@ fn a_database_missing_a_table_or_index_is_corrupt() {
         }
         other => panic!("{other:?}"),
     }
-    // Without its index, storing a queue segment would scan the session's others.
+    // Nor without the queue segments.
     let tmp = TempDir::new();
     drop(SqliteStore::open(&tmp.0, Durability::None).unwrap());
     {
         let conn = Connection::open(tmp.0.join(FILE_NAME)).unwrap();
-        conn.execute_batch("DROP INDEX queue_segments_by_last")
-            .unwrap();
+        conn.execute_batch("DROP TABLE queue_segments").unwrap();
     }
     match SqliteStore::open(&tmp.0, Durability::None) {
         Err(StoreError::Corrupt { detail, .. }) => {
-            assert!(detail.contains("queue_segments_by_last"), "{detail}")
+            assert!(detail.contains("queue_segments"), "{detail}")
         }
         other => panic!("{other:?}"),
     }
