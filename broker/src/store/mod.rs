@@ -20,7 +20,8 @@
 //! stored yet and counts one more reference to it, and removing a delivery
 //! ([`Op::DeleteDelivery`], [`Op::DeleteSession`], or a `PutDelivery` replacing one) releases
 //! its reference; the message goes with the last one, in the same batch. So one PUBLISH to
-//! many offline sessions costs its payload once, plus a small row per session. The same id
+//! many offline sessions costs its payload once, plus a small entry per session (the
+//! SQLite store keeps the entries a batch queues for a session in one row). The same id
 //! must therefore always name the same message.
 //!
 //! # Retained messages

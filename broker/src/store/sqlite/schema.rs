@@ -1,5 +1,6 @@
 //! The schema of the SQLite store: its tables and index, the check that an existing file
-//! is ours and of a version we read, and the migrations from formats 1 and 2.
+//! is ours and of a version we read, and the migrations from formats 1, 2 and 3 (1 and 2
+//! migrate to 3 first, then 3 to 4).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,19 @@ pub(super) const FILE_NAME: &str = "broker.sqlite3";
 pub(super) const PROGRAM: &str = "mqtt-bridge";
 
 /// The tables besides `meta`.
-pub(super) const TABLES: [&str; 6] = [
+pub(super) const TABLES: [&str; 8] = [
+    "sessions",
+    "subscriptions",
+    "messages",
+    "message_refs",
+    "deliveries",
+    "queue_segments",
+    "inbound_qos2",
+    "retained",
+];
+
+/// The tables besides `meta` in format version 3.
+pub(super) const TABLES_V3: [&str; 6] = [
     "sessions",
     "subscriptions",
     "messages",
@@ -28,8 +41,8 @@ pub(super) const TABLES: [&str; 6] = [
     "retained",
 ];
 
-/// The indexes the store relies on (see [`MESSAGE_TABLES`]).
-pub(super) const INDEXES: [&str; 1] = ["deliveries_by_message"];
+/// The index of format version 3, which found whether a message was still referenced.
+pub(super) const INDEXES_V3: [&str; 1] = ["deliveries_by_message"];
 
 /// The tables besides `meta` in format version 2.
 pub(super) const TABLES_V2: [&str; 7] = [
@@ -89,7 +102,73 @@ CREATE TABLE inbound_qos2 (
     PRIMARY KEY (client_id, packet_id)
 ) WITHOUT ROWID;";
 
-/// The tables that changed since version 1: `messages`, `deliveries` and `retained`.
+/// The tables that changed since version 1: `messages`, `deliveries`, `queue_segments` and
+/// `retained`.
+///
+/// A message is one row of `messages`, written once and never updated; `refs` of its row
+/// in `message_refs` counts the deliveries that reference it (rows of `deliveries` and
+/// entries of `queue_segments`). The count is a table of its own so that changing it does
+/// not rewrite the message (an update rewrites the whole row, payload included). A batch
+/// adds up its changes to each message's count in memory and writes each count once, at
+/// its end, deleting the messages left without a reference. A delivery is either a row of
+/// `deliveries` (one per delivery: in flight, or queued and then changed) or an entry of a
+/// queue segment: the deliveries queued for one session in one batch, in one row, seq
+/// order, between `first_seq` (a lower bound, the key) and `last_seq` (the highest entry).
+/// Queueing a message for N offline sessions is so N entries in N segment rows shared with
+/// the batch's other messages, not N rows. Taking a delivery out of a segment (sent,
+/// acknowledged, dropped) rewrites the segment, or deletes it with its last entry.
+/// The ranges of a session's segments never overlap, so the one that may hold a seq is
+/// found by one look-up of the primary key.
+/// In `retained`, written whole every time, the big column, `message`, comes last, so
+/// reading the others does not read through its overflow pages.
+pub(super) const MESSAGE_TABLES: &str = "
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY NOT NULL,
+    payload_len INTEGER NOT NULL,
+    expires_at_ms INTEGER,
+    received_at_ms INTEGER NOT NULL,
+    publisher TEXT,
+    message BLOB NOT NULL
+);
+CREATE TABLE message_refs (
+    id INTEGER PRIMARY KEY NOT NULL,
+    refs INTEGER NOT NULL
+);
+CREATE TABLE deliveries (
+    client_id TEXT NOT NULL
+        REFERENCES sessions (client_id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    seq INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    packet_id INTEGER,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    sub_ids BLOB NOT NULL,
+    message_id INTEGER NOT NULL,
+    PRIMARY KEY (client_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE queue_segments (
+    client_id TEXT NOT NULL
+        REFERENCES sessions (client_id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    entries BLOB NOT NULL,
+    PRIMARY KEY (client_id, first_seq)
+) WITHOUT ROWID;
+CREATE TABLE retained (
+    topic TEXT PRIMARY KEY NOT NULL,
+    id INTEGER NOT NULL,
+    qos INTEGER NOT NULL,
+    payload_len INTEGER NOT NULL,
+    expires_at_ms INTEGER,
+    received_at_ms INTEGER NOT NULL,
+    publisher TEXT,
+    message BLOB NOT NULL
+);";
+
+/// The tables of format version 3 that changed since version 1: `messages`, `deliveries`
+/// and `retained` (what [`migrate_v1`] makes, before [`MIGRATE_V3`]).
 ///
 /// A message is one row of `messages`, written once and never updated (its body is its
 /// last column); a delivery references it by `message_id`, and the index
@@ -98,7 +177,7 @@ CREATE TABLE inbound_qos2 (
 /// message costs one insert for the message and one per delivery, and nothing is rewritten
 /// as deliveries come and go. In `retained`, written whole every time, the big column,
 /// `message`, comes last, so reading the others does not read through its overflow pages.
-pub(super) const MESSAGE_TABLES: &str = "
+pub(super) const MESSAGE_TABLES_V3: &str = "
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY NOT NULL,
     payload_len INTEGER NOT NULL,
@@ -152,6 +231,28 @@ INSERT INTO messages (id, payload_len, expires_at_ms, received_at_ms, publisher,
 DROP TABLE messages_v2;
 DROP TABLE message_bodies;
 CREATE INDEX deliveries_by_message ON deliveries (message_id);";
+
+/// Version 3 to 4: the messages get the count of their references, their index goes, and
+/// the (empty) queue segments are made; the deliveries stay rows of `deliveries`.
+pub(super) const MIGRATE_V3: &str = "
+DROP INDEX deliveries_by_message;
+CREATE TABLE message_refs (
+    id INTEGER PRIMARY KEY NOT NULL,
+    refs INTEGER NOT NULL
+);
+INSERT INTO message_refs (id, refs)
+    SELECT message_id, count(*) FROM deliveries GROUP BY message_id;
+DELETE FROM messages WHERE id NOT IN (SELECT id FROM message_refs);
+CREATE TABLE queue_segments (
+    client_id TEXT NOT NULL
+        REFERENCES sessions (client_id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    entries BLOB NOT NULL,
+    PRIMARY KEY (client_id, first_seq)
+) WITHOUT ROWID;";
 
 /// Version 1 to 3, before the new tables are made: the old ones step aside.
 pub(super) const MIGRATE_V1_RENAME: &str = "
@@ -240,10 +341,10 @@ pub(super) fn check_ours(
         }
     }
     let (version, expected): (u32, &[&str]) = match meta.get("format_version") {
-        Some(v) if *v == SqliteStore::FORMAT_VERSION.to_string() => (
-            SqliteStore::FORMAT_VERSION,
-            &[TABLES.as_slice(), &INDEXES].concat(),
-        ),
+        Some(v) if *v == SqliteStore::FORMAT_VERSION.to_string() => {
+            (SqliteStore::FORMAT_VERSION, &TABLES)
+        }
+        Some(v) if v == "3" => (3, &[TABLES_V3.as_slice(), &INDEXES_V3].concat()),
         Some(v) if v == "2" => (2, &[TABLES_V2.as_slice(), &TRIGGERS_V2].concat()),
         Some(v) if v == "1" => (1, &TABLES_V1),
         Some(v) => {
@@ -264,7 +365,7 @@ pub(super) fn check_ours(
     Ok(version)
 }
 
-/// Migrates a database of format version 1 to the current one, in one transaction (see
+/// Migrates a database of format version 1 to version 3 (then [`migrate_v3`]), in one transaction (see
 /// [`MIGRATE_V1_DELIVERIES`]); a retained message gets the next id after the deliveries'.
 pub(super) fn migrate_v1(conn: &mut Connection, dir: &Path) -> Result<(), StoreError> {
     let failed = |e: rusqlite::Error| open_error(dir.to_owned(), "migrating from version 1", e);
@@ -272,7 +373,7 @@ pub(super) fn migrate_v1(conn: &mut Connection, dir: &Path) -> Result<(), StoreE
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(failed)?;
     tx.execute_batch(&format!(
-        "{MIGRATE_V1_RENAME}{MESSAGE_TABLES}{MIGRATE_V1_DELIVERIES}"
+        "{MIGRATE_V1_RENAME}{MESSAGE_TABLES_V3}{MIGRATE_V1_DELIVERIES}"
     ))
     .map_err(failed)?;
     let mut next_id: i64 = tx
@@ -312,24 +413,40 @@ pub(super) fn migrate_v1(conn: &mut Connection, dir: &Path) -> Result<(), StoreE
             next_id += 1;
         }
     }
-    tx.execute_batch(&format!(
+    tx.execute_batch(
         "DROP TABLE retained_v1; \
-         UPDATE meta SET value = '{}' WHERE key = 'format_version';",
-        SqliteStore::FORMAT_VERSION
-    ))
+         UPDATE meta SET value = '3' WHERE key = 'format_version';",
+    )
     .map_err(failed)?;
     tx.commit().map_err(failed)
 }
 
-/// Migrates a database of format version 2 to the current one, in one transaction (see
-/// [`MIGRATE_V2`]): the same sessions, deliveries, messages (ids kept) and retained rows.
+/// Migrates a database of format version 2 to version 3 (then [`migrate_v3`]), in one
+/// transaction (see [`MIGRATE_V2`]): the same sessions, deliveries, messages (ids kept) and
+/// retained rows.
 pub(super) fn migrate_v2(conn: &mut Connection, dir: &Path) -> Result<(), StoreError> {
     let failed = |e: rusqlite::Error| open_error(dir.to_owned(), "migrating from version 2", e);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(failed)?;
     tx.execute_batch(&format!(
-        "{MIGRATE_V2} UPDATE meta SET value = '{}' WHERE key = 'format_version';",
+        "{MIGRATE_V2} UPDATE meta SET value = '3' WHERE key = 'format_version';"
+    ))
+    .map_err(failed)?;
+    tx.commit().map_err(failed)
+}
+
+/// Migrates a database of format version 3 to the current one, in one transaction (see
+/// [`MIGRATE_V3`]): the same sessions, deliveries, messages (ids kept) and retained rows.
+/// A crash between [`migrate_v1`] or [`migrate_v2`] and this leaves a file of version 3,
+/// migrated at the next open.
+pub(super) fn migrate_v3(conn: &mut Connection, dir: &Path) -> Result<(), StoreError> {
+    let failed = |e: rusqlite::Error| open_error(dir.to_owned(), "migrating from version 3", e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failed)?;
+    tx.execute_batch(&format!(
+        "{MIGRATE_V3} UPDATE meta SET value = '{}' WHERE key = 'format_version';",
         SqliteStore::FORMAT_VERSION
     ))
     .map_err(failed)?;

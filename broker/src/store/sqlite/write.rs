@@ -1,5 +1,12 @@
 //! The write path: one engine batch's operations applied inside its transaction.
+//!
+//! Deliveries queued by a batch are kept in [`Batch::pending`] until its end, then stored
+//! as one queue segment per session ([`segments::insert`]); until then the batch's later
+//! operations on them find them there. A delivery is stored once: as a row of
+//! `deliveries` or as an entry of a segment, and whichever it is, an operation on its seq
+//! finds it.
 
+use super::segments::{self, Entry};
 use super::*;
 
 /// The statements a batch runs once per message or delivery, taken from the connection's
@@ -28,7 +35,7 @@ pub(super) fn hot<'s, 'c>(
 }
 
 /// Removes one delivery, giving back its message's id.
-const DELETE_DELIVERY: &str =
+pub(super) const DELETE_DELIVERY: &str =
     "DELETE FROM deliveries WHERE client_id = ?1 AND seq = ?2 RETURNING message_id";
 
 /// Runs a `DELETE ... RETURNING message_id` on deliveries, noting the messages released.
@@ -92,6 +99,21 @@ pub(super) fn apply_op<'c>(
             ])?;
         }
         Op::DeleteSession(client) => {
+            if let Some(entries) = batch.pending.remove(client) {
+                batch.released.extend(entries.iter().map(|e| e.message_id));
+            }
+            {
+                let mut stmt = tx.prepare_cached(
+                    "DELETE FROM queue_segments WHERE client_id = ?1 RETURNING entries",
+                )?;
+                let mut rows = stmt.query([&**client])?;
+                while let Some(row) = rows.next()? {
+                    let entries = segments::decode(row.get_ref(0)?.as_blob()?).map_err(|d| {
+                        Failure::Invalid(format!("table queue_segments: key ({client:?}): {d}"))
+                    })?;
+                    batch.released.extend(entries.iter().map(|e| e.message_id));
+                }
+            }
             delete_deliveries(
                 &mut tx.prepare_cached(
                     "DELETE FROM deliveries WHERE client_id = ?1 RETURNING message_id",
@@ -132,9 +154,8 @@ pub(super) fn apply_op<'c>(
             let d = &**delivery;
             let m = &d.msg;
             let id = id_to_sql(m.id)?;
-            let seq = seq_to_sql(d.seq)?;
             // The message, once per batch (a stored one is left as it is: an id always
-            // names the same message).
+            // names the same message). Its references are counted at the batch's end.
             if batch.written.insert(id) {
                 let message =
                     encode_message(&m.topic, &m.payload, m.qos, m.retain, m.properties.clone())?;
@@ -154,57 +175,104 @@ pub(super) fn apply_op<'c>(
                     message,
                 ])?;
             }
-            let (state, packet_id) = pack_state(d.state);
-            let sub_ids: Vec<u8> = d.sub_ids.iter().flat_map(|id| id.to_be_bytes()).collect();
-            let row = params![
-                &**client,
-                seq,
-                state,
-                packet_id,
-                d.qos as u8,
-                d.retain,
-                sub_ids,
-                id,
-            ];
-            let inserted = hot(
-                &mut stmts.insert_delivery,
-                tx,
-                "INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, \
-                 sub_ids, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                 ON CONFLICT (client_id, seq) DO NOTHING",
-            )?
-            .execute(row)?;
-            if inserted == 0 {
-                // It replaces a delivery, which releases its own message (the new one is
-                // stored already: it may be the same).
-                delete_deliveries(
-                    hot(&mut stmts.delete_delivery, tx, DELETE_DELIVERY)?,
-                    params![&**client, seq],
-                    &mut batch.released,
+            *batch.refs.entry(id).or_default() += 1;
+            // It replaces a delivery of the same seq queued earlier in this batch; one stored
+            // before is replaced when the segment is written (below: now).
+            if let Some(old) = take_pending(batch, client, d.seq) {
+                batch.released.push(old.message_id);
+            }
+            if d.state == DeliveryState::Queued {
+                batch
+                    .pending
+                    .entry(client.clone())
+                    .or_default()
+                    .push(Entry::of(d)?);
+            } else {
+                if let Some(old) = segments::take(tx, client, d.seq)? {
+                    batch.released.push(old.message_id);
+                }
+                let (state, packet_id) = pack_state(d.state);
+                put_row(
+                    tx,
+                    stmts,
+                    batch,
+                    client,
+                    params![
+                        &**client,
+                        seq_to_sql(d.seq)?,
+                        state,
+                        packet_id,
+                        d.qos as u8,
+                        d.retain,
+                        pack_sub_ids(&d.sub_ids),
+                        id,
+                    ],
                 )?;
-                tx.prepare_cached(
-                    "INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, \
-                     sub_ids, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(row)?;
             }
         }
         Op::SetDeliveryState { client, seq, state } => {
-            let (state, packet_id) = pack_state(*state);
-            hot(
-                &mut stmts.set_state,
-                tx,
-                "UPDATE deliveries SET state = ?3, packet_id = ?4 \
-                 WHERE client_id = ?1 AND seq = ?2",
-            )?
-            .execute(params![&**client, seq_to_sql(*seq)?, state, packet_id])?;
+            let (packed, packet_id) = pack_state(*state);
+            let sql_seq = seq_to_sql(*seq)?;
+            // Queued in this batch: a row of `deliveries` now, replacing a stored one.
+            let moved = match take_pending(batch, client, *seq) {
+                Some(e) => {
+                    if let Some(old) = segments::take(tx, client, *seq)? {
+                        batch.released.push(old.message_id);
+                    }
+                    Some(e)
+                }
+                None => {
+                    let updated = hot(
+                        &mut stmts.set_state,
+                        tx,
+                        "UPDATE deliveries SET state = ?3, packet_id = ?4 \
+                         WHERE client_id = ?1 AND seq = ?2",
+                    )?
+                    .execute(params![&**client, sql_seq, packed, packet_id])?;
+                    if updated == 0 && *state != DeliveryState::Queued {
+                        segments::take(tx, client, *seq)?
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(e) = moved {
+                put_row(
+                    tx,
+                    stmts,
+                    batch,
+                    client,
+                    params![
+                        &**client,
+                        sql_seq,
+                        packed,
+                        packet_id,
+                        e.qos,
+                        e.retain,
+                        pack_sub_ids(&e.sub_ids),
+                        e.message_id,
+                    ],
+                )?;
+            }
         }
         Op::DeleteDelivery { client, seq } => {
+            let sql_seq = seq_to_sql(*seq)?;
+            let before = batch.released.len();
+            let pending = take_pending(batch, client, *seq);
+            let shadowed = pending.is_some();
+            if let Some(e) = pending {
+                batch.released.push(e.message_id);
+            }
             delete_deliveries(
                 hot(&mut stmts.delete_delivery, tx, DELETE_DELIVERY)?,
-                params![&**client, seq_to_sql(*seq)?],
+                params![&**client, sql_seq],
                 &mut batch.released,
             )?;
+            if shadowed || batch.released.len() == before {
+                if let Some(e) = segments::take(tx, client, *seq)? {
+                    batch.released.push(e.message_id);
+                }
+            }
         }
         Op::PutInboundQos2 { client, packet_id } => {
             tx.prepare_cached(
@@ -238,6 +306,52 @@ pub(super) fn apply_op<'c>(
             tx.prepare_cached("DELETE FROM retained WHERE topic = ?1")?
                 .execute([topic.as_str()])?;
         }
+    }
+    Ok(())
+}
+
+/// Takes the delivery `seq` of `client` out of the deliveries this batch queued.
+fn take_pending(batch: &mut Batch, client: &str, seq: u64) -> Option<Entry> {
+    let entries = batch.pending.get_mut(client)?;
+    let i = entries.iter().rposition(|e| e.seq == seq)?;
+    Some(entries.remove(i))
+}
+
+/// Subscription identifiers as the `sub_ids` column holds them.
+fn pack_sub_ids(ids: &[u32]) -> Vec<u8> {
+    ids.iter().flat_map(|id| id.to_be_bytes()).collect()
+}
+
+/// Inserts a row of `deliveries` (`client_id, seq, state, packet_id, qos, retain, sub_ids,
+/// message_id`), replacing one of the same seq, whose message it releases.
+fn put_row<'c>(
+    tx: &'c Connection,
+    stmts: &mut Hot<'c>,
+    batch: &mut Batch,
+    client: &str,
+    row: &[&dyn rusqlite::ToSql],
+) -> Result<(), Failure> {
+    let inserted = hot(
+        &mut stmts.insert_delivery,
+        tx,
+        "INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, \
+         sub_ids, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         ON CONFLICT (client_id, seq) DO NOTHING",
+    )?
+    .execute(row)?;
+    if inserted == 0 {
+        // It replaces a delivery, which releases its own message (the new one is stored
+        // already: it may be the same).
+        delete_deliveries(
+            hot(&mut stmts.delete_delivery, tx, DELETE_DELIVERY)?,
+            params![client, row[1]],
+            &mut batch.released,
+        )?;
+        tx.prepare_cached(
+            "INSERT INTO deliveries (client_id, seq, state, packet_id, qos, retain, \
+             sub_ids, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(row)?;
     }
     Ok(())
 }

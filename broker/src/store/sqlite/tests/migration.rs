@@ -1,5 +1,5 @@
-//! Files of format 1 (before messages were shared) and 2 (reference counts kept by
-//! triggers) are migrated at open, or left untouched.
+//! Files of format 1 (before messages were shared), 2 (reference counts kept by
+//! triggers) and 3 (a row per delivery) are migrated at open, or left untouched.
 
 use super::*;
 
@@ -166,4 +166,62 @@ fn a_version_2_database_missing_a_trigger_is_corrupt_and_left_as_it_was() {
         other => panic!("{other:?}"),
     }
     assert_eq!(std::fs::read(&file).unwrap(), before);
+}
+
+#[test]
+fn a_version_3_database_opens_migrated_with_the_same_sessions_queues_messages_and_ids() {
+    let mut memory = MemoryStore::new();
+    let expected = exercise(&mut memory);
+    let tmp = TempDir::new();
+    std::fs::write(tmp.0.join(FILE_NAME), V3_FIXTURE).unwrap();
+    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+    assert_eq!(
+        count(
+            &store,
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'format_version'"
+        ),
+        i64::from(SqliteStore::FORMAT_VERSION)
+    );
+    assert_eq!(store.load().unwrap(), expected);
+    assert_eq!(
+        store.load_queue("a").unwrap(),
+        memory.load_queue("a").unwrap()
+    );
+    assert_eq!(message_ids(&store), vec![1, 2, 7, 9, 11]);
+    assert_references_counted(&store);
+    // The old index is gone; the queued deliveries stay rows, and segments come after them.
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'deliveries_by_message'"
+        ),
+        0
+    );
+    let later = msg(12, "t", b"later", QoS::AtLeastOnce, false);
+    let ops = [
+        put_delivery(
+            "a",
+            delivery(10, DeliveryState::Queued, QoS::AtLeastOnce, later),
+        ),
+        Op::DeleteDelivery {
+            client: "a".into(),
+            seq: 7,
+        },
+    ];
+    store.apply(&ops).unwrap();
+    memory.apply(&ops).unwrap();
+    assert_eq!(
+        store.load_queue("a").unwrap(),
+        memory.load_queue("a").unwrap()
+    );
+    assert_eq!(store.load().unwrap(), memory.load().unwrap());
+    assert_references_counted(&store);
+
+    // It is a database of this version now: it takes batches and opens as it is.
+    store.apply(&[Op::DeleteSession("a".into())]).unwrap();
+    assert_eq!(message_ids(&store), vec![11]);
+    drop(store);
+    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+    assert_eq!(store.load().unwrap().sessions.len(), 1);
+    assert_references_counted(&store);
 }

@@ -1,7 +1,7 @@
 //! The SQLite store's tests: the shared store behaviour, sharing of messages, migration,
 //! and files the store must refuse. This file: what both stores keep, the row codecs, and
 //! the files the store refuses; `sharing`: one copy of a message for many sessions, and
-//! retained messages read on demand; `migration`: format 1 and 2 files.
+//! retained messages read on demand, queue segments; `migration`: format 1, 2 and 3 files.
 
 #![allow(clippy::unwrap_used)]
 
@@ -28,6 +28,10 @@ const V1_FIXTURE: &[u8] = include_bytes!("../../testdata/v1.sqlite3");
 /// own, its references counted by triggers): the history of [`exercise`], as it left it.
 const V2_FIXTURE: &[u8] = include_bytes!("../../testdata/v2.sqlite3");
 
+/// A database written by the code of format version 3 (one row per delivery, no reference
+/// counts, no queue segments): the history of [`exercise`], as it left it.
+const V3_FIXTURE: &[u8] = include_bytes!("../../testdata/v3.sqlite3");
+
 /// One integer from a query.
 fn count(store: &SqliteStore, sql: &str) -> i64 {
     store.conn.query_row(sql, [], |row| row.get(0)).unwrap()
@@ -38,19 +42,53 @@ fn stored_bytes(store: &SqliteStore) -> i64 {
     count(store, "PRAGMA page_count") * count(store, "PRAGMA page_size")
 }
 
-/// Every message is referenced by a delivery, and every delivery's message is there.
+/// The references to each message: rows of `deliveries` and entries of queue segments.
+fn references(store: &SqliteStore) -> std::collections::BTreeMap<i64, i64> {
+    let mut refs = std::collections::BTreeMap::new();
+    let mut stmt = store
+        .conn
+        .prepare("SELECT message_id FROM deliveries")
+        .unwrap();
+    for id in stmt.query_map([], |row| row.get::<_, i64>(0)).unwrap() {
+        *refs.entry(id.unwrap()).or_default() += 1;
+    }
+    let mut stmt = store
+        .conn
+        .prepare("SELECT entries FROM queue_segments")
+        .unwrap();
+    for blob in stmt.query_map([], |row| row.get::<_, Vec<u8>>(0)).unwrap() {
+        for e in super::segments::decode(&blob.unwrap()).unwrap() {
+            *refs.entry(e.message_id).or_default() += 1;
+        }
+    }
+    refs
+}
+
+/// How many deliveries reference message `id`.
+fn deliveries_of(store: &SqliteStore, id: i64) -> i64 {
+    references(store).get(&id).copied().unwrap_or(0)
+}
+
+/// Every message is referenced by a delivery and counts its references right, and every
+/// delivery's message is there.
 fn assert_references_counted(store: &SqliteStore) {
-    let unreferenced = count(
-        store,
-        "SELECT count(*) FROM messages m \
-         WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id)",
+    let mut stmt = store
+        .conn
+        .prepare("SELECT m.id, r.refs FROM messages m LEFT JOIN message_refs r ON r.id = m.id")
+        .unwrap();
+    let counted: std::collections::BTreeMap<i64, i64> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(counted, references(store));
+    assert_eq!(
+        count(
+            store,
+            "SELECT count(*) FROM message_refs WHERE id NOT IN (SELECT id FROM messages)"
+        ),
+        0
     );
-    let dangling = count(
-        store,
-        "SELECT count(*) FROM deliveries d \
-         WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = d.message_id)",
-    );
-    assert_eq!((unreferenced, dangling), (0, 0));
 }
 
 fn message_ids(store: &SqliteStore) -> Vec<u64> {
@@ -250,17 +288,16 @@ fn a_database_missing_a_table_or_index_is_corrupt() {
         }
         other => panic!("{other:?}"),
     }
-    // Without its index, releasing a message would scan every delivery.
+    // Nor without the queue segments.
     let tmp = TempDir::new();
     drop(SqliteStore::open(&tmp.0, Durability::None).unwrap());
     {
         let conn = Connection::open(tmp.0.join(FILE_NAME)).unwrap();
-        conn.execute_batch("DROP INDEX deliveries_by_message")
-            .unwrap();
+        conn.execute_batch("DROP TABLE queue_segments").unwrap();
     }
     match SqliteStore::open(&tmp.0, Durability::None) {
         Err(StoreError::Corrupt { detail, .. }) => {
-            assert!(detail.contains("deliveries_by_message"), "{detail}")
+            assert!(detail.contains("queue_segments"), "{detail}")
         }
         other => panic!("{other:?}"),
     }
@@ -325,12 +362,12 @@ fn a_malformed_row_is_corrupt_naming_its_table_and_key() {
             other => panic!("{sql}: {other:?}"),
         }
     }
-    // The queue of a session reads its rows only.
+    // The queue of a session reads its rows only (its queued deliveries are in segments).
     let copy = TempDir::new();
     std::fs::copy(tmp.0.join(FILE_NAME), copy.0.join(FILE_NAME)).unwrap();
     {
         let conn = Connection::open(copy.0.join(FILE_NAME)).unwrap();
-        conn.execute_batch("UPDATE deliveries SET sub_ids = x'00' WHERE seq = 9")
+        conn.execute_batch("UPDATE queue_segments SET entries = x'00' WHERE client_id = 'a'")
             .unwrap();
     }
     let mut store = SqliteStore::open(&copy.0, Durability::None).unwrap();

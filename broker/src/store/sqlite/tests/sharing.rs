@@ -1,7 +1,9 @@
-//! One copy of a message however many sessions it is queued for, and retained messages
-//! read from the store when asked for.
+//! One copy of a message however many sessions it is queued for, retained messages
+//! read from the store when asked for, and the deliveries of a batch in queue segments.
 
+use super::super::super::memory::tests::session;
 use super::*;
+use protocol::ProtocolVersion;
 
 #[test]
 fn one_message_queued_for_200_sessions_is_one_row_and_its_payload_is_stored_once() {
@@ -11,13 +13,7 @@ fn one_message_queued_for_200_sessions_is_one_row_and_its_payload_is_stored_once
     let m = big(42, 1 << 20);
     fan_out(&mut store, 200, &m);
     assert_eq!(count(&store, "SELECT count(*) FROM messages"), 1);
-    assert_eq!(
-        count(
-            &store,
-            "SELECT count(*) FROM deliveries WHERE message_id = 42"
-        ),
-        200
-    );
+    assert_eq!(deliveries_of(&store, 42), 200);
     assert_references_counted(&store);
     // One payload and 200 small rows, where a copy per session took 200 MB.
     let grown = stored_bytes(&store) - before;
@@ -51,13 +47,7 @@ fn deleting_the_deliveries_one_by_one_frees_the_message_row_at_the_last() {
                 seq: 0,
             }])
             .unwrap();
-        assert_eq!(
-            count(
-                &store,
-                "SELECT count(*) FROM deliveries WHERE message_id = 7"
-            ),
-            199 - i as i64
-        );
+        assert_eq!(deliveries_of(&store, 7), 199 - i as i64);
     }
     assert_eq!(message_ids(&store), Vec::<u64>::new());
     // The payload's pages are free for the next messages.
@@ -138,7 +128,7 @@ fn a_batch_refused_at_commit_leaves_the_references_as_they_were() {
         "{refused:?}"
     );
     assert_eq!(message_ids(&store), vec![1]);
-    assert_eq!(count(&store, "SELECT count(*) FROM deliveries"), 1);
+    assert_eq!(references(&store).values().sum::<i64>(), 1);
     assert_references_counted(&store);
 }
 
@@ -169,7 +159,7 @@ fn recovery_after_a_restart_gives_back_the_queues_with_their_shared_message() {
         );
     }
     assert_eq!(message_ids(&store), vec![42]);
-    assert_eq!(count(&store, "SELECT count(*) FROM deliveries"), 200);
+    assert_eq!(deliveries_of(&store, 42), 200);
 }
 
 #[test]
@@ -206,4 +196,104 @@ fn retained_messages_load_as_metadata_and_one_is_read_when_asked_for() {
         assert_eq!(store.load_retained(&m.topic).unwrap().as_ref(), Some(m));
     }
     assert_eq!(store.load_retained("r/9").unwrap(), None);
+}
+
+/// Applies each batch to both stores and checks they agree after it.
+fn agree(store: &mut SqliteStore, memory: &mut MemoryStore, batches: &[Vec<Op>]) {
+    for (i, ops) in batches.iter().enumerate() {
+        store.apply(ops).unwrap();
+        memory.apply(ops).unwrap();
+        assert_eq!(
+            store.load().unwrap(),
+            memory.load().unwrap(),
+            "after batch {i}"
+        );
+        for c in 0..3 {
+            assert_eq!(
+                store.load_queue(&client(c)).unwrap(),
+                memory.load_queue(&client(c)).unwrap(),
+                "queue of {c} after batch {i}"
+            );
+        }
+        assert_references_counted(store);
+    }
+}
+
+#[test]
+fn the_deliveries_queued_in_a_batch_are_one_segment_per_session_and_each_can_go_its_own_way() {
+    let tmp = TempDir::new();
+    let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+    let mut memory = MemoryStore::new();
+    let m = |id| msg(id, "t", b"payload", QoS::AtLeastOnce, false);
+    let queued = |c: usize, seq, id| {
+        put_delivery(
+            &client(c),
+            delivery(seq, DeliveryState::Queued, QoS::AtLeastOnce, m(id)),
+        )
+    };
+    let sessions: Vec<Op> = (0..3)
+        .map(|c| Op::PutSession(Box::new(session(&client(c), ProtocolVersion::V5))))
+        .collect();
+    // 3 sessions, 5 messages each, in one batch: 3 segment rows, no delivery rows.
+    let mut first = sessions;
+    for id in 0..5 {
+        for c in 0..3 {
+            first.push(queued(c, id, id + 1));
+        }
+    }
+    agree(&mut store, &mut memory, &[first]);
+    assert_eq!(count(&store, "SELECT count(*) FROM queue_segments"), 3);
+    assert_eq!(count(&store, "SELECT count(*) FROM deliveries"), 0);
+    let set = |c: usize, seq, state| Op::SetDeliveryState {
+        client: client(c),
+        seq,
+        state,
+    };
+    let delete = |c: usize, seq| Op::DeleteDelivery {
+        client: client(c),
+        seq,
+    };
+    agree(
+        &mut store,
+        &mut memory,
+        &[
+            // Sent from the middle and from the front, one acknowledged.
+            vec![
+                set(0, 0, DeliveryState::AwaitingAck(1)),
+                set(0, 2, DeliveryState::AwaitingAck(2)),
+                delete(0, 0),
+            ],
+            // Queued and then changed in the same batch, and a stored one replaced by a
+            // queued one, which is then sent.
+            vec![
+                queued(1, 5, 6),
+                set(1, 5, DeliveryState::AwaitingAck(1)),
+                queued(1, 6, 7),
+                delete(1, 6),
+                queued(2, 3, 6),
+                queued(2, 4, 7),
+                set(2, 4, DeliveryState::AwaitingComp(3)),
+            ],
+            // A queued one replaced by one in flight, one by another message, the rest
+            // dropped, and a session ended with its segments.
+            vec![
+                put_delivery(
+                    &client(0),
+                    delivery(1, DeliveryState::AwaitingAck(5), QoS::AtLeastOnce, m(1)),
+                ),
+                queued(0, 3, 7),
+                delete(0, 4),
+                Op::DeleteSession(client(1)),
+                queued(2, 7, 8),
+            ],
+        ],
+    );
+    // Every session's last delivery gone: no message is left.
+    let rest: Vec<Op> = [0, 2]
+        .into_iter()
+        .flat_map(|c| (0..8).map(move |seq| delete(c, seq)))
+        .collect();
+    agree(&mut store, &mut memory, &[rest]);
+    assert_eq!(message_ids(&store), Vec::<u64>::new());
+    assert_eq!(count(&store, "SELECT count(*) FROM queue_segments"), 0);
 }
