@@ -197,6 +197,41 @@ function makeBench(adapter) {
       return "warm";
     },
 
+    /** Publish run, step 1: connect (run.mjs subscribes its counting subscriber meanwhile). */
+    async pubStart(url, clientId) {
+      client = await adapter.connect(url, clientId);
+      return "connected";
+    },
+
+    /**
+     * Publish run, step 2: n numbered 64-byte messages to `topic` at QoS 1, at most `window`
+     * not yet acknowledged (both libraries queue whatever MQTT 3.1.1 lets them send, so the
+     * window is this page's, the same for both). The payloads are made before the clock
+     * starts. Timed from the first `publish` call to the last promise resolved (the last
+     * PUBACK). `finish()` follows.
+     */
+    async pubRun(topic, n, window) {
+      const c = client;
+      const payloads = Array.from({ length: n }, (_, i) => payloadOf(64, i));
+      let sent = 0;
+      let acked = 0;
+      const start = performance.now();
+      await new Promise((resolve, reject) => {
+        const pump = () => {
+          while (sent < n && sent - acked < window) {
+            c.publish(topic, payloads[sent++], 1).then(() => {
+              acked++;
+              if (acked === n) resolve();
+              else pump();
+            }, reject);
+          }
+        };
+        pump();
+      });
+      const secs = (performance.now() - start) / 1000;
+      return { n, acked, seconds: secs, perSecond: n / secs };
+    },
+
     /** Round trips, step 2: as many as fit in `seconds`, each timed. `finish()` follows. */
     async rttRun(seconds) {
       const times = [];
