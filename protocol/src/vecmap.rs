@@ -3,6 +3,8 @@
 //! in key order like a `BTreeMap` while compiling to far less code (the wasm client's size
 //! budget).
 
+use crate::prelude::*;
+
 /// A map ordered by key, stored as a sorted `Vec` of pairs.
 ///
 /// Invariant: `entries` is sorted by key with no duplicate keys.
@@ -36,7 +38,7 @@ impl<K: Ord, V> VecMap<K, V> {
     /// Inserts or replaces; returns the previous value.
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self.find(&key) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Ok(i) => Some(core::mem::replace(&mut self.entries[i].1, value)),
             Err(i) => {
                 self.entries.insert(i, (key, value));
                 None
@@ -103,8 +105,8 @@ impl<K, V> VecMap<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::collections::BTreeMap;
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
 
     proptest! {
         /// Any sequence of inserts and removes leaves a `VecMap` equal to a `BTreeMap`
