@@ -21,16 +21,22 @@
 //!
 //! The TypeScript definitions below are hand-written: they are the API's documentation.
 
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
 mod client;
 mod error;
 mod js;
 mod options;
+mod prelude;
 mod socket;
 mod store;
 mod timer;
 
 use wasm_bindgen::prelude::wasm_bindgen;
 
+use crate::prelude::*;
 pub use client::{connect, MqttClient};
 
 /// The version of the MQTT codec this package was built with.
@@ -232,3 +238,13 @@ export function connect(url: string, opts?: ConnectOptions): Promise<MqttClient>
 #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
+/// Without std (the package's build, see Cargo.toml) a panic stops the module, as with std
+/// and `panic = "abort"`, but without std's panic hook, which formats the message (and so
+/// keeps `core::fmt` and the panic locations in the binary) only to write it nowhere: a
+/// wasm32-unknown-unknown std has no stderr.
+#[cfg(all(not(feature = "std"), target_arch = "wasm32"))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
+}
