@@ -41,6 +41,7 @@ async function wasmAdapter() {
         // Resolves at PUBACK for QoS 1, once written for QoS 0.
         publish: (topic, payload, qos) => c.publish(topic, payload, { qos }),
         onMessage: (f) => c.on("message", f),
+        onError: (f) => c.on("error", f),
         end: () => c.end(),
       };
     },
@@ -60,6 +61,7 @@ async function mqttjsAdapter() {
         // MQTT.js resolves publishAsync at PUBACK for QoS 1, once written for QoS 0.
         publish: (topic, payload, qos) => c.publishAsync(topic, payload, { qos }),
         onMessage: (f) => c.on("message", f),
+        onError: (f) => c.on("error", f),
         end: () => c.endAsync(),
       };
     },
@@ -205,16 +207,19 @@ function makeBench(adapter) {
 
     /**
      * Publish run, step 2: n numbered 64-byte messages to `topic` at QoS 1, at most `window`
-     * not yet acknowledged (both libraries queue whatever MQTT 3.1.1 lets them send, so the
-     * window is this page's, the same for both). The payloads are made before the clock
+     * not yet acknowledged (at MQTT 3.1.1 neither library knows the broker's receive maximum,
+     * so the window is this page's, the same for both: see run.mjs). The payloads are made before the clock
      * starts. Timed from the first `publish` call to the last promise resolved (the last
      * PUBACK). `finish()` follows.
      */
     async pubRun(topic, n, window) {
       const c = client;
-      const payloads = Array.from({ length: n }, (_, i) => payloadOf(64, i));
+      let payloads = Array.from({ length: n }, (_, i) => payloadOf(64, i));
       let sent = 0;
       let acked = 0;
+      // Why the connection went, if it does (a rejected publish says only that it ended).
+      let lastError = null;
+      c.onError((e) => (lastError = e && e.message));
       const start = performance.now();
       await new Promise((resolve, reject) => {
         const pump = () => {
@@ -223,12 +228,15 @@ function makeBench(adapter) {
               acked++;
               if (acked === n) resolve();
               else pump();
-            }, reject);
+            }, (e) => reject(new Error(`publish ${acked + 1} of ${n} failed: ${e && e.message}; last error event: ${lastError}`)));
           }
         };
         pump();
       });
       const secs = (performance.now() - start) / 1000;
+      // The error listener keeps this scope alive: let the payloads go before finish()
+      // measures the heap.
+      payloads = null;
       return { n, acked, seconds: secs, perSecond: n / secs };
     },
 
