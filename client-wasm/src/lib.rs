@@ -19,6 +19,12 @@
 //! - `js`: small conversions (option getters, plain objects, promises).
 //! - `error`: the crate's one error type and its one conversion to a JavaScript `Error`.
 //!
+//! # std
+//! The package (client-wasm/build.sh) builds this crate and `protocol` without their default
+//! `std` feature: `no_std` + `alloc`, with the panic handler at the bottom of this file, so
+//! that std's panic hook (which formats a message a wasm32 std cannot print) stays out of the
+//! binary. Every other build (tests, clippy, the host) keeps std; the code is the same.
+//!
 //! The TypeScript definitions below are hand-written: they are the API's documentation.
 
 #![cfg_attr(not(feature = "std"), no_std)]

@@ -23,12 +23,11 @@
 //! - [`alias`]: topic aliases on the sending side, applied as packets go out.
 //! - [`client`]: the client session state machine, which drives all of the above for the
 //!   browser client.
-
 //!
 //! # std
 //! The `std` feature (default) is what the broker uses. Without it the crate is `no_std`
-//! with `alloc` (the wasm client builds it so, to keep std's panic and formatting machinery
-//! out of its binary): the same code, except that [`OutboundAliases`] keeps its map in a
+//! with `alloc` (the wasm client builds it so, to keep std's panic machinery out of its
+//! binary): the same code, except that [`OutboundAliases`] keeps its map in a
 //! `BTreeMap` instead of a `HashMap`.
 #![cfg_attr(not(feature = "std"), no_std)]
 
