@@ -41,6 +41,7 @@ async function wasmAdapter() {
         // Resolves at PUBACK for QoS 1, once written for QoS 0.
         publish: (topic, payload, qos) => c.publish(topic, payload, { qos }),
         onMessage: (f) => c.on("message", f),
+        onError: (f) => c.on("error", f),
         end: () => c.end(),
       };
     },
@@ -60,6 +61,7 @@ async function mqttjsAdapter() {
         // MQTT.js resolves publishAsync at PUBACK for QoS 1, once written for QoS 0.
         publish: (topic, payload, qos) => c.publishAsync(topic, payload, { qos }),
         onMessage: (f) => c.on("message", f),
+        onError: (f) => c.on("error", f),
         end: () => c.endAsync(),
       };
     },
@@ -195,6 +197,47 @@ function makeBench(adapter) {
         : () => c.publish(topic, payload, 1);
       for (let i = 0; i < warmup; i++) await rtt();
       return "warm";
+    },
+
+    /** Publish run, step 1: connect (run.mjs subscribes its counting subscriber meanwhile). */
+    async pubStart(url, clientId) {
+      client = await adapter.connect(url, clientId);
+      return "connected";
+    },
+
+    /**
+     * Publish run, step 2: n numbered 64-byte messages to `topic` at QoS 1, at most `window`
+     * not yet acknowledged (at MQTT 3.1.1 neither library knows the broker's receive maximum,
+     * so the window is this page's, the same for both: see run.mjs). The payloads are made before the clock
+     * starts. Timed from the first `publish` call to the last promise resolved (the last
+     * PUBACK). `finish()` follows.
+     */
+    async pubRun(topic, n, window) {
+      const c = client;
+      let payloads = Array.from({ length: n }, (_, i) => payloadOf(64, i));
+      let sent = 0;
+      let acked = 0;
+      // Why the connection went, if it does (a rejected publish says only that it ended).
+      let lastError = null;
+      c.onError((e) => (lastError = e && e.message));
+      const start = performance.now();
+      await new Promise((resolve, reject) => {
+        const pump = () => {
+          while (sent < n && sent - acked < window) {
+            c.publish(topic, payloads[sent++], 1).then(() => {
+              acked++;
+              if (acked === n) resolve();
+              else pump();
+            }, (e) => reject(new Error(`publish ${acked + 1} of ${n} failed: ${e && e.message}; last error event: ${lastError}`)));
+          }
+        };
+        pump();
+      });
+      const secs = (performance.now() - start) / 1000;
+      // The error listener keeps this scope alive: let the payloads go before finish()
+      // measures the heap.
+      payloads = null;
+      return { n, acked, seconds: secs, perSecond: n / secs };
     },
 
     /** Round trips, step 2: as many as fit in `seconds`, each timed. `finish()` follows. */

@@ -3,7 +3,7 @@
 // bridge (`--data none`), in one run. Not a test: figures go to docs/benchmarks.md.
 //
 //   cargo build --release -p bridge && client-wasm/build.sh --no-budget
-//   node bench/browser/run.mjs            # the full run (~4 min): 3 repetitions, medians
+//   node bench/browser/run.mjs            # the full run (~5 min): 3 repetitions, medians
 //   node bench/browser/run.mjs --quick    # smoke check: every scenario once, small (seconds)
 //   node bench/browser/run.mjs --profile  # where the time goes (see below)
 //
@@ -21,6 +21,13 @@
 //   the publisher paces itself: it stays at most `--window` (1000) messages ahead of the
 //   count the page reports every 256 messages. A QoS 0 figure then measures the client, not
 //   what the broker dropped.
+// - "publish QoS 1": the page publishes n numbered 64-byte messages at QoS 1, at most
+//   `--pub-window` (256) unacknowledged, timed from the first publish to the last PUBACK (the
+//   last promise resolved): msg/s. 256 is the bridge's receive maximum, which MQTT 3.1.1 has
+//   no way to announce: neither library limits what it has in flight at 3.1.1, and the
+//   bridge closes a connection that goes over it (0x93), so the window is the page's, the
+//   same for both. A raw TCP subscriber in this process (QoS 1, as the reference run's)
+//   counts what the broker passed on: every message exactly once, or the run fails.
 // - "round trip QoS 1": sequential `publish(qos 1)`, each awaited until its promise resolves
 //   at PUBACK: median and p99 (µs), round trips/s.
 // - "round trip QoS 0 own": sequential publish at QoS 0 to a topic the client subscribes to,
@@ -43,11 +50,11 @@
 // left in target/: wasm-bindgen without --remove-name-section, wasm-opt -Oz -g), so wasm
 // frames have Rust names.
 import { spawnSync } from "node:child_process";
-import { connect as tcpConnect } from "node:net";
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { countingSubscriber, makeProgress, publish, RawClient } from "./raw.mjs";
 import { allowOrigin, bridgeBin as bridgeBinOf, chromiumBin, cleanup, fail, launchChromium, root, serveStatic, setup, spawnBridge } from "../../tests/support/harness.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -65,30 +72,36 @@ const value = (name, dflt) => {
 };
 function usage(msg) {
   console.error(`run.mjs: ${msg}
-usage: node bench/browser/run.mjs [--quick] [--profile] [--reps N] [--n0 N] [--n1 N] [--rtt-secs S] [--window W] [--only LIST]
+usage: node bench/browser/run.mjs [--quick] [--profile] [--reps N] [--n0 N] [--n1 N] [--n-pub N] [--pub-window W] [--rtt-secs S] [--window W] [--only LIST]
   --quick      every scenario once with small counts (a smoke check, seconds)
   --profile    CPU-profile both libraries, print where the time goes
   --reps N     repetitions per library and scenario (default 3; the median is reported)
   --n0 N       messages per QoS 0 receive run (default 200000)
   --n1 N       messages per QoS 1 receive run (default 100000)
+  --n-pub N    messages per QoS 1 publish run (default 50000)
+  --pub-window W  publish run: messages not yet acknowledged at most (default 256)
   --rtt-secs S seconds per round-trip run (default 3)
   --window W   QoS 0 publisher: messages ahead of the page's count (default 1000)
-  --only LIST  some of recv0,recv1,rtt1,rtt0 (comma-separated; default all)
+  --only LIST  some of recv0,recv1,pub1,rtt1,rtt0 (comma-separated; default all)
 environment: BRIDGE_BIN (default target/release/bridge), CHROMIUM (default /usr/bin/chromium),
   CLIENT_WASM_PKG (default client-wasm/pkg)`);
   process.exit(2);
 }
-for (const a of argv) if (a.startsWith("--") && !["--quick", "--profile", "--reps", "--n0", "--n1", "--rtt-secs", "--window", "--only"].includes(a)) usage(`unknown option ${a}`);
+for (const a of argv) if (a.startsWith("--") && !["--quick", "--profile", "--reps", "--n0", "--n1", "--n-pub", "--pub-window", "--rtt-secs", "--window", "--only"].includes(a)) usage(`unknown option ${a}`);
 
 const quick = flag("--quick");
 const onlyAt = argv.indexOf("--only");
 const only = onlyAt < 0 ? null : (argv[onlyAt + 1] ?? "").split(",");
-if (only && !only.every((k) => ["recv0", "recv1", "rtt1", "rtt0"].includes(k))) usage("--only takes recv0,recv1,rtt1,rtt0");
+if (only && !only.every((k) => ["recv0", "recv1", "pub1", "rtt1", "rtt0"].includes(k))) usage("--only takes recv0,recv1,pub1,rtt1,rtt0");
 const profile = flag("--profile");
 const cfg = {
   reps: value("--reps", quick ? 1 : 3),
   n0: value("--n0", quick ? 5000 : 200_000),
   n1: value("--n1", quick ? 5000 : 100_000),
+  nPub: value("--n-pub", quick ? 5000 : 50_000),
+  // The bridge's receive maximum: MQTT 3.1.1 cannot announce it, and the bridge closes a
+  // connection with more QoS 1 publishes unacknowledged (0x93), so neither library may.
+  pubWindow: value("--pub-window", 256),
   rttSecs: value("--rtt-secs", quick ? 0.3 : 3),
   rttWarmup: quick ? 20 : 200,
   window: value("--window", 1000),
@@ -127,7 +140,9 @@ setup("run.mjs", RUN_TIMEOUT_MS);
  */
 async function startBridge(base) {
   const args = ["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data", "none", ...(await allowOrigin(base))];
-  const b = await spawnBridge(args, { bin: bridgeBin, env: { ...process.env, RUST_LOG: "warn" } });
+  const b = await spawnBridge(args, { bin: bridgeBin, env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" } });
+  // VERBOSE: the bridge's log too (why it closed a connection, say).
+  if (process.env.VERBOSE) for (const s of [b.child.stdout, b.child.stderr]) s.on("data", (d) => process.stderr.write(`[bridge] ${d}`));
   return { ws: b.ws, host: b.mqtt.slice(0, b.mqtt.lastIndexOf(":")), port: b.mqttPort, args };
 }
 
@@ -147,187 +162,6 @@ function startStatic(pkg) {
     "cross-origin-resource-policy": "same-origin",
   });
   return serveStatic(mounts, { headers });
-}
-
-// ---- a minimal MQTT 3.1.1 client over TCP (publisher, and the reference subscriber) -------
-
-const enc = new TextEncoder();
-
-/** A remaining-length field [MQTT-2.2.3]. */
-function varint(n) {
-  const out = [];
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    out.push(b);
-  } while (n > 0);
-  return out;
-}
-const u16 = (n) => [n >> 8, n & 0xff];
-const str = (s) => [...u16(enc.encode(s).length), ...enc.encode(s)];
-const packet = (first, body) => Buffer.from([first, ...varint(body.length), ...body]);
-
-/**
- * One TCP connection speaking just enough MQTT 3.1.1: CONNECT, SUBSCRIBE, PUBLISH QoS 0/1
- * out, and packets in, split by their fixed header and handed to `onPacket(type, flags, body)`.
- */
-class RawClient {
-  static async connect(host, port, clientId) {
-    const c = new RawClient();
-    c.sock = tcpConnect({ host, port, noDelay: true });
-    c.buf = Buffer.alloc(0);
-    c.waiters = new Map();
-    c.onPacket = () => {};
-    c.sock.on("data", (d) => c.data(d));
-    c.closed = new Promise((resolve) => c.sock.on("close", resolve));
-    await new Promise((resolve, reject) => {
-      c.sock.once("connect", resolve);
-      c.sock.once("error", reject);
-    });
-    c.sock.on("error", () => {});
-    const connack = c.next(2);
-    // CONNECT: protocol name, level 4, clean session, keep-alive 0 (off), client id.
-    c.sock.write(packet(0x10, [...str("MQTT"), 4, 0x02, 0, 0, ...str(clientId)]));
-    const ack = await connack;
-    if (ack[1] !== 0) throw new Error(`${clientId}: CONNACK return code ${ack[1]}`);
-    return c;
-  }
-
-  data(d) {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-    let at = 0;
-    for (;;) {
-      let len = 0, mul = 1, i = at + 1, complete = false;
-      while (i < this.buf.length) {
-        const b = this.buf[i++];
-        len += (b & 0x7f) * mul;
-        mul *= 128;
-        if (!(b & 0x80)) {
-          complete = true;
-          break;
-        }
-      }
-      if (!complete || i + len > this.buf.length) break;
-      const type = this.buf[at] >> 4, flags = this.buf[at] & 0x0f;
-      const body = this.buf.subarray(i, i + len);
-      at = i + len;
-      const w = this.waiters.get(type);
-      if (w) {
-        this.waiters.delete(type);
-        w(body);
-      } else this.onPacket(type, flags, body);
-    }
-    this.buf = this.buf.subarray(at);
-  }
-
-  /** Resolves with the body of the next packet of `type` (for CONNACK, SUBACK). */
-  next(type) {
-    return new Promise((resolve) => this.waiters.set(type, resolve));
-  }
-
-  async subscribe(filter, qos) {
-    const suback = this.next(9);
-    this.sock.write(packet(0x82, [...u16(1), ...str(filter), qos]));
-    await suback;
-  }
-
-  /** Writes `buf`; resolves once the socket can take more (backpressure). */
-  write(buf) {
-    return this.sock.write(buf) ? null : new Promise((r) => this.sock.once("drain", r));
-  }
-
-  async end() {
-    this.sock.end(Buffer.from([0xe0, 0]));
-    await Promise.race([this.closed, new Promise((r) => setTimeout(r, 1000))]);
-    this.sock.destroy();
-  }
-}
-
-/**
- * Publishes messages 0..n-1 to `topic` at `qos` (64-byte payloads, the sequence number as a
- * big-endian u32 at offset 0). QoS 1: at most 256 unacknowledged (the bridge's receive
- * maximum). QoS 0: at most `window` ahead of `progress.count` (what the receiver reported);
- * if the receiver reports nothing for 500 ms (it lost messages, allowed at QoS 0) the window
- * moves on anyway. Resolves with the seconds it took.
- */
-async function publish(pub, topic, qos, n, progress, window) {
-  const t = enc.encode(topic);
-  const head = [qos ? 0x32 : 0x30, ...varint(2 + t.length + (qos ? 2 : 0) + 64), ...u16(t.length), ...t];
-  const size = head.length + (qos ? 2 : 0) + 64;
-  const template = Buffer.alloc(size);
-  template.set(head, 0);
-  const seqAt = head.length + (qos ? 2 : 0);
-  const BATCH = 64;
-  const start = performance.now();
-  let sent = 0;
-  const fill = (count, ids) => {
-    const b = Buffer.alloc(size * count);
-    for (let k = 0; k < count; k++) {
-      template.copy(b, k * size);
-      if (qos) b.writeUInt16BE(ids[k], k * size + head.length);
-      b.writeUInt32BE(sent + k, k * size + seqAt);
-    }
-    sent += count;
-    return b;
-  };
-  if (qos === 0) {
-    let credit = 0; // extra allowance after a stall
-    while (sent < n) {
-      const allowed = Math.min(n - sent, progress.count + window + credit - sent, BATCH);
-      if (allowed <= 0) {
-        const moved = await progress.wait(500);
-        if (!moved) credit += window;
-        continue;
-      }
-      const w = pub.write(fill(allowed));
-      if (w) await w;
-    }
-  } else {
-    const free = [];
-    for (let id = 256; id >= 1; id--) free.push(id);
-    let inflight = 0;
-    let wake = null;
-    pub.onPacket = (type, _flags, body) => {
-      if (type === 4) {
-        free.push(body.readUInt16BE(0));
-        inflight--;
-        if (wake) wake();
-      }
-    };
-    while (sent < n || inflight > 0) {
-      const count = Math.min(n - sent, free.length, BATCH);
-      if (count > 0) {
-        const ids = free.splice(free.length - count, count);
-        inflight += count;
-        const w = pub.write(fill(count, ids));
-        if (w) await w;
-        continue;
-      }
-      await new Promise((r) => (wake = r));
-      wake = null;
-    }
-    pub.onPacket = () => {};
-  }
-  return (performance.now() - start) / 1000;
-}
-
-/** The receiver's count as reported by the page (or the reference subscriber). */
-function makeProgress() {
-  const p = { count: 0, waiters: [] };
-  p.report = (count) => {
-    p.count = Math.max(p.count, count);
-    for (const w of p.waiters.splice(0)) w(true);
-  };
-  p.wait = (ms) =>
-    new Promise((resolve) => {
-      const t = setTimeout(() => resolve(false), ms);
-      p.waiters.push((v) => {
-        clearTimeout(t);
-        resolve(v);
-      });
-    });
-  return p;
 }
 
 // ---- runs --------------------------------------------------------------------------------
@@ -408,43 +242,32 @@ async function referenceRun(bridge, qos, n) {
   const id = ++runId;
   const topic = `bench/recv/${id}`;
   const progress = makeProgress();
-  const sub = await RawClient.connect(bridge.host, bridge.port, `bench-ref-${id}`);
-  await sub.subscribe(topic, qos);
-  const seen = new Uint8Array(n);
-  const r = { n, received: 0, unique: 0, dup: 0, first: 0, last: 0 };
-  let done;
-  const finished = new Promise((res) => (done = res));
-  sub.onPacket = (type, flags, body) => {
-    if (type !== 3) return;
-    const t = performance.now();
-    if (r.received === 0) r.first = t;
-    r.last = t;
-    r.received++;
-    const tlen = body.readUInt16BE(0);
-    let at = 2 + tlen;
-    if (flags & 0x06) {
-      sub.sock.write(Buffer.from([0x40, 2, body[at], body[at + 1]]));
-      at += 2;
-    }
-    const seq = body.readUInt32BE(at);
-    if (seq < n && !seen[seq]) {
-      seen[seq] = 1;
-      r.unique++;
-    } else r.dup++;
-    if ((r.received & 255) === 0) progress.report(r.received);
-    if (r.unique === n) done();
-  };
+  const sub = await countingSubscriber(bridge.host, bridge.port, `bench-ref-${id}`, topic, qos, n, progress);
   const pub = await RawClient.connect(bridge.host, bridge.port, `bench-refpub-${id}`);
   await publish(pub, topic, qos, n, progress, cfg.window);
   await pub.end();
-  for (;;) {
-    const before = r.received;
-    const timedOut = await Promise.race([finished.then(() => false), new Promise((res) => setTimeout(res, 1500, true))]);
-    if (!timedOut || r.received === before) break;
-  }
-  await sub.end();
-  const secs = (r.last - r.first) / 1000;
-  return { n, received: r.received, lost: n - r.unique, duplicates: r.dup, seconds: secs, perSecond: r.received / secs };
+  return sub.wait(1500);
+}
+
+/**
+ * One publish run in the browser: the page publishes n numbered messages at QoS 1 (at most
+ * `cfg.pubWindow` unacknowledged) and times them to the last PUBACK; a counting subscriber in
+ * this process (raw TCP, QoS 1) checks that the broker took every one of them exactly once.
+ */
+async function publishRun(browser, base, bridge, lib, n) {
+  const id = ++runId;
+  const topic = `bench/pub/${id}`;
+  return withPage(browser, base, lib, {}, async (page, cdp) => {
+    await page.evaluate(([ws, cid]) => window.bench.pubStart(ws, cid), [bridge.ws, `bench-${lib}-${id}`]);
+    const sub = await countingSubscriber(bridge.host, bridge.port, `bench-pubsub-${id}`, topic, 1, n, null);
+    const before = await cpu(cdp);
+    const r = await page.evaluate(([t, count, w]) => window.bench.pubRun(t, count, w), [topic, n, cfg.pubWindow]);
+    Object.assign(r, cpuPer(before, await cpu(cdp), n));
+    const got = await sub.wait(1500);
+    Object.assign(r, { received: got.received, lost: got.lost, duplicates: got.duplicates });
+    Object.assign(r, await page.evaluate(() => window.bench.finish()));
+    return r;
+  });
 }
 
 async function roundTripRun(browser, base, bridge, lib, mode, cdpProfile) {
@@ -592,7 +415,7 @@ async function main() {
   const chromeVersion = browser.version();
   const s = sizes();
   console.log(`browser client benchmark: Chromium ${chromeVersion}, MQTT.js ${s.mqttjs.version}, bridge ${relative(root, bridgeBin)} ${bridge.args.join(" ")} (memory store, nothing persisted), MQTT 3.1.1`);
-  console.log(`load average before: ${load}; ${quick ? "--quick: " : ""}reps ${cfg.reps}, receive n = ${cfg.n0} (QoS 0) / ${cfg.n1} (QoS 1), 64 B payloads, QoS 0 window ${cfg.window}, round trips ${cfg.rttSecs} s each`);
+  console.log(`load average before: ${load}; ${quick ? "--quick: " : ""}reps ${cfg.reps}, receive n = ${cfg.n0} (QoS 0) / ${cfg.n1} (QoS 1), 64 B payloads, QoS 0 window ${cfg.window}, publish n = ${cfg.nPub} (QoS 1, window ${cfg.pubWindow}), round trips ${cfg.rttSecs} s each`);
   console.log(`size (gzip -9): ours ${fmt(s.wasm.gz)} B (${s.wasm.files.map((f) => `${f.file.replace(/^snippets\/[^/]+\//, "snippets/")} ${fmt(f.gz)}`).join(", ")}), MQTT.js ${s.mqttjs.file.replace("node_modules/mqtt/", "")} ${fmt(s.mqttjs.gz)} B; raw ${fmt(s.wasm.raw)} B vs ${fmt(s.mqttjs.raw)} B`);
   const holder = {};
 
@@ -620,6 +443,7 @@ async function main() {
   const scenarios = [
     { key: "recv0", label: "receive QoS 0", run: (lib) => receiveRun(browser, base, bridge, lib, 0, cfg.n0, holder) },
     { key: "recv1", label: "receive QoS 1", run: (lib) => receiveRun(browser, base, bridge, lib, 1, cfg.n1, holder) },
+    { key: "pub1", label: "publish QoS 1 (to the last PUBACK)", run: (lib) => publishRun(browser, base, bridge, lib, cfg.nPub) },
     { key: "rtt1", label: "round trip QoS 1 (PUBACK)", run: (lib) => roundTripRun(browser, base, bridge, lib, "qos1") },
     { key: "rtt0", label: "round trip QoS 0 own subscription", run: (lib) => roundTripRun(browser, base, bridge, lib, "qos0-own") },
   ];
@@ -635,10 +459,13 @@ async function main() {
         (results[`${sc.key}/${lib}`] ??= []).push(r);
         const what = sc.key.startsWith("recv")
           ? `${fmt(r.perSecond)} msg/s over ${r.seconds.toFixed(2)} s, ${r.received} received, lost ${r.lost}, duplicates ${r.duplicates}`
+          : sc.key === "pub1"
+          ? `${fmt(r.perSecond)} msg/s over ${r.seconds.toFixed(2)} s, ${r.acked} acknowledged, the broker passed on ${r.received} (lost ${r.lost}, duplicates ${r.duplicates})`
           : `median ${r.medianUs.toFixed(0)} µs, p99 ${r.p99Us.toFixed(0)} µs, ${fmt(r.perSecond)} round trips/s (n ${r.n})`;
-        const per = sc.key.startsWith("recv") ? "msg" : "round trip";
+        const per = sc.key.startsWith("recv") || sc.key === "pub1" ? "msg" : "round trip";
         console.log(`rep ${rep + 1} ${sc.label.padEnd(34)} ${lib.padEnd(6)} ${what}; CPU/${per} main thread ${r.threadUs.toFixed(1)} µs, renderer ${r.processUs.toFixed(1)} µs; heap ${mb(r.heapBytes)}${r.wasmMemoryBytes ? `, wasm memory ${mb(r.wasmMemoryBytes)}` : ""}`);
         if (sc.key === "recv1" && (r.lost !== 0 || r.foreign !== 0)) failures.push(`${lib} receive QoS 1 rep ${rep + 1}: ${r.lost} lost`);
+        if (sc.key === "pub1" && (r.lost !== 0 || r.duplicates !== 0)) failures.push(`${lib} publish QoS 1 rep ${rep + 1}: the broker passed on ${r.received} of ${r.n} (lost ${r.lost}, duplicates ${r.duplicates})`);
         if (sc.key.startsWith("recv") && r.received === 0) failures.push(`${lib} ${sc.label} rep ${rep + 1}: nothing received`);
       }
       if (sc.key.startsWith("recv")) {
@@ -661,6 +488,10 @@ async function main() {
     if (sc.key.startsWith("recv")) {
       const lost = (rs) => rs.reduce((x, r) => x + r.lost, 0);
       console.log(`| ${sc.label}, msg/s | ${fmt(med(w, "perSecond"))} (lost ${lost(w)}) | ${fmt(med(m, "perSecond"))} (lost ${lost(m)}) | ${(med(w, "perSecond") / med(m, "perSecond")).toFixed(2)} |`);
+      row(`${sc.label}, main-thread CPU per message`, med(w, "threadUs"), med(m, "threadUs"), us);
+      row(`${sc.label}, renderer CPU per message`, med(w, "processUs"), med(m, "processUs"), us);
+    } else if (sc.key === "pub1") {
+      row(`${sc.label}, msg/s`, med(w, "perSecond"), med(m, "perSecond"), fmt);
       row(`${sc.label}, main-thread CPU per message`, med(w, "threadUs"), med(m, "threadUs"), us);
       row(`${sc.label}, renderer CPU per message`, med(w, "processUs"), med(m, "processUs"), us);
     } else {

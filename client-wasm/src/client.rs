@@ -16,9 +16,9 @@
 //! three methods wait for a microtask, so that the calls of one task leave in one WebSocket
 //! frame (see `Inner::after`).
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::rc::{Rc, Weak};
+use alloc::collections::VecDeque;
+use alloc::rc::{Rc, Weak};
+use core::cell::RefCell;
 
 use js_sys::{Array, Function, Promise, Uint8Array};
 use protocol::client::{Client, ClientOptions, Event};
@@ -38,6 +38,7 @@ mod calls;
 mod opening;
 mod values;
 
+use crate::prelude::*;
 use opening::Preparer;
 use values::{connack_object, session_object};
 
@@ -216,8 +217,8 @@ fn run_dyn(weak: &Weak<RefCell<Inner>>, f: &mut dyn FnMut(&mut Inner)) {
         inner.after();
         // The promises' map only when there is something to settle (a clone is a crossing).
         let done = (!inner.done.0.is_empty())
-            .then(|| (std::mem::take(&mut inner.done), inner.promises.clone()));
-        (std::mem::take(&mut inner.calls), done)
+            .then(|| (core::mem::take(&mut inner.done), inner.promises.clone()));
+        (core::mem::take(&mut inner.calls), done)
     };
     if let Some(((keys, codes), promises)) = done {
         calls::settle(&promises, &keys, &codes);
@@ -322,8 +323,8 @@ struct Inner {
     this: Weak<RefCell<Inner>>,
 }
 
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Inner")
             .field("url", &self.url)
             .field("online", &self.online)
@@ -402,7 +403,7 @@ impl Inner {
     /// µs in Chromium (a copy and a message to the network process), more than the MQTT work.
     fn after(&mut self) {
         self.drain_events();
-        if std::mem::take(&mut self.defer_flush) {
+        if core::mem::take(&mut self.defer_flush) {
             if !self.flush_queued {
                 self.flush_queued = true;
                 calls::soon(self.on_soon.as_ref().unchecked_ref());
@@ -586,7 +587,7 @@ impl Inner {
         self.client.connection_lost();
         self.socket = None;
         self.keepalive.cancel();
-        let was_online = std::mem::take(&mut self.online);
+        let was_online = core::mem::take(&mut self.online);
         if self.connecting.is_some() {
             // The first connection failed: `connect()` rejects with why; no retrying.
             // Name the URL: "closed (code 1006)" alone does not say which connection.
@@ -658,18 +659,18 @@ impl Inner {
             st.release();
         }
         self.keepalive.cancel();
-        for s in std::mem::take(&mut self.ending) {
+        for s in core::mem::take(&mut self.ending) {
             self.call(&s.resolve, JsValue::UNDEFINED);
         }
         self.emit("close", &[]);
-        if std::mem::take(&mut self.online) {
+        if core::mem::take(&mut self.online) {
             self.emit("offline", &[]);
         }
     }
 
     fn reject_pending(&mut self) {
         // Those acknowledged in this run first: they are done, not ended.
-        let (keys, codes) = std::mem::take(&mut self.done);
+        let (keys, codes) = core::mem::take(&mut self.done);
         calls::settle(&self.promises, &keys, &codes);
         calls::reject_all(&self.promises, error::ENDED);
     }

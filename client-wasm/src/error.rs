@@ -1,5 +1,6 @@
 //! The one error type of the crate, and the one place it becomes a JavaScript `Error`.
 
+use crate::prelude::*;
 use protocol::client::ClientError;
 use protocol::{ReasonCode, TopicError};
 use wasm_bindgen::JsValue;

@@ -5,6 +5,7 @@ use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::error::Error;
+use crate::prelude::*;
 
 /// `obj[key]`, or `undefined` when `obj` is not an object.
 pub(crate) fn get(obj: &JsValue, key: &str) -> JsValue {

@@ -19,18 +19,30 @@
 //! - `js`: small conversions (option getters, plain objects, promises).
 //! - `error`: the crate's one error type and its one conversion to a JavaScript `Error`.
 //!
+//! # std
+//! The package (client-wasm/build.sh) builds this crate and `protocol` without their default
+//! `std` feature: `no_std` + `alloc`, with the panic handler at the bottom of this file, so
+//! that std's panic hook (which formats a message a wasm32 std cannot print) stays out of the
+//! binary. Every other build (tests, clippy, the host) keeps std; the code is the same.
+//!
 //! The TypeScript definitions below are hand-written: they are the API's documentation.
+
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
 
 mod client;
 mod error;
 mod js;
 mod options;
+mod prelude;
 mod socket;
 mod store;
 mod timer;
 
 use wasm_bindgen::prelude::wasm_bindgen;
 
+use crate::prelude::*;
 pub use client::{connect, MqttClient};
 
 /// The version of the MQTT codec this package was built with.
@@ -232,3 +244,13 @@ export function connect(url: string, opts?: ConnectOptions): Promise<MqttClient>
 #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
+/// Without std (the package's build, see Cargo.toml) a panic stops the module, as with std
+/// and `panic = "abort"`, but without std's panic hook, which formats the message (and so
+/// keeps `core::fmt` and the panic locations in the binary) only to write it nowhere: a
+/// wasm32-unknown-unknown std has no stderr.
+#[cfg(all(not(feature = "std"), target_arch = "wasm32"))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
+}

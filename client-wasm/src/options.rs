@@ -15,6 +15,7 @@ use wasm_bindgen::JsValue;
 
 use crate::error::Error;
 use crate::js::bytes;
+use crate::prelude::*;
 
 /// Auto-reconnect: exponential backoff from `initial_ms` doubling up to `max_ms`, each delay
 /// shortened by a random fraction of up to `jitter` so that many clients dropped at once do
@@ -34,7 +35,8 @@ pub(crate) struct Reconnect {
 impl Reconnect {
     /// The delay before attempt number `attempt` (0 = the first retry).
     pub(crate) fn delay(&self, attempt: u32) -> u64 {
-        let base = (self.initial_ms * 2f64.powi(attempt.min(30) as i32)).min(self.max_ms);
+        // 2^attempt as a shift: `powi` needs std (the package builds without it).
+        let base = (self.initial_ms * f64::from(1u32 << attempt.min(30))).min(self.max_ms);
         (base * (1.0 - self.jitter * js_sys::Math::random())).max(0.0) as u64
     }
 }
@@ -123,7 +125,7 @@ pub(crate) fn parse(
         o.max_queued = limit as usize;
     }
     if let Some(ms) = n(&a, 6) {
-        o.connect_timeout = std::time::Duration::from_millis(ms.max(0.0) as u64);
+        o.connect_timeout = core::time::Duration::from_millis(ms.max(0.0) as u64);
     }
     let will = a.get(7);
     if will.is_object() {

@@ -4,13 +4,14 @@
 //! and closes the socket, so a dead connection can neither call back nor leak
 //! (STYLE.md #9: never `.forget()` a closure per connection).
 
-use std::fmt;
+use core::fmt;
 
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use crate::error::Error;
+use crate::prelude::*;
 
 /// What a socket reports to its owner.
 pub(crate) trait Handler: 'static {

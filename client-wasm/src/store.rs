@@ -20,8 +20,9 @@
 //! (it says so with an `error` event) and goes on without it, so that a full disk never
 //! stops the connection.
 
-use std::collections::VecDeque;
+use alloc::collections::VecDeque;
 
+use crate::prelude::*;
 use js_sys::{Array, Function, Uint8Array};
 use protocol::client::{StoreKey, StoreOp};
 use protocol::{PacketId, Publish};
@@ -48,7 +49,8 @@ fn js_key(key: StoreKey) -> JsValue {
 
 /// The inverse of [`js_key`]; `None` for a key this code never writes.
 pub(crate) fn store_key(key: &JsValue) -> Option<StoreKey> {
-    let n = key.as_f64().filter(|n| n.fract() == 0.0)?;
+    // `% 1.0` rather than `fract()`, which needs std (the package builds without it).
+    let n = key.as_f64().filter(|n| n % 1.0 == 0.0)?;
     if n >= 0.0 {
         Some(StoreKey::Outbound(n as u64))
     } else {

@@ -58,8 +58,8 @@ pub(crate) struct Timer {
     armed: bool,
 }
 
-impl std::fmt::Debug for Timer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for Timer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Timer")
             .field("id", &self.id)
             .field("armed", &self.armed)
@@ -93,7 +93,7 @@ impl Timer {
 
     /// Disarms the timer.
     pub(crate) fn cancel(&mut self) {
-        if std::mem::take(&mut self.armed) {
+        if core::mem::take(&mut self.armed) {
             timer_cancel(self.id);
         }
     }

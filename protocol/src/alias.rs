@@ -4,7 +4,12 @@
 //! distinct topics an alias each (the receiver's Topic Alias Maximum); a later message to
 //! one of them goes out with the alias and an empty topic, saving the topic's bytes.
 
-use std::collections::HashMap;
+// A hash map with std (the broker); an ordered map without it (the wasm client, where
+// HashMap is not available and the map holds a handful of topics).
+#[cfg(not(feature = "std"))]
+use alloc::collections::BTreeMap as Map;
+#[cfg(feature = "std")]
+use std::collections::HashMap as Map;
 
 use crate::packet::Publish;
 use crate::topic::TopicName;
@@ -14,7 +19,7 @@ use crate::topic::TopicName;
 #[derive(Debug, Default)]
 pub struct OutboundAliases {
     max: u16,
-    map: HashMap<TopicName, u16>,
+    map: Map<TopicName, u16>,
 }
 
 impl OutboundAliases {
@@ -22,7 +27,7 @@ impl OutboundAliases {
     pub fn new(max: u16) -> Self {
         OutboundAliases {
             max,
-            map: HashMap::new(),
+            map: Map::new(),
         }
     }
 

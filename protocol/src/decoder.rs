@@ -11,6 +11,7 @@
 
 use crate::error::DecodeError;
 use crate::packet::{check_size, FixedHeader, Packet, ProtocolVersion};
+use crate::prelude::*;
 use crate::topic::TopicName;
 
 /// The most buffer capacity kept between packets (bytes). Small packets split across
@@ -178,7 +179,7 @@ impl Decoder {
         if self.partial.len() < len {
             return Ok(None);
         }
-        let partial = std::mem::take(&mut self.partial);
+        let partial = core::mem::take(&mut self.partial);
         self.partial_len = None;
         let result = match FixedHeader::parse(&partial)? {
             Some(header) => self.finish::<FROM_SERVER>(header.byte1, &partial[header.header_len..]),

@@ -25,6 +25,15 @@
 //!   browser client.
 //! - [`vecmap`]: [`VecMap`] and [`VecSet`], the sorted-vector collections of one client's
 //!   state, here and in the broker's sessions.
+//!
+//! # std
+//! The `std` feature (default) is what the broker uses. Without it the crate is `no_std`
+//! with `alloc` (the wasm client builds it so, to keep std's panic machinery out of its
+//! binary): the same code, except that [`OutboundAliases`] keeps its map in a
+//! `BTreeMap` instead of a `HashMap`.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
 
 pub mod alias;
 pub mod client;
@@ -32,6 +41,7 @@ pub mod decoder;
 pub mod error;
 pub mod flow;
 pub mod packet;
+mod prelude;
 pub mod properties;
 pub mod reason;
 pub mod topic;

@@ -7,6 +7,7 @@
 use bytes::{BufMut, Bytes};
 
 use crate::error::{DecodeError, EncodeError};
+use crate::prelude::*;
 use crate::wire::{self, Reader, MAX_VAR_INT};
 use crate::QoS;
 

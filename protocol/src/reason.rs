@@ -1,6 +1,6 @@
 //! MQTT 5.0 reason codes, and how they fold into MQTT 3.1.1's return codes.
 
-use std::fmt;
+use core::fmt;
 
 /// An MQTT 5.0 reason code (spec section 2.4).
 ///

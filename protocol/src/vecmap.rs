@@ -14,6 +14,8 @@
 /// Up to this many entries the vector grows by exactly one.
 const EXACT_UP_TO: usize = 4;
 
+use crate::prelude::*;
+
 /// A map ordered by key, stored as a sorted `Vec` of pairs.
 ///
 /// Invariant: `entries` is sorted by key with no duplicate keys.
@@ -47,7 +49,7 @@ impl<K: Ord, V> VecMap<K, V> {
     /// Inserts or replaces; returns the previous value.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self.find(&key) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Ok(i) => Some(core::mem::replace(&mut self.entries[i].1, value)),
             Err(i) => {
                 reserve(&mut self.entries);
                 self.entries.insert(i, (key, value));
@@ -196,8 +198,8 @@ fn shrink<T>(v: &mut Vec<T>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::collections::BTreeMap;
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
 
     #[test]
     fn a_map_of_one_entry_holds_one_entry_of_memory() {

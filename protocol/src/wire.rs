@@ -4,6 +4,7 @@
 use bytes::{BufMut, Bytes};
 
 use crate::error::{DecodeError, EncodeError};
+use crate::prelude::*;
 
 /// The largest value a variable byte integer holds (268 435 455).
 pub const MAX_VAR_INT: u32 = 268_435_455;
@@ -86,7 +87,7 @@ impl<'a> Reader<'a> {
 
     /// What is left, as one slice (a PUBLISH payload).
     pub(crate) fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.buf)
+        core::mem::take(&mut self.buf)
     }
 
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
@@ -103,7 +104,7 @@ impl<'a> Reader<'a> {
 /// A UTF-8 encoded string per [MQTT-1.5.4-1] and [MQTT-1.5.4-2]: well-formed UTF-8 (Rust's
 /// check already rejects surrogates and overlong forms) without U+0000.
 pub(crate) fn check_utf8(raw: &[u8]) -> Result<&str, DecodeError> {
-    let s = std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8)?;
+    let s = core::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8)?;
     if raw.contains(&0) {
         return Err(DecodeError::InvalidUtf8);
     }

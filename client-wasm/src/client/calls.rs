@@ -13,6 +13,7 @@ use super::{Inner, MAX_UNHEARD};
 use crate::error::Error;
 use crate::js;
 use crate::options;
+use crate::prelude::*;
 use crate::store::Held;
 use crate::timer::now;
 

@@ -16,8 +16,8 @@
 //! `error` and `close` and tries again after the backoff (a token service may be down for a
 //! moment, as a network may), until `end()`.
 
-use std::cell::RefCell;
-use std::rc::Weak;
+use alloc::rc::Weak;
+use core::cell::RefCell;
 
 use js_sys::Array;
 use wasm_bindgen::closure::Closure;
@@ -27,6 +27,7 @@ use wasm_bindgen::JsValue;
 use super::{run, Inner, Link};
 use crate::error::Error;
 use crate::options::{self, Hooks};
+use crate::prelude::*;
 use crate::socket::Socket;
 
 #[wasm_bindgen(module = "/js/client.js")]
@@ -82,7 +83,7 @@ impl Inner {
     /// The functions answered: `[url, username, password]`, or why one failed. Ignored
     /// unless an attempt waits for it (not after `end()`).
     fn prepared(&mut self, v: JsValue) {
-        if !std::mem::take(&mut self.preparer.waiting) || self.ended {
+        if !core::mem::take(&mut self.preparer.waiting) || self.ended {
             return;
         }
         let url = match v.as_string() {

@@ -9,6 +9,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use crate::error::Error;
 use crate::js;
+use crate::prelude::*;
 
 #[wasm_bindgen(module = "/js/client.js")]
 extern "C" {

@@ -1,12 +1,13 @@
 //! The connection: CONNECT, CONNACK (resuming our session or starting over), DISCONNECT.
 
-use std::time::Duration;
+use core::time::Duration;
 
 use crate::packet::{ConnAck, Connect, Disconnect, Packet, ProtocolVersion, QoS};
 use crate::properties::Properties;
 use crate::reason::ReasonCode;
 
 use super::{Client, ClientError, Event, State, Timestamp};
+use crate::prelude::*;
 
 impl Client {
     /// Starts a connection on a freshly opened transport: queues CONNECT.

@@ -2,6 +2,7 @@
 
 use crate::error::{DecodeError, EncodeError};
 use crate::packet::{ConnAck, Publish, QoS, SubAck, UnsubAck};
+use crate::prelude::*;
 use crate::reason::ReasonCode;
 
 /// Identifies one `publish` call until its outcome arrives as [`Event::Published`].

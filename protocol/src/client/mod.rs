@@ -51,8 +51,8 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
-use std::time::Duration;
+use alloc::collections::VecDeque;
+use core::time::Duration;
 
 use bytes::{BufMut, Bytes};
 
@@ -70,6 +70,7 @@ pub use store::{RestoreError, StoreKey, StoreOp};
 pub use timers::Timestamp;
 pub use view::{OutboundView, SessionView};
 
+use crate::prelude::*;
 use outgoing::Outbound;
 use subscriptions::{PendingRequest, SubRecord};
 

@@ -1,10 +1,11 @@
 //! What the application passes in: how to connect and what to accept.
 
-use std::time::Duration;
+use core::time::Duration;
 
 use bytes::Bytes;
 
 use crate::packet::{ProtocolVersion, Will};
+use crate::prelude::*;
 use crate::properties::Properties;
 
 /// How the client connects and what it accepts.

@@ -13,6 +13,7 @@ use crate::topic::TopicName;
 use super::{Client, ClientError, Event, PublishToken, State, Timestamp};
 
 pub use crate::flow::OutboundStage;
+use crate::prelude::*;
 
 /// One outgoing QoS 1/2 message in flight.
 #[derive(Debug, Clone)]
@@ -227,7 +228,7 @@ impl Client {
     pub(super) fn requeue_inflight(&mut self) {
         self.by_id.clear();
         self.pending_resend = 0;
-        let old = std::mem::take(&mut self.outbound);
+        let old = core::mem::take(&mut self.outbound);
         for o in old.into_values().rev() {
             match o.stage {
                 OutboundStage::AwaitingComp => self.events.push_back(Event::Published {

@@ -7,6 +7,7 @@ use crate::vecmap::VecMap;
 use super::outgoing::Outbound;
 use super::store::{self, RestoreError, StoreKey, StoreOp};
 use super::{Client, PublishToken, State};
+use crate::prelude::*;
 
 impl Client {
     /// With [`ClientOptions::persistent`](super::ClientOptions::persistent): the puts and
@@ -17,7 +18,7 @@ impl Client {
         let mut ops = Vec::new();
         if !self.touched_out.is_empty() {
             // Sorted maps, not sorting: every generic sort costs kilobytes of wasm.
-            let mut touched = std::mem::take(&mut self.touched_out);
+            let mut touched = core::mem::take(&mut self.touched_out);
             let v = self.opts.version;
             let current = self
                 .outbound
@@ -39,7 +40,7 @@ impl Client {
                 ops.push(StoreOp::Delete(StoreKey::Outbound(token)));
             }
         }
-        for &id in std::mem::take(&mut self.touched_in).keys() {
+        for &id in core::mem::take(&mut self.touched_in).keys() {
             let Some(pid) = PacketId::new(id) else {
                 continue;
             };

@@ -35,6 +35,7 @@ use crate::error::DecodeError;
 use crate::packet::{Packet, PacketId, ProtocolVersion, Publish};
 
 use super::OutboundStage;
+use crate::prelude::*;
 
 /// The key of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -12,6 +12,7 @@ use crate::reason::ReasonCode;
 use crate::topic::TopicFilter;
 
 use super::{Client, ClientError, Event, State, Timestamp};
+use crate::prelude::*;
 
 /// One subscription as the client remembers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

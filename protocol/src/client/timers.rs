@@ -1,7 +1,7 @@
 //! Time, which the driver passes in: the keep-alive (PINGREQ when idle, the end of the
 //! connection when PINGRESP is late) and the CONNACK deadline.
 
-use std::time::Duration;
+use core::time::Duration;
 
 use crate::packet::Packet;
 

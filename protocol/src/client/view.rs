@@ -4,6 +4,7 @@ use crate::packet::{PacketId, QoS, SubscriptionOptions};
 use crate::topic::{TopicFilter, TopicName};
 
 use super::{Client, OutboundStage};
+use crate::prelude::*;
 
 /// One outgoing message as [`Client::session`] shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,6 +4,7 @@ use bytes::{BufMut, Bytes};
 
 use super::{encode_props_block, props_block_len, ProtocolVersion, QoS};
 use crate::error::{DecodeError, EncodeError};
+use crate::prelude::*;
 use crate::properties::{Allowed, Properties};
 use crate::reason::{ReasonCode, ReasonContext};
 use crate::topic::TopicName;

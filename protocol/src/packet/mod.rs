@@ -10,7 +10,7 @@ mod disconnect;
 mod publish;
 mod subscribe;
 
-use std::num::NonZeroU16;
+use core::num::NonZeroU16;
 
 use bytes::BufMut;
 
@@ -22,6 +22,7 @@ pub use subscribe::{
 };
 
 use crate::error::{DecodeError, EncodeError};
+use crate::prelude::*;
 use crate::properties::{Allowed, Properties};
 use crate::reason::{ReasonCode, ReasonContext};
 use crate::wire::{self, Reader, MAX_VAR_INT};

@@ -6,6 +6,7 @@ use super::{
     decode_packet_id, encode_props_block, props_block_len, PacketId, ProtocolVersion, QoS,
 };
 use crate::error::{DecodeError, EncodeError};
+use crate::prelude::*;
 use crate::properties::{id, Allowed, Properties};
 use crate::reason::{ReasonCode, ReasonContext};
 use crate::topic::TopicFilter;

@@ -8,11 +8,12 @@
 //!
 //! [`matches()`] is the allocation-free matcher on raw strings used on the broker's hot path.
 
-use std::borrow::Borrow;
-use std::fmt;
-use std::ops::Deref;
-use std::str::FromStr;
-use std::sync::Arc;
+use crate::prelude::*;
+use alloc::sync::Arc;
+use core::borrow::Borrow;
+use core::fmt;
+use core::ops::Deref;
+use core::str::FromStr;
 
 /// The largest topic name or filter, in bytes of UTF-8: the length prefix of a UTF-8 encoded
 /// string is a 16-bit integer [MQTT-4.7.3-3].
@@ -216,7 +217,7 @@ impl TopicName {
 
     /// The levels of the name, split on `/`. Empty levels are real levels: `"/a"` has the two
     /// levels `""` and `"a"`.
-    pub fn levels(&self) -> std::str::Split<'_, char> {
+    pub fn levels(&self) -> core::str::Split<'_, char> {
         self.0.split('/')
     }
 
