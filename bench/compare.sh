@@ -23,6 +23,7 @@ for arg in "$@"; do
     case "$arg" in
         --smoke) release="" ;;
         --no-build) build=0 ;;
+        -h|--help) exec python3 bench/compare.py --help ;;
     esac
 done
 

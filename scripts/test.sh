@@ -41,6 +41,8 @@ step "protocol builds for wasm" cargo build -p protocol --target wasm32-unknown-
 # The wasm client's own tests (client-wasm/tests/wasm/) exist only for wasm32: the host clippy
 # above never sees them.
 step "clippy (wasm client and its tests)" cargo clippy -p client-wasm --target wasm32-unknown-unknown --tests -- -D warnings
+# The package itself is built without std (client-wasm/build.sh): lint that build too.
+step "clippy (wasm client as packaged, no_std)" cargo clippy -p client-wasm --no-default-features --target wasm32-unknown-unknown -- -D warnings
 
 # --- Rust: unit, integration, property and doc tests ------------------------------------------
 # --all-targets includes the criterion benches in test mode (each bench body runs once) and the
@@ -52,7 +54,7 @@ step "cargo test" cargo test --workspace --all-targets
 step "doc tests" cargo test --workspace --doc
 
 # --- Browser tests: the wasm client in headless Chromium against a real bridge ----------------
-# build.sh builds client-wasm/pkg/ and reports its gzip size; the 60 KB budget is enforced
+# build.sh builds client-wasm/pkg/ and reports its gzip size; the 59 KB budget is enforced
 # (the step fails over budget). browser.mjs drives Debian's Chromium with playwright-core
 # against target/debug/bridge (built above).
 step "wasm client package" client-wasm/build.sh
