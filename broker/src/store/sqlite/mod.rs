@@ -296,12 +296,22 @@ impl SqliteStore {
         for op in ops {
             apply_op(&tx, op, batch, &mut hot)?;
         }
-        drop(hot);
-        // The deliveries queued: one segment per session.
-        for (client, mut entries) in batch.pending.drain() {
-            entries.sort_unstable_by_key(|e| e.seq);
-            segments::insert(&tx, &client, entries, &mut batch.released)?;
+        // The deliveries queued: one segment per session, or a row of `deliveries` for a
+        // session that got one only. A segment of one entry costs more than the row it
+        // replaces (its range checks and its blob, rewritten again when the delivery goes in
+        // flight), which made queueing one message per session a third slower and the drain
+        // of such queues half again as long as rows did (BENCHMARKS.md, section 8).
+        let mut pending = std::mem::take(&mut batch.pending);
+        for (client, mut entries) in pending.drain() {
+            if let [entry] = entries.as_slice() {
+                write::put_queued_row(&tx, &mut hot, batch, &client, entry)?;
+            } else {
+                entries.sort_unstable_by_key(|e| e.seq);
+                segments::insert(&tx, &client, entries, &mut batch.released)?;
+            }
         }
+        batch.pending = pending;
+        drop(hot);
         // The reference counts, once per message; the messages whose last delivery went
         // in this batch go with it.
         for id in batch.released.drain(..) {

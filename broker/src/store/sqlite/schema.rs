@@ -111,8 +111,9 @@ CREATE TABLE inbound_qos2 (
 /// not rewrite the message (an update rewrites the whole row, payload included). A batch
 /// adds up its changes to each message's count in memory and writes each count once, at
 /// its end, deleting the messages left without a reference. A delivery is either a row of
-/// `deliveries` (one per delivery: in flight, or queued and then changed) or an entry of a
-/// queue segment: the deliveries queued for one session in one batch, in one row, seq
+/// `deliveries` (one per delivery: in flight, queued and then changed, or queued alone: the
+/// only delivery a batch queued for its session) or an entry of a queue segment: the
+/// deliveries (two or more) queued for one session in one batch, in one row, seq
 /// order, between `first_seq` (a lower bound, the key) and `last_seq` (the highest entry).
 /// Queueing a message for N offline sessions is so N entries in N segment rows shared with
 /// the batch's other messages, not N rows. Taking a delivery out of a segment (sent,

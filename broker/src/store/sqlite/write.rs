@@ -1,8 +1,9 @@
 //! The write path: one engine batch's operations applied inside its transaction.
 //!
 //! Deliveries queued by a batch are kept in [`Batch::pending`] until its end, then stored
-//! as one queue segment per session ([`segments::insert`]); until then the batch's later
-//! operations on them find them there. A delivery is stored once: as a row of
+//! as one queue segment per session ([`segments::insert`]), or as a row of `deliveries`
+//! for a session the batch queued one delivery for ([`put_queued_row`]); until then the
+//! batch's later operations on them find them there. A delivery is stored once: as a row of
 //! `deliveries` or as an entry of a segment, and whichever it is, an operation on its seq
 //! finds it.
 
@@ -315,6 +316,37 @@ fn take_pending(batch: &mut Batch, client: &str, seq: u64) -> Option<Entry> {
     let entries = batch.pending.get_mut(client)?;
     let i = entries.iter().rposition(|e| e.seq == seq)?;
     Some(entries.remove(i))
+}
+
+/// Stores one queued delivery as a row of `deliveries`, replacing a delivery of the same seq
+/// stored before (as a row or in a segment), whose message it releases.
+pub(super) fn put_queued_row<'c>(
+    tx: &'c Connection,
+    stmts: &mut Hot<'c>,
+    batch: &mut Batch,
+    client: &str,
+    e: &Entry,
+) -> Result<(), Failure> {
+    if let Some(old) = segments::take(tx, client, e.seq)? {
+        batch.released.push(old.message_id);
+    }
+    let (state, packet_id) = pack_state(DeliveryState::Queued);
+    put_row(
+        tx,
+        stmts,
+        batch,
+        client,
+        params![
+            client,
+            seq_to_sql(e.seq)?,
+            state,
+            packet_id,
+            e.qos,
+            e.retain,
+            pack_sub_ids(&e.sub_ids),
+            e.message_id,
+        ],
+    )
 }
 
 /// Subscription identifiers as the `sub_ids` column holds them.

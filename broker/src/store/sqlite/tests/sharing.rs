@@ -297,3 +297,65 @@ fn the_deliveries_queued_in_a_batch_are_one_segment_per_session_and_each_can_go_
     assert_eq!(message_ids(&store), Vec::<u64>::new());
     assert_eq!(count(&store, "SELECT count(*) FROM queue_segments"), 0);
 }
+
+#[test]
+fn a_delivery_queued_alone_in_its_batch_is_a_row_and_queues_in_order_with_segments() {
+    let tmp = TempDir::new();
+    let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+    let mut memory = MemoryStore::new();
+    let m = |id| msg(id, "t", b"payload", QoS::AtLeastOnce, false);
+    let queued = |seq, id| {
+        put_delivery(
+            &client(0),
+            delivery(seq, DeliveryState::Queued, QoS::AtLeastOnce, m(id)),
+        )
+    };
+    let session = Op::PutSession(Box::new(session(&client(0), ProtocolVersion::V5)));
+    // One at a time (rows), then three in one batch (a segment), then one again (a row).
+    agree(
+        &mut store,
+        &mut memory,
+        &[
+            vec![session, queued(0, 1)],
+            vec![queued(1, 2)],
+            vec![queued(2, 3), queued(3, 4), queued(4, 5)],
+            vec![queued(5, 6)],
+        ],
+    );
+    assert_eq!(count(&store, "SELECT count(*) FROM deliveries"), 3);
+    assert_eq!(count(&store, "SELECT count(*) FROM queue_segments"), 1);
+    let seqs: Vec<u64> = store
+        .load_queue(&client(0))
+        .unwrap()
+        .iter()
+        .map(|d| d.seq)
+        .collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4, 5]);
+    // A row goes in flight in place and is acknowledged; a segment's entry alone in its
+    // batch replaces nothing but itself.
+    agree(
+        &mut store,
+        &mut memory,
+        &[
+            vec![Op::SetDeliveryState {
+                client: client(0),
+                seq: 0,
+                state: DeliveryState::AwaitingAck(1),
+            }],
+            vec![Op::DeleteDelivery {
+                client: client(0),
+                seq: 0,
+            }],
+            vec![queued(3, 7)],
+        ],
+    );
+    assert_eq!(count(&store, "SELECT count(*) FROM deliveries"), 3);
+    assert_eq!(message_ids(&store), vec![2, 3, 5, 6, 7]);
+    // After a restart, the same queue.
+    let before = store.load_queue(&client(0)).unwrap();
+    drop(store);
+    let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+    store.load().unwrap();
+    assert_eq!(store.load_queue(&client(0)).unwrap(), before);
+    assert_references_counted(&store);
+}
