@@ -86,14 +86,16 @@ const CHECKPOINT_PAGES: u32 = 1000;
 ///
 /// A delivery is either a row of `deliveries` or an entry of a queue segment (see
 /// the `segments` module): the deliveries a batch queues for a session are one row of
-/// `queue_segments`, whatever their number. A delivery queued and then sent, acknowledged
+/// `queue_segments` when they are two or more, and a row of `deliveries` when it queued one
+/// (a one-entry segment costs more than the row). A delivery queued and then sent, acknowledged
 /// or dropped in a later batch leaves its segment (which is rewritten, or deleted with its
 /// last entry); one sent becomes a row of `deliveries`.
 ///
 /// # The write path
 /// Queueing a message for N offline sessions in a batch of M messages costs per message
-/// one insert and one count, and per session one segment row (with two look-ups of a
-/// primary key that find whether it replaces a stored delivery), not N x M delivery rows: the
+/// one insert and one count, and per session one segment row, or one delivery row when M is 1
+/// (with look-ups of a primary key that find whether it replaces a stored delivery), not N x M
+/// delivery rows: the
 /// row count of a batch, not the sync, was what bounded the durable throughput (100
 /// offline sessions, 20 messages in flight: 2 000 rows a batch). Statements are prepared
 /// once and cached. With [`Durability::Always`] each batch is one commit and one sync of
@@ -135,7 +137,7 @@ struct Batch {
     /// a message left without a reference is deleted then.
     refs: HashMap<i64, i64>,
     /// The deliveries this batch queued, by session, written at its end as one queue
-    /// segment each.
+    /// segment each (a row of `deliveries` for a session with one).
     pending: HashMap<Arc<str>, Vec<segments::Entry>>,
 }
 

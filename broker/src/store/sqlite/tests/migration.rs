@@ -197,11 +197,17 @@ fn a_version_3_database_opens_migrated_with_the_same_sessions_queues_messages_an
         ),
         0
     );
+    // Two queued in one batch: a segment (one alone would be a row).
     let later = msg(12, "t", b"later", QoS::AtLeastOnce, false);
+    let last = msg(13, "t", b"last", QoS::AtLeastOnce, false);
     let ops = [
         put_delivery(
             "a",
             delivery(10, DeliveryState::Queued, QoS::AtLeastOnce, later),
+        ),
+        put_delivery(
+            "a",
+            delivery(11, DeliveryState::Queued, QoS::AtLeastOnce, last),
         ),
         Op::DeleteDelivery {
             client: "a".into(),
@@ -215,6 +221,7 @@ fn a_version_3_database_opens_migrated_with_the_same_sessions_queues_messages_an
         memory.load_queue("a").unwrap()
     );
     assert_eq!(store.load().unwrap(), memory.load().unwrap());
+    assert_eq!(count(&store, "SELECT count(*) FROM queue_segments"), 1);
     assert_references_counted(&store);
 
     // It is a database of this version now: it takes batches and opens as it is.
