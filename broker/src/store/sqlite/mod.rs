@@ -306,7 +306,14 @@ impl SqliteStore {
         let mut pending = std::mem::take(&mut batch.pending);
         for (client, mut entries) in pending.drain() {
             if let [entry] = entries.as_slice() {
-                write::put_queued_row(&tx, &mut hot, batch, &client, entry)?;
+                write::put_delivery_row(
+                    &tx,
+                    &mut hot,
+                    batch,
+                    &client,
+                    DeliveryState::Queued,
+                    entry,
+                )?;
             } else {
                 entries.sort_unstable_by_key(|e| e.seq);
                 segments::insert(&tx, &client, entries, &mut batch.released)?;

@@ -2,7 +2,7 @@
 //!
 //! Deliveries queued by a batch are kept in [`Batch::pending`] until its end, then stored
 //! as one queue segment per session ([`segments::insert`]), or as a row of `deliveries`
-//! for a session the batch queued one delivery for ([`put_queued_row`]); until then the
+//! for a session the batch queued one delivery for ([`put_delivery_row`]); until then the
 //! batch's later operations on them find them there. A delivery is stored once: as a row of
 //! `deliveries` or as an entry of a segment, and whichever it is, an operation on its seq
 //! finds it.
@@ -189,26 +189,7 @@ pub(super) fn apply_op<'c>(
                     .or_default()
                     .push(Entry::of(d)?);
             } else {
-                if let Some(old) = segments::take(tx, client, d.seq)? {
-                    batch.released.push(old.message_id);
-                }
-                let (state, packet_id) = pack_state(d.state);
-                put_row(
-                    tx,
-                    stmts,
-                    batch,
-                    client,
-                    params![
-                        &**client,
-                        seq_to_sql(d.seq)?,
-                        state,
-                        packet_id,
-                        d.qos as u8,
-                        d.retain,
-                        pack_sub_ids(&d.sub_ids),
-                        id,
-                    ],
-                )?;
+                put_delivery_row(tx, stmts, batch, client, d.state, &Entry::of(d)?)?;
             }
         }
         Op::SetDeliveryState { client, seq, state } => {
@@ -318,19 +299,20 @@ fn take_pending(batch: &mut Batch, client: &str, seq: u64) -> Option<Entry> {
     Some(entries.remove(i))
 }
 
-/// Stores one queued delivery as a row of `deliveries`, replacing a delivery of the same seq
-/// stored before (as a row or in a segment), whose message it releases.
-pub(super) fn put_queued_row<'c>(
+/// Stores a delivery in `state` as a row of `deliveries`, replacing a delivery of the same
+/// seq stored before (as a row or in a segment), whose message it releases.
+pub(super) fn put_delivery_row<'c>(
     tx: &'c Connection,
     stmts: &mut Hot<'c>,
     batch: &mut Batch,
     client: &str,
+    state: DeliveryState,
     e: &Entry,
 ) -> Result<(), Failure> {
     if let Some(old) = segments::take(tx, client, e.seq)? {
         batch.released.push(old.message_id);
     }
-    let (state, packet_id) = pack_state(DeliveryState::Queued);
+    let (state, packet_id) = pack_state(state);
     put_row(
         tx,
         stmts,
