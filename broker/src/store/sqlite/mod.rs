@@ -95,9 +95,8 @@ const CHECKPOINT_PAGES: u32 = 1000;
 /// Queueing a message for N offline sessions in a batch of M messages costs per message
 /// one insert and one count, and per session one segment row, or one delivery row when M is 1
 /// (with look-ups of a primary key that find whether it replaces a stored delivery), not N x M
-/// delivery rows: the
-/// row count of a batch, not the sync, was what bounded the durable throughput (100
-/// offline sessions, 20 messages in flight: 2 000 rows a batch). Statements are prepared
+/// delivery rows: the row count of a batch, not the sync, was what bounded the durable
+/// throughput (100 offline sessions, 20 messages in flight: 2 000 rows a batch). Statements are prepared
 /// once and cached. With [`Durability::Always`] each batch is one commit and one sync of
 /// the WAL (the clients of the batch share it); checkpoints fold the WAL into the database
 /// every [`CHECKPOINT_PAGES`] pages, so a page written by many batches is copied once.
