@@ -1,6 +1,6 @@
 //! The schema of the SQLite store: its tables and index, the check that an existing file
-//! is ours and of a version we read, and the migrations from formats 1, 2 and 3 (1 and 2
-//! migrate to 3 first, then 3 to 4).
+//! is ours and of a version we read, and the migrations from formats 1 to 4 (1 and 2
+//! migrate to 3 first, then 3 to 4, then 4 to 5).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -119,7 +119,8 @@ CREATE TABLE inbound_qos2 (
 /// the batch's other messages, not N rows. Taking a delivery out of a segment (sent,
 /// acknowledged, dropped) rewrites the segment, or deletes it with its last entry.
 /// The ranges of a session's segments never overlap, so the one that may hold a seq is
-/// found by one look-up of the primary key.
+/// found by one look-up in the index of the segments, which is in memory: the table is in
+/// the order its rows were written (see `segments::SegmentIndex` for why).
 /// In `retained`, written whole every time, the big column, `message`, comes last, so
 /// reading the others does not read through its overflow pages.
 pub(super) const MESSAGE_TABLES: &str = "
@@ -148,15 +149,14 @@ CREATE TABLE deliveries (
     PRIMARY KEY (client_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE queue_segments (
-    client_id TEXT NOT NULL
-        REFERENCES sessions (client_id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    id INTEGER PRIMARY KEY NOT NULL,
+    client_id TEXT NOT NULL,
     first_seq INTEGER NOT NULL,
     last_seq INTEGER NOT NULL,
     count INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
-    entries BLOB NOT NULL,
-    PRIMARY KEY (client_id, first_seq)
-) WITHOUT ROWID;
+    entries BLOB NOT NULL
+);
 CREATE TABLE retained (
     topic TEXT PRIMARY KEY NOT NULL,
     id INTEGER NOT NULL,
@@ -255,6 +255,25 @@ CREATE TABLE queue_segments (
     PRIMARY KEY (client_id, first_seq)
 ) WITHOUT ROWID;";
 
+/// Version 4 to 5: the queue segments move to a table in the order they are written (a
+/// rowid table without an index; the engine's index of them is in memory), copied in
+/// (session, `first_seq`) order.
+pub(super) const MIGRATE_V4: &str = "
+ALTER TABLE queue_segments RENAME TO queue_segments_v4;
+CREATE TABLE queue_segments (
+    id INTEGER PRIMARY KEY NOT NULL,
+    client_id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    entries BLOB NOT NULL
+);
+INSERT INTO queue_segments (client_id, first_seq, last_seq, count, bytes, entries)
+    SELECT client_id, first_seq, last_seq, count, bytes, entries FROM queue_segments_v4
+    ORDER BY client_id, first_seq;
+DROP TABLE queue_segments_v4;";
+
 /// Version 1 to 3, before the new tables are made: the old ones step aside.
 pub(super) const MIGRATE_V1_RENAME: &str = "
 ALTER TABLE deliveries RENAME TO deliveries_v1;
@@ -345,6 +364,8 @@ pub(super) fn check_ours(
         Some(v) if *v == SqliteStore::FORMAT_VERSION.to_string() => {
             (SqliteStore::FORMAT_VERSION, &TABLES)
         }
+        // Version 4 has the same tables as 5 (one of them keyed otherwise).
+        Some(v) if v == "4" => (4, &TABLES),
         Some(v) if v == "3" => (3, &[TABLES_V3.as_slice(), &INDEXES_V3].concat()),
         Some(v) if v == "2" => (2, &[TABLES_V2.as_slice(), &TRIGGERS_V2].concat()),
         Some(v) if v == "1" => (1, &TABLES_V1),
@@ -426,29 +447,38 @@ pub(super) fn migrate_v1(conn: &mut Connection, dir: &Path) -> Result<(), StoreE
 /// transaction (see [`MIGRATE_V2`]): the same sessions, deliveries, messages (ids kept) and
 /// retained rows.
 pub(super) fn migrate_v2(conn: &mut Connection, dir: &Path) -> Result<(), StoreError> {
-    let failed = |e: rusqlite::Error| open_error(dir.to_owned(), "migrating from version 2", e);
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(failed)?;
-    tx.execute_batch(&format!(
-        "{MIGRATE_V2} UPDATE meta SET value = '3' WHERE key = 'format_version';"
-    ))
-    .map_err(failed)?;
-    tx.commit().map_err(failed)
+    migrate(conn, dir, 2, MIGRATE_V2, 3)
 }
 
-/// Migrates a database of format version 3 to the current one, in one transaction (see
-/// [`MIGRATE_V3`]): the same sessions, deliveries, messages (ids kept) and retained rows.
-/// A crash between [`migrate_v1`] or [`migrate_v2`] and this leaves a file of version 3,
-/// migrated at the next open.
+/// Migrates a database of format version 3 to version 4 (then [`migrate_v4`]), in one
+/// transaction (see [`MIGRATE_V3`]): the same sessions, deliveries, messages (ids kept) and
+/// retained rows. A crash between [`migrate_v1`] or [`migrate_v2`] and this leaves a file
+/// of version 3, migrated at the next open.
 pub(super) fn migrate_v3(conn: &mut Connection, dir: &Path) -> Result<(), StoreError> {
-    let failed = |e: rusqlite::Error| open_error(dir.to_owned(), "migrating from version 3", e);
+    migrate(conn, dir, 3, MIGRATE_V3, 4)
+}
+
+/// Migrates a database of format version 4 to the current one, in one transaction (see
+/// [`MIGRATE_V4`]): the same rows, the queue segments in a table of another key.
+pub(super) fn migrate_v4(conn: &mut Connection, dir: &Path) -> Result<(), StoreError> {
+    migrate(conn, dir, 4, MIGRATE_V4, SqliteStore::FORMAT_VERSION)
+}
+
+/// Runs the statements of one migration and sets the format version, in one transaction.
+fn migrate(
+    conn: &mut Connection,
+    dir: &Path,
+    from: u32,
+    sql: &str,
+    to: u32,
+) -> Result<(), StoreError> {
+    let what = format!("migrating from version {from}");
+    let failed = |e: rusqlite::Error| open_error(dir.to_owned(), &what, e);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(failed)?;
     tx.execute_batch(&format!(
-        "{MIGRATE_V3} UPDATE meta SET value = '{}' WHERE key = 'format_version';",
-        SqliteStore::FORMAT_VERSION
+        "{sql} UPDATE meta SET value = '{to}' WHERE key = 'format_version';"
     ))
     .map_err(failed)?;
     tx.commit().map_err(failed)

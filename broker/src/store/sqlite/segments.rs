@@ -5,6 +5,8 @@
 //! `retain: u8`, the number of subscription identifiers as a big-endian `u16` and the
 //! identifiers as big-endian `u32`s. Entries are in seq order.
 
+use std::collections::BTreeMap;
+
 use super::*;
 
 /// One queued delivery in a segment: everything of a delivery but its message, which is
@@ -105,67 +107,195 @@ pub(super) fn decode(mut blob: &[u8]) -> Result<Vec<Entry>, String> {
     Ok(entries)
 }
 
-/// A stored segment: its key and its entries.
+/// Where each session's segments are: per session, `first_seq` to the segment's row and
+/// `last_seq`. `queue_segments` is in the order its rows were written (a rowid table, no
+/// index), so that the segments a batch writes for many sessions are appended side by side
+/// to a few pages; with the session and `first_seq` as the key (format 4) each of them went
+/// into its session's own page, and a batch to 100 offline sessions rewrote some 200 pages
+/// of the log (1.1 MB written per 14 messages queued; BENCHMARKS.md, section 6).
+///
+/// Kept in memory: one entry per stored segment, and a segment holds at least one queued
+/// delivery, so it is bounded by the queues' own bound (`max_queued_messages` per session).
+/// Read from the table at open ([`SegmentIndex::read`]); every write to the table goes
+/// through the functions below, which change both in step. A batch that fails leaves the
+/// index ahead of the rolled-back table, so the store reads it again (see `SqliteStore`).
+#[derive(Debug, Default)]
+pub(super) struct SegmentIndex {
+    sessions: HashMap<Arc<str>, BTreeMap<i64, Placed>>,
+}
+
+/// Where a segment is: its row, and the highest seq it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Placed {
+    pub(super) row: i64,
+    pub(super) last_seq: i64,
+}
+
+impl SegmentIndex {
+    /// The index of the stored segments. A segment whose range is empty or meets another
+    /// of its session's is refused: the file was not written by us.
+    pub(super) fn read(conn: &Connection) -> Result<SegmentIndex, Failure> {
+        let mut stmt =
+            conn.prepare("SELECT id, client_id, first_seq, last_seq FROM queue_segments")?;
+        let mut rows = stmt.query([])?;
+        let mut index = SegmentIndex::default();
+        while let Some(row) = rows.next()? {
+            let (id, client, first_seq, last_seq): (i64, String, i64, i64) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            let bad = |d: &str| {
+                Failure::Invalid(format!(
+                    "table queue_segments: row {id} ({client:?}, {first_seq}..={last_seq}): {d}"
+                ))
+            };
+            if first_seq > last_seq || first_seq < 0 {
+                return Err(bad("an empty range"));
+            }
+            let placed = Placed { row: id, last_seq };
+            let segments = match index.sessions.get_mut(client.as_str()) {
+                Some(segments) => segments,
+                None => index
+                    .sessions
+                    .entry(Arc::from(client.as_str()))
+                    .or_default(),
+            };
+            if segments.insert(first_seq, placed).is_some() {
+                return Err(bad("a second segment from the same seq"));
+            }
+        }
+        for (client, segments) in &index.sessions {
+            let mut below: Option<i64> = None;
+            for (&first_seq, placed) in segments {
+                if below.is_some_and(|last| last >= first_seq) {
+                    return Err(Failure::Invalid(format!(
+                        "table queue_segments: row {} ({client:?}, {first_seq}): its range meets the one before",
+                        placed.row
+                    )));
+                }
+                below = Some(placed.last_seq);
+            }
+        }
+        Ok(index)
+    }
+
+    /// The segments of `client`, by `first_seq`.
+    pub(super) fn of(&self, client: &str) -> impl Iterator<Item = (i64, Placed)> + '_ {
+        self.sessions
+            .get(client)
+            .into_iter()
+            .flat_map(|segments| segments.iter().map(|(&first, &placed)| (first, placed)))
+    }
+
+    /// Forgets the segments of `client`, giving them back.
+    pub(super) fn remove_session(&mut self, client: &str) -> Option<BTreeMap<i64, Placed>> {
+        self.sessions.remove(client)
+    }
+
+    fn remove(&mut self, client: &str, first_seq: i64) {
+        if let Some(segments) = self.sessions.get_mut(client) {
+            segments.remove(&first_seq);
+            if segments.is_empty() {
+                self.sessions.remove(client);
+            }
+        }
+    }
+
+    fn set(&mut self, client: &Arc<str>, first_seq: i64, placed: Placed) {
+        match self.sessions.get_mut(&**client) {
+            Some(segments) => {
+                segments.insert(first_seq, placed);
+            }
+            None => {
+                self.sessions
+                    .entry(client.clone())
+                    .or_default()
+                    .insert(first_seq, placed);
+            }
+        }
+    }
+}
+
+/// A stored segment: its row, its key and its entries.
 pub(super) struct Segment {
+    pub(super) row: i64,
     pub(super) first_seq: i64,
     pub(super) entries: Vec<Entry>,
 }
 
+/// The entries of the segment in `row`.
+pub(super) fn read_entries(tx: &Connection, client: &str, row: i64) -> Result<Vec<Entry>, Failure> {
+    let mut stmt = tx.prepare_cached("SELECT entries FROM queue_segments WHERE id = ?1")?;
+    let mut rows = stmt.query([row])?;
+    let invalid =
+        |d: String| Failure::Invalid(format!("table queue_segments: row {row} ({client:?}): {d}"));
+    match rows.next()? {
+        Some(r) => decode(r.get_ref(0)?.as_blob()?).map_err(invalid),
+        None => Err(invalid("missing".to_owned())),
+    }
+}
+
 /// The segments of `client` whose range (`first_seq..=last_seq`) meets `low..=high`,
 /// highest first. The ranges of a session's segments never overlap (see [`insert`]), so
-/// their `last_seq`s rise with their keys: the walk down from `high` stops at the first
-/// segment that ends below `low`, normally the first it reads.
+/// their `last_seq`s rise with their `first_seq`s: the walk down from `high` stops at the
+/// first segment that ends below `low`, normally the first it looks at.
 pub(super) fn overlapping(
     tx: &Connection,
+    index: &SegmentIndex,
     client: &str,
     low: i64,
     high: i64,
 ) -> Result<Vec<Segment>, Failure> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT first_seq, last_seq, entries FROM queue_segments \
-         WHERE client_id = ?1 AND first_seq <= ?2 ORDER BY first_seq DESC",
-    )?;
-    let mut rows = stmt.query(params![client, high])?;
     let mut found = Vec::new();
-    while let Some(row) = rows.next()? {
-        let last_seq: i64 = row.get(1)?;
-        if last_seq < low {
+    let Some(segments) = index.sessions.get(client) else {
+        return Ok(found);
+    };
+    for (&first_seq, placed) in segments.range(..=high).rev() {
+        if placed.last_seq < low {
             break;
         }
-        let first_seq: i64 = row.get(0)?;
-        let entries = decode(row.get_ref(2)?.as_blob()?).map_err(|d| {
-            Failure::Invalid(format!(
-                "table queue_segments: key ({client:?}, {first_seq}): {d}"
-            ))
-        })?;
-        found.push(Segment { first_seq, entries });
+        found.push(Segment {
+            row: placed.row,
+            first_seq,
+            entries: read_entries(tx, client, placed.row)?,
+        });
     }
     Ok(found)
 }
 
-/// Writes a segment back as it is now: deleted if empty, else rewritten (its key stays,
-/// a lower bound still).
-pub(super) fn rewrite(tx: &Connection, client: &str, s: &Segment) -> Result<(), Failure> {
+/// Writes a segment back as it is now: deleted if empty, else rewritten (its `first_seq`
+/// stays, a lower bound still).
+pub(super) fn rewrite(
+    tx: &Connection,
+    index: &mut SegmentIndex,
+    client: &Arc<str>,
+    s: &Segment,
+) -> Result<(), Failure> {
     match s.entries.last() {
         None => {
-            tx.prepare_cached(
-                "DELETE FROM queue_segments WHERE client_id = ?1 AND first_seq = ?2",
-            )?
-            .execute(params![client, s.first_seq])?;
+            tx.prepare_cached("DELETE FROM queue_segments WHERE id = ?1")?
+                .execute([s.row])?;
+            index.remove(client, s.first_seq);
         }
         Some(last) => {
+            let last_seq = seq_to_sql(last.seq)?;
             tx.prepare_cached(
-                "UPDATE queue_segments SET last_seq = ?3, count = ?4, bytes = ?5, entries = ?6 \
-                 WHERE client_id = ?1 AND first_seq = ?2",
+                "UPDATE queue_segments SET last_seq = ?2, count = ?3, bytes = ?4, entries = ?5 \
+                 WHERE id = ?1",
             )?
             .execute(params![
-                client,
-                s.first_seq,
-                seq_to_sql(last.seq)?,
+                s.row,
+                last_seq,
                 s.entries.len() as i64,
                 bytes_of(&s.entries),
                 encode(&s.entries),
             ])?;
+            index.set(
+                client,
+                s.first_seq,
+                Placed {
+                    row: s.row,
+                    last_seq,
+                },
+            );
         }
     }
     Ok(())
@@ -178,24 +308,32 @@ fn bytes_of(entries: &[Entry]) -> i64 {
 }
 
 /// Takes the delivery `seq` of `client` out of the stored segments, if one holds it.
-pub(super) fn take(tx: &Connection, client: &str, seq: u64) -> Result<Option<Entry>, Failure> {
+pub(super) fn take(
+    tx: &Connection,
+    index: &mut SegmentIndex,
+    client: &Arc<str>,
+    seq: u64,
+) -> Result<Option<Entry>, Failure> {
     let s = seq_to_sql(seq)?;
-    for mut segment in overlapping(tx, client, s, s)? {
+    for mut segment in overlapping(tx, index, client, s, s)? {
         if let Ok(i) = segment.entries.binary_search_by_key(&seq, |e| e.seq) {
             let entry = segment.entries.remove(i);
-            rewrite(tx, client, &segment)?;
+            rewrite(tx, index, client, &segment)?;
             return Ok(Some(entry));
         }
     }
     Ok(None)
 }
 
-/// Stores the entries a batch queued for `client` (seq order, no seq twice) as one segment.
-/// A stored delivery with one of their seqs is replaced: removed, its message released (into
-/// `released`, one per reference).
+/// Stores the entries a batch queued for `client` (seq order, no seq twice) as one segment,
+/// appended to the table. A stored delivery with one of their seqs is replaced: removed, its
+/// message released (into `released`, one per reference). The session must be stored: the
+/// table has no foreign key (its check on deleting a session would scan the table), so this
+/// is where a batch that leaves the segment of a session not stored fails.
 pub(super) fn insert(
     tx: &Connection,
-    client: &str,
+    index: &mut SegmentIndex,
+    client: &Arc<str>,
     mut entries: Vec<Entry>,
     released: &mut Vec<i64>,
 ) -> Result<(), Failure> {
@@ -203,6 +341,14 @@ pub(super) fn insert(
         return Ok(());
     };
     let (low, high) = (seq_to_sql(first.seq)?, seq_to_sql(last.seq)?);
+    let stored: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM sessions WHERE client_id = ?1)")?
+        .query_row([&**client], |row| row.get(0))?;
+    if !stored {
+        return Err(Failure::Invalid(format!(
+            "the batch leaves rows of a session that is not stored ({client:?}: queue_segments)"
+        )));
+    }
     let contains =
         |entries: &[Entry], seq: u64| entries.binary_search_by_key(&seq, |e| e.seq).is_ok();
     // Rows of `deliveries` with the same seqs (normally none).
@@ -210,14 +356,14 @@ pub(super) fn insert(
         let mut stmt = tx.prepare_cached(
             "SELECT seq FROM deliveries WHERE client_id = ?1 AND seq BETWEEN ?2 AND ?3",
         )?;
-        let rows = stmt.query_map(params![client, low, high], |row| row.get(0))?;
+        let rows = stmt.query_map(params![&**client, low, high], |row| row.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
     for seq in replaced {
         if contains(&entries, seq as u64) {
             super::write::delete_deliveries(
                 &mut tx.prepare_cached(super::write::DELETE_DELIVERY)?,
-                params![client, seq],
+                params![&**client, seq],
                 released,
             )?;
         }
@@ -227,7 +373,7 @@ pub(super) fn insert(
     // a session's segments never overlap.
     let mut first_seq = low;
     let mut kept = Vec::new();
-    for segment in overlapping(tx, client, low, high)? {
+    for segment in overlapping(tx, index, client, low, high)? {
         for e in segment.entries {
             if contains(&entries, e.seq) {
                 released.push(e.message_id);
@@ -236,8 +382,9 @@ pub(super) fn insert(
             }
         }
         first_seq = first_seq.min(segment.first_seq);
-        tx.prepare_cached("DELETE FROM queue_segments WHERE client_id = ?1 AND first_seq = ?2")?
-            .execute(params![client, segment.first_seq])?;
+        tx.prepare_cached("DELETE FROM queue_segments WHERE id = ?1")?
+            .execute([segment.row])?;
+        index.remove(client, segment.first_seq);
     }
     if !kept.is_empty() {
         entries.append(&mut kept);
@@ -252,13 +399,22 @@ pub(super) fn insert(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
-        client,
+        &**client,
         first_seq,
         high,
         entries.len() as i64,
         bytes_of(&entries),
         encode(&entries),
     ])?;
+    let row = tx.last_insert_rowid();
+    index.set(
+        client,
+        first_seq,
+        Placed {
+            row,
+            last_seq: high,
+        },
+    );
     Ok(())
 }
 

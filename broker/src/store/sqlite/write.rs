@@ -7,7 +7,7 @@
 //! `deliveries` or as an entry of a segment, and whichever it is, an operation on its seq
 //! finds it.
 
-use super::segments::{self, Entry};
+use super::segments::{self, Entry, SegmentIndex};
 use super::*;
 
 /// The statements a batch runs once per message or delivery, taken from the connection's
@@ -56,6 +56,7 @@ pub(super) fn apply_op<'c>(
     tx: &'c Connection,
     op: &Op,
     batch: &mut Batch,
+    index: &mut SegmentIndex,
     stmts: &mut Hot<'c>,
 ) -> Result<(), Failure> {
     match op {
@@ -103,16 +104,21 @@ pub(super) fn apply_op<'c>(
             if let Some(entries) = batch.pending.remove(client) {
                 batch.released.extend(entries.iter().map(|e| e.message_id));
             }
-            {
-                let mut stmt = tx.prepare_cached(
-                    "DELETE FROM queue_segments WHERE client_id = ?1 RETURNING entries",
-                )?;
-                let mut rows = stmt.query([&**client])?;
-                while let Some(row) = rows.next()? {
-                    let entries = segments::decode(row.get_ref(0)?.as_blob()?).map_err(|d| {
-                        Failure::Invalid(format!("table queue_segments: key ({client:?}): {d}"))
-                    })?;
-                    batch.released.extend(entries.iter().map(|e| e.message_id));
+            if let Some(stored) = index.remove_session(client) {
+                let mut stmt = tx
+                    .prepare_cached("DELETE FROM queue_segments WHERE id = ?1 RETURNING entries")?;
+                for placed in stored.values() {
+                    let mut rows = stmt.query([placed.row])?;
+                    while let Some(row) = rows.next()? {
+                        let entries =
+                            segments::decode(row.get_ref(0)?.as_blob()?).map_err(|d| {
+                                Failure::Invalid(format!(
+                                    "table queue_segments: row {} ({client:?}): {d}",
+                                    placed.row
+                                ))
+                            })?;
+                        batch.released.extend(entries.iter().map(|e| e.message_id));
+                    }
                 }
             }
             delete_deliveries(
@@ -189,7 +195,7 @@ pub(super) fn apply_op<'c>(
                     .or_default()
                     .push(Entry::of(d)?);
             } else {
-                put_delivery_row(tx, stmts, batch, client, d.state, &Entry::of(d)?)?;
+                put_delivery_row(tx, stmts, batch, index, client, d.state, &Entry::of(d)?)?;
             }
         }
         Op::SetDeliveryState { client, seq, state } => {
@@ -198,7 +204,7 @@ pub(super) fn apply_op<'c>(
             // Queued in this batch: a row of `deliveries` now, replacing a stored one.
             let moved = match take_pending(batch, client, *seq) {
                 Some(e) => {
-                    if let Some(old) = segments::take(tx, client, *seq)? {
+                    if let Some(old) = segments::take(tx, index, client, *seq)? {
                         batch.released.push(old.message_id);
                     }
                     Some(e)
@@ -212,7 +218,7 @@ pub(super) fn apply_op<'c>(
                     )?
                     .execute(params![&**client, sql_seq, packed, packet_id])?;
                     if updated == 0 && *state != DeliveryState::Queued {
-                        segments::take(tx, client, *seq)?
+                        segments::take(tx, index, client, *seq)?
                     } else {
                         None
                     }
@@ -251,7 +257,7 @@ pub(super) fn apply_op<'c>(
                 &mut batch.released,
             )?;
             if shadowed || batch.released.len() == before {
-                if let Some(e) = segments::take(tx, client, *seq)? {
+                if let Some(e) = segments::take(tx, index, client, *seq)? {
                     batch.released.push(e.message_id);
                 }
             }
@@ -305,11 +311,12 @@ pub(super) fn put_delivery_row<'c>(
     tx: &'c Connection,
     stmts: &mut Hot<'c>,
     batch: &mut Batch,
-    client: &str,
+    index: &mut SegmentIndex,
+    client: &Arc<str>,
     state: DeliveryState,
     e: &Entry,
 ) -> Result<(), Failure> {
-    if let Some(old) = segments::take(tx, client, e.seq)? {
+    if let Some(old) = segments::take(tx, index, client, e.seq)? {
         batch.released.push(old.message_id);
     }
     let (state, packet_id) = pack_state(state);
@@ -319,7 +326,7 @@ pub(super) fn put_delivery_row<'c>(
         batch,
         client,
         params![
-            client,
+            &**client,
             seq_to_sql(e.seq)?,
             state,
             packet_id,

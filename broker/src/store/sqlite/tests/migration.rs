@@ -232,3 +232,84 @@ fn a_version_3_database_opens_migrated_with_the_same_sessions_queues_messages_an
     assert_eq!(store.load().unwrap().sessions.len(), 1);
     assert_references_counted(&store);
 }
+
+#[test]
+fn a_version_4_database_opens_migrated_with_its_segments_in_write_order() {
+    let mut memory = MemoryStore::new();
+    exercise(&mut memory);
+    let queued = |seq, id, payload: &'static [u8]| {
+        put_delivery(
+            "a",
+            delivery(
+                seq,
+                DeliveryState::Queued,
+                QoS::AtLeastOnce,
+                msg(id, "t", payload, QoS::AtLeastOnce, false),
+            ),
+        )
+    };
+    memory
+        .apply(&[queued(10, 12, b"later"), queued(11, 13, b"last")])
+        .unwrap();
+    let tmp = TempDir::new();
+    std::fs::write(tmp.0.join(FILE_NAME), V4_FIXTURE).unwrap();
+    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+    assert_eq!(
+        count(
+            &store,
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'format_version'"
+        ),
+        i64::from(SqliteStore::FORMAT_VERSION)
+    );
+    assert_eq!(store.load().unwrap(), memory.load().unwrap());
+    assert_eq!(
+        store.load_queue("a").unwrap(),
+        memory.load_queue("a").unwrap()
+    );
+    // Both of a's segments came over, in (session, first seq) order, and the old table went.
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM queue_segments WHERE client_id = 'a' \
+             AND id = (SELECT min(id) FROM queue_segments) + (first_seq > 1)"
+        ),
+        2
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'queue_segments_v4'"
+        ),
+        0
+    );
+    assert_references_counted(&store);
+    // It takes batches: a delivery from each migrated segment, then a new one.
+    let ops = [
+        Op::SetDeliveryState {
+            client: "a".into(),
+            seq: 11,
+            state: DeliveryState::AwaitingAck(4),
+        },
+        Op::DeleteDelivery {
+            client: "a".into(),
+            seq: 9,
+        },
+        queued(12, 14, b"new"),
+        queued(13, 15, b"newer"),
+    ];
+    store.apply(&ops).unwrap();
+    memory.apply(&ops).unwrap();
+    assert_eq!(
+        store.load_queue("a").unwrap(),
+        memory.load_queue("a").unwrap()
+    );
+    assert_eq!(store.load().unwrap(), memory.load().unwrap());
+    assert_references_counted(&store);
+    drop(store);
+    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+    assert_eq!(store.load().unwrap(), memory.load().unwrap());
+    assert_eq!(
+        store.load_queue("a").unwrap(),
+        memory.load_queue("a").unwrap()
+    );
+}

@@ -1,7 +1,7 @@
 //! The SQLite store's tests: the shared store behaviour, sharing of messages, migration,
 //! and files the store must refuse. This file: what both stores keep, the row codecs, and
 //! the files the store refuses; `sharing`: one copy of a message for many sessions, and
-//! retained messages read on demand, queue segments; `migration`: format 1, 2 and 3 files.
+//! retained messages read on demand, queue segments; `migration`: files of formats 1 to 4.
 
 #![allow(clippy::unwrap_used)]
 
@@ -31,6 +31,11 @@ const V2_FIXTURE: &[u8] = include_bytes!("../../testdata/v2.sqlite3");
 /// A database written by the code of format version 3 (one row per delivery, no reference
 /// counts, no queue segments): the history of [`exercise`], as it left it.
 const V3_FIXTURE: &[u8] = include_bytes!("../../testdata/v3.sqlite3");
+
+/// A database written by the code of format version 4 (queue segments keyed by session and
+/// first seq): the history of [`exercise`] and two more deliveries queued for `a` in one
+/// batch (seqs 10 and 11, messages 12 and 13), as it left them.
+const V4_FIXTURE: &[u8] = include_bytes!("../../testdata/v4.sqlite3");
 
 /// One integer from a query.
 fn count(store: &SqliteStore, sql: &str) -> i64 {
@@ -300,6 +305,41 @@ fn a_database_missing_a_table_or_index_is_corrupt() {
             assert!(detail.contains("queue_segments"), "{detail}")
         }
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn segments_whose_ranges_meet_are_corrupt_at_open() {
+    let tmp = TempDir::new();
+    {
+        let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+        exercise(&mut store);
+    }
+    for (sql, detail_has) in [
+        (
+            "INSERT INTO queue_segments (client_id, first_seq, last_seq, count, bytes, entries) \
+             SELECT client_id, first_seq + 1, last_seq + 1, count, bytes, entries \
+             FROM queue_segments WHERE client_id = 'a'",
+            "its range meets the one before",
+        ),
+        (
+            "UPDATE queue_segments SET last_seq = first_seq - 1 WHERE client_id = 'a'",
+            "an empty range",
+        ),
+    ] {
+        let copy = TempDir::new();
+        std::fs::copy(tmp.0.join(FILE_NAME), copy.0.join(FILE_NAME)).unwrap();
+        {
+            let conn = Connection::open(copy.0.join(FILE_NAME)).unwrap();
+            conn.execute_batch(sql).unwrap();
+        }
+        match SqliteStore::open(&copy.0, Durability::None) {
+            Err(StoreError::Corrupt { detail, .. }) => assert!(
+                detail.contains("queue_segments") && detail.contains(detail_has),
+                "{detail}"
+            ),
+            other => panic!("{sql}: {other:?}"),
+        }
     }
 }
 

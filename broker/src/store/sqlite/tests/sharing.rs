@@ -244,6 +244,11 @@ fn the_deliveries_queued_in_a_batch_are_one_segment_per_session_and_each_can_go_
     agree(&mut store, &mut memory, &[first]);
     assert_eq!(count(&store, "SELECT count(*) FROM queue_segments"), 3);
     assert_eq!(count(&store, "SELECT count(*) FROM deliveries"), 0);
+    // Appended side by side (format 5), not each in its session's place.
+    assert_eq!(
+        count(&store, "SELECT max(id) - min(id) FROM queue_segments"),
+        2
+    );
     let set = |c: usize, seq, state| Op::SetDeliveryState {
         client: client(c),
         seq,
@@ -358,4 +363,97 @@ fn a_delivery_queued_alone_in_its_batch_is_a_row_and_queues_in_order_with_segmen
     store.load().unwrap();
     assert_eq!(store.load_queue(&client(0)).unwrap(), before);
     assert_references_counted(&store);
+}
+
+#[test]
+fn a_failed_batch_leaves_the_segments_as_they_were_and_the_next_batches_find_them() {
+    let tmp = TempDir::new();
+    let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+    let mut memory = MemoryStore::new();
+    let m = |id| msg(id, "t", b"payload", QoS::AtLeastOnce, false);
+    let queued = |c: &str, seq, id| {
+        put_delivery(
+            c,
+            delivery(seq, DeliveryState::Queued, QoS::AtLeastOnce, m(id)),
+        )
+    };
+    let first = vec![
+        Op::PutSession(Box::new(session(&client(0), ProtocolVersion::V5))),
+        queued(&client(0), 0, 1),
+        queued(&client(0), 1, 2),
+        queued(&client(0), 2, 3),
+    ];
+    agree(&mut store, &mut memory, &[first]);
+    // In one batch: the last delivery of the segment is sent and the first acknowledged
+    // (the segment is rewritten, its range shrinks), two are queued after it (a second
+    // segment), and one is queued for a session that is not stored, which fails the batch
+    // at its commit: all of it is rolled back, the index of the segments included.
+    let refused = store.apply(&[
+        Op::SetDeliveryState {
+            client: client(0),
+            seq: 2,
+            state: DeliveryState::AwaitingAck(1),
+        },
+        Op::DeleteDelivery {
+            client: client(0),
+            seq: 0,
+        },
+        queued(&client(0), 3, 4),
+        queued(&client(0), 4, 5),
+        queued("ghost", 0, 6),
+    ]);
+    assert!(
+        matches!(refused, Err(StoreError::Database(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.load_queue(&client(0)).unwrap(),
+        memory.load_queue(&client(0)).unwrap()
+    );
+    assert_eq!(count(&store, "SELECT count(*) FROM queue_segments"), 1);
+    assert_references_counted(&store);
+    // The same changes, without the stranger, go through; then across a restart the
+    // segments are found again by the index read at open.
+    let set = |seq, state| Op::SetDeliveryState {
+        client: client(0),
+        seq,
+        state,
+    };
+    agree(
+        &mut store,
+        &mut memory,
+        &[
+            vec![
+                set(2, DeliveryState::AwaitingAck(1)),
+                queued(&client(0), 3, 4),
+                queued(&client(0), 4, 5),
+            ],
+            vec![set(3, DeliveryState::AwaitingAck(2))],
+        ],
+    );
+    drop(store);
+    let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+    agree(
+        &mut store,
+        &mut memory,
+        &[vec![
+            Op::DeleteDelivery {
+                client: client(0),
+                seq: 0,
+            },
+            set(1, DeliveryState::AwaitingAck(3)),
+            set(4, DeliveryState::AwaitingAck(4)),
+            queued(&client(0), 5, 6),
+            queued(&client(0), 6, 7),
+        ]],
+    );
+    // The segments read at open are gone with their last delivery; the new one remains.
+    assert_eq!(count(&store, "SELECT count(*) FROM queue_segments"), 1);
+    agree(
+        &mut store,
+        &mut memory,
+        &[vec![Op::DeleteSession(client(0))]],
+    );
+    assert_eq!(count(&store, "SELECT count(*) FROM queue_segments"), 0);
+    assert_eq!(message_ids(&store), Vec::<u64>::new());
 }
