@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use rusqlite::ffi::ErrorCode;
 use rusqlite::types::ValueRef;
-use rusqlite::{params, CachedStatement, Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{
+    params, CachedStatement, Connection, OpenFlags, OptionalExtension, TransactionBehavior,
+};
 
 use super::{
     DeliveryState, Durability, Op, Recovered, RecoveredSession, RetainedMeta, SessionMeta, Store,
@@ -81,7 +83,7 @@ const CHECKPOINT_PAGES: u32 = 1000;
 ///
 /// A message queued for several sessions is one row of `messages` (its `id` is the engine's
 /// message id), written once and never updated; `message_refs` counts the deliveries that
-/// reference it. A batch adds up the changes to each count and writes each once before it
+/// reference it when they are two or more (no row: one). A batch adds up the changes to each count and writes each once before it
 /// commits, deleting the messages left without a reference. In `messages` and `retained`
 /// the small columns come before `message`, so reading them (the queue sizes, the retained
 /// metadata at start) does not read the payloads.
@@ -139,9 +141,9 @@ pub struct SqliteStore {
 /// What a batch remembers while its operations run; emptied at its end.
 #[derive(Debug, Default)]
 struct Batch {
-    /// Messages this batch has inserted (or found stored): the next deliveries of the same
-    /// message neither encode nor insert it again.
-    written: std::collections::HashSet<i64>,
+    /// Messages this batch has inserted (`true`) or found stored (`false`): the next
+    /// deliveries of the same message neither encode nor insert it again.
+    written: HashMap<i64, bool>,
     /// Messages of the deliveries this batch removed, once per delivery: their reference
     /// counts go down at its end.
     released: Vec<i64>,
@@ -371,25 +373,38 @@ impl SqliteStore {
         batch.pending = pending;
         drop(hot);
         // The reference counts, once per message; the messages whose last delivery went
-        // in this batch go with it.
+        // in this batch go with it. A message of one reference has no row in `message_refs`
+        // (most messages of a queue that is not a fan-out: one row fewer to write when it
+        // is queued, and to read and delete when it is acknowledged).
         for id in batch.released.drain(..) {
             *batch.refs.entry(id).or_default() -= 1;
         }
         for (&id, &delta) in &batch.refs {
-            if delta != 0 {
+            let new = batch.written.get(&id) == Some(&true);
+            if delta == 0 && !new {
+                continue;
+            }
+            let counted: Option<i64> = if new {
+                None
+            } else {
+                tx.prepare_cached("SELECT refs FROM message_refs WHERE id = ?1")?
+                    .query_row([id], |row| row.get(0))
+                    .optional()?
+            };
+            let before = if new { 0 } else { counted.unwrap_or(1) };
+            let after = before + delta;
+            if after <= 0 {
+                tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?
+                    .execute([id])?;
+            }
+            if after >= 2 {
                 tx.prepare_cached(
                     "INSERT INTO message_refs (id, refs) VALUES (?1, ?2) \
-                     ON CONFLICT (id) DO UPDATE SET refs = refs + excluded.refs",
+                     ON CONFLICT (id) DO UPDATE SET refs = excluded.refs",
                 )?
-                .execute([id, delta])?;
-            }
-            if delta <= 0 {
-                tx.prepare_cached(
-                    "DELETE FROM messages WHERE id = ?1 \
-                     AND NOT EXISTS (SELECT 1 FROM message_refs WHERE id = ?1 AND refs > 0)",
-                )?
-                .execute([id])?;
-                tx.prepare_cached("DELETE FROM message_refs WHERE id = ?1 AND refs <= 0")?
+                .execute([id, after])?;
+            } else if counted.is_some() {
+                tx.prepare_cached("DELETE FROM message_refs WHERE id = ?1")?
                     .execute([id])?;
             }
         }

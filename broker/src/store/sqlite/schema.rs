@@ -107,7 +107,9 @@ CREATE TABLE inbound_qos2 (
 ///
 /// A message is one row of `messages`, written once and never updated; `refs` of its row
 /// in `message_refs` counts the deliveries that reference it (rows of `deliveries` and
-/// entries of `queue_segments`). The count is a table of its own so that changing it does
+/// entries of `queue_segments`) when they are two or more; a message without a row there
+/// has one (most messages of a queue that is not a fan-out: a row fewer to write when it
+/// is queued, and to read and delete when it is acknowledged). The count is a table of its own so that changing it does
 /// not rewrite the message (an update rewrites the whole row, payload included). A batch
 /// adds up its changes to each message's count in memory and writes each count once, at
 /// its end, deleting the messages left without a reference. A delivery is either a row of
@@ -257,7 +259,8 @@ CREATE TABLE queue_segments (
 
 /// Version 4 to 5: the queue segments move to a table in the order they are written (a
 /// rowid table without an index; the engine's index of them is in memory), copied in
-/// (session, `first_seq`) order.
+/// (session, `first_seq`) order, and a message of one reference loses its row of
+/// `message_refs` (no row now means one).
 pub(super) const MIGRATE_V4: &str = "
 ALTER TABLE queue_segments RENAME TO queue_segments_v4;
 CREATE TABLE queue_segments (
@@ -272,7 +275,8 @@ CREATE TABLE queue_segments (
 INSERT INTO queue_segments (client_id, first_seq, last_seq, count, bytes, entries)
     SELECT client_id, first_seq, last_seq, count, bytes, entries FROM queue_segments_v4
     ORDER BY client_id, first_seq;
-DROP TABLE queue_segments_v4;";
+DROP TABLE queue_segments_v4;
+DELETE FROM message_refs WHERE refs = 1;";
 
 /// Version 1 to 3, before the new tables are made: the old ones step aside.
 pub(super) const MIGRATE_V1_RENAME: &str = "

@@ -163,10 +163,10 @@ pub(super) fn apply_op<'c>(
             let id = id_to_sql(m.id)?;
             // The message, once per batch (a stored one is left as it is: an id always
             // names the same message). Its references are counted at the batch's end.
-            if batch.written.insert(id) {
+            if !batch.written.contains_key(&id) {
                 let message =
                     encode_message(&m.topic, &m.payload, m.qos, m.retain, m.properties.clone())?;
-                hot(
+                let inserted = hot(
                     &mut stmts.insert_message,
                     tx,
                     "INSERT INTO messages (id, payload_len, expires_at_ms, received_at_ms, \
@@ -181,6 +181,7 @@ pub(super) fn apply_op<'c>(
                     m.publisher.as_deref(),
                     message,
                 ])?;
+                batch.written.insert(id, inserted == 1);
             }
             *batch.refs.entry(id).or_default() += 1;
             // It replaces a delivery of the same seq queued earlier in this batch; one stored
