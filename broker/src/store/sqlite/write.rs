@@ -7,6 +7,8 @@
 //! `deliveries` or as an entry of a segment, and whichever it is, an operation on its seq
 //! finds it.
 
+use std::collections::hash_map::Entry::Vacant;
+
 use super::segments::{self, Entry, SegmentIndex};
 use super::*;
 
@@ -163,7 +165,7 @@ pub(super) fn apply_op<'c>(
             let id = id_to_sql(m.id)?;
             // The message, once per batch (a stored one is left as it is: an id always
             // names the same message). Its references are counted at the batch's end.
-            if !batch.written.contains_key(&id) {
+            if let Vacant(slot) = batch.written.entry(id) {
                 let message =
                     encode_message(&m.topic, &m.payload, m.qos, m.retain, m.properties.clone())?;
                 let inserted = hot(
@@ -181,7 +183,7 @@ pub(super) fn apply_op<'c>(
                     m.publisher.as_deref(),
                     message,
                 ])?;
-                batch.written.insert(id, inserted == 1);
+                slot.insert(inserted == 1);
             }
             *batch.refs.entry(id).or_default() += 1;
             // It replaces a delivery of the same seq queued earlier in this batch; one stored
