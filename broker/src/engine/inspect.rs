@@ -293,7 +293,7 @@ fn stored_queue_view(engine: &mut Engine, client_id: &str, limit: usize) -> Vec<
             .take(limit)
             .map(|d| {
                 let at = d.msg.received_at;
-                let msg = engine.message_from_store(d.msg);
+                let msg = engine.message_from_store(std::sync::Arc::unwrap_or_clone(d.msg));
                 message_view(&msg, d.qos as u8, d.retain, at)
             })
             .collect(),

@@ -145,6 +145,9 @@ pub(crate) struct Engine {
     store: Box<dyn Store>,
     /// Changes of the current batch, written by [`Engine::flush`] in one transaction.
     ops: Vec<Op>,
+    /// The message the last queued delivery carried, in its stored form: the next
+    /// deliveries of the same message share it (an id always names the same message).
+    last_stored: Option<Arc<StoredMessage>>,
     /// What the current batch sends, held until its changes are durable (group commit).
     outbox: Vec<(mpsc::Sender<Outgoing>, Outgoing, Option<SessionId>)>,
     clock: Clock,
@@ -247,6 +250,7 @@ impl Engine {
             shutting_down: false,
             store,
             ops: Vec::new(),
+            last_stored: None,
             outbox: Vec::new(),
             clock: Clock::now(),
             shutdown_done: Vec::new(),
@@ -457,6 +461,7 @@ impl Engine {
         loop {
             let mut store_failed = std::mem::take(&mut self.batch_failed);
             self.batch_retained.clear();
+            self.last_stored = None;
             if !self.ops.is_empty() {
                 if let Err(e) = self.store.apply(&self.ops) {
                     // Nothing of this batch may be acknowledged: the clients will resend.

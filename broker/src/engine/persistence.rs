@@ -55,6 +55,19 @@ impl Engine {
         }
     }
 
+    /// The stored form of a message about to be queued, converted once for all its
+    /// deliveries in a row (a fan-out queues the same message for every matched session).
+    fn shared_stored_message(&mut self, m: &Message) -> Arc<StoredMessage> {
+        match &self.last_stored {
+            Some(stored) if stored.id == m.id => stored.clone(),
+            _ => {
+                let stored = Arc::new(self.stored_message(m));
+                self.last_stored = Some(stored.clone());
+                stored
+            }
+        }
+    }
+
     pub(super) fn message_from_store(&self, m: StoredMessage) -> Msg {
         Arc::new(Message {
             id: m.id,
@@ -76,7 +89,7 @@ impl Engine {
             qos: d.qos,
             retain: d.retain,
             sub_ids: d.sub_ids.clone(),
-            msg: self.stored_message(&d.msg),
+            msg: self.shared_stored_message(&d.msg),
         };
         self.ops.push(Op::PutDelivery {
             client: client.clone(),
@@ -91,7 +104,7 @@ impl Engine {
             qos: d.qos,
             retain: d.retain,
             sub_ids: d.sub_ids,
-            msg: self.message_from_store(d.msg),
+            msg: self.message_from_store(Arc::unwrap_or_clone(d.msg)),
             queued_at: now,
         }
     }

@@ -107,8 +107,9 @@ pub struct StoredDelivery {
     pub retain: bool,
     /// Subscription identifiers.
     pub sub_ids: Vec<u32>,
-    /// The message.
-    pub msg: StoredMessage,
+    /// The message, shared: a message queued for many sessions in a batch is converted
+    /// once, and each of its deliveries holds a reference.
+    pub msg: Arc<StoredMessage>,
 }
 
 /// A session's own fields (not its subscriptions, messages or QoS 2 ids).

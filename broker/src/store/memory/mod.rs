@@ -100,7 +100,7 @@ impl Held {
             qos: self.qos,
             retain: self.retain,
             sub_ids: self.sub_ids.clone(),
-            msg: (*self.msg).clone(),
+            msg: self.msg.clone(),
         }
     }
 }
@@ -175,9 +175,9 @@ impl MemoryStore {
     }
 
     /// The shared copy of a message, stored if its id is not, with one more reference.
-    fn acquire(&mut self, msg: &StoredMessage) -> Arc<StoredMessage> {
+    fn acquire(&mut self, msg: &Arc<StoredMessage>) -> Arc<StoredMessage> {
         let shared = self.messages.entry(msg.id).or_insert_with(|| Shared {
-            msg: Arc::new(msg.clone()),
+            msg: msg.clone(),
             refs: 0,
         });
         shared.refs += 1;

@@ -63,7 +63,7 @@ pub(in crate::store) fn delivery(
         qos,
         retain: false,
         sub_ids: vec![],
-        msg: m,
+        msg: Arc::new(m),
     }
 }
 
@@ -461,7 +461,7 @@ fn one_message_queued_for_200_sessions_is_held_once_and_goes_with_its_last_deliv
         .clients
         .values()
         .all(|c| Arc::ptr_eq(&c.deliveries[&0].msg, first)));
-    assert_eq!(store.load_queue(&client(199)).unwrap()[0].msg, m);
+    assert_eq!(store.load_queue(&client(199)).unwrap()[0].msg, Arc::new(m));
     let recovered = store.load().unwrap();
     assert_eq!(recovered.max_message_id, Some(42));
     assert!(recovered.sessions.iter().all(|s| s.queued == (1, 1 << 20)));
@@ -522,7 +522,10 @@ fn a_replaced_delivery_releases_its_message() {
     let second = msg(2, "t", b"second", QoS::AtLeastOnce, false);
     fan_out(&mut store, 1, &second);
     assert_eq!(store.messages.keys().copied().collect::<Vec<_>>(), vec![2]);
-    assert_eq!(store.load_queue(&client(0)).unwrap()[0].msg, second);
+    assert_eq!(
+        store.load_queue(&client(0)).unwrap()[0].msg,
+        Arc::new(second)
+    );
 }
 
 /// A history touching every kind of row, for the stores with and without restart.

@@ -676,7 +676,7 @@ impl Store for SqliteStore {
                     qos,
                     retain: e.retain,
                     sub_ids: e.sub_ids,
-                    msg,
+                    msg: Arc::new(msg),
                 });
             }
             queue.sort_by_key(|d| d.seq);

@@ -267,7 +267,7 @@ pub(super) fn decode_delivery(row: &Row<'_>) -> Result<(String, StoredDelivery),
             qos,
             retain,
             sub_ids,
-            msg,
+            msg: Arc::new(msg),
         })
     })()
     .map(|d| (client.clone(), d))

@@ -7,7 +7,7 @@ use super::*;
 fn without_ids(mut r: Recovered) -> Recovered {
     for s in &mut r.sessions {
         for d in &mut s.inflight {
-            d.msg.id = 0;
+            Arc::make_mut(&mut d.msg).id = 0;
         }
     }
     for m in &mut r.retained {
@@ -54,7 +54,7 @@ fn a_version_1_database_opens_migrated_with_its_sessions_queues_and_retained_mes
     );
     let mut expected_queue = memory.load_queue("a").unwrap();
     for (d, id) in expected_queue.iter_mut().zip([3, 4]) {
-        d.msg.id = id;
+        Arc::make_mut(&mut d.msg).id = id;
     }
     assert_eq!(queue, expected_queue);
     let mut expected_retained = memory.load_retained("a/b").unwrap().unwrap();
