@@ -22,21 +22,19 @@ use super::{
     StoreError, StoredDelivery, StoredMessage,
 };
 
+mod checkpoint;
 mod rows;
 mod schema;
 mod segments;
 mod write;
 
+use checkpoint::Checkpointer;
 use segments::SegmentIndex;
 use write::{apply_op, Hot};
 
 use crate::Metrics;
 use rows::*;
 use schema::*;
-
-/// WAL pages after which a commit folds the log into the database (a checkpoint, synced
-/// unless [`Durability::None`]). A page rewritten by many batches in between is copied once.
-const CHECKPOINT_PAGES: u32 = 1000;
 
 /// Sessions, subscriptions, deliveries and retained messages in `dir/broker.sqlite3`.
 ///
@@ -50,10 +48,11 @@ const CHECKPOINT_PAGES: u32 = 1000;
 /// - **WAL.** A commit appends to the write-ahead log: a sequential write, no rewrite of the
 ///   database file, and with `synchronous = NORMAL` durable against a crash of the process
 ///   without an `fsync`; the log is synced and folded into the database at checkpoints, which
-///   [`Store::tick`] runs for [`Durability::Interval`].
-/// - **Exclusive locking.** The file is locked for the life of the store, so a second broker
-///   on the same data directory fails at start rather than corrupting it, and WAL needs no
-///   shared-memory file.
+///   a thread of the store's runs beside the engine (see the `checkpoint` module), when the
+///   log grows and, for [`Durability::Interval`], at every [`Store::tick`] due.
+/// - **A locked directory.** The data directory is locked (`flock`) for the life of the
+///   store, so a second broker on the same data directory fails at start rather than
+///   corrupting it.
 ///
 /// Messages are serialized as MQTT 5.0 PUBLISH packets by the [`protocol`] codec, which is
 /// fuzzed and round-trip tested; there is no second serialization to get wrong.
@@ -109,7 +108,8 @@ const CHECKPOINT_PAGES: u32 = 1000;
 /// checkpoints; appended in write order they fill a few pages (13 times fewer bytes written,
 /// 3 times the messages per second). Statements are prepared once and cached. With [`Durability::Always`] each batch is one commit and one sync of
 /// the WAL (the clients of the batch share it); checkpoints fold the WAL into the database
-/// every [`CHECKPOINT_PAGES`] pages, so a page written by many batches is copied once.
+/// every [`CHECKPOINT_PAGES`](checkpoint::CHECKPOINT_PAGES) pages, so a page written by many
+/// batches is copied once, on the checkpointer's thread.
 ///
 /// Version 1 (until the messages were shared) kept the message in each delivery row and no
 /// id, QoS or length in `retained`; version 2 kept each message's body in a table of its
@@ -120,6 +120,8 @@ const CHECKPOINT_PAGES: u32 = 1000;
 /// to 4, then 4 to 5: a transaction each; a file left between them by a crash migrates on
 /// at the next open).
 pub struct SqliteStore {
+    /// Dropped before `conn`, so that `conn` closes last and removes the log.
+    checkpointer: Checkpointer,
     conn: Connection,
     /// The data directory, named in errors.
     dir: PathBuf,
@@ -130,12 +132,16 @@ pub struct SqliteStore {
     dirty: bool,
     /// Where commits and syncs are timed (`mqtt_bridge_store_*`), once the broker says.
     metrics: Option<Arc<Metrics>>,
+    /// The same, for the checkpointer's thread.
+    checkpoint_metrics: Arc<std::sync::OnceLock<Arc<Metrics>>>,
     /// Scratch of a batch, kept for its allocations (see [`Batch`]).
     batch: Batch,
     /// Where each session's queue segments are (see [`SegmentIndex`]).
     segments: SegmentIndex,
     /// Whether a batch failed since `segments` was read: it may name rows rolled back.
     segments_stale: bool,
+    /// The data directory, opened and locked for the life of the store.
+    _lock: std::fs::File,
 }
 
 /// What a batch remembers while its operations run; emptied at its end.
@@ -187,6 +193,7 @@ impl SqliteStore {
             path: dir.to_owned(),
             error,
         })?;
+        let lock = lock_dir(dir)?;
         let file = dir.join(FILE_NAME);
         let opening = |what: &'static str| {
             let dir = dir.to_owned();
@@ -197,9 +204,10 @@ impl SqliteStore {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(&file, flags).map_err(opening("opening"))?;
         // Neither reads nor writes the file: safe before we know whose it is.
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA locking_mode = EXCLUSIVE;")
+        conn.execute_batch("PRAGMA foreign_keys = ON;")
             .map_err(opening("configuring"))?;
-        // Only another process holding the lock makes us wait; do not wait long for it.
+        // Only another process using the file (not a broker: see `lock_dir`) or the
+        // checkpointer makes us wait; do not wait long for it.
         conn.busy_timeout(Duration::from_millis(500))
             .map_err(opening("configuring"))?;
 
@@ -275,10 +283,13 @@ impl SqliteStore {
             Durability::None => "OFF",
         };
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = {synchronous}; PRAGMA journal_size_limit = 67108864; \
-             PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES};"
+            "PRAGMA synchronous = {synchronous}; PRAGMA journal_size_limit = 67108864;"
         ))
         .map_err(opening("configuring"))?;
+        let checkpoint_metrics = Arc::new(std::sync::OnceLock::new());
+        let checkpointer =
+            Checkpointer::start(&mut conn, &file, synchronous, checkpoint_metrics.clone())
+                .map_err(opening("starting the checkpointer"))?;
         conn.set_prepared_statement_cache_capacity(32);
         let segments = SegmentIndex::read(&conn).map_err(|e| match e {
             Failure::Sql(e) => open_error(dir.to_owned(), "reading the queue segments", e),
@@ -288,6 +299,9 @@ impl SqliteStore {
             },
         })?;
         Ok(SqliteStore {
+            checkpointer,
+            checkpoint_metrics,
+            _lock: lock,
             segments,
             segments_stale: false,
             conn,
@@ -724,6 +738,7 @@ impl Store for SqliteStore {
     }
 
     fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        let _ = self.checkpoint_metrics.set(metrics.clone());
         self.metrics = Some(metrics);
     }
 
@@ -734,15 +749,10 @@ impl Store for SqliteStore {
         if !self.dirty || self.last_sync.elapsed() < every {
             return Ok(());
         }
-        // With `synchronous = NORMAL` a checkpoint syncs the WAL before copying it.
-        let started = Instant::now();
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .map_err(|e| self.error(e))?;
+        // With `synchronous = NORMAL` a checkpoint syncs the WAL before copying it; the
+        // checkpointer runs it (and times it).
+        self.checkpointer.ask();
         self.last_sync = Instant::now();
-        if let Some(m) = &self.metrics {
-            m.store_synced(self.last_sync - started);
-        }
         self.dirty = false;
         Ok(())
     }

@@ -488,6 +488,27 @@ fn migrate(
     tx.commit().map_err(failed)
 }
 
+/// Locks the data directory itself (`flock` on it, released when the process ends,
+/// however it ends) for the life of the store: a second broker on the same data directory
+/// fails at start rather than writing the same database. Nothing is written into the
+/// directory for it, so a directory that is refused is left as it was. (SQLite's exclusive
+/// locking mode did this until the checkpointer needed a second connection to the file.)
+pub(super) fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let failed = |kind: std::io::ErrorKind, what: String| StoreError::Io {
+        path: dir.to_owned(),
+        error: std::io::Error::new(kind, format!("{}: {what}", dir.display())),
+    };
+    let handle = std::fs::File::open(dir).map_err(|e| failed(e.kind(), e.to_string()))?;
+    match handle.try_lock() {
+        Ok(()) => Ok(handle),
+        Err(std::fs::TryLockError::WouldBlock) => Err(failed(
+            std::io::ErrorKind::WouldBlock,
+            "locked (is another broker using this data directory?)".to_owned(),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e.kind(), e.to_string())),
+    }
+}
+
 /// An error while opening: the file system's fault (`Io`), the file's (`Corrupt`), or else.
 pub(super) fn open_error(dir: PathBuf, what: &str, e: rusqlite::Error) -> StoreError {
     let file = dir.join(FILE_NAME);

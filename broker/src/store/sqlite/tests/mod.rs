@@ -215,11 +215,60 @@ fn the_sqlite_store_keeps_what_it_is_given_and_recovers_it_after_a_restart() {
 fn a_second_store_on_the_same_directory_is_refused() {
     let tmp = TempDir::new();
     let _first = SqliteStore::open(&tmp.0, Durability::None).unwrap();
-    // Exclusive locking: the second open waits for the lock (busy timeout), then fails.
+    // The data directory's lock file is locked: the second open fails at once.
     match SqliteStore::open(&tmp.0, Durability::None) {
         Err(StoreError::Io { path, .. }) => assert_eq!(path, tmp.0),
         other => panic!("{other:?}"),
     }
+}
+
+/// Waits up to 10 s for the database file (not its log) to grow past `bytes`.
+fn database_file_grows_past(dir: &Path, bytes: u64) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if std::fs::metadata(dir.join(FILE_NAME)).unwrap().len() > bytes {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn the_checkpointer_folds_a_full_log_into_the_database_while_the_store_is_open() {
+    let tmp = TempDir::new();
+    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+    let empty = std::fs::metadata(tmp.0.join(FILE_NAME)).unwrap().len();
+    // 80 batches of a 64 KB retained message: some 1 300 pages through the log, more than
+    // a checkpoint waits for. Only the checkpointer's thread copies them into the database
+    // while the store is open (the engine's connection has no automatic checkpoint).
+    for i in 0..80u64 {
+        let m = StoredMessage {
+            topic: TopicName::new(format!("big/{i}")).unwrap(),
+            ..big(i + 1, 64 * 1024)
+        };
+        store.apply(&[Op::PutRetained(Box::new(m))]).unwrap();
+    }
+    assert!(
+        database_file_grows_past(&tmp.0, empty + 2 * 1024 * 1024),
+        "the database stayed at {} bytes",
+        std::fs::metadata(tmp.0.join(FILE_NAME)).unwrap().len()
+    );
+    assert_eq!(store.load().unwrap().retained.len(), 80);
+}
+
+#[test]
+fn with_durability_interval_a_tick_due_folds_the_log_even_when_it_is_short() {
+    let tmp = TempDir::new();
+    let mut store =
+        SqliteStore::open(&tmp.0, Durability::Interval(Duration::from_millis(10))).unwrap();
+    let empty = std::fs::metadata(tmp.0.join(FILE_NAME)).unwrap().len();
+    store
+        .apply(&[Op::PutRetained(Box::new(big(1, 256 * 1024)))])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    store.tick().unwrap();
+    assert!(database_file_grows_past(&tmp.0, empty + 200 * 1024));
 }
 
 #[test]
