@@ -5,15 +5,16 @@
 //! `durability = "none"`) syncs both. Run by the committing connection, as SQLite's
 //! automatic checkpoints are, it stalled the engine: with `durability = "interval"` a
 //! run of 10 000 messages to 100 offline sessions went 30 % faster with checkpoints held
-//! off (BENCHMARKS.md, section 6). Here the engine's connection asks for one after a
-//! commit that leaves [`CHECKPOINT_PAGES`] pages in the log (a `wal_hook`, which replaces
-//! the automatic checkpoint), and the checkpointer runs it beside the engine: a passive
+//! off (BENCHMARKS.md, section 6). Here the engine's connection asks for one after each
+//! [`CHECKPOINT_PAGES`] pages its commits add to the log (a `wal_hook`, which replaces the
+//! automatic checkpoint), and the checkpointer runs it beside the engine: a passive
 //! checkpoint never blocks the writer.
 //!
 //! The log stays bounded: SQLite starts it over at the first commit after a checkpoint
-//! that copied all of it, which a busy writer may keep from happening, so a commit that
-//! leaves [`WAL_BOUND_PAGES`] pages checkpoints on the engine's connection itself,
-//! waiting for the checkpointer, and restarts the log.
+//! that copied all of it, which a busy writer keeps from happening (it commits while the
+//! checkpoint runs), so a commit that leaves [`WAL_BOUND_PAGES`] pages checkpoints on the
+//! engine's connection itself, waiting for the checkpointer, and starts the log over. The
+//! checkpointer has copied most of it by then: that checkpoint copies the rest only.
 
 use std::os::raw::c_int;
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -27,13 +28,13 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::Metrics;
 
-/// Pages in the log after which a commit asks for a checkpoint. A page rewritten by many
-/// batches in between is copied once.
+/// Pages added to the log after which a commit asks for a checkpoint. A page rewritten by
+/// many batches in between is copied once.
 pub(super) const CHECKPOINT_PAGES: c_int = 1000;
 
-/// Pages in the log (4 KB each: 64 MB, the `journal_size_limit`) after which the engine's
-/// connection checkpoints itself, waiting for the checkpointer if it is running one.
-pub(super) const WAL_BOUND_PAGES: c_int = 16 * CHECKPOINT_PAGES;
+/// Pages in the log (4 KB each: 16 MB) after which the engine's connection checkpoints
+/// itself, waiting for the checkpointer if it is running one, and starts the log over.
+pub(super) const WAL_BOUND_PAGES: c_int = 4 * CHECKPOINT_PAGES;
 
 /// What the checkpointer is asked.
 enum Wake {
@@ -95,12 +96,20 @@ impl Checkpointer {
                 )
             })?;
         let asks = wake.clone();
+        // The log's length when a checkpoint was last asked for.
+        let mut asked_at: c_int = 0;
         conn.wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
+            if pages < asked_at {
+                // The log started over.
+                asked_at = 0;
+            }
             if pages >= WAL_BOUND_PAGES {
                 // Errors are not the commit's (it is done): the next commit tries again.
                 let _ = wal.checkpoint_v2(CheckpointMode::RESTART);
-            } else if pages >= CHECKPOINT_PAGES {
+                asked_at = 0;
+            } else if pages - asked_at >= CHECKPOINT_PAGES {
                 let _ = asks.try_send(Wake::Checkpoint);
+                asked_at = pages;
             }
             Ok(())
         }))?;
