@@ -420,7 +420,8 @@ impl Metrics {
         );
         r.register(
             "store_sync_duration_seconds",
-            "Time of one WAL checkpoint and sync (durability = \"interval\")",
+            "Time of one WAL checkpoint on the store's checkpointer thread (with its sync \
+             unless durability = \"none\")",
             self.store_sync.clone(),
         );
     }
@@ -513,7 +514,7 @@ impl Metrics {
         self.store_commit.observe_duration(took);
     }
 
-    /// A WAL checkpoint with its sync took `took`.
+    /// A WAL checkpoint (with its sync, unless `durability = "none"`) took `took`.
     pub(crate) fn store_synced(&self, took: Duration) {
         self.store_sync.observe_duration(took);
     }

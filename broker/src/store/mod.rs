@@ -53,7 +53,8 @@ pub enum Durability {
     /// Synced before the acknowledgements of a batch go out.
     Always,
     /// Written before the acknowledgements go out (safe against a crash of the process),
-    /// synced to disk at most this long after.
+    /// and a sync asked for this long after (again at each period until one has covered
+    /// the write: a program reading the file may hold it up).
     Interval(Duration),
     /// Written before the acknowledgements go out, synced when the OS decides.
     None,
@@ -314,7 +315,7 @@ pub trait Store: Send + std::fmt::Debug {
     fn set_metrics(&mut self, metrics: std::sync::Arc<crate::Metrics>) {
         let _ = metrics;
     }
-    /// Called periodically: the `Interval` policy syncs here.
+    /// Called periodically: the `Interval` policy asks for its sync here.
     fn tick(&mut self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -26,7 +26,8 @@ use crate::subscriptions::SubEntry;
 /// It behaves as [`super::SqliteStore`] does, so the engine cannot tell them apart: a batch
 /// applies whole or not at all, a batch that would leave rows of a session that is not
 /// stored (a subscription, delivery or QoS 2 id without its `PutSession`) is refused, as the
-/// database's foreign keys refuse it, and a message queued for many sessions is held once,
+/// database refuses it (its foreign keys, and the write path's check for queue segments),
+/// and a message queued for many sessions is held once,
 /// counted by reference. It is bounded only by what the engine puts in it (the engine
 /// enforces the queue limits). Made [`without_restart`](MemoryStore::without_restart), it
 /// keeps only what a running engine reads back (see the [module docs](self)).

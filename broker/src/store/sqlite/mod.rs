@@ -126,10 +126,11 @@ pub struct SqliteStore {
     /// The data directory, named in errors.
     dir: PathBuf,
     durability: Durability,
-    /// When the WAL was last synced by a checkpoint (`Interval` policy).
-    last_sync: Instant,
-    /// Whether anything was committed since `last_sync`.
-    dirty: bool,
+    /// When a checkpoint was last asked for to sync the log (`Interval` policy).
+    last_ask: Instant,
+    /// `PRAGMA data_version` when the store last looked: it changes when another process
+    /// writes the file (see [`SqliteStore::fresh_segments`]).
+    data_version: i64,
     /// Where commits and syncs are timed (`mqtt_bridge_store_*`), once the broker says.
     metrics: Option<Arc<Metrics>>,
     /// The same, for the checkpointer's thread.
@@ -166,7 +167,6 @@ impl std::fmt::Debug for SqliteStore {
         f.debug_struct("SqliteStore")
             .field("dir", &self.dir)
             .field("durability", &self.durability)
-            .field("dirty", &self.dirty)
             .finish_non_exhaustive()
     }
 }
@@ -180,14 +180,15 @@ impl SqliteStore {
     ///
     /// # Errors
     /// - [`StoreError::Io`]: the directory or the file cannot be created, opened or written
-    ///   (or another process holds the database).
+    ///   (or another broker holds the data directory).
     /// - [`StoreError::Version`]: the database has another format version (neither this one
     ///   nor 1 to 4).
     /// - [`StoreError::Corrupt`]: the file is not an SQLite database, or not ours.
     ///
     /// An existing file is never overwritten nor deleted, and one of another version or not
-    /// ours is not modified at all. One of format version 1 or 2 is migrated to this version
-    /// in one transaction: if the migration fails, the file is left as it was.
+    /// ours is not modified at all. One of format version 1 to 4 is migrated to this version
+    /// one transaction per step (1 and 2 to 3, 3 to 4, 4 to 5): if a step fails, the file is
+    /// left as the last step that committed made it, and migrates on from there next time.
     pub fn open(dir: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
             path: dir.to_owned(),
@@ -289,7 +290,15 @@ impl SqliteStore {
         let checkpoint_metrics = Arc::new(std::sync::OnceLock::new());
         let checkpointer =
             Checkpointer::start(&mut conn, &file, synchronous, checkpoint_metrics.clone())
-                .map_err(opening("starting the checkpointer"))?;
+                .map_err(|e| match e {
+                    checkpoint::StartError::Sql(e) => {
+                        open_error(dir.to_owned(), "starting the checkpointer", e)
+                    }
+                    checkpoint::StartError::Thread(error) => StoreError::Io {
+                        path: dir.to_owned(),
+                        error,
+                    },
+                })?;
         conn.set_prepared_statement_cache_capacity(32);
         let segments = SegmentIndex::read(&conn).map_err(|e| match e {
             Failure::Sql(e) => open_error(dir.to_owned(), "reading the queue segments", e),
@@ -298,6 +307,9 @@ impl SqliteStore {
                 detail: d,
             },
         })?;
+        let data_version = conn
+            .query_row("PRAGMA data_version", [], |row| row.get(0))
+            .map_err(opening("reading the data version"))?;
         Ok(SqliteStore {
             checkpointer,
             checkpoint_metrics,
@@ -307,8 +319,8 @@ impl SqliteStore {
             conn,
             dir: dir.to_owned(),
             durability,
-            last_sync: Instant::now(),
-            dirty: false,
+            last_ask: Instant::now(),
+            data_version,
             metrics: None,
             batch: Batch::default(),
         })
@@ -324,8 +336,20 @@ impl SqliteStore {
         }
     }
 
-    /// Reads the index of the queue segments again if a failed batch left it stale.
+    /// Reads the index of the queue segments again if a failed batch left it stale, or if
+    /// another process wrote the file since the store last looked (`PRAGMA data_version`;
+    /// the broker's own checkpointer writes none): the index must never name a row that
+    /// is not the one it was written for. (Writing the file while the broker runs is not
+    /// supported; this keeps it from mixing sessions up.)
     fn fresh_segments(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |row| row.get(0))
+            .map_err(|e| self.error(e))?;
+        if version != self.data_version {
+            self.data_version = version;
+            self.segments_stale = true;
+        }
         if self.segments_stale {
             self.segments = SegmentIndex::read(&self.conn).map_err(|e| self.failed(e))?;
             self.segments_stale = false;
@@ -407,7 +431,12 @@ impl SqliteStore {
             };
             let before = if new { 0 } else { counted.unwrap_or(1) };
             let after = before + delta;
-            if after <= 0 {
+            if after < 0 {
+                return Err(Failure::Invalid(format!(
+                    "message {id}: {after} references (a delivery released twice)"
+                )));
+            }
+            if after == 0 {
                 tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?
                     .execute([id])?;
             }
@@ -485,7 +514,8 @@ impl Store for SqliteStore {
                 });
             }
         }
-        // Rows of a session not stored cannot be there (foreign keys); if they are anyway,
+        // Rows of a session not stored cannot be there (foreign keys, and for the queue
+        // segments the write path's check); if they are anyway,
         // the file was not written by us.
         let find = |client: &str, table: &str| {
             index
@@ -729,7 +759,7 @@ impl Store for SqliteStore {
         }
         match applied {
             Ok(()) => {
-                self.dirty = true;
+                self.checkpointer.committed();
                 Ok(())
             }
             Err(Failure::Sql(e)) => Err(self.error(e)),
@@ -746,14 +776,14 @@ impl Store for SqliteStore {
         let Durability::Interval(every) = self.durability else {
             return Ok(());
         };
-        if !self.dirty || self.last_sync.elapsed() < every {
+        if self.checkpointer.synced_all() || self.last_ask.elapsed() < every {
             return Ok(());
         }
         // With `synchronous = NORMAL` a checkpoint syncs the WAL before copying it; the
-        // checkpointer runs it (and times it).
+        // checkpointer runs it (and times it), and asked again at the next tick due until
+        // one has covered every commit (a reader of the file may hold one up).
         self.checkpointer.ask();
-        self.last_sync = Instant::now();
-        self.dirty = false;
+        self.last_ask = Instant::now();
         Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! The schema of the SQLite store: its tables and index, the check that an existing file
+//! The schema of the SQLite store: its tables, the check that an existing file
 //! is ours and of a version we read, and the migrations from formats 1 to 4 (1 and 2
 //! migrate to 3 first, then 3 to 4, then 4 to 5).
 
@@ -528,7 +528,7 @@ pub(super) fn open_error(dir: PathBuf, what: &str, e: rusqlite::Error) -> StoreE
                 error: std::io::Error::new(
                     std::io::ErrorKind::WouldBlock,
                     format!(
-                        "{}: {what}: {e} (is another broker using this data directory?)",
+                        "{}: {what}: {e} (is another program using the database?)",
                         file.display()
                     ),
                 ),

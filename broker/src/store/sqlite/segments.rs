@@ -119,7 +119,7 @@ pub(super) fn decode(mut blob: &[u8]) -> Result<Vec<Entry>, String> {
 /// Read from the table at open ([`SegmentIndex::read`]); every write to the table goes
 /// through the functions below, which change both in step. A batch that fails leaves the
 /// index ahead of the rolled-back table, so the store reads it again (see `SqliteStore`).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct SegmentIndex {
     sessions: HashMap<Arc<str>, BTreeMap<i64, Placed>>,
 }
@@ -140,14 +140,25 @@ impl SegmentIndex {
         let mut rows = stmt.query([])?;
         let mut index = SegmentIndex::default();
         while let Some(row) = rows.next()? {
-            let (id, client, first_seq, last_seq): (i64, String, i64, i64) =
-                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            let read = || -> Result<_, String> {
+                Ok((
+                    int(row, 0, "id")?,
+                    text(row, 1, "client_id")?,
+                    int(row, 2, "first_seq")?,
+                    int(row, 3, "last_seq")?,
+                ))
+            };
+            let (id, client, first_seq, last_seq) =
+                read().map_err(|d| Failure::Invalid(format!("table queue_segments: {d}")))?;
             let bad = |d: &str| {
                 Failure::Invalid(format!(
                     "table queue_segments: row {id} ({client:?}, {first_seq}..={last_seq}): {d}"
                 ))
             };
-            if first_seq > last_seq || first_seq < 0 {
+            if first_seq < 0 {
+                return Err(bad("a negative seq"));
+            }
+            if first_seq > last_seq {
                 return Err(bad("an empty range"));
             }
             let placed = Placed { row: id, last_seq };
@@ -271,13 +282,15 @@ pub(super) fn rewrite(
 ) -> Result<(), Failure> {
     match s.entries.last() {
         None => {
-            tx.prepare_cached("DELETE FROM queue_segments WHERE id = ?1")?
+            let deleted = tx
+                .prepare_cached("DELETE FROM queue_segments WHERE id = ?1")?
                 .execute([s.row])?;
+            expect_one(deleted, client, s.row)?;
             index.remove(client, s.first_seq);
         }
         Some(last) => {
             let last_seq = seq_to_sql(last.seq)?;
-            tx.prepare_cached(
+            let updated = tx.prepare_cached(
                 "UPDATE queue_segments SET last_seq = ?2, count = ?3, bytes = ?4, entries = ?5 \
                  WHERE id = ?1",
             )?
@@ -288,6 +301,7 @@ pub(super) fn rewrite(
                 bytes_of(&s.entries),
                 encode(&s.entries),
             ])?;
+            expect_one(updated, client, s.row)?;
             index.set(
                 client,
                 s.first_seq,
@@ -299,6 +313,18 @@ pub(super) fn rewrite(
         }
     }
     Ok(())
+}
+
+/// A write through the index must find its row: one that does not means the index and the
+/// table disagree, and the batch fails (which reads the index again).
+pub(super) fn expect_one(rows: usize, client: &str, row: i64) -> Result<(), Failure> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(Failure::Invalid(format!(
+            "table queue_segments: row {row} ({client:?}): not found"
+        )))
+    }
 }
 
 /// The payload bytes of entries.
@@ -382,8 +408,10 @@ pub(super) fn insert(
             }
         }
         first_seq = first_seq.min(segment.first_seq);
-        tx.prepare_cached("DELETE FROM queue_segments WHERE id = ?1")?
+        let deleted = tx
+            .prepare_cached("DELETE FROM queue_segments WHERE id = ?1")?
             .execute([segment.row])?;
+        expect_one(deleted, client, segment.row)?;
         index.remove(client, segment.first_seq);
     }
     if !kept.is_empty() {

@@ -111,7 +111,9 @@ pub(super) fn apply_op<'c>(
                     .prepare_cached("DELETE FROM queue_segments WHERE id = ?1 RETURNING entries")?;
                 for placed in stored.values() {
                     let mut rows = stmt.query([placed.row])?;
+                    let mut found = 0;
                     while let Some(row) = rows.next()? {
+                        found += 1;
                         let entries =
                             segments::decode(row.get_ref(0)?.as_blob()?).map_err(|d| {
                                 Failure::Invalid(format!(
@@ -121,6 +123,8 @@ pub(super) fn apply_op<'c>(
                             })?;
                         batch.released.extend(entries.iter().map(|e| e.message_id));
                     }
+                    drop(rows);
+                    segments::expect_one(found, client, placed.row)?;
                 }
             }
             delete_deliveries(

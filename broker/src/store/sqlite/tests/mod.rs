@@ -215,7 +215,7 @@ fn the_sqlite_store_keeps_what_it_is_given_and_recovers_it_after_a_restart() {
 fn a_second_store_on_the_same_directory_is_refused() {
     let tmp = TempDir::new();
     let _first = SqliteStore::open(&tmp.0, Durability::None).unwrap();
-    // The data directory's lock file is locked: the second open fails at once.
+    // The data directory is locked (flock): the second open fails at once.
     match SqliteStore::open(&tmp.0, Durability::None) {
         Err(StoreError::Io { path, .. }) => assert_eq!(path, tmp.0),
         other => panic!("{other:?}"),
@@ -249,12 +249,85 @@ fn the_checkpointer_folds_a_full_log_into_the_database_while_the_store_is_open()
         };
         store.apply(&[Op::PutRetained(Box::new(m))]).unwrap();
     }
+    let version = count(&store, "PRAGMA data_version");
     assert!(
         database_file_grows_past(&tmp.0, empty + 2 * 1024 * 1024),
         "the database stayed at {} bytes",
         std::fs::metadata(tmp.0.join(FILE_NAME)).unwrap().len()
     );
     assert_eq!(store.load().unwrap().retained.len(), 80);
+    // A checkpoint is no write of another process's: the index of the segments is not
+    // read again for it.
+    assert_eq!(count(&store, "PRAGMA data_version"), version);
+    // Closed, the store leaves one self-contained file (the log folded in and removed),
+    // and the directory is free again.
+    drop(store);
+    for side in ["-wal", "-shm"] {
+        assert!(
+            !tmp.0.join(format!("{FILE_NAME}{side}")).exists(),
+            "{side} left behind"
+        );
+    }
+    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+    assert_eq!(store.load().unwrap().retained.len(), 80);
+}
+
+#[test]
+fn with_durability_interval_ticks_ask_again_until_a_checkpoint_covered_every_commit() {
+    let tmp = TempDir::new();
+    let every = Duration::from_millis(10);
+    let mut store = SqliteStore::open(&tmp.0, Durability::Interval(every)).unwrap();
+    let put = |i: u64| [Op::PutRetained(Box::new(big(i, 1024)))];
+    store.apply(&put(1)).unwrap();
+    // A program reading the file from a snapshot before the second commit: no checkpoint
+    // can copy that commit's pages while it reads, so none counts as its sync.
+    let reader = Connection::open(tmp.0.join(FILE_NAME)).unwrap();
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM meta;")
+        .unwrap();
+    store.apply(&put(2)).unwrap();
+    let synced_within = |store: &mut SqliteStore, wait: Duration| {
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(every);
+            store.tick().unwrap();
+            if store.checkpointer.synced_all() {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(!synced_within(&mut store, Duration::from_millis(300)));
+    // The reader gone, a later tick's checkpoint covers both commits.
+    reader.execute_batch("COMMIT;").unwrap();
+    drop(reader);
+    assert!(synced_within(&mut store, Duration::from_secs(10)));
+}
+
+#[test]
+fn the_log_stays_bounded_under_back_to_back_batches() {
+    let tmp = TempDir::new();
+    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+    let wal = tmp.0.join(format!("{FILE_NAME}-wal"));
+    let page = count(&store, "PRAGMA page_size") as u64;
+    // A frame is a page and its 24-byte header; one batch below writes at most 40 pages
+    // (16 of payload, its overflow chain and b-tree pages).
+    let bound = 32 + (checkpoint::WAL_BOUND_PAGES as u64 + 40) * (page + 24);
+    let mut largest = 0;
+    // 400 batches of 64 KB: 25 MB through a log bounded at 16 MB.
+    for i in 0..400u64 {
+        let m = StoredMessage {
+            topic: TopicName::new(format!("big/{}", i % 50)).unwrap(),
+            ..big(i + 1, 64 * 1024)
+        };
+        store.apply(&[Op::PutRetained(Box::new(m))]).unwrap();
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+    }
+    assert!(
+        largest <= bound,
+        "the log reached {largest} bytes (bound {bound})"
+    );
+    assert_eq!(store.load().unwrap().retained.len(), 50);
 }
 
 #[test]

@@ -216,6 +216,11 @@ fn agree(store: &mut SqliteStore, memory: &mut MemoryStore, batches: &[Vec<Op>])
             );
         }
         assert_references_counted(store);
+        // The index of the segments is the table's.
+        match SegmentIndex::read(&store.conn) {
+            Ok(read) => assert_eq!(store.segments, read, "after batch {i}"),
+            Err(_) => panic!("the segments cannot be read after batch {i}"),
+        }
     }
 }
 
@@ -449,6 +454,56 @@ fn a_failed_batch_leaves_the_segments_as_they_were_and_the_next_batches_find_the
     );
     // The segments read at open are gone with their last delivery; the new one remains.
     assert_eq!(count(&store, "SELECT count(*) FROM queue_segments"), 1);
+    agree(
+        &mut store,
+        &mut memory,
+        &[vec![Op::DeleteSession(client(0))]],
+    );
+    assert_eq!(count(&store, "SELECT count(*) FROM queue_segments"), 0);
+    assert_eq!(message_ids(&store), Vec::<u64>::new());
+}
+
+#[test]
+fn a_batch_that_queues_a_segment_for_a_session_not_stored_is_refused_whole() {
+    let tmp = TempDir::new();
+    let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
+    let mut memory = MemoryStore::new();
+    let m = |id| msg(id, "t", b"payload", QoS::AtLeastOnce, false);
+    let queued = |c: &str, seq, id| {
+        put_delivery(
+            c,
+            delivery(seq, DeliveryState::Queued, QoS::AtLeastOnce, m(id)),
+        )
+    };
+    agree(
+        &mut store,
+        &mut memory,
+        &[vec![
+            Op::PutSession(Box::new(session(&client(0), ProtocolVersion::V5))),
+            queued(&client(0), 0, 1),
+            queued(&client(0), 1, 2),
+        ]],
+    );
+    // Two for a stranger: a segment, which has no foreign key; the write path refuses it,
+    // and the session ended earlier in the batch is back with its segment.
+    let refused = [
+        Op::DeleteSession(client(0)),
+        queued("ghost", 0, 3),
+        queued("ghost", 1, 4),
+    ];
+    match store.apply(&refused) {
+        Err(StoreError::Database(detail)) => assert!(detail.contains("not stored"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(memory.apply(&refused).is_err());
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM queue_segments WHERE client_id = 'ghost'"
+        ),
+        0
+    );
+    agree(&mut store, &mut memory, &[vec![]]);
     agree(
         &mut store,
         &mut memory,
