@@ -102,6 +102,23 @@ CREATE TABLE inbound_qos2 (
     PRIMARY KEY (client_id, packet_id)
 ) WITHOUT ROWID;";
 
+/// The table of queue segments of format 5, as both the schema and the migration from 4
+/// make it.
+macro_rules! queue_segments_table {
+    () => {
+        "
+CREATE TABLE queue_segments (
+    id INTEGER PRIMARY KEY NOT NULL,
+    client_id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    entries BLOB NOT NULL
+);"
+    };
+}
+
 /// The tables that changed since version 1: `messages`, `deliveries`, `queue_segments` and
 /// `retained`.
 ///
@@ -125,7 +142,8 @@ CREATE TABLE inbound_qos2 (
 /// the order its rows were written (see `segments::SegmentIndex` for why).
 /// In `retained`, written whole every time, the big column, `message`, comes last, so
 /// reading the others does not read through its overflow pages.
-pub(super) const MESSAGE_TABLES: &str = "
+pub(super) const MESSAGE_TABLES: &str = concat!(
+    "
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY NOT NULL,
     payload_len INTEGER NOT NULL,
@@ -150,15 +168,9 @@ CREATE TABLE deliveries (
     message_id INTEGER NOT NULL,
     PRIMARY KEY (client_id, seq)
 ) WITHOUT ROWID;
-CREATE TABLE queue_segments (
-    id INTEGER PRIMARY KEY NOT NULL,
-    client_id TEXT NOT NULL,
-    first_seq INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    entries BLOB NOT NULL
-);
+",
+    queue_segments_table!(),
+    "
 CREATE TABLE retained (
     topic TEXT PRIMARY KEY NOT NULL,
     id INTEGER NOT NULL,
@@ -168,7 +180,8 @@ CREATE TABLE retained (
     received_at_ms INTEGER NOT NULL,
     publisher TEXT,
     message BLOB NOT NULL
-);";
+);"
+);
 
 /// The tables of format version 3 that changed since version 1: `messages`, `deliveries`
 /// and `retained` (what [`migrate_v1`] makes, before [`MIGRATE_V3`]).
@@ -261,22 +274,18 @@ CREATE TABLE queue_segments (
 /// rowid table without an index; the engine's index of them is in memory), copied in
 /// (session, `first_seq`) order, and a message of one reference loses its row of
 /// `message_refs` (no row now means one).
-pub(super) const MIGRATE_V4: &str = "
+pub(super) const MIGRATE_V4: &str = concat!(
+    "
 ALTER TABLE queue_segments RENAME TO queue_segments_v4;
-CREATE TABLE queue_segments (
-    id INTEGER PRIMARY KEY NOT NULL,
-    client_id TEXT NOT NULL,
-    first_seq INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    entries BLOB NOT NULL
-);
+",
+    queue_segments_table!(),
+    "
 INSERT INTO queue_segments (client_id, first_seq, last_seq, count, bytes, entries)
     SELECT client_id, first_seq, last_seq, count, bytes, entries FROM queue_segments_v4
     ORDER BY client_id, first_seq;
 DROP TABLE queue_segments_v4;
-DELETE FROM message_refs WHERE refs = 1;";
+DELETE FROM message_refs WHERE refs = 1;"
+);
 
 /// Version 1 to 3, before the new tables are made: the old ones step aside.
 pub(super) const MIGRATE_V1_RENAME: &str = "

@@ -17,14 +17,11 @@ fn without_ids(mut r: Recovered) -> Recovered {
     r
 }
 
-#[test]
-fn a_version_1_database_opens_migrated_with_its_sessions_queues_and_retained_messages() {
-    // What the same history leaves in this version's store.
-    let mut memory = MemoryStore::new();
-    let expected = exercise(&mut memory);
+/// A copy of `fixture` opened by the store: migrated to this format version.
+fn open_migrated(fixture: &[u8]) -> (TempDir, SqliteStore) {
     let tmp = TempDir::new();
-    std::fs::write(tmp.0.join(FILE_NAME), V1_FIXTURE).unwrap();
-    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
+    std::fs::write(tmp.0.join(FILE_NAME), fixture).unwrap();
+    let store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
     assert_eq!(
         count(
             &store,
@@ -32,6 +29,15 @@ fn a_version_1_database_opens_migrated_with_its_sessions_queues_and_retained_mes
         ),
         i64::from(SqliteStore::FORMAT_VERSION)
     );
+    (tmp, store)
+}
+
+#[test]
+fn a_version_1_database_opens_migrated_with_its_sessions_queues_and_retained_messages() {
+    // What the same history leaves in this version's store.
+    let mut memory = MemoryStore::new();
+    let expected = exercise(&mut memory);
+    let (tmp, mut store) = open_migrated(V1_FIXTURE);
     let got = store.load().unwrap();
     // Version 1 had no ids: the deliveries' messages are numbered in (client, seq)
     // order, one each, then the retained messages.
@@ -108,16 +114,7 @@ fn a_version_1_database_that_cannot_be_migrated_is_left_as_it_was() {
 fn a_version_2_database_opens_migrated_with_the_same_sessions_queues_messages_and_ids() {
     let mut memory = MemoryStore::new();
     let expected = exercise(&mut memory);
-    let tmp = TempDir::new();
-    std::fs::write(tmp.0.join(FILE_NAME), V2_FIXTURE).unwrap();
-    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
-    assert_eq!(
-        count(
-            &store,
-            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'format_version'"
-        ),
-        i64::from(SqliteStore::FORMAT_VERSION)
-    );
+    let (tmp, mut store) = open_migrated(V2_FIXTURE);
     // Version 2 had the engine's ids already: everything comes back exactly.
     assert_eq!(store.load().unwrap(), expected);
     assert_eq!(
@@ -172,16 +169,7 @@ fn a_version_2_database_missing_a_trigger_is_corrupt_and_left_as_it_was() {
 fn a_version_3_database_opens_migrated_with_the_same_sessions_queues_messages_and_ids() {
     let mut memory = MemoryStore::new();
     let expected = exercise(&mut memory);
-    let tmp = TempDir::new();
-    std::fs::write(tmp.0.join(FILE_NAME), V3_FIXTURE).unwrap();
-    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
-    assert_eq!(
-        count(
-            &store,
-            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'format_version'"
-        ),
-        i64::from(SqliteStore::FORMAT_VERSION)
-    );
+    let (tmp, mut store) = open_migrated(V3_FIXTURE);
     assert_eq!(store.load().unwrap(), expected);
     assert_eq!(
         store.load_queue("a").unwrap(),
@@ -251,16 +239,7 @@ fn a_version_4_database_opens_migrated_with_its_segments_in_write_order() {
     memory
         .apply(&[queued(10, 12, b"later"), queued(11, 13, b"last")])
         .unwrap();
-    let tmp = TempDir::new();
-    std::fs::write(tmp.0.join(FILE_NAME), V4_FIXTURE).unwrap();
-    let mut store = SqliteStore::open(&tmp.0, Durability::Always).unwrap();
-    assert_eq!(
-        count(
-            &store,
-            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'format_version'"
-        ),
-        i64::from(SqliteStore::FORMAT_VERSION)
-    );
+    let (tmp, mut store) = open_migrated(V4_FIXTURE);
     assert_eq!(store.load().unwrap(), memory.load().unwrap());
     assert_eq!(
         store.load_queue("a").unwrap(),

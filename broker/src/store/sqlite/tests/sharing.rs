@@ -370,18 +370,24 @@ fn a_delivery_queued_alone_in_its_batch_is_a_row_and_queues_in_order_with_segmen
     assert_references_counted(&store);
 }
 
+/// A QoS 1 delivery queued for `c` (seq `seq`, message `id`).
+fn queued(c: &str, seq: u64, id: u64) -> Op {
+    put_delivery(
+        c,
+        delivery(
+            seq,
+            DeliveryState::Queued,
+            QoS::AtLeastOnce,
+            msg(id, "t", b"payload", QoS::AtLeastOnce, false),
+        ),
+    )
+}
+
 #[test]
 fn a_failed_batch_leaves_the_segments_as_they_were_and_the_next_batches_find_them() {
     let tmp = TempDir::new();
     let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
     let mut memory = MemoryStore::new();
-    let m = |id| msg(id, "t", b"payload", QoS::AtLeastOnce, false);
-    let queued = |c: &str, seq, id| {
-        put_delivery(
-            c,
-            delivery(seq, DeliveryState::Queued, QoS::AtLeastOnce, m(id)),
-        )
-    };
     let first = vec![
         Op::PutSession(Box::new(session(&client(0), ProtocolVersion::V5))),
         queued(&client(0), 0, 1),
@@ -468,13 +474,6 @@ fn a_batch_that_queues_a_segment_for_a_session_not_stored_is_refused_whole() {
     let tmp = TempDir::new();
     let mut store = SqliteStore::open(&tmp.0, Durability::None).unwrap();
     let mut memory = MemoryStore::new();
-    let m = |id| msg(id, "t", b"payload", QoS::AtLeastOnce, false);
-    let queued = |c: &str, seq, id| {
-        put_delivery(
-            c,
-            delivery(seq, DeliveryState::Queued, QoS::AtLeastOnce, m(id)),
-        )
-    };
     agree(
         &mut store,
         &mut memory,
