@@ -110,7 +110,7 @@ use schema::*;
 /// checkpoints; appended in write order they fill a few pages (13 times fewer bytes written,
 /// 3 times the messages per second). Statements are prepared once and cached. With [`Durability::Always`] each batch is one commit and one sync of
 /// the WAL (the clients of the batch share it); checkpoints fold the WAL into the database
-/// every [`CHECKPOINT_PAGES`](checkpoint::CHECKPOINT_PAGES) pages, so a page written by many
+/// every 1 000 pages (`checkpoint::CHECKPOINT_PAGES`), so a page written by many
 /// batches is copied once, on the checkpointer's thread.
 ///
 /// Version 1 (until the messages were shared) kept the message in each delivery row and no
