@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::ffi::ErrorCode;
-use rusqlite::types::ValueRef;
 use rusqlite::{
     params, CachedStatement, Connection, OpenFlags, OptionalExtension, TransactionBehavior,
 };

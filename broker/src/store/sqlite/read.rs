@@ -71,47 +71,25 @@ impl SqliteStore {
                 sessions[i].inflight.push(d);
             }
         }
-        {
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "SELECT d.client_id, \
-                     count(*) FILTER (WHERE d.state = 0), \
-                     total(m.payload_len) FILTER (WHERE d.state = 0), \
-                     max(d.seq) \
-                     FROM deliveries d LEFT JOIN messages m ON m.id = d.message_id \
-                     GROUP BY d.client_id",
-                )
-                .map_err(|e| self.error(e))?;
-            let mut rows = stmt.query([]).map_err(|e| self.error(e))?;
-            while let Some(row) = rows.next().map_err(|e| self.error(e))? {
-                let (client, count, bytes, max_seq) = (|| {
-                    let client = text(row, 0, "client_id")?;
-                    let key = |d: String| format!("key {client:?}: {d}");
-                    let count = int_as::<usize>(int(row, 1, "count").map_err(key)?, "count")
-                        .map_err(key)?;
-                    let bytes = match row.get_ref(2) {
-                        Ok(ValueRef::Real(v)) if v >= 0.0 => v as usize,
-                        _ => return Err(key("payload_len: bad total".to_owned())),
-                    };
-                    let max_seq =
-                        int_as::<u64>(int(row, 3, "seq").map_err(key)?, "seq").map_err(key)?;
-                    Ok((client, count, bytes, max_seq))
-                })()
-                .map_err(|d| self.corrupt("deliveries", d))?;
-                let i = find(&client, "deliveries")?;
-                sessions[i].queued = (count, bytes);
-                sessions[i].max_seq = Some(max_seq);
-            }
-        }
-        {
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "SELECT client_id, sum(count), sum(bytes), max(last_seq) \
-                     FROM queue_segments GROUP BY client_id",
-                )
-                .map_err(|e| self.error(e))?;
+        // What is queued for each session (count and payload bytes) and its highest seq:
+        // the queued rows of `deliveries` and the entries of `queue_segments` add up.
+        for (table, sql) in [
+            (
+                "deliveries",
+                "SELECT d.client_id, \
+                 count(*) FILTER (WHERE d.state = 0), \
+                 CAST(total(m.payload_len) FILTER (WHERE d.state = 0) AS INTEGER), \
+                 max(d.seq) \
+                 FROM deliveries d LEFT JOIN messages m ON m.id = d.message_id \
+                 GROUP BY d.client_id",
+            ),
+            (
+                "queue_segments",
+                "SELECT client_id, sum(count), sum(bytes), max(last_seq) \
+                 FROM queue_segments GROUP BY client_id",
+            ),
+        ] {
+            let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.error(e))?;
             let mut rows = stmt.query([]).map_err(|e| self.error(e))?;
             while let Some(row) = rows.next().map_err(|e| self.error(e))? {
                 let (client, count, bytes, max_seq) = (|| {
@@ -122,11 +100,11 @@ impl SqliteStore {
                     let bytes = int_as::<usize>(int(row, 2, "bytes").map_err(key)?, "bytes")
                         .map_err(key)?;
                     let max_seq =
-                        int_as::<u64>(int(row, 3, "last_seq").map_err(key)?, "seq").map_err(key)?;
+                        int_as::<u64>(int(row, 3, "seq").map_err(key)?, "seq").map_err(key)?;
                     Ok((client, count, bytes, max_seq))
                 })()
-                .map_err(|d| self.corrupt("queue_segments", d))?;
-                let i = find(&client, "queue_segments")?;
+                .map_err(|d| self.corrupt(table, d))?;
+                let i = find(&client, table)?;
                 let s = &mut sessions[i];
                 s.queued = (s.queued.0 + count, s.queued.1 + bytes);
                 s.max_seq = s.max_seq.max(Some(max_seq));

@@ -460,13 +460,14 @@ fn a_failed_batch_leaves_the_segments_as_they_were_and_the_next_batches_find_the
     );
     // The segments read at open are gone with their last delivery; the new one remains.
     assert_eq!(count(&store, "SELECT count(*) FROM queue_segments"), 1);
-    agree(
-        &mut store,
-        &mut memory,
-        &[vec![Op::DeleteSession(client(0))]],
-    );
-    assert_eq!(count(&store, "SELECT count(*) FROM queue_segments"), 0);
-    assert_eq!(message_ids(&store), Vec::<u64>::new());
+    end_and_expect_nothing_left(&mut store, &mut memory);
+}
+
+/// Ends client 0's session, in both stores: no segment and no message is left.
+fn end_and_expect_nothing_left(store: &mut SqliteStore, memory: &mut MemoryStore) {
+    agree(store, memory, &[vec![Op::DeleteSession(client(0))]]);
+    assert_eq!(count(store, "SELECT count(*) FROM queue_segments"), 0);
+    assert_eq!(message_ids(store), Vec::<u64>::new());
 }
 
 #[test]
@@ -503,11 +504,5 @@ fn a_batch_that_queues_a_segment_for_a_session_not_stored_is_refused_whole() {
         0
     );
     agree(&mut store, &mut memory, &[vec![]]);
-    agree(
-        &mut store,
-        &mut memory,
-        &[vec![Op::DeleteSession(client(0))]],
-    );
-    assert_eq!(count(&store, "SELECT count(*) FROM queue_segments"), 0);
-    assert_eq!(message_ids(&store), Vec::<u64>::new());
+    end_and_expect_nothing_left(&mut store, &mut memory);
 }
