@@ -76,8 +76,32 @@ impl Shared {
     }
 
     /// Marks the commits counted before `covers` was read as synced.
-    fn synced_up_to(&self, covers: u64) {
-        self.synced.fetch_max(covers, Ordering::AcqRel);
+    /// What a checkpoint that began when `covers` commits were counted did (`done`: it
+    /// finished, and the log's and the copied pages): with the whole log copied, those
+    /// commits are synced (true); held up by a reader, or failed, it is warned about.
+    fn checked(
+        &self,
+        covers: u64,
+        done: rusqlite::Result<(bool, c_int, c_int)>,
+        what: &str,
+    ) -> bool {
+        match done {
+            Ok((true, log, copied)) if log == copied => {
+                self.synced.fetch_max(covers, Ordering::AcqRel);
+                true
+            }
+            Ok((_, log, copied)) => {
+                self.warn(
+                    &format!("{what} was held up by a reader of the database"),
+                    &format!("{copied} of {log} pages copied"),
+                );
+                false
+            }
+            Err(e) => {
+                self.warn(&format!("{what} failed"), &e);
+                false
+            }
+        }
     }
 
     fn warn(&self, what: &str, detail: &dyn std::fmt::Display) {
@@ -148,23 +172,16 @@ impl Checkpointer {
                         // (busy, pages in the log, pages copied)
                         let done = own.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
                             Ok((
-                                row.get::<_, i64>(0)?,
-                                row.get::<_, i64>(1)?,
-                                row.get::<_, i64>(2)?,
+                                row.get::<_, c_int>(0)?,
+                                row.get::<_, c_int>(1)?,
+                                row.get::<_, c_int>(2)?,
                             ))
                         });
-                        match done {
-                            Ok((0, log, copied)) if log == copied => {
-                                shared.synced_up_to(covers);
-                                if let Some(m) = metrics.get() {
-                                    m.store_synced(started.elapsed());
-                                }
+                        let done = done.map(|(busy, log, copied)| (busy == 0, log, copied));
+                        if shared.checked(covers, done, "a WAL checkpoint") {
+                            if let Some(m) = metrics.get() {
+                                m.store_synced(started.elapsed());
                             }
-                            Ok((_, log, copied)) => shared.warn(
-                                "a WAL checkpoint was held up by a reader of the database",
-                                &format!("{copied} of {log} pages copied"),
-                            ),
-                            Err(e) => shared.warn("a WAL checkpoint failed", &e),
                         }
                     }
                 })
@@ -183,14 +200,10 @@ impl Checkpointer {
                 let covers = hooked.committed.load(Ordering::Acquire);
                 let _guard = hooked.checkpointing();
                 // Errors are not the commit's (it is done): the next commit tries again.
-                match wal.checkpoint_v2(CheckpointMode::RESTART) {
-                    Ok((log, copied)) if log == copied => hooked.synced_up_to(covers),
-                    Ok((log, copied)) => hooked.warn(
-                        "the engine's WAL checkpoint was held up by a reader of the database",
-                        &format!("{copied} of {log} pages copied"),
-                    ),
-                    Err(e) => hooked.warn("the engine's WAL checkpoint failed", &e),
-                }
+                let done = wal
+                    .checkpoint_v2(CheckpointMode::RESTART)
+                    .map(|(log, copied)| (true, log, copied));
+                hooked.checked(covers, done, "the engine's WAL checkpoint");
                 asked_at = 0;
             } else if pages - asked_at >= CHECKPOINT_PAGES {
                 let _ = asks.try_send(Wake::Checkpoint);

@@ -132,10 +132,9 @@ pub struct SqliteStore {
     /// `PRAGMA data_version` when the store last looked: it changes when another process
     /// writes the file (see [`SqliteStore::fresh_segments`]).
     data_version: i64,
-    /// Where commits and syncs are timed (`mqtt_bridge_store_*`), once the broker says.
-    metrics: Option<Arc<Metrics>>,
-    /// The same, for the checkpointer's thread.
-    checkpoint_metrics: Arc<std::sync::OnceLock<Arc<Metrics>>>,
+    /// Where commits and syncs are timed (`mqtt_bridge_store_*`), once the broker says;
+    /// shared with the checkpointer's thread.
+    metrics: Arc<std::sync::OnceLock<Arc<Metrics>>>,
     /// Scratch of a batch, kept for its allocations (see [`Batch`]).
     batch: Batch,
     /// Where each session's queue segments are (see [`SegmentIndex`]).
@@ -288,18 +287,17 @@ impl SqliteStore {
             "PRAGMA synchronous = {synchronous}; PRAGMA journal_size_limit = 67108864;"
         ))
         .map_err(opening("configuring"))?;
-        let checkpoint_metrics = Arc::new(std::sync::OnceLock::new());
-        let checkpointer =
-            Checkpointer::start(&mut conn, &file, synchronous, checkpoint_metrics.clone())
-                .map_err(|e| match e {
-                    checkpoint::StartError::Sql(e) => {
-                        open_error(dir.to_owned(), "starting the checkpointer", e)
-                    }
-                    checkpoint::StartError::Thread(error) => StoreError::Io {
-                        path: dir.to_owned(),
-                        error,
-                    },
-                })?;
+        let metrics = Arc::new(std::sync::OnceLock::new());
+        let checkpointer = Checkpointer::start(&mut conn, &file, synchronous, metrics.clone())
+            .map_err(|e| match e {
+                checkpoint::StartError::Sql(e) => {
+                    open_error(dir.to_owned(), "starting the checkpointer", e)
+                }
+                checkpoint::StartError::Thread(error) => StoreError::Io {
+                    path: dir.to_owned(),
+                    error,
+                },
+            })?;
         conn.set_prepared_statement_cache_capacity(32);
         let segments = SegmentIndex::read(&conn).map_err(|e| match e {
             Failure::Sql(e) => open_error(dir.to_owned(), "reading the queue segments", e),
@@ -313,7 +311,7 @@ impl SqliteStore {
             .map_err(opening("reading the data version"))?;
         Ok(SqliteStore {
             checkpointer,
-            checkpoint_metrics,
+            metrics,
             _lock: lock,
             segments,
             segments_stale: false,
@@ -322,7 +320,6 @@ impl SqliteStore {
             durability,
             last_ask: Instant::now(),
             data_version,
-            metrics: None,
             batch: Batch::default(),
         })
     }
@@ -453,9 +450,9 @@ impl SqliteStore {
             }
         }
         // Timed only when counted: two clock reads per batch, never per message.
-        let started = self.metrics.as_ref().map(|_| Instant::now());
+        let started = self.metrics.get().map(|_| Instant::now());
         let committed = tx.commit();
-        if let (Some(m), Some(started)) = (&self.metrics, started) {
+        if let (Some(m), Some(started)) = (self.metrics.get(), started) {
             m.store_committed(started.elapsed());
         }
         committed.map_err(|e| {
@@ -524,8 +521,7 @@ impl Store for SqliteStore {
     }
 
     fn set_metrics(&mut self, metrics: Arc<Metrics>) {
-        let _ = self.checkpoint_metrics.set(metrics.clone());
-        self.metrics = Some(metrics);
+        let _ = self.metrics.set(metrics);
     }
 
     fn tick(&mut self) -> Result<(), StoreError> {
