@@ -94,9 +94,10 @@ setup_npm() {
     fi
 }
 
-# --- Debian packages: Chromium + driver (browser tests), mosquitto (interop, baseline) ------
+# --- Debian packages: Chromium + driver (browser tests), mosquitto (interop, baseline),
+# nats-server (the cluster tests and the local cluster demo) -------------------------------
 
-apt_packages=(chromium chromium-driver mosquitto-clients mosquitto)
+apt_packages=(chromium chromium-driver mosquitto-clients mosquitto nats-server)
 
 setup_apt() {
     local missing=()

@@ -75,6 +75,10 @@ pub(crate) struct Args {
     /// [default: text]
     #[arg(long, value_name = "FORMAT")]
     pub(crate) log_format: Option<LogFormat>,
+    /// Join a cluster of bridges through the NATS servers at URL (several separated by
+    /// commas); the `[cluster]` table of --config sets the rest [default: off]
+    #[arg(long, value_name = "URL")]
+    pub(crate) cluster: Option<String>,
     /// A maintenance command instead of serving
     #[command(subcommand)]
     pub(crate) command: Option<crate::auth::Command>,
@@ -98,6 +102,7 @@ struct FileConfig {
     api: ApiConfig,
     auth: crate::auth::AuthConfig,
     metrics: crate::metrics::MetricsConfig,
+    cluster: Option<cluster::ClusterConfig>,
 }
 
 /// How log lines are written (`--log-format`, `log_format`).
@@ -227,6 +232,8 @@ pub(crate) struct Config {
     pub(crate) auth: crate::auth::AuthConfig,
     /// `[metrics]`: the scrape token of `/metrics`.
     pub(crate) metrics: crate::metrics::MetricsConfig,
+    /// `[cluster]` or `--cluster`: the NATS cluster this bridge joins; `None`: one node.
+    pub(crate) cluster: Option<cluster::ClusterConfig>,
 }
 
 /// A configuration file that could not be used.
@@ -244,6 +251,9 @@ pub(crate) enum ConfigError {
     /// The listeners asked for cannot run (none at all, or TLS without a certificate).
     #[error("{0}")]
     Listeners(&'static str),
+    /// The cluster settings cannot work (`--cluster` with the `[cluster]` table).
+    #[error("{0}")]
+    Cluster(&'static str),
 }
 
 impl Config {
@@ -261,12 +271,20 @@ impl Config {
                 file.tls
                     .check()
                     .map_err(|e| ConfigError::Invalid(path.clone(), e))?;
+                if let (Some(cluster), None) = (&file.cluster, &args.cluster) {
+                    cluster
+                        .check()
+                        .map_err(|e| ConfigError::Invalid(path.clone(), e))?;
+                }
                 file
             }
             None => FileConfig::default(),
         };
         let config = Config::merge(args, file);
         config.check_listeners().map_err(ConfigError::Listeners)?;
+        if let Some(cluster) = &config.cluster {
+            cluster.check().map_err(ConfigError::Cluster)?;
+        }
         Ok(config)
     }
 
@@ -319,6 +337,15 @@ impl Config {
             api: file.api,
             metrics: file.metrics,
             auth: file.auth,
+            // `--cluster URL` names the servers; the table, if any, sets the rest.
+            cluster: match (args.cluster, file.cluster) {
+                (Some(url), Some(table)) => Some(cluster::ClusterConfig {
+                    nats_url: cluster::config::Urls::One(url),
+                    ..table
+                }),
+                (Some(url), None) => Some(cluster::ClusterConfig::at(&url)),
+                (None, table) => table,
+            },
         }
     }
 }

@@ -162,10 +162,42 @@ fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
+/// Connects to the NATS cluster, makes its streams and reads what a starting node needs
+/// ([`cluster::feed::snapshot`]). Lowers the broker's packet and topic limits to what NATS
+/// carries: a message is one NATS message (at most the servers' `max_payload`, with room for
+/// the envelope), and a topic one subject (NATS reads a message's subject on a control line
+/// of at most 4 KB; an escaped level can be three times its topic's bytes).
+async fn start_cluster(
+    cluster: &cluster::ClusterConfig,
+    broker: &mut broker::BrokerConfig,
+) -> anyhow::Result<(cluster::Nats, cluster::feed::Snapshot)> {
+    let nats = cluster::Nats::connect(cluster).await?;
+    let snapshot = cluster::feed::snapshot(&nats).await?;
+    let payload = u32::try_from(nats.max_payload().saturating_sub(CLUSTER_ENVELOPE_ROOM))
+        .unwrap_or(u32::MAX)
+        .max(1024);
+    if broker.max_packet_size > payload {
+        tracing::info!(
+            max_packet_size = payload,
+            "max_packet_size lowered to the NATS servers' max_payload, less the envelope's room"
+        );
+        broker.max_packet_size = payload;
+    }
+    broker.max_topic_length = broker.max_topic_length.min(CLUSTER_MAX_TOPIC);
+    Ok((nats, snapshot))
+}
+
+/// Bytes of a NATS message kept for the envelope around an MQTT packet.
+const CLUSTER_ENVELOPE_ROOM: usize = 4096;
+
+/// The longest topic in cluster mode: escaped three times over, with its prefix, it stays
+/// within NATS's 4 KB control line.
+const CLUSTER_MAX_TOPIC: usize = 1000;
+
 /// Binds the listeners, serves until SIGINT or SIGTERM (reloading on SIGHUP), then shuts
 /// down gracefully. `tls` is there when a TLS listener is on; `security` is who may connect.
 async fn run(
-    config: Config,
+    mut config: Config,
     tls: Option<Arc<ServerTls>>,
     security: auth::Setup,
 ) -> anyhow::Result<()> {
@@ -192,13 +224,47 @@ async fn run(
     let mut signals = Signals::new().context("cannot install signal handlers")?;
 
     // The store before anything is served: a data directory that cannot be used stops the
-    // start with the reason (exit 1), and nothing in it is changed.
-    let broker = match &config.data {
-        DataDir::None => {
+    // start with the reason (exit 1), and nothing in it is changed. In cluster mode, NATS
+    // must answer first (exit 1 with the URLs if not).
+    let cluster = match config.cluster.clone() {
+        Some(c) => Some(start_cluster(&c, &mut config.broker).await?),
+        None => None,
+    };
+    let broker = match (&config.data, cluster) {
+        (data, Some((nats, snapshot))) => {
+            let inner: Box<dyn broker::Store> = match data {
+                DataDir::None => Box::new(broker::MemoryStore::without_restart()),
+                DataDir::Dir(dir) => {
+                    Box::new(broker::SqliteStore::open(dir, config.broker.durability())?)
+                }
+            };
+            let next = snapshot.next_sequence;
+            let store = cluster::ClusterStore::new(
+                inner,
+                nats.clone(),
+                tokio::runtime::Handle::current(),
+                snapshot.retained,
+            );
+            let (broker, recovered) = Broker::with_store(
+                config.broker.clone(),
+                security.authenticator.clone(),
+                Box::new(store),
+            )?;
+            tracing::info!(
+                node = %nats.config.node,
+                sessions = recovered.sessions,
+                retained = recovered.retained,
+                from_sequence = next,
+                "joined the cluster"
+            );
+            tokio::spawn(cluster::feed::run(nats, broker.clone(), next));
+            broker
+        }
+        (DataDir::None, None) => {
             tracing::info!("--data none: memory only; sessions are lost when the bridge stops");
             Broker::with_authenticator(config.broker.clone(), security.authenticator.clone())
         }
-        DataDir::Dir(dir) => {
+        (DataDir::Dir(dir), None) => {
             let durability = config.broker.durability();
             // The store's errors name the directory and what is wrong with it.
             let store = broker::SqliteStore::open(dir, durability)?;

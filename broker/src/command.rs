@@ -61,6 +61,8 @@ pub(crate) enum Command {
     /// A query or an administrative action of the HTTP API; the batch is flushed after it
     /// like after any other command, so what an action sends goes out and is stored.
     Request(Request),
+    /// A message the cluster delivered, published on any node (see `Broker::route`).
+    Route(Box<crate::store::StoredMessage>),
     /// Run the clocks (session expiry, delayed wills, the store's interval sync).
     Tick,
     /// Close every connection (5.0: DISCONNECT 0x8B) and stop accepting.

@@ -73,6 +73,8 @@ pub use engine::RecoverStats;
 pub use metrics::Metrics;
 pub use ratelog::RateLimitedLog;
 pub use server::{Broker, ConnectionError, Stopped};
-pub use store::{MemoryStore, SqliteStore, Store, StoreError};
+pub use store::{
+    MemoryStore, Op, Recovered, SqliteStore, Store, StoreError, StoredDelivery, StoredMessage,
+};
 pub use subscriptions::SubEntry;
 pub use view::SessionEvent;

@@ -250,6 +250,17 @@ impl Broker {
             .await
     }
 
+    /// Routes a message the cluster delivered to this node's sessions, in the order of the
+    /// calls (see `Store::routes`). Waits while the engine's channel is full, so the
+    /// cluster's reader is held back by a busy engine rather than buffering without bound.
+    pub async fn route(&self, msg: crate::store::StoredMessage) -> Result<(), Stopped> {
+        self.inner
+            .tx
+            .send(Command::Route(Box::new(msg)))
+            .await
+            .map_err(|_| Stopped)
+    }
+
     /// A receiver of session changes. A receiver that falls more than
     /// 1024 events behind gets `RecvError::Lagged` and skips
     /// them: this is a UI stream, never the path of a QoS 1/2 message.

@@ -64,6 +64,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub use protocol;
 
 pub mod hostile;
+pub mod nats;
 pub mod tls;
 
 use crate::tls::TlsClient;

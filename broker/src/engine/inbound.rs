@@ -96,6 +96,9 @@ impl Engine {
         let (matched, congested) = if allowed {
             if let (QoS::ExactlyOnce, Some(id)) = (qos, pid) {
                 s.inbound_qos2.insert(id.get());
+                if self.routes {
+                    self.batch_qos2.push((sid, id.get()));
+                }
                 if s.persistent() {
                     let client = s.client_id.clone();
                     self.ops.push(Op::PutInboundQos2 {
@@ -107,7 +110,7 @@ impl Engine {
             let id = self.new_message_id();
             let msg = Arc::new(Message::from_publish(p, id, Some(client_id), now));
             self.pressure.unheld = past_window;
-            let routed = self.route(msg, Some(sid), now);
+            let routed = self.dispatch(msg, Some(sid), now);
             self.pressure.unheld = false;
             // A QoS 0 copy waits in a queue over its high-water mark: this connection
             // stops being read until that queue drains (see `backpressure`).

@@ -166,7 +166,7 @@ impl Engine {
         };
         let id = self.new_message_id();
         let msg = Arc::new(Message::from_publish(p, id, Some(client), now));
-        self.route(msg, None, now);
+        self.dispatch(msg, None, now);
     }
 
     pub(super) fn shutdown(&mut self, now: Instant) {

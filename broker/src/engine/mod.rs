@@ -33,6 +33,7 @@ use crate::subscriptions::{SubEntry, Subscriptions};
 use crate::view::{SessionEvent, SessionSummary};
 
 mod backpressure;
+mod cluster;
 mod connect;
 mod inbound;
 mod inspect;
@@ -143,6 +144,12 @@ pub(crate) struct Engine {
     shutting_down: bool,
     /// Where sessions are kept durably.
     store: Box<dyn Store>,
+    /// The store routes between the nodes of a cluster (see `cluster`): published
+    /// messages go to it, and come back through [`Command::Route`].
+    routes: bool,
+    /// QoS 2 packet ids taken in by the current batch while routing through the cluster:
+    /// forgotten if the batch fails (see `Engine::forget_batch_qos2`).
+    batch_qos2: Vec<(SessionId, u16)>,
     /// Changes of the current batch, written by [`Engine::flush`] in one transaction.
     ops: Vec<Op>,
     /// The message the last queued delivery carried, in its stored form: the next
@@ -248,6 +255,8 @@ impl Engine {
             next_message_id: 0,
             to_drop: Vec::new(),
             shutting_down: false,
+            routes: store.routes(),
+            batch_qos2: Vec::new(),
             store,
             ops: Vec::new(),
             last_stored: None,
@@ -415,6 +424,7 @@ impl Engine {
                 self.flush(now);
                 self.answer(request, now);
             }
+            Command::Route(msg) => self.on_routed(*msg, now),
             Command::Tick => {
                 self.tick(now);
                 if let Err(e) = self.store.tick() {
@@ -467,9 +477,11 @@ impl Engine {
                     // Nothing of this batch may be acknowledged: the clients will resend.
                     tracing::error!(error = %e, "store write failed; closing the batch's connections");
                     store_failed = true;
+                    self.forget_batch_qos2();
                 }
                 self.ops.clear();
             }
+            self.batch_qos2.clear();
             if self.outbox.is_empty() && self.to_drop.is_empty() {
                 // Channels emptied while this batch ran: what waited for their room goes
                 // now (and round again, to be written and sent).

@@ -200,6 +200,12 @@ pub enum Op {
     PutRetained(Box<StoredMessage>),
     /// Remove the retained message of a topic.
     DeleteRetained(TopicName),
+    /// Hand a message to the other nodes of a cluster (a store whose [`Store::routes`] is
+    /// true): the engine has not routed it to its own sessions, it comes back from the
+    /// cluster in the cluster's order like everyone else's. Like every op of the batch it
+    /// is safe before [`Store::apply`] returns: a QoS 1/2 or retained message is stored by
+    /// the cluster before its PUBACK / PUBREC goes out. Stores that do not route ignore it.
+    Route(Box<StoredMessage>),
 }
 
 /// A session as recovered at start: everything but its queued messages, which stay in the
@@ -314,6 +320,12 @@ pub trait Store: Send + std::fmt::Debug {
     /// Where to count commits and syncs (`mqtt_bridge_store_*`); by default nowhere.
     fn set_metrics(&mut self, metrics: std::sync::Arc<crate::Metrics>) {
         let _ = metrics;
+    }
+    /// Whether this store routes published messages between the nodes of a cluster: if so
+    /// the engine hands each message it receives to the store ([`Op::Route`]) instead of
+    /// routing it itself, and routes what the cluster gives back (`Broker::route`).
+    fn routes(&self) -> bool {
+        false
     }
     /// Called periodically: the `Interval` policy asks for its sync here.
     fn tick(&mut self) -> Result<(), StoreError> {

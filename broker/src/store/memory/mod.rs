@@ -155,7 +155,8 @@ impl MemoryStore {
                 | Op::DeleteDelivery { .. }
                 | Op::DeleteInboundQos2 { .. }
                 | Op::PutRetained(_)
-                | Op::DeleteRetained(_) => continue,
+                | Op::DeleteRetained(_)
+                | Op::Route(_) => continue,
             };
             let now = *exists
                 .entry(client)
@@ -299,6 +300,8 @@ impl MemoryStore {
             Op::DeleteRetained(topic) => {
                 self.retained.remove(topic);
             }
+            // Not a change of this store's state (see `Store::routes`).
+            Op::Route(_) => {}
         }
     }
 }

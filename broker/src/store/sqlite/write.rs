@@ -301,6 +301,8 @@ pub(super) fn apply_op<'c>(
             tx.prepare_cached("DELETE FROM retained WHERE topic = ?1")?
                 .execute([topic.as_str()])?;
         }
+        // Not a change of this store's state (see `Store::routes`).
+        Op::Route(_) => {}
     }
     Ok(())
 }

@@ -1,0 +1,185 @@
+//! Cluster mode: bridges joined through a 3-node NATS JetStream cluster act as one broker.
+//!
+//! Every test starts its bridges on the test binary's shared NATS cluster
+//! ([`NatsCluster::shared`]), in a namespace of its own, and puts the clients of a scenario
+//! on different bridges. The failure tests that kill a NATS server are in
+//! `cluster_failover.rs`, on a NATS cluster of their own.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use e2e::nats::{cluster_table, namespace, NatsCluster};
+use e2e::protocol::{ProtocolVersion, QoS, ReasonCode};
+use e2e::{clean, Bridge, Transport};
+
+const V311: ProtocolVersion = ProtocolVersion::V311;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const TCP: Transport = Transport::Tcp;
+const WS: Transport = Transport::Ws;
+
+/// `n` bridges of one cluster (nodes `a`, `b`, …) in a namespace of their own, each with
+/// `extra` in its configuration file.
+fn bridges(label: &str, n: usize, extra: &str) -> (String, Vec<Bridge>) {
+    let ns = namespace(label);
+    let bridges = (0..n).map(|i| bridge_of(&ns, i, extra)).collect();
+    (ns, bridges)
+}
+
+/// Bridge `i` of the cluster of namespace `ns`.
+fn bridge_of(ns: &str, i: usize, extra: &str) -> Bridge {
+    let node = char::from(b'a' + u8::try_from(i).unwrap()).to_string();
+    let table = cluster_table(NatsCluster::shared(), ns, &node);
+    Bridge::start_with_config(&format!("{extra}\n{table}"))
+}
+
+/// A message published on one bridge reaches a subscriber on the other, and one on the
+/// publisher's own bridge, once each, at every QoS, in order, over TCP and WebSocket.
+// [MQTT-4.6.0-6] (a publisher's messages in order), [MQTT-3.8.4-6] (one delivery per
+// matching session), [MQTT-3.3.4-1] / [MQTT-3.8.4-8] (delivered at the granted QoS).
+#[tokio::test]
+async fn a_message_published_on_one_bridge_reaches_subscribers_on_every_bridge_once() {
+    let (_, b) = bridges("route", 2, "");
+    for (v, t) in [(V311, TCP), (V5, WS)] {
+        let mut far = b[1].client(t, clean(v, "far")).await;
+        let mut near = b[0].client(t, clean(v, "near")).await;
+        for s in [&mut far, &mut near] {
+            // Two overlapping subscriptions: still one delivery [MQTT-3.3.4-2].
+            s.subscribe("r/#", QoS::ExactlyOnce).await;
+            s.subscribe("r/+", QoS::AtLeastOnce).await;
+        }
+        let mut publisher = b[0].client(t, clean(v, "pub")).await;
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let topic = format!("r/{}", qos as u8);
+            for i in 0..20 {
+                let reason = publisher.publish(&topic, format!("{i}"), qos, false).await;
+                // In a cluster, 0x10 No matching subscribers (optional) is never said: the
+                // publisher's node cannot know at once whether a session elsewhere matches.
+                assert_eq!(reason, ReasonCode::Success);
+            }
+            let want: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+            for s in [&mut far, &mut near] {
+                let mut got = Vec::new();
+                for _ in 0..20 {
+                    let p = s.recv().await;
+                    assert_eq!(p.qos, qos, "the message's own QoS (below the granted one)");
+                    assert_eq!(p.topic.as_str(), topic);
+                    got.push(String::from_utf8_lossy(&p.payload).into_owned());
+                }
+                assert_eq!(got, want, "{v:?} QoS {qos:?} in order");
+            }
+        }
+        for s in [&mut far, &mut near] {
+            s.expect_no_message(Duration::from_millis(300)).await;
+        }
+        publisher.disconnect().await;
+        far.disconnect().await;
+        near.disconnect().await;
+    }
+}
+
+/// Retained messages are the cluster's: set on one bridge, sent by the others at SUBSCRIBE,
+/// by a bridge started later too; an empty retained message on any bridge deletes it.
+// [MQTT-3.3.1-5] (stored and sent to later subscribers), [MQTT-3.3.1-6] (sent on
+// subscribe), [MQTT-3.3.1-10] / [MQTT-3.3.1-11] (an empty payload removes it and is not
+// stored).
+#[tokio::test]
+async fn retained_messages_are_the_clusters() {
+    let (ns, b) = bridges("retained", 2, "");
+    let mut publisher = b[0].client(TCP, clean(V5, "pub")).await;
+    for (topic, payload) in [("t/1", "one"), ("t/2", "two"), ("t/1", "uno")] {
+        publisher
+            .publish(topic, payload, QoS::AtLeastOnce, true)
+            .await;
+    }
+    let mut sub = b[1].client(TCP, clean(V5, "sub")).await;
+    sub.subscribe("t/#", QoS::AtLeastOnce).await;
+    let mut got = sub.recv_payloads(2).await;
+    got.sort();
+    assert_eq!(got, ["two", "uno"], "the latest of each topic");
+    sub.expect_no_message(Duration::from_millis(200)).await;
+
+    // A bridge that joins later reads them from the cluster.
+    let late = bridge_of(&ns, 2, "");
+    let mut sub2 = late.client(WS, clean(V311, "sub2")).await;
+    sub2.subscribe("t/#", QoS::AtLeastOnce).await;
+    let mut got = sub2.recv_payloads(2).await;
+    got.sort();
+    assert_eq!(got, ["two", "uno"]);
+
+    // Deleted on the late bridge, gone everywhere.
+    sub2.publish("t/1", "", QoS::AtLeastOnce, true).await;
+    // Live subscribers get the empty message itself (it is routed like any other).
+    assert!(sub.recv().await.payload.is_empty());
+    sub.disconnect().await;
+    for bridge in [&b[0], &b[1], &late] {
+        let mut c = bridge.client(TCP, clean(V5, "check")).await;
+        c.subscribe("t/#", QoS::AtLeastOnce).await;
+        assert_eq!(c.recv_payloads(1).await, ["two"]);
+        c.expect_no_message(Duration::from_millis(200)).await;
+        c.disconnect().await;
+    }
+    publisher.disconnect().await;
+}
+
+/// A will goes to subscribers on every bridge.
+// [MQTT-3.1.2-8] (published when the network connection is lost).
+#[tokio::test]
+async fn a_will_reaches_subscribers_on_another_bridge() {
+    let (_, b) = bridges("will", 2, "");
+    let mut sub = b[1].client(TCP, clean(V5, "watcher")).await;
+    sub.subscribe("status/#", QoS::AtLeastOnce).await;
+    let mut opts = clean(V5, "dying");
+    opts.will = Some(protocol_will("status/dying", "gone"));
+    let c = b[0].client(TCP, opts).await;
+    c.drop_connection();
+    let p = sub.recv().await;
+    assert_eq!(p.topic.as_str(), "status/dying");
+    assert_eq!(&p.payload[..], b"gone");
+    sub.disconnect().await;
+}
+
+fn protocol_will(topic: &str, payload: &str) -> e2e::protocol::Will {
+    e2e::protocol::Will {
+        topic: e2e::topic(topic),
+        payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    }
+}
+
+/// NATS unreachable at start: the bridge exits 1 and says which servers it tried.
+#[test]
+fn a_bridge_whose_nats_cannot_be_reached_exits_1_with_the_reason() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let out = Command::new(Bridge::binary())
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--data",
+            "none",
+        ])
+        .args(["--cluster", &url])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot connect to NATS") && stderr.contains(&url),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).is_empty(),
+        "never listened"
+    );
+}
