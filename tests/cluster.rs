@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use e2e::nats::{cluster_table, namespace, NatsCluster};
 use e2e::protocol::{ProtocolVersion, QoS, ReasonCode};
-use e2e::{clean, Bridge, Transport};
+use e2e::{clean, persistent, Bridge, Transport};
 
 const V311: ProtocolVersion = ProtocolVersion::V311;
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -182,4 +182,121 @@ fn a_bridge_whose_nats_cannot_be_reached_exits_1_with_the_reason() {
         String::from_utf8_lossy(&out.stdout).is_empty(),
         "never listened"
     );
+}
+
+/// The seed scenario across bridges: A subscribes on one bridge and leaves, B publishes on
+/// the other, A comes back on the other bridge and gets session present = 1 and the three
+/// messages in order; with clean session, nothing.
+// [MQTT-3.1.2-4] / [MQTT-3.1.2-5] (the session is resumed), [MQTT-3.2.2-2] (session present
+// = 1), [MQTT-4.5.0-1] (QoS 1 messages queued while offline), [MQTT-4.6.0-6] (in order),
+// [MQTT-3.1.2-6] (clean session 1 keeps nothing).
+#[tokio::test]
+async fn the_seed_scenario_holds_with_the_subscriber_moving_between_bridges() {
+    let (_, b) = bridges("seed", 2, "");
+    for (v, t) in [(V311, TCP), (V5, WS)] {
+        let id = format!("A{v:?}");
+        let (mut a, ack) = b[0].connect(t, persistent(v, &id)).await.unwrap();
+        assert!(!ack.session_present);
+        a.subscribe("seed/cmd", QoS::AtLeastOnce).await;
+        a.disconnect().await;
+
+        let mut pb = b[1].client(t, clean(v, "B")).await;
+        for payload in ["one", "two", "three"] {
+            pb.publish("seed/cmd", payload, QoS::AtLeastOnce, false)
+                .await;
+        }
+        pb.disconnect().await;
+
+        // Back on the other bridge.
+        let (mut a, ack) = b[1].connect(t, persistent(v, &id)).await.unwrap();
+        assert!(ack.session_present, "CONNACK must say session present = 1");
+        assert_eq!(a.recv_payloads(3).await, ["one", "two", "three"]);
+        a.expect_no_message(Duration::from_millis(200)).await;
+        a.disconnect().await;
+
+        // And back again, with one more message queued while away.
+        let mut pb = b[1].client(t, clean(v, "B")).await;
+        pb.publish("seed/cmd", "four", QoS::AtLeastOnce, false)
+            .await;
+        pb.disconnect().await;
+        let (mut a, ack) = b[0].connect(t, persistent(v, &id)).await.unwrap();
+        assert!(ack.session_present);
+        assert_eq!(a.recv_payloads(1).await, ["four"]);
+        a.disconnect().await;
+
+        // Clean session: nothing is kept, on any bridge.
+        let (a, ack) = b[1].connect(t, clean(v, &id)).await.unwrap();
+        assert!(!ack.session_present);
+        a.disconnect().await;
+        let mut pb = b[1].client(t, clean(v, "B")).await;
+        pb.publish("seed/cmd", "five", QoS::AtLeastOnce, false)
+            .await;
+        pb.disconnect().await;
+        let (mut a, ack) = b[0].connect(t, persistent(v, &id)).await.unwrap();
+        assert!(!ack.session_present, "clean session 1 kept nothing");
+        a.expect_no_message(Duration::from_millis(300)).await;
+        a.disconnect().await;
+    }
+}
+
+/// A client id connecting on another bridge takes the session over: the old connection
+/// gets DISCONNECT 0x8E (5.0) or is closed (3.1.1) before the new CONNACK, and messages go
+/// to the new connection only.
+// [MQTT-3.1.4-3] (the existing connection is closed), 5.0 3.14.2.1 (0x8E Session taken over).
+#[tokio::test]
+async fn a_client_id_connecting_on_another_bridge_takes_the_session_over() {
+    let (_, b) = bridges("takeover", 2, "");
+    let (mut old, _) = b[0].connect(TCP, persistent(V5, "dup")).await.unwrap();
+    old.subscribe("take/#", QoS::AtLeastOnce).await;
+    let (mut new, ack) = b[1].connect(TCP, persistent(V5, "dup")).await.unwrap();
+    assert!(
+        ack.session_present,
+        "the session moved with its subscription"
+    );
+    // The old connection was told before the new CONNACK was sent.
+    old.expect_no_message(Duration::from_millis(50)).await;
+    match old.ended() {
+        Some(e2e::Ended::ByServer(Some(d))) => assert_eq!(d.reason, ReasonCode::SessionTakenOver),
+        other => panic!("the old connection should have got DISCONNECT 0x8E, got {other:?}"),
+    }
+    let mut p = b[0].client(TCP, clean(V5, "p")).await;
+    p.publish("take/x", "hello", QoS::AtLeastOnce, false).await;
+    assert_eq!(new.recv_payloads(1).await, ["hello"]);
+    new.disconnect().await;
+}
+
+/// Two CONNECTs with one client id on two bridges at once: one of them owns the session in
+/// the end, the other connection is closed, and a message reaches the owner once.
+// [MQTT-3.1.4-3]: one connection per client id, across the whole cluster.
+#[tokio::test]
+async fn two_simultaneous_connects_with_one_client_id_on_two_bridges_leave_one_owner() {
+    let (_, b) = bridges("race", 2, "");
+    for round in 0..5 {
+        let id = format!("racer{round}");
+        let (x, y) = tokio::join!(
+            b[0].connect(TCP, persistent(V5, &id)),
+            b[1].connect(TCP, persistent(V5, &id))
+        );
+        let mut alive = Vec::new();
+        for c in [x, y].into_iter().flatten() {
+            let (mut c, _) = c;
+            c.sync_or_end().await;
+            if c.ended().is_none() {
+                alive.push(c);
+            }
+        }
+        assert_eq!(
+            alive.len(),
+            1,
+            "round {round}: exactly one connection survives"
+        );
+        let mut owner = alive.pop().unwrap();
+        owner.subscribe("race/t", QoS::AtLeastOnce).await;
+        let mut p = b[round % 2].client(TCP, clean(V5, "p")).await;
+        p.publish("race/t", "once", QoS::AtLeastOnce, false).await;
+        assert_eq!(owner.recv_payloads(1).await, ["once"]);
+        owner.expect_no_message(Duration::from_millis(200)).await;
+        owner.disconnect().await;
+        p.disconnect().await;
+    }
 }

@@ -172,6 +172,7 @@ async fn start_cluster(
     broker: &mut broker::BrokerConfig,
 ) -> anyhow::Result<(cluster::Nats, cluster::feed::Snapshot)> {
     let nats = cluster::Nats::connect(cluster).await?;
+    cluster::claims::check_node_name(&nats).await?;
     let snapshot = cluster::feed::snapshot(&nats).await?;
     let payload = u32::try_from(nats.max_payload().saturating_sub(CLUSTER_ENVELOPE_ROOM))
         .unwrap_or(u32::MAX)
@@ -232,32 +233,38 @@ async fn run(
     };
     let broker = match (&config.data, cluster) {
         (data, Some((nats, snapshot))) => {
-            let inner: Box<dyn broker::Store> = match data {
-                DataDir::None => Box::new(broker::MemoryStore::without_restart()),
-                DataDir::Dir(dir) => {
-                    Box::new(broker::SqliteStore::open(dir, config.broker.durability())?)
-                }
-            };
+            // The cluster holds the sessions: the node keeps its own in memory.
+            if let DataDir::Dir(dir) = data {
+                tracing::info!(data = %dir.display(), "cluster mode: sessions are kept in JetStream; the data directory is not used");
+            }
+            let inner = Box::new(broker::MemoryStore::without_restart());
             let next = snapshot.next_sequence;
+            let position = Arc::new(std::sync::atomic::AtomicU64::new(next.saturating_sub(1)));
             let store = cluster::ClusterStore::new(
                 inner,
                 nats.clone(),
                 tokio::runtime::Handle::current(),
                 snapshot.retained,
+                next,
             );
-            let (broker, recovered) = Broker::with_store(
+            let claims = Arc::new(cluster::Claims::new(nats.clone(), Arc::clone(&position)));
+            let (broker, recovered) = Broker::with_cluster(
                 config.broker.clone(),
                 security.authenticator.clone(),
                 Box::new(store),
+                claims,
             )?;
             tracing::info!(
                 node = %nats.config.node,
-                sessions = recovered.sessions,
                 retained = recovered.retained,
                 from_sequence = next,
                 "joined the cluster"
             );
-            tokio::spawn(cluster::feed::run(nats, broker.clone(), next));
+            tokio::spawn(cluster::claims::serve_releases(
+                nats.clone(),
+                broker.clone(),
+            ));
+            tokio::spawn(cluster::feed::run(nats, broker.clone(), next, position));
             broker
         }
         (DataDir::None, None) => {

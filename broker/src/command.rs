@@ -37,6 +37,8 @@ pub(crate) enum Command {
         tx: mpsc::Sender<Outgoing>,
         /// The connection's flow signals (pause its reading, tell when its channel drained).
         flow: Arc<Flow>,
+        /// What the claim of its session found (cluster mode).
+        claim: Option<Box<crate::cluster::Claim>>,
     },
     /// The connection took items out of its outgoing channel, as the engine asked through
     /// [`Flow::want_drained`]: there is room again for what waits in its session's queue.
@@ -121,6 +123,14 @@ pub(crate) enum Request {
     Stats {
         /// The answer.
         reply: oneshot::Sender<StatsView>,
+    },
+    /// Let another node have a session (cluster mode): its connection here is closed with
+    /// 0x8E and the session written for the last time. Answered once written.
+    Release {
+        /// Its client id.
+        client_id: String,
+        /// `false`: this node had no such session.
+        reply: oneshot::Sender<bool>,
     },
     /// Close a session's connection (5.0: DISCONNECT 0x98), keeping the session.
     Kick {

@@ -44,6 +44,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::auth::{Authenticator, ConnectionInfo, Identity, Transport};
+use crate::cluster::{Claim, SessionClaims};
 use crate::command::{connection_channel_capacity, CloseReason, Command, Flow, Outgoing};
 use crate::config::BrokerConfig;
 use crate::ids::ConnId;
@@ -154,6 +155,7 @@ where
         config: &'a BrokerConfig,
         metrics: &'a Metrics,
         auth: &'a dyn Authenticator,
+        claims: Option<&'a dyn SessionClaims>,
         engine: &'a mpsc::Sender<Command>,
         stopping: watch::Receiver<bool>,
         transport: T,
@@ -191,11 +193,31 @@ where
                 return Err(ConnectionError::Refused(reason));
             }
         };
+        // Cluster mode: the session is claimed for this node first (any other node that
+        // holds it lets go), so that two nodes never both own it.
+        let claim = match claims {
+            Some(claims) if !connect.client_id.is_empty() => {
+                match claims.claim(connect.client_id.as_str()).await {
+                    Ok(claim) => Some(Box::new(claim)),
+                    Err(reason) => {
+                        // 3.1.1 has no 0x88: its "server unavailable" is 3.
+                        metrics.connect_refused(reason);
+                        let ack = ConnAck::new(false, reason);
+                        conn.send_last(encoded(&Packet::ConnAck(ack), connect.protocol))
+                            .await;
+                        conn.close().await;
+                        return Err(ConnectionError::Refused(reason));
+                    }
+                }
+            }
+            _ => None,
+        };
         conn.connected(
             connect,
             rest,
             info,
             identity,
+            claim,
             Deadline::new(keep_alive_sleep),
         )
         .await
@@ -287,6 +309,7 @@ where
         rest: Bytes,
         info: Box<ConnectionInfo>,
         identity: Box<Identity>,
+        claim: Option<Box<Claim>>,
         mut keep_alive: Deadline<'_>,
     ) -> Result<(), ConnectionError> {
         let version = connect.protocol;
@@ -319,6 +342,7 @@ where
             identity,
             tx: out_tx,
             flow: Arc::clone(&flow),
+            claim,
         });
         // CONNECT was a complete packet: the keep-alive runs from now.
         if let Some(idle) = peer.idle {

@@ -48,6 +48,7 @@
 //! towards a slow reader is dropped once its connection's channel is full.
 
 pub mod auth;
+pub mod cluster;
 mod command;
 pub mod config;
 mod connection;

@@ -19,6 +19,7 @@ use futures_util::{Sink, Stream};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::auth::{AllowAll, Authenticator, ConnectionInfo};
+use crate::cluster::SessionClaims;
 use crate::command::{Command, Request};
 use crate::config::BrokerConfig;
 use crate::connection::Connection;
@@ -56,6 +57,8 @@ struct Inner {
     events: broadcast::Sender<SessionEvent>,
     /// The Prometheus handles the engine, the connections and the store add to.
     metrics: Arc<Metrics>,
+    /// Cluster mode: claims each CONNECT's session for this node first.
+    claims: Option<Arc<dyn SessionClaims>>,
 }
 
 impl Broker {
@@ -72,7 +75,7 @@ impl Broker {
             auth.clone(),
             Box::new(MemoryStore::without_restart()),
         );
-        Broker::launch(config, auth, engine)
+        Broker::launch(config, auth, engine, None)
     }
 
     /// Starts the engine on `store`, after reading back the sessions and retained messages
@@ -85,7 +88,31 @@ impl Broker {
         let config = Arc::new(config);
         let mut engine = Engine::new(config.clone(), auth.clone(), store);
         let stats = engine.recover(Instant::now())?;
-        Ok((Broker::launch(config, auth, engine), stats))
+        Ok((Broker::launch(config, auth, engine, None), stats))
+    }
+
+    /// Starts the engine as a node of a cluster: `store` routes through the cluster
+    /// ([`Store::routes`]) and `claims` claims each CONNECT's session for this node first
+    /// (see [`crate::cluster`]).
+    pub fn with_cluster(
+        config: BrokerConfig,
+        auth: Arc<dyn Authenticator>,
+        store: Box<dyn Store>,
+        claims: Arc<dyn SessionClaims>,
+    ) -> Result<(Broker, RecoverStats), StoreError> {
+        let config = Arc::new(config);
+        let mut engine = Engine::new(config.clone(), auth.clone(), store);
+        let stats = engine.recover(Instant::now())?;
+        Ok((Broker::launch(config, auth, engine, Some(claims)), stats))
+    }
+
+    /// Lets another node of the cluster have `client_id`'s session: its connection here is
+    /// closed (5.0: DISCONNECT 0x8E) and the session written for the last time before this
+    /// returns. `false` if this node had no such session.
+    pub async fn release(&self, client_id: &str) -> Result<bool, Stopped> {
+        let client_id = client_id.to_owned();
+        self.ask(|reply| Request::Release { client_id, reply })
+            .await
     }
 
     /// Runs the engine on a thread of its own (it owns all session state and does the
@@ -95,6 +122,7 @@ impl Broker {
         config: Arc<BrokerConfig>,
         auth: Arc<dyn Authenticator>,
         mut engine: Engine,
+        claims: Option<Arc<dyn SessionClaims>>,
     ) -> Broker {
         let metrics = Arc::new(Metrics::new());
         engine.set_metrics(Arc::clone(&metrics));
@@ -130,6 +158,7 @@ impl Broker {
                 stopping: tokio::sync::watch::channel(false).0,
                 events,
                 metrics,
+                claims,
             }),
         }
     }
@@ -306,6 +335,7 @@ impl Broker {
             &self.inner.config,
             &self.inner.metrics,
             &*self.inner.auth,
+            self.inner.claims.as_deref(),
             &self.inner.tx,
             self.inner.stopping.subscribe(),
             transport,

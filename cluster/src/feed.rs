@@ -11,6 +11,8 @@
 //! anything buffering without bound. A slow QoS 0 reader loses messages in the client's
 //! bounded subscription buffer, as QoS 0 may.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
@@ -101,9 +103,10 @@ pub async fn snapshot(nats: &Nats) -> Result<Snapshot, ClusterError> {
 
 /// Routes the cluster's messages into `broker` until it stops: the message stream from
 /// `next_sequence`, and the QoS 0 subjects.
-pub async fn run(nats: Nats, broker: Broker, next_sequence: u64) {
+/// `position` is kept at the last sequence handed to the engine (claims wait on it).
+pub async fn run(nats: Nats, broker: Broker, next_sequence: u64, position: Arc<AtomicU64>) {
     tokio::select! {
-        () = stream(&nats, &broker, next_sequence) => {}
+        () = stream(&nats, &broker, next_sequence, &position) => {}
         () = qos0(&nats, &broker) => {}
     }
 }
@@ -111,9 +114,9 @@ pub async fn run(nats: Nats, broker: Broker, next_sequence: u64) {
 /// How long a failed reader waits before it tries again.
 const RETRY: Duration = Duration::from_secs(1);
 
-async fn stream(nats: &Nats, broker: &Broker, mut next: u64) {
+async fn stream(nats: &Nats, broker: &Broker, mut next: u64, position: &AtomicU64) {
     loop {
-        match read_stream(nats, broker, &mut next).await {
+        match read_stream(nats, broker, &mut next, position).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, next, "message stream reader failed; reading again");
@@ -125,7 +128,12 @@ async fn stream(nats: &Nats, broker: &Broker, mut next: u64) {
 
 /// Reads the message stream from `next`, moving `next` past each message routed. `Ok` when
 /// the broker has stopped.
-async fn read_stream(nats: &Nats, broker: &Broker, next: &mut u64) -> Result<(), String> {
+async fn read_stream(
+    nats: &Nats,
+    broker: &Broker,
+    next: &mut u64,
+    position: &AtomicU64,
+) -> Result<(), String> {
     let stream = nats
         .js
         .get_stream(&nats.names.msgs)
@@ -158,6 +166,7 @@ async fn read_stream(nats: &Nats, broker: &Broker, next: &mut u64) -> Result<(),
                 tracing::warn!(subject = %m.subject, seq, error = %e, "message unreadable; skipped")
             }
         }
+        position.store(seq, Ordering::Release);
     }
     Err("the consumer ended".into())
 }

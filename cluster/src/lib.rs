@@ -28,13 +28,16 @@
 //! - [`store`]: the [`ClusterStore`], the engine's store in cluster mode.
 //! - [`feed`]: the tasks that bring the cluster's messages to this node's engine.
 
+pub mod claims;
 pub mod config;
 pub mod envelope;
 pub mod feed;
 pub mod nats;
+pub mod record;
 pub mod store;
 pub mod subject;
 
+pub use claims::Claims;
 pub use config::ClusterConfig;
 pub use nats::{ClusterError, Nats};
 pub use store::ClusterStore;

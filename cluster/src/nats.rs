@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, kv, stream};
 
 use crate::config::ClusterConfig;
 
@@ -44,6 +44,10 @@ pub struct Names {
     pub msgs: String,
     /// The retained-message stream.
     pub retained: String,
+    /// The sessions bucket (its stream is `KV_<bucket>`).
+    pub sessions: String,
+    /// Prefix of the subjects nodes are asked things on (`<prefix>.<node>.release`).
+    pub node_subjects: String,
 }
 
 impl Names {
@@ -57,6 +61,8 @@ impl Names {
             retained_subjects: format!("{namespace}.r"),
             msgs: format!("{upper}_MSGS"),
             retained: format!("{upper}_RETAINED"),
+            sessions: format!("{upper}_SESSIONS"),
+            node_subjects: format!("{namespace}.node"),
         }
     }
 }
@@ -70,6 +76,8 @@ pub struct Nats {
     pub js: jetstream::Context,
     /// Subject and stream names.
     pub names: Names,
+    /// The sessions bucket.
+    pub sessions: kv::Store,
     /// The settings it was made from.
     pub config: ClusterConfig,
 }
@@ -121,51 +129,81 @@ impl Nats {
             .map_err(|e| connect_error(e.to_string()))?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_millis(config.ack_timeout_ms));
-        let nats = Nats {
+        let names = Names::of(&config.namespace);
+        make_streams(&js, &names, config).await?;
+        let sessions = js
+            .get_key_value(&names.sessions)
+            .await
+            .map_err(|e| ClusterError::JetStream(format!("bucket {}: {e}", names.sessions)))?;
+        Ok(Nats {
             client,
             js,
-            names: Names::of(&config.namespace),
+            names,
+            sessions,
             config: config.clone(),
-        };
-        nats.make_streams().await?;
-        Ok(nats)
+        })
     }
 
     /// The largest message body the servers take.
     pub fn max_payload(&self) -> usize {
         self.client.server_info().max_payload
     }
+}
 
-    async fn make_streams(&self) -> Result<(), ClusterError> {
-        let replicas = self.config.replicas;
-        let msgs = stream::Config {
-            name: self.names.msgs.clone(),
-            subjects: vec![format!("{}.>", self.names.msg_subjects)],
-            storage: stream::StorageType::File,
-            num_replicas: replicas,
-            max_bytes: i64::try_from(self.config.max_stream_bytes).unwrap_or(i64::MAX),
-            discard: stream::DiscardPolicy::Old,
-            allow_direct: true,
-            description: Some("MQTT QoS 1/2 and retained messages, in routing order".into()),
-            ..Default::default()
-        };
-        let retained = stream::Config {
-            name: self.names.retained.clone(),
-            subjects: vec![format!("{}.>", self.names.retained_subjects)],
-            storage: stream::StorageType::File,
-            num_replicas: replicas,
-            max_messages_per_subject: 1,
-            allow_direct: true,
-            description: Some("MQTT retained messages, the latest per topic".into()),
-            ..Default::default()
-        };
-        for config in [msgs, retained] {
-            let name = config.name.clone();
-            self.js
-                .get_or_create_stream(config)
-                .await
-                .map_err(|e| ClusterError::JetStream(format!("stream {name}: {e}")))?;
-        }
-        Ok(())
+/// Makes the streams and the sessions bucket if they do not exist yet. The bucket's stream
+/// is made here rather than by the client's `create_key_value`, which cannot read
+/// nats-server 2.9's account information; its settings are those of a key-value bucket
+/// keeping one revision per key.
+async fn make_streams(
+    js: &jetstream::Context,
+    names: &Names,
+    config: &ClusterConfig,
+) -> Result<(), ClusterError> {
+    let replicas = config.replicas;
+    let max_bytes = i64::try_from(config.max_stream_bytes).unwrap_or(i64::MAX);
+    let msgs = stream::Config {
+        name: names.msgs.clone(),
+        subjects: vec![format!("{}.>", names.msg_subjects)],
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        max_bytes,
+        discard: stream::DiscardPolicy::Old,
+        allow_direct: true,
+        description: Some("MQTT QoS 1/2 and retained messages, in routing order".into()),
+        ..Default::default()
+    };
+    let retained = stream::Config {
+        name: names.retained.clone(),
+        subjects: vec![format!("{}.>", names.retained_subjects)],
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        max_messages_per_subject: 1,
+        max_bytes,
+        // Full: a new topic is refused rather than an old one lost.
+        discard: stream::DiscardPolicy::New,
+        allow_direct: true,
+        description: Some("MQTT retained messages, the latest per topic".into()),
+        ..Default::default()
+    };
+    let sessions = stream::Config {
+        name: format!("KV_{}", names.sessions),
+        subjects: vec![format!("$KV.{}.>", names.sessions)],
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        max_messages_per_subject: 1,
+        max_bytes,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        description: Some("MQTT sessions: one record per client id".into()),
+        ..Default::default()
+    };
+    for config in [msgs, retained, sessions] {
+        let name = config.name.clone();
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|e| ClusterError::JetStream(format!("stream {name}: {e}")))?;
     }
+    Ok(())
 }

@@ -1,54 +1,359 @@
-//! The engine's store in cluster mode: routes messages through NATS, keeps the rest in the
-//! node's own store.
+//! The engine's store in cluster mode: routes messages through NATS, keeps each session it
+//! owns as a record in the sessions bucket, and this node's working copy in memory.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use async_nats::jetstream::context::PublishAckFuture;
-use broker::{Op, Recovered, Store, StoreError, StoredDelivery, StoredMessage};
-use protocol::QoS;
+use async_nats::jetstream::kv;
+use broker::cluster::{Claim, Installed};
+use broker::store::{DeliveryState, RecoveredSession};
+use broker::{Op, Recovered, Store, StoreError, StoredDelivery, StoredMessage, SubEntry};
+use futures_util::StreamExt;
+use protocol::{QoS, TopicFilter};
 
 use crate::envelope;
 use crate::nats::Nats;
+use crate::record::{key_of, DeliveryRecord, MetaRecord, SessionRecord, SubRecord};
 use crate::subject::subject_of;
 
-/// A [`Store`] that sends each [`Op::Route`] to the cluster before the batch's
-/// acknowledgements go out, and keeps everything else (this node's sessions, its copy of the
-/// retained messages) in an inner store: the embedded one, or memory.
+/// Ids of the retained messages read at start, above any stream sequence and below the
+/// engine's own ids (QoS 0 messages, from `1 << 62`). A message id below it is the
+/// message's stream sequence; one at or above is not in the stream, so not recorded.
+const SNAPSHOT_IDS: u64 = 1 << 61;
+
+/// What a claim read: the record as written for this node, and its revision.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    pub(crate) record: SessionRecord,
+    pub(crate) revision: u64,
+}
+
+/// A session this node owns: its record as last written (plus this batch's changes), and
+/// the bucket revision writes must match.
+#[derive(Debug)]
+struct Held {
+    record: SessionRecord,
+    revision: u64,
+    dirty: bool,
+}
+
+/// A [`Store`] for a node of a cluster. See the [crate docs](crate).
 ///
 /// Its writes run on the engine's thread, which waits for JetStream's acknowledgements
-/// (`block_on` on the bridge's runtime): the batch's PUBACKs wait for them in any case, and
-/// one wait covers every message of the batch, sent back to back (group commit, as the
-/// embedded store's sync).
+/// (`block_on` on the bridge's runtime): the batch's acknowledgements wait for them in any
+/// case, and one wait covers every message and record of the batch, sent back to back
+/// (group commit, as the embedded store's sync).
 #[derive(Debug)]
 pub struct ClusterStore {
+    /// This node's working copy: the queued messages of the sessions it owns, its copy of
+    /// the retained messages.
     inner: Box<dyn Store>,
     nats: Nats,
     runtime: tokio::runtime::Handle,
     /// The cluster's retained messages read at start, handed to the engine by `load`.
     retained: Vec<StoredMessage>,
+    /// The sessions this node owns.
+    held: HashMap<Arc<str>, Held>,
+    /// Sessions whose record another node took (a write's revision did not match).
+    lost: Vec<Arc<str>>,
+    /// The last stream sequence the engine routed (or the stream's end at start).
+    routed: u64,
 }
 
 impl ClusterStore {
-    /// A store routing through `nats`, keeping the rest in `inner`; `retained` is what
-    /// [`crate::feed::snapshot`] read. `runtime` runs the NATS calls (the engine's thread is
-    /// not one of its workers).
+    /// A store routing through `nats`, keeping its working copy in `inner`; `retained` and
+    /// `next_sequence` are what [`crate::feed::snapshot`] read. `runtime` runs the NATS
+    /// calls (the engine's thread is not one of its workers).
     pub fn new(
         inner: Box<dyn Store>,
         nats: Nats,
         runtime: tokio::runtime::Handle,
         retained: Vec<StoredMessage>,
+        next_sequence: u64,
     ) -> ClusterStore {
         ClusterStore {
             inner,
             nats,
             runtime,
             retained,
+            held: HashMap::new(),
+            lost: Vec::new(),
+            routed: next_sequence.saturating_sub(1),
         }
+    }
+
+    fn held_mut(&mut self, client: &Arc<str>) -> &mut Held {
+        let node = &self.nats.config.node;
+        let held = self.held.entry(client.clone()).or_insert_with(|| Held {
+            record: SessionRecord {
+                node: node.clone(),
+                epoch: 1,
+                ..SessionRecord::default()
+            },
+            revision: 0,
+            dirty: true,
+        });
+        held.dirty = true;
+        held
+    }
+
+    /// Keeps one change in the record of the session it is about.
+    fn record(&mut self, op: &Op) {
+        match op {
+            Op::PutSession(meta) => {
+                self.held_mut(&meta.client_id).record.meta = Some(MetaRecord::of(meta));
+            }
+            Op::PutSubscription {
+                client,
+                filter,
+                entry,
+            } => {
+                let since = self.routed;
+                let subs = &mut self.held_mut(client).record.subs;
+                let sub = SubRecord::of(filter, entry, since);
+                match subs.iter_mut().find(|s| s.filter == filter.as_str()) {
+                    Some(s) => *s = sub,
+                    None => subs.push(sub),
+                }
+            }
+            Op::DeleteSubscription { client, filter } => {
+                self.held_mut(client)
+                    .record
+                    .subs
+                    .retain(|s| s.filter != filter.as_str());
+            }
+            Op::PutDelivery { client, delivery } => {
+                if delivery.msg.id >= SNAPSHOT_IDS {
+                    // Not in the stream: QoS 0 is not kept for another node.
+                    return;
+                }
+                let d = DeliveryRecord::of(delivery);
+                let list = &mut self.held_mut(client).record.deliveries;
+                match list.iter_mut().rev().find(|x| x.seq == d.seq) {
+                    Some(x) => *x = d,
+                    None => {
+                        let at = list.partition_point(|x| x.seq < d.seq);
+                        list.insert(at, d);
+                    }
+                }
+            }
+            Op::SetDeliveryState { client, seq, state } => {
+                let list = &mut self.held_mut(client).record.deliveries;
+                if let Some(x) = list.iter_mut().find(|x| x.seq == *seq) {
+                    x.set_state(*state);
+                }
+            }
+            Op::DeleteDelivery { client, seq } => {
+                let list = &mut self.held_mut(client).record.deliveries;
+                if let Some(at) = list.iter().position(|x| x.seq == *seq) {
+                    list.remove(at);
+                }
+            }
+            Op::PutInboundQos2 { client, packet_id } => {
+                let ids = &mut self.held_mut(client).record.inbound_qos2;
+                if !ids.contains(packet_id) {
+                    ids.push(*packet_id);
+                }
+            }
+            Op::DeleteInboundQos2 { client, packet_id } => {
+                self.held_mut(client)
+                    .record
+                    .inbound_qos2
+                    .retain(|id| id != packet_id);
+            }
+            Op::Routed(seq) => self.routed = self.routed.max(*seq),
+            _ => {}
+        }
+    }
+
+    /// Writes the records of the batch: changed ones (compare-and-set on their revision),
+    /// deleted ones. A record another node took is lost to this node, not a failure.
+    fn write_records(
+        &mut self,
+        deleted: Vec<(Arc<str>, u64)>,
+        released: &[Arc<str>],
+    ) -> Result<(), StoreError> {
+        let upto = self.routed;
+        let mut writes = Vec::new();
+        for (client, held) in self.held.iter_mut().filter(|(_, h)| h.dirty) {
+            held.record.upto = upto;
+            let body = serde_json::to_vec(&held.record).map_err(|e| failed("session record", e))?;
+            writes.push((client.clone(), held.revision, body));
+        }
+        // Released sessions are written (above) for the last time, and forgotten.
+        for client in released {
+            self.held.remove(client);
+        }
+        if writes.is_empty() && deleted.is_empty() {
+            return Ok(());
+        }
+        let kv = &self.nats.sessions;
+        let results = self.runtime.block_on(async {
+            let puts = writes.iter().map(|(client, revision, body)| async move {
+                let key = key_of(client);
+                let body = bytes::Bytes::from(body.clone());
+                let result = if *revision == 0 {
+                    kv.create(&key, body).await.map_err(|e| {
+                        let taken = e.kind() == kv::CreateErrorKind::AlreadyExists;
+                        (taken, e.to_string())
+                    })
+                } else {
+                    kv.update(&key, body, *revision).await.map_err(|e| {
+                        let taken = e.kind() == kv::UpdateErrorKind::WrongLastRevision;
+                        (taken, e.to_string())
+                    })
+                };
+                (client.clone(), result)
+            });
+            let deletes = deleted.iter().map(|(client, revision)| async move {
+                let key = key_of(client);
+                // A record that changed since is another node's now: left alone.
+                let _ = kv.delete_expect_revision(&key, Some(*revision)).await;
+            });
+            let (puts, _) = tokio::join!(
+                futures_util::future::join_all(puts),
+                futures_util::future::join_all(deletes)
+            );
+            puts
+        });
+        let mut failure = None;
+        for (client, result) in results {
+            match result {
+                Ok(revision) => {
+                    if let Some(h) = self.held.get_mut(&client) {
+                        h.revision = revision;
+                        h.dirty = false;
+                    }
+                }
+                Err((true, e)) => {
+                    tracing::info!(client_id = %client, node = %self.nats.config.node, error = %e, "session record taken by another node");
+                    self.held.remove(&client);
+                    self.lost.push(client);
+                }
+                Err((false, e)) => failure = Some(e),
+            }
+        }
+        match failure {
+            Some(e) => Err(failed("session record not stored", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// The message of stream sequence `seq`, if the stream still has it.
+    async fn fetch(&self, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+        let stream = self
+            .nats
+            .js
+            .get_stream_no_info(&self.nats.names.msgs)
+            .await
+            .map_err(|e| failed("message stream", e))?;
+        match stream.get_raw_message(seq).await {
+            Ok(m) => Ok(envelope::decode(&m.payload, seq).ok()),
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(failed("message", e)),
+        }
+    }
+
+    /// The stream's messages of sequences `from..=to`, in order (those still held).
+    async fn range(&self, from: u64, to: u64) -> Result<Vec<StoredMessage>, StoreError> {
+        let stream = self
+            .nats
+            .js
+            .get_stream_no_info(&self.nats.names.msgs)
+            .await
+            .map_err(|e| failed("message stream", e))?;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("replay", e))?;
+        let mut messages = consumer.messages().await.map_err(|e| failed("replay", e))?;
+        let mut out = Vec::new();
+        let read = async {
+            while let Some(m) = messages.next().await {
+                let m = m.map_err(|e| failed("replay", e))?;
+                let info = m.info().map_err(|e| failed("replay", e))?;
+                let seq = info.stream_sequence;
+                if seq > to {
+                    break;
+                }
+                if let Ok(msg) = envelope::decode(&m.payload, seq) {
+                    out.push(msg);
+                }
+                if seq == to || info.pending == 0 {
+                    break;
+                }
+            }
+            Ok::<_, StoreError>(())
+        };
+        tokio::time::timeout(REPLAY_TIMEOUT, read)
+            .await
+            .map_err(|_| failed("replay", "timed out"))??;
+        Ok(out)
     }
 }
 
+/// How long reading a session's messages back may take.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(20);
+
 fn failed(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Database(format!("cluster: {what}: {e}"))
+}
+
+/// The delivery of `msg` to the session of `client` with `subs`, as the engine would have
+/// made it: one per session, at the highest granted QoS of the matching subscriptions
+/// (no more than the message's), with all their identifiers. Shared subscriptions are left
+/// out (a group's message went to one member when it was routed), as is QoS 0 (not queued
+/// for offline sessions) and what a subscription made after the message cannot match.
+fn delivery_for(
+    client: &str,
+    subs: &[(TopicFilter, SubEntry, u64)],
+    msg: &Arc<StoredMessage>,
+    seq: u64,
+    now: SystemTime,
+) -> Option<StoredDelivery> {
+    if msg.expires_at.is_some_and(|t| t <= now) {
+        return None;
+    }
+    let mut best: Option<(QoS, bool, Vec<u32>)> = None;
+    for (filter, entry, since) in subs {
+        if *since >= msg.id
+            || matches!(filter.shared(), Ok(Some(_)))
+            || (entry.options.no_local && msg.publisher.as_deref() == Some(client))
+            || !filter.matches(&msg.topic)
+        {
+            continue;
+        }
+        let b = best.get_or_insert((QoS::AtMostOnce, false, Vec::new()));
+        b.0 = b.0.max(entry.options.qos);
+        b.1 |= entry.options.retain_as_published;
+        b.2.extend(entry.id);
+    }
+    let (qos, rap, sub_ids) = best?;
+    let qos = qos.min(msg.qos);
+    if qos == QoS::AtMostOnce {
+        return None;
+    }
+    Some(StoredDelivery {
+        seq,
+        state: DeliveryState::Queued,
+        qos,
+        retain: rap && msg.retain,
+        sub_ids,
+        msg: msg.clone(),
+    })
 }
 
 /// Sends the batch's messages: retained ones to the retained stream first (acknowledged
@@ -101,24 +406,16 @@ async fn settle(acks: &mut Vec<PublishAckFuture>, timeout: Duration) -> Result<(
 
 impl Store for ClusterStore {
     fn load(&mut self) -> Result<Recovered, StoreError> {
-        // Retained messages are the cluster's: what the local store kept of them (from before
-        // a restart) is replaced by what the cluster holds now.
-        let old = self.inner.load()?;
-        let mut ops: Vec<Op> = old
-            .retained
-            .iter()
-            .map(|r| Op::DeleteRetained(r.topic.clone()))
-            .collect();
-        let mut id = old.max_message_id.unwrap_or(0);
-        for mut m in std::mem::take(&mut self.retained) {
-            id += 1;
-            m.id = id;
+        // Sessions are claimed one by one as their clients come back; retained messages
+        // are the cluster's, read at start.
+        let mut ops = Vec::new();
+        for (i, mut m) in std::mem::take(&mut self.retained).into_iter().enumerate() {
+            m.id = SNAPSHOT_IDS + i as u64;
             ops.push(Op::PutRetained(Box::new(m)));
         }
-        if ops.is_empty() {
-            return Ok(old);
+        if !ops.is_empty() {
+            self.inner.apply(&ops)?;
         }
-        self.inner.apply(&ops)?;
         self.inner.load()
     }
 
@@ -131,24 +428,156 @@ impl Store for ClusterStore {
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError> {
-        let routed: Vec<&StoredMessage> = ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Route(m) => Some(&**m),
-                _ => None,
-            })
-            .collect();
+        let mut routed = Vec::new();
+        let mut deleted = Vec::new();
+        let mut released = Vec::new();
+        for op in ops {
+            match op {
+                Op::Route(m) => routed.push(&**m),
+                Op::DeleteSession(client) => {
+                    if let Some(h) = self.held.remove(client) {
+                        if h.revision != 0 {
+                            deleted.push((client.clone(), h.revision));
+                        }
+                    }
+                }
+                Op::Released(client) => released.push(client.clone()),
+                op => self.record(op),
+            }
+        }
         if !routed.is_empty() {
             self.runtime.block_on(publish(&self.nats, &routed))?;
         }
-        self.inner.apply(ops)
+        self.write_records(deleted, &released)?;
+        self.inner.apply(ops)?;
+        let mut forget: Vec<Op> = released.into_iter().map(Op::DeleteSession).collect();
+        forget.extend(self.lost.iter().cloned().map(Op::DeleteSession));
+        if !forget.is_empty() {
+            self.inner.apply(&forget)?;
+        }
+        Ok(())
     }
 
     fn routes(&self) -> bool {
         true
     }
 
-    fn set_metrics(&mut self, metrics: std::sync::Arc<broker::Metrics>) {
+    fn install(
+        &mut self,
+        client_id: &str,
+        claim: Claim,
+        routed_upto: u64,
+    ) -> Result<Installed, StoreError> {
+        let claimed = claim
+            .0
+            .downcast::<Claimed>()
+            .map_err(|_| failed("claim", "not this store's"))?;
+        let Claimed { record, revision } = *claimed;
+        let client: Arc<str> = Arc::from(client_id);
+        if record.node == self.nats.config.node && self.held.contains_key(&client) {
+            return Ok(Installed::Held);
+        }
+        // Whatever this node still had of it is older than the record.
+        if self.held.remove(&client).is_some() {
+            self.inner.apply(&[Op::DeleteSession(client.clone())])?;
+        }
+        let routed = routed_upto.max(self.routed);
+        let Some(meta) = &record.meta else {
+            self.held.insert(
+                client,
+                Held {
+                    record: SessionRecord {
+                        node: record.node,
+                        epoch: record.epoch,
+                        ..SessionRecord::default()
+                    },
+                    revision,
+                    dirty: false,
+                },
+            );
+            return Ok(Installed::Fresh);
+        };
+        let bad = |e: crate::record::RecordError| failed("session record", e);
+        let meta = meta.meta(client.clone()).map_err(bad)?;
+        let mut subs = Vec::with_capacity(record.subs.len());
+        for s in &record.subs {
+            let (filter, entry) = s.entry().map_err(bad)?;
+            subs.push((filter, entry, s.since));
+        }
+        let runtime = self.runtime.clone();
+        let (listed, later) = runtime.block_on(async {
+            let mut listed = Vec::with_capacity(record.deliveries.len());
+            for d in &record.deliveries {
+                if let Some(m) = self.fetch(d.msg).await? {
+                    listed.push((d, Arc::new(m)));
+                }
+            }
+            let later = if routed > record.upto {
+                self.range(record.upto + 1, routed).await?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, StoreError>((listed, later))
+        })?;
+        let mut deliveries = Vec::with_capacity(listed.len() + later.len());
+        for (d, m) in listed {
+            deliveries.push(d.delivery(m).map_err(bad)?);
+        }
+        let mut next_seq = deliveries.last().map_or(0, |d| d.seq + 1);
+        let now = SystemTime::now();
+        for m in later {
+            let m = Arc::new(m);
+            if let Some(d) = delivery_for(client_id, &subs, &m, next_seq, now) {
+                deliveries.push(d);
+                next_seq += 1;
+            }
+        }
+        let mut ops = vec![Op::PutSession(Box::new(meta.clone()))];
+        for d in &deliveries {
+            ops.push(Op::PutDelivery {
+                client: client.clone(),
+                delivery: Box::new(d.clone()),
+            });
+        }
+        self.inner.apply(&ops)?;
+        let queued: Vec<&StoredDelivery> = deliveries
+            .iter()
+            .filter(|d| d.state == DeliveryState::Queued)
+            .collect();
+        let queued = (
+            queued.len(),
+            queued.iter().map(|d| d.msg.payload.len()).sum(),
+        );
+        let inflight = deliveries
+            .iter()
+            .filter(|d| d.state != DeliveryState::Queued)
+            .cloned()
+            .collect();
+        let held = Held {
+            record: SessionRecord {
+                deliveries: deliveries.iter().map(DeliveryRecord::of).collect(),
+                upto: routed,
+                ..record.clone()
+            },
+            revision,
+            dirty: true,
+        };
+        self.held.insert(client, held);
+        Ok(Installed::Restored(Box::new(RecoveredSession {
+            meta,
+            subscriptions: subs.into_iter().map(|(f, e, _)| (f, e)).collect(),
+            inflight,
+            inbound_qos2: record.inbound_qos2,
+            queued,
+            max_seq: next_seq.checked_sub(1),
+        })))
+    }
+
+    fn take_lost(&mut self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.lost)
+    }
+
+    fn set_metrics(&mut self, metrics: Arc<broker::Metrics>) {
         self.inner.set_metrics(metrics);
     }
 

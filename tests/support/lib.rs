@@ -1240,6 +1240,29 @@ impl TestClient {
         .await;
     }
 
+    /// A PINGREQ round trip, or the end of the connection, whichever comes first (for a
+    /// connection the broker may close meanwhile: see [`TestClient::ended`]).
+    pub async fn sync_or_end(&mut self) {
+        let before = self.count_pingresp();
+        let mut buf = BytesMut::new();
+        if let Err(e) = Packet::PingReq.encode(self.version, &mut buf) {
+            panic!("{}: cannot encode PINGREQ: {e}", self.label);
+        }
+        if self.conn.write(&buf).await.is_err() {
+            self.ended.get_or_insert(Ended::ByServer(None));
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + DEFAULT_TIMEOUT;
+        while self.count_pingresp() == before && self.ended.is_none() {
+            if !self.pump(deadline).await {
+                panic!(
+                    "{}: neither PINGRESP nor the end within {DEFAULT_TIMEOUT:?}",
+                    self.label
+                );
+            }
+        }
+    }
+
     fn count_pingresp(&self) -> usize {
         self.received
             .iter()

@@ -9,6 +9,7 @@
 //! once whichever node holds it.
 
 use super::*;
+use crate::cluster::{Claim, Installed};
 
 impl Engine {
     /// Routes a message received from a client (or a will): to the cluster when the store
@@ -38,8 +39,17 @@ impl Engine {
             .publisher
             .as_deref()
             .and_then(|c| self.by_client.get(c).copied());
+        // A message of the stream keeps its sequence as its id (what the store records of
+        // the session's queue); a QoS 0 one gets an id of this node's, above every sequence.
+        let id = if m.id != 0 {
+            self.routed_upto = self.routed_upto.max(m.id);
+            self.ops.push(Op::Routed(m.id));
+            m.id
+        } else {
+            self.new_message_id()
+        };
         let msg = Message {
-            id: self.new_message_id(),
+            id,
             topic: m.topic,
             payload: m.payload,
             qos: m.qos,
@@ -64,5 +74,96 @@ impl Engine {
                 s.inbound_qos2.remove(&id);
             }
         }
+    }
+}
+
+impl Engine {
+    /// Before a CONNECT that claimed its session (cluster mode): restores what the claim
+    /// found, in place of any copy this node still had. `Err` is the CONNACK's refusal.
+    pub(super) fn install_claim(
+        &mut self,
+        client_id: &str,
+        claim: Claim,
+        now: Instant,
+    ) -> Result<(), ReasonCode> {
+        match self.store.install(client_id, claim, self.routed_upto) {
+            Ok(Installed::Held) => Ok(()),
+            Ok(Installed::Fresh) => {
+                self.forget_client(client_id);
+                Ok(())
+            }
+            Ok(Installed::Restored(r)) => {
+                self.forget_client(client_id);
+                self.restore_session(*r, now).map_err(|e| {
+                    tracing::error!(%client_id, error = %e, "session claimed but not restored; CONNECT refused");
+                    ReasonCode::ServerUnavailable
+                })?;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(%client_id, error = %e, "session claimed but not installed; CONNECT refused");
+                Err(ReasonCode::ServerUnavailable)
+            }
+        }
+    }
+
+    /// Another node asked for this client's session: its connection here is closed (5.0:
+    /// DISCONNECT 0x8E, its will handled as at any takeover), the store writes the session
+    /// for the last time, and this node forgets it. `false` if this node had no such
+    /// session.
+    pub(super) fn release_session(&mut self, client_id: &str, now: Instant) -> bool {
+        let Some(&sid) = self.by_client.get(client_id) else {
+            return false;
+        };
+        if self.sessions.get(&sid).is_some_and(|s| s.online.is_some()) {
+            self.close(sid, Some(ReasonCode::SessionTakenOver));
+            self.go_offline(sid, now);
+        }
+        // A session that ended with its connection (clean, expiry 0) is gone already.
+        let Some(&sid) = self.by_client.get(client_id) else {
+            return true;
+        };
+        if let Some(s) = self.sessions.get(&sid) {
+            self.ops.push(Op::Released(s.client_id.clone()));
+        }
+        self.forget(sid);
+        true
+    }
+
+    /// Sessions another node took (the store lost their records): closed (0x8E) and
+    /// forgotten, without writing anything more of them.
+    pub(super) fn forget_lost(&mut self) {
+        for client in self.store.take_lost() {
+            if let Some(&sid) = self.by_client.get(&client) {
+                tracing::info!(client_id = %client, "session taken by another node; closing its connection here");
+                self.close(sid, Some(ReasonCode::SessionTakenOver));
+                self.forget(sid);
+            }
+        }
+    }
+
+    /// Forgets this node's copy of `client_id`'s session, if any (see [`Engine::forget`]).
+    fn forget_client(&mut self, client_id: &str) {
+        if let Some(&sid) = self.by_client.get(client_id) {
+            self.close(sid, Some(ReasonCode::SessionTakenOver));
+            self.forget(sid);
+        }
+    }
+
+    /// Drops a session from this node's maps without a store op: it lives on elsewhere.
+    fn forget(&mut self, sid: SessionId) {
+        let Some(s) = self.sessions.remove(&sid) else {
+            return;
+        };
+        if let Some(online) = &s.online {
+            self.conns.remove(&online.conn);
+        }
+        self.by_client.remove(&s.client_id);
+        for f in s.subscriptions.keys() {
+            self.subs.remove(sid, f);
+        }
+        self.emit(|| SessionEvent::Ended {
+            client_id: s.client_id.to_string(),
+        });
     }
 }

@@ -49,6 +49,14 @@ impl Engine {
             Request::Stats { reply } => {
                 let _ = reply.send(stats_view(self));
             }
+            Request::Release { client_id, reply } => {
+                if self.release_session(&client_id, now) {
+                    // Answered once the session's last record is written (see `flush`).
+                    self.release_done.push(reply);
+                } else {
+                    let _ = reply.send(false);
+                }
+            }
             Request::Kick { client_id, reply } => {
                 let _ = reply.send(self.kick(&client_id, now));
             }

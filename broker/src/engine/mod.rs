@@ -27,7 +27,8 @@ use crate::ratelog::RateLimitedLog;
 use crate::retained::RetainedIndex;
 use crate::session::{Delivery, HeldAck, Inflight, Online, Session, Stage};
 use crate::store::{
-    DeliveryState, Op, Recovered, SessionMeta, Store, StoreError, StoredDelivery, StoredMessage,
+    DeliveryState, Op, Recovered, RecoveredSession, SessionMeta, Store, StoreError, StoredDelivery,
+    StoredMessage,
 };
 use crate::subscriptions::{SubEntry, Subscriptions};
 use crate::view::{SessionEvent, SessionSummary};
@@ -150,6 +151,10 @@ pub(crate) struct Engine {
     /// QoS 2 packet ids taken in by the current batch while routing through the cluster:
     /// forgotten if the batch fails (see `Engine::forget_batch_qos2`).
     batch_qos2: Vec<(SessionId, u16)>,
+    /// The last stream sequence the cluster delivered and this node routed (cluster mode).
+    routed_upto: u64,
+    /// Releases of sessions to other nodes, answered once the batch is written.
+    release_done: Vec<oneshot::Sender<bool>>,
     /// Changes of the current batch, written by [`Engine::flush`] in one transaction.
     ops: Vec<Op>,
     /// The message the last queued delivery carried, in its stored form: the next
@@ -252,11 +257,15 @@ impl Engine {
             retained: RetainedIndex::new(),
             batch_retained: HashMap::new(),
             next_session: 0,
-            next_message_id: 0,
+            // In a cluster, messages of the stream have their sequence as id: this node's
+            // own ids (QoS 0, retained read at start) stay above any sequence.
+            next_message_id: if store.routes() { CLUSTER_LOCAL_IDS } else { 0 },
             to_drop: Vec::new(),
             shutting_down: false,
             routes: store.routes(),
             batch_qos2: Vec::new(),
+            routed_upto: 0,
+            release_done: Vec::new(),
             store,
             ops: Vec::new(),
             last_stored: None,
@@ -396,7 +405,17 @@ impl Engine {
                 identity,
                 tx,
                 flow,
+                claim,
             } => {
+                if let Some(claim) = claim {
+                    if let Err(reason) = self.install_claim(connect.client_id.as_str(), *claim, now)
+                    {
+                        let ack = Packet::ConnAck(ConnAck::new(false, reason));
+                        let _ = tx.try_send(Outgoing::Packet(Box::new(ack)));
+                        let _ = tx.try_send(Outgoing::Close);
+                        return;
+                    }
+                }
                 self.on_connect(conn, *connect, *info, *identity, (tx, flow), now);
                 self.note_connected();
             }
@@ -449,6 +468,9 @@ impl Engine {
         for done in self.shutdown_done.drain(..) {
             let _ = done.send(());
         }
+        for done in self.release_done.drain(..) {
+            let _ = done.send(true);
+        }
         // One `queue` event per session touched by the batch.
         if !self.dirty.is_empty() {
             let mut dirty = std::mem::take(&mut self.dirty);
@@ -480,6 +502,7 @@ impl Engine {
                     self.forget_batch_qos2();
                 }
                 self.ops.clear();
+                self.forget_lost();
             }
             self.batch_qos2.clear();
             if self.outbox.is_empty() && self.to_drop.is_empty() {
@@ -588,6 +611,9 @@ impl Engine {
         }
     }
 }
+
+/// The first id of a cluster node's own messages: above any stream sequence.
+const CLUSTER_LOCAL_IDS: u64 = 1 << 62;
 
 /// How often expired retained messages are swept out (a scan of the index).
 const RETAINED_SWEEP: Duration = Duration::from_secs(10);

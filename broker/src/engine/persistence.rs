@@ -161,73 +161,10 @@ impl Engine {
                 stats.expired += 1;
                 continue;
             }
-            let sid = SessionId(self.next_session);
-            self.next_session += 1;
-            let mut s = Session::new(sid, meta.client_id.clone(), meta.version);
-            s.clean_start = false;
-            s.identity = Identity {
-                username: meta.username.map(Arc::from),
-                ..Identity::default()
-            };
-            // A `max_session_expiry` lowered since the session was stored applies to it too.
-            s.expiry_interval = self
-                .config
-                .max_session_expiry
-                .map_or(meta.expiry_interval, |max| meta.expiry_interval.min(max));
-            s.disconnected_at = Some(
-                meta.disconnected_at
-                    .map_or(now, |t| self.clock.to_instant(t)),
-            );
-            // Offline from now on; a session of a client that was connected when the broker
-            // stopped starts its expiry now.
-            let capped = (s.expiry_interval != u32::MAX).then(|| {
-                s.disconnected_at.unwrap_or(now) + Duration::from_secs(u64::from(s.expiry_interval))
-            });
-            s.expires_at = match (meta.expires_at, capped) {
-                (Some(t), Some(cap)) => Some(self.clock.to_instant(t).min(cap)),
-                (Some(t), None) => Some(self.clock.to_instant(t)),
-                (None, Some(_)) => Some(now + Duration::from_secs(u64::from(s.expiry_interval))),
-                (None, None) => None,
-            };
-            s.pending_will = meta
-                .pending_will
-                .map(|(w, at)| (Box::new(w), self.clock.to_instant(at)));
-            s.stats.dropped = meta.dropped;
-            for (filter, entry) in r.subscriptions {
-                self.subs.insert(sid, &filter, entry);
-                s.subscriptions.insert(filter, entry);
-            }
-            for d in r.inflight {
-                let (id, stage) = match d.state {
-                    DeliveryState::AwaitingAck(id) => (id, Stage::AwaitingAck),
-                    DeliveryState::AwaitingComp(id) => (id, Stage::AwaitingComp),
-                    DeliveryState::Queued => continue,
-                };
-                let seq = d.seq;
-                let delivery = self.delivery_from_store(d, now);
-                s.inflight.insert(
-                    id,
-                    Inflight {
-                        seq,
-                        delivery,
-                        stage,
-                    },
-                );
-            }
-            s.inbound_qos2.extend(r.inbound_qos2);
-            s.next_seq = r.max_seq.map_or(0, |m| m + 1);
-            if r.queued.0 > 0 {
-                for d in self.store.load_queue(&s.client_id)? {
-                    let size = d.msg.payload.len();
-                    s.stored_queue.push_back((d.seq, size));
-                    s.queued_bytes += size;
-                }
-            }
+            let (queued, inflight) = self.restore_session(RecoveredSession { meta, ..r }, now)?;
             stats.sessions += 1;
-            stats.queued += s.stored_queue.len();
-            stats.inflight += s.inflight.len();
-            self.by_client.insert(s.client_id.clone(), sid);
-            self.sessions.insert(sid, Box::new(s));
+            stats.queued += queued;
+            stats.inflight += inflight;
         }
         for (will, client) in wills {
             self.publish_will(will, client, now);
@@ -250,5 +187,83 @@ impl Engine {
         }
         self.flush(now);
         Ok(stats)
+    }
+
+    /// Installs a session read back from the store (at start, or claimed from another node
+    /// in a cluster): offline, its expiry running, its in-flight messages and its queue
+    /// (left in the store) waiting for the client. Returns how many messages are queued and
+    /// in flight.
+    pub(super) fn restore_session(
+        &mut self,
+        r: RecoveredSession,
+        now: Instant,
+    ) -> Result<(usize, usize), StoreError> {
+        let meta = r.meta;
+        let sid = SessionId(self.next_session);
+        self.next_session += 1;
+        let mut s = Session::new(sid, meta.client_id.clone(), meta.version);
+        s.clean_start = false;
+        s.identity = Identity {
+            username: meta.username.map(Arc::from),
+            ..Identity::default()
+        };
+        // A `max_session_expiry` lowered since the session was stored applies to it too.
+        s.expiry_interval = self
+            .config
+            .max_session_expiry
+            .map_or(meta.expiry_interval, |max| meta.expiry_interval.min(max));
+        s.disconnected_at = Some(
+            meta.disconnected_at
+                .map_or(now, |t| self.clock.to_instant(t)),
+        );
+        // Offline from now on; a session of a client that was connected when the broker
+        // stopped starts its expiry now.
+        let capped = (s.expiry_interval != u32::MAX).then(|| {
+            s.disconnected_at.unwrap_or(now) + Duration::from_secs(u64::from(s.expiry_interval))
+        });
+        s.expires_at = match (meta.expires_at, capped) {
+            (Some(t), Some(cap)) => Some(self.clock.to_instant(t).min(cap)),
+            (Some(t), None) => Some(self.clock.to_instant(t)),
+            (None, Some(_)) => Some(now + Duration::from_secs(u64::from(s.expiry_interval))),
+            (None, None) => None,
+        };
+        s.pending_will = meta
+            .pending_will
+            .map(|(w, at)| (Box::new(w), self.clock.to_instant(at)));
+        s.stats.dropped = meta.dropped;
+        for (filter, entry) in r.subscriptions {
+            self.subs.insert(sid, &filter, entry);
+            s.subscriptions.insert(filter, entry);
+        }
+        for d in r.inflight {
+            let (id, stage) = match d.state {
+                DeliveryState::AwaitingAck(id) => (id, Stage::AwaitingAck),
+                DeliveryState::AwaitingComp(id) => (id, Stage::AwaitingComp),
+                DeliveryState::Queued => continue,
+            };
+            let seq = d.seq;
+            let delivery = self.delivery_from_store(d, now);
+            s.inflight.insert(
+                id,
+                Inflight {
+                    seq,
+                    delivery,
+                    stage,
+                },
+            );
+        }
+        s.inbound_qos2.extend(r.inbound_qos2);
+        s.next_seq = r.max_seq.map_or(0, |m| m + 1);
+        if r.queued.0 > 0 {
+            for d in self.store.load_queue(&s.client_id)? {
+                let size = d.msg.payload.len();
+                s.stored_queue.push_back((d.seq, size));
+                s.queued_bytes += size;
+            }
+        }
+        let counts = (s.stored_queue.len(), s.inflight.len());
+        self.by_client.insert(s.client_id.clone(), sid);
+        self.sessions.insert(sid, Box::new(s));
+        Ok(counts)
     }
 }

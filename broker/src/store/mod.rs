@@ -206,6 +206,13 @@ pub enum Op {
     /// is safe before [`Store::apply`] returns: a QoS 1/2 or retained message is stored by
     /// the cluster before its PUBACK / PUBREC goes out. Stores that do not route ignore it.
     Route(Box<StoredMessage>),
+    /// The engine has routed the cluster's message of this stream sequence (the ops of its
+    /// deliveries come before this one). Stores that do not route ignore it.
+    Routed(u64),
+    /// The session of this client went to another node: the store writes what it knows of
+    /// it for the last time and forgets it, keeping it for the new owner (unlike
+    /// [`Op::DeleteSession`]). Stores that do not route ignore it.
+    Released(Arc<str>),
 }
 
 /// A session as recovered at start: everything but its queued messages, which stay in the
@@ -326,6 +333,23 @@ pub trait Store: Send + std::fmt::Debug {
     /// routing it itself, and routes what the cluster gives back (`Broker::route`).
     fn routes(&self) -> bool {
         false
+    }
+    /// Restores the session `claim` found for `client_id` (cluster mode: see
+    /// [`crate::cluster`]), with what the cluster routed up to stream sequence
+    /// `routed_upto` queued for it. Stores that do not route have no claims.
+    fn install(
+        &mut self,
+        client_id: &str,
+        claim: crate::cluster::Claim,
+        routed_upto: u64,
+    ) -> Result<crate::cluster::Installed, StoreError> {
+        let _ = (client_id, claim, routed_upto);
+        Err(StoreError::Database("this store has no claims".into()))
+    }
+    /// Sessions another node took since the last call (cluster mode): the engine closes
+    /// their connections (0x8E) and forgets them.
+    fn take_lost(&mut self) -> Vec<Arc<str>> {
+        Vec::new()
     }
     /// Called periodically: the `Interval` policy asks for its sync here.
     fn tick(&mut self) -> Result<(), StoreError> {

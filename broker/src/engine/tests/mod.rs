@@ -136,6 +136,7 @@ impl World {
                 identity: Box::new(identity),
                 tx,
                 flow: Arc::clone(&flow),
+                claim: None,
             },
             self.now,
         );

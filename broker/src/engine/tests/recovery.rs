@@ -107,6 +107,7 @@ fn a_takeover_in_the_same_batch_as_new_messages_loses_none_of_them() {
         identity: Box::default(),
         tx,
         flow: Arc::clone(&flow),
+        claim: None,
     };
     w.engine.handle(cmd, w.now);
     w.engine.flush(w.now);

@@ -156,7 +156,9 @@ impl MemoryStore {
                 | Op::DeleteInboundQos2 { .. }
                 | Op::PutRetained(_)
                 | Op::DeleteRetained(_)
-                | Op::Route(_) => continue,
+                | Op::Route(_)
+                | Op::Routed(_)
+                | Op::Released(_) => continue,
             };
             let now = *exists
                 .entry(client)
@@ -301,7 +303,7 @@ impl MemoryStore {
                 self.retained.remove(topic);
             }
             // Not a change of this store's state (see `Store::routes`).
-            Op::Route(_) => {}
+            Op::Route(_) | Op::Routed(_) | Op::Released(_) => {}
         }
     }
 }
