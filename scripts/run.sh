@@ -7,6 +7,14 @@
 #   DATA_DIR   the embedded store's directory             (default ./data)
 #
 # Any arguments are passed on to the bridge after these.
+#
+# CLUSTER_DEMO=1 runs the local cluster demo (scripts/cluster-demo.sh) instead of the one
+# bridge, after the same setup (which then also installs Debian's nats-server) and builds:
+# 3 nats-server with JetStream and two bridges acting as one broker, "a" at
+# http://127.0.0.1:8080/ (mqtt 127.0.0.1:1883) and "b" at http://127.0.0.1:8081/ (mqtt
+# 127.0.0.1:1884). HTTP_ADDR, MQTT_ADDR and DATA_DIR do not apply to it: its own settings are
+# at the top of scripts/cluster-demo.sh. Arguments go to both bridges; Ctrl-C or SIGTERM
+# stops everything it started.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +35,12 @@ echo "==> building the browser client package (client-wasm/pkg)"
 client-wasm/build.sh --no-budget
 
 bridge="${CARGO_TARGET_DIR:-$root/target}/release/bridge"
+
+if [ "${CLUSTER_DEMO:-}" = 1 ]; then
+    # exec: Ctrl-C and SIGTERM reach the demo, which stops what it started.
+    echo "==> starting the cluster demo (scripts/cluster-demo.sh)"
+    exec scripts/cluster-demo.sh "$@"
+fi
 
 echo "==> starting the bridge"
 echo "    dashboard: http://${http_addr}/   (playground included; client package at /pkg/)"

@@ -4,6 +4,9 @@
 #   scripts/setup.sh         everything: what running needs plus what the tests need
 #   scripts/setup.sh run     only what `scripts/run.sh` needs (Rust targets, wasm-bindgen, npm)
 #
+# CLUSTER_DEMO=1 scripts/setup.sh run  also installs Debian's nats-server, which the local
+# cluster demo (`CLUSTER_DEMO=1 scripts/run.sh`, scripts/cluster-demo.sh) needs.
+#
 # Every step checks first and skips when its tool is already there, so a second run takes
 # seconds. Each step prints one line: "ok: ..." when present, "installing: ..." when not.
 # The only network this needs is the package registries: crates.io, npm, PyPI and Debian's apt.
@@ -99,14 +102,17 @@ setup_npm() {
 
 apt_packages=(chromium chromium-driver mosquitto-clients mosquitto nats-server)
 
+# setup_apt [PACKAGE...]: installs those of the packages (default: all of apt_packages) that
+# are missing, with one apt-get run; nothing, not even apt-get update, when none is.
 setup_apt() {
-    local missing=()
-    for pkg in "${apt_packages[@]}"; do
+    local wanted=("$@") missing=()
+    [ "${#wanted[@]}" -gt 0 ] || wanted=("${apt_packages[@]}")
+    for pkg in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
             missing+=("$pkg")
     done
     if [ "${#missing[@]}" -eq 0 ]; then
-        ok "debian packages ${apt_packages[*]} present"
+        ok "debian packages ${wanted[*]} present"
     else
         installing "debian packages ${missing[*]}"
         # apt is chatty: keep its output in a log and show it only if it fails.
@@ -200,5 +206,8 @@ if [ "$mode" = all ]; then
     setup_apt
     stop_system_mosquitto
     setup_python
+elif [ "${CLUSTER_DEMO:-}" = 1 ]; then
+    # `run` for the cluster demo: its NATS servers (`all` has nats-server in apt_packages).
+    setup_apt nats-server
 fi
 # Later steps that every mode needs go above this line; test-only steps inside the `if`.

@@ -11,7 +11,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use e2e::nats::{cluster_table, namespace, NatsCluster};
-use e2e::protocol::{ProtocolVersion, QoS, ReasonCode};
+use e2e::protocol::{
+    Connect, Packet, PacketId, Properties, ProtocolVersion, QoS, ReasonCode, Subscribe,
+    Subscription,
+};
 use e2e::{clean, persistent, Bridge, Transport};
 
 const V311: ProtocolVersion = ProtocolVersion::V311;
@@ -299,4 +302,62 @@ async fn two_simultaneous_connects_with_one_client_id_on_two_bridges_leave_one_o
         owner.disconnect().await;
         p.disconnect().await;
     }
+}
+
+/// `kill -9` of the bridge that holds a subscriber with messages in flight: the client
+/// comes back on the other bridge, gets session present = 1, the unacknowledged messages
+/// again with DUP, then every later one, in order; nothing acknowledged is lost.
+// [MQTT-4.4.0-1] (unacknowledged PUBLISHes resent on resume, DUP set [MQTT-3.3.1-1]),
+// [MQTT-3.2.2-2] (session present), [MQTT-4.6.0-6] (order).
+#[tokio::test]
+async fn a_subscriber_whose_bridge_is_killed_resumes_on_the_other_with_its_messages_in_flight() {
+    let (_, mut b) = bridges("kill-bridge", 2, "");
+    let mut raw = b[0].raw(TCP).await;
+    let mut c = Connect::new(V5, "survivor", false);
+    c.properties.session_expiry_interval = Some(300);
+    raw.connect(c).await;
+    raw.send(Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        subscriptions: vec![Subscription::new(e2e::filter("k/#"), QoS::AtLeastOnce)],
+        properties: Properties::default(),
+    }))
+    .await;
+    assert!(matches!(raw.read_packet().await, Some(Packet::SubAck(_))));
+
+    let mut p = b[1].client(TCP, clean(V5, "p")).await;
+    for i in 0..5 {
+        p.publish("k/t", format!("{i}"), QoS::AtLeastOnce, false)
+            .await;
+    }
+    // Received, never acknowledged.
+    for i in 0..5 {
+        match raw.read_packet().await {
+            Some(Packet::Publish(m)) => assert_eq!(&m.payload[..], format!("{i}").as_bytes()),
+            other => panic!("expected PUBLISH {i}, got {other:?}"),
+        }
+    }
+    b[0].kill9();
+    drop(raw);
+    for i in 5..30 {
+        p.publish("k/t", format!("{i}"), QoS::AtLeastOnce, false)
+            .await;
+    }
+
+    let (mut s, ack) = b[1].connect(TCP, persistent(V5, "survivor")).await.unwrap();
+    assert!(ack.session_present, "the session survived its bridge");
+    for i in 0..5 {
+        let m = s.recv().await;
+        assert!(m.dup, "message {i} was in flight: resent with DUP");
+        assert_eq!(&m.payload[..], format!("{i}").as_bytes());
+    }
+    for i in 30..60 {
+        p.publish("k/t", format!("{i}"), QoS::AtLeastOnce, false)
+            .await;
+    }
+    let got = s.recv_payloads(55).await;
+    let want: Vec<String> = (5..60).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "every acknowledged message, in order");
+    s.expect_no_message(Duration::from_millis(200)).await;
+    s.disconnect().await;
+    p.disconnect().await;
 }

@@ -264,6 +264,7 @@ async fn run(
                 nats.clone(),
                 broker.clone(),
             ));
+            tokio::spawn(cluster::guard::run(nats.clone(), broker.clone()));
             tokio::spawn(cluster::feed::run(nats, broker.clone(), next, position));
             broker
         }

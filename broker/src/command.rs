@@ -132,6 +132,13 @@ pub(crate) enum Request {
         /// `false`: this node had no such session.
         reply: oneshot::Sender<bool>,
     },
+    /// Close every connection (5.0: DISCONNECT with the reason), keeping the sessions.
+    DisconnectAll {
+        /// The DISCONNECT's reason code.
+        reason: protocol::ReasonCode,
+        /// How many were closed.
+        reply: oneshot::Sender<usize>,
+    },
     /// Close a session's connection (5.0: DISCONNECT 0x98), keeping the session.
     Kick {
         /// Its client id.

@@ -156,6 +156,7 @@ where
         metrics: &'a Metrics,
         auth: &'a dyn Authenticator,
         claims: Option<&'a dyn SessionClaims>,
+        available: &'a std::sync::atomic::AtomicBool,
         engine: &'a mpsc::Sender<Command>,
         stopping: watch::Receiver<bool>,
         transport: T,
@@ -194,23 +195,30 @@ where
             }
         };
         // Cluster mode: the session is claimed for this node first (any other node that
-        // holds it lets go), so that two nodes never both own it.
-        let claim = match claims {
-            Some(claims) if !connect.client_id.is_empty() => {
-                match claims.claim(connect.client_id.as_str()).await {
-                    Ok(claim) => Some(Box::new(claim)),
-                    Err(reason) => {
-                        // 3.1.1 has no 0x88: its "server unavailable" is 3.
-                        metrics.connect_refused(reason);
-                        let ack = ConnAck::new(false, reason);
-                        conn.send_last(encoded(&Packet::ConnAck(ack), connect.protocol))
-                            .await;
-                        conn.close().await;
-                        return Err(ConnectionError::Refused(reason));
-                    }
+        // holds it lets go), so that two nodes never both own it; and nobody is let in
+        // while the cluster cannot be reached.
+        let claim = if !available.load(std::sync::atomic::Ordering::Acquire) {
+            Some(Err(ReasonCode::ServerUnavailable))
+        } else {
+            match claims {
+                Some(claims) if !connect.client_id.is_empty() => {
+                    Some(claims.claim(connect.client_id.as_str()).await)
                 }
+                _ => None,
             }
-            _ => None,
+        };
+        let claim = match claim {
+            None => None,
+            Some(Ok(claim)) => Some(Box::new(claim)),
+            Some(Err(reason)) => {
+                // 3.1.1 has no 0x88: its "server unavailable" is return code 3.
+                metrics.connect_refused(reason);
+                let ack = ConnAck::new(false, reason);
+                conn.send_last(encoded(&Packet::ConnAck(ack), connect.protocol))
+                    .await;
+                conn.close().await;
+                return Err(ConnectionError::Refused(reason));
+            }
         };
         conn.connected(
             connect,

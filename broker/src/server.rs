@@ -59,6 +59,9 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Cluster mode: claims each CONNECT's session for this node first.
     claims: Option<Arc<dyn SessionClaims>>,
+    /// Cleared while what the broker depends on (the cluster) cannot be reached: CONNECTs
+    /// are then refused with 0x88 Server unavailable (3.1.1: 3).
+    available: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Broker {
@@ -159,6 +162,7 @@ impl Broker {
                 events,
                 metrics,
                 claims,
+                available: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             }),
         }
     }
@@ -290,6 +294,21 @@ impl Broker {
             .map_err(|_| Stopped)
     }
 
+    /// Marks what the broker depends on as reachable or not (cluster mode: NATS). While
+    /// unreachable, new CONNECTs are refused with 0x88 Server unavailable (3.1.1: return
+    /// code 3); [`Broker::disconnect_all`] ends the connections already open.
+    pub fn set_available(&self, available: bool) {
+        self.inner.available.store(available, Ordering::Release);
+    }
+
+    /// Closes every client connection (5.0: DISCONNECT with `reason`), keeping the
+    /// sessions, as when the broker can no longer store what clients send. Returns how many
+    /// were closed.
+    pub async fn disconnect_all(&self, reason: protocol::ReasonCode) -> Result<usize, Stopped> {
+        self.ask(|reply| Request::DisconnectAll { reason, reply })
+            .await
+    }
+
     /// A receiver of session changes. A receiver that falls more than
     /// 1024 events behind gets `RecvError::Lagged` and skips
     /// them: this is a UI stream, never the path of a QoS 1/2 message.
@@ -336,6 +355,7 @@ impl Broker {
             &self.inner.metrics,
             &*self.inner.auth,
             self.inner.claims.as_deref(),
+            &self.inner.available,
             &self.inner.tx,
             self.inner.stopping.subscribe(),
             transport,

@@ -27,11 +27,15 @@
 //! - [`nats`]: the connection and the JetStream streams.
 //! - [`store`]: the [`ClusterStore`], the engine's store in cluster mode.
 //! - [`feed`]: the tasks that bring the cluster's messages to this node's engine.
+//! - [`record`]: a session as the sessions bucket keeps it.
+//! - [`claims`]: who owns a session; the claim at CONNECT, the release.
+//! - [`guard`]: what a node does while NATS cannot be reached.
 
 pub mod claims;
 pub mod config;
 pub mod envelope;
 pub mod feed;
+pub mod guard;
 pub mod nats;
 pub mod record;
 pub mod store;

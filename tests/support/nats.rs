@@ -110,6 +110,13 @@ impl NatsCluster {
 
     /// Starts server `i` again on its ports and store, and waits for the cluster.
     pub fn restart(&self, i: usize) {
+        self.restart_without_waiting(i);
+        self.wait_ready();
+    }
+
+    /// Starts server `i` again on its ports and store (when the others are down too, none
+    /// is ready before a majority is back: see [`NatsCluster::wait_ready`]).
+    pub fn restart_without_waiting(&self, i: usize) {
         {
             let mut nodes = self.lock();
             let routes: Vec<String> = nodes
@@ -120,7 +127,6 @@ impl NatsCluster {
                 .collect();
             nodes[i].launch(&routes.join(","));
         }
-        self.wait_ready();
     }
 
     /// Waits until every running server says JetStream is healthy (a meta leader elected).

@@ -130,6 +130,22 @@ impl Engine {
         true
     }
 
+    /// Closes every connection (5.0: DISCONNECT `reason`), keeping the sessions; their
+    /// wills are handled as for any connection the server closes. Returns how many.
+    pub(super) fn disconnect_all(&mut self, reason: ReasonCode, now: Instant) -> usize {
+        let online: Vec<SessionId> = self
+            .sessions
+            .values()
+            .filter(|s| s.online.is_some())
+            .map(|s| s.id)
+            .collect();
+        for &sid in &online {
+            self.close(sid, Some(reason));
+            self.go_offline(sid, now);
+        }
+        online.len()
+    }
+
     /// Sessions another node took (the store lost their records): closed (0x8E) and
     /// forgotten, without writing anything more of them.
     pub(super) fn forget_lost(&mut self) {

@@ -57,6 +57,9 @@ impl Engine {
                     let _ = reply.send(false);
                 }
             }
+            Request::DisconnectAll { reason, reply } => {
+                let _ = reply.send(self.disconnect_all(reason, now));
+            }
             Request::Kick { client_id, reply } => {
                 let _ = reply.send(self.kick(&client_id, now));
             }

@@ -519,8 +519,13 @@ impl Engine {
                         o.pending_out = 0;
                     }
                 }
+                // A failed batch acknowledges nothing: its packets become a close. A
+                // DISCONNECT acknowledges nothing either, and says why (0x9C when the
+                // cluster is gone): it still goes.
                 let item = match (store_failed, item) {
-                    (true, Outgoing::Packet(_)) => Outgoing::Close,
+                    (true, Outgoing::Packet(p)) if !matches!(*p, Packet::Disconnect(_)) => {
+                        Outgoing::Close
+                    }
                     (_, item) => item,
                 };
                 let size = self.size_out(&item, sid);
