@@ -45,7 +45,7 @@ bridge="${CARGO_TARGET_DIR:-target}/release/bridge"
 
 # How long the NATS cluster may take to elect its JetStream leader, and a bridge to answer
 # on its HTTP address (it connects to NATS and creates its streams first).
-ready_timeout=30
+ready_timeout=60
 # How long a process may take to stop after SIGTERM before it gets SIGKILL.
 stop_timeout=15
 

@@ -29,10 +29,12 @@
 //! - [`feed`]: the tasks that bring the cluster's messages to this node's engine.
 //! - [`record`]: a session as the sessions bucket keeps it.
 //! - [`claims`]: who owns a session; the claim at CONNECT, the release.
+//! - [`directory`]: every session of the cluster, for the dashboard and the API.
 //! - [`guard`]: what a node does while NATS cannot be reached.
 
 pub mod claims;
 pub mod config;
+pub mod directory;
 pub mod envelope;
 pub mod feed;
 pub mod guard;
@@ -43,5 +45,6 @@ pub mod subject;
 
 pub use claims::Claims;
 pub use config::ClusterConfig;
+pub use directory::Directory;
 pub use nats::{ClusterError, Nats};
 pub use store::ClusterStore;

@@ -313,12 +313,42 @@ pub fn key_of(client_id: &str) -> String {
     out
 }
 
+/// The client id of a bucket key [`key_of`] made.
+pub fn client_of(key: &str) -> Option<String> {
+    if key == "=" {
+        return Some(String::new());
+    }
+    let mut out = Vec::with_capacity(key.len());
+    let mut bytes = key.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'=' {
+            let hi = bytes.next().and_then(hex)?;
+            let lo = bytes.next().and_then(hex)?;
+            out.push(hi << 4 | lo);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn keys_are_bucket_safe_and_distinct() {
+        for id in ["sensor-1_a", "a.b/c d", "=41", "\u{e9}", "", "x=y"] {
+            assert_eq!(client_of(&key_of(id)).as_deref(), Some(id));
+        }
         assert_eq!(key_of("sensor-1_a"), "sensor-1_a");
         assert_eq!(key_of("a.b/c d"), "a=2Eb=2Fc=20d");
         assert_eq!(key_of("=41"), "=3D41");
