@@ -361,3 +361,41 @@ async fn a_subscriber_whose_bridge_is_killed_resumes_on_the_other_with_its_messa
     s.disconnect().await;
     p.disconnect().await;
 }
+
+/// `kill -9` of a bridge whose clients do not come back: another bridge adopts its
+/// sessions. The will of a connection that was open on it is published, and an offline
+/// session's expiry runs (it is gone once its interval has passed).
+// [MQTT-3.1.2-8] (the will of a connection lost without DISCONNECT is published),
+// [MQTT-3.1.2-23] (a session ends when its expiry interval has passed).
+#[tokio::test]
+async fn the_sessions_of_a_killed_bridge_are_adopted_their_wills_published_and_expiry_run() {
+    let (_, mut b) = bridges("adopt", 2, "");
+    let mut watcher = b[1].client(TCP, clean(V5, "watcher")).await;
+    watcher.subscribe("gone/#", QoS::AtLeastOnce).await;
+    let mut opts = persistent(V5, "lost");
+    opts.will = Some(protocol_will("gone/lost", "bye"));
+    let _lost = b[0].client(TCP, opts).await;
+    let mut short = persistent(V5, "short");
+    short.session_expiry_interval = Some(3);
+    let (s, _) = b[0].connect(TCP, short.clone()).await.unwrap();
+    s.disconnect().await;
+
+    b[0].kill9();
+    // Two looks (2 s apart) find the node gone, then its sessions are adopted.
+    let will = watcher.recv_within(Duration::from_secs(20)).await;
+    assert_eq!(will.topic.as_str(), "gone/lost");
+    assert_eq!(&will.payload[..], b"bye");
+    // Its expiry (3 s) has passed by now, or passes on the adopting bridge.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (s, ack) = b[1].connect(TCP, short).await.unwrap();
+    assert!(
+        !ack.session_present,
+        "the offline session expired on the adopting bridge"
+    );
+    s.disconnect().await;
+    // The session with the will was adopted too: its client finds it on the other bridge.
+    let (c, ack) = b[1].connect(TCP, persistent(V5, "lost")).await.unwrap();
+    assert!(ack.session_present);
+    c.disconnect().await;
+    watcher.disconnect().await;
+}

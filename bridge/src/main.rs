@@ -252,7 +252,7 @@ async fn run(
                 config.broker.clone(),
                 security.authenticator.clone(),
                 Box::new(store),
-                claims,
+                claims.clone(),
             )?;
             tracing::info!(
                 node = %nats.config.node,
@@ -265,6 +265,15 @@ async fn run(
                 broker.clone(),
             ));
             tokio::spawn(cluster::guard::run(nats.clone(), broker.clone()));
+            // Every session of the cluster (the API lists them; dead nodes' are adopted).
+            let directory = cluster::Directory::default();
+            tokio::spawn(directory.clone().run(nats.clone()));
+            tokio::spawn(cluster::adoption::run(
+                nats.clone(),
+                broker.clone(),
+                directory.clone(),
+                claims,
+            ));
             tokio::spawn(cluster::feed::run(nats, broker.clone(), next, position));
             broker
         }

@@ -132,6 +132,15 @@ pub(crate) enum Request {
         /// `false`: this node had no such session.
         reply: oneshot::Sender<bool>,
     },
+    /// Take a session whose node died, without its client (cluster mode).
+    Adopt {
+        /// Its client id.
+        client_id: String,
+        /// What the claim read.
+        claim: crate::cluster::Claim,
+        /// `false`: not installed (its client came back here meanwhile, or it failed).
+        reply: oneshot::Sender<bool>,
+    },
     /// Close every connection (5.0: DISCONNECT with the reason), keeping the sessions.
     DisconnectAll {
         /// The DISCONNECT's reason code.

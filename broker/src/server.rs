@@ -294,6 +294,23 @@ impl Broker {
             .map_err(|_| Stopped)
     }
 
+    /// Takes the session of `client_id`, whose node died, without its client (cluster
+    /// mode): `claim` is what the adopting claim read. The session is restored offline, its
+    /// expiry running and its wills armed. `false` if it was not installed.
+    pub async fn adopt(
+        &self,
+        client_id: &str,
+        claim: crate::cluster::Claim,
+    ) -> Result<bool, Stopped> {
+        let client_id = client_id.to_owned();
+        self.ask(|reply| Request::Adopt {
+            client_id,
+            claim,
+            reply,
+        })
+        .await
+    }
+
     /// Marks what the broker depends on as reachable or not (cluster mode: NATS). While
     /// unreachable, new CONNECTs are refused with 0x88 Server unavailable (3.1.1: return
     /// code 3); [`Broker::disconnect_all`] ends the connections already open.

@@ -116,6 +116,36 @@ impl Claims {
         Err("lost every race for the session".into())
     }
 
+    /// Takes `client_id`'s session from `dead`, a node that is gone, if its record still
+    /// names it (compare-and-set: of several nodes adopting, one wins). A clean session's
+    /// record (nothing to keep) is deleted instead. `None`: nothing to adopt.
+    pub async fn take_from(&self, client_id: &str, dead: &str) -> Result<Option<Claim>, String> {
+        let key = key_of(client_id);
+        let (mut record, revision) = self.read(&key).await?;
+        if record.node != dead {
+            return Ok(None);
+        }
+        if record.meta.is_none() {
+            let _ = self
+                .nats
+                .sessions
+                .delete_expect_revision(&key, Some(revision))
+                .await;
+            return Ok(None);
+        }
+        record.node = self.node().to_owned();
+        record.epoch += 1;
+        let body = Bytes::from(serde_json::to_vec(&record).map_err(|e| e.to_string())?);
+        match self.nats.sessions.update(&key, body, revision).await {
+            Ok(revision) => {
+                self.wait_for_feed(record.upto).await?;
+                Ok(Some(Claim(Box::new(Claimed { record, revision }))))
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Asks `node` to let go of `client_id`'s session, and waits for it to have done so. A
     /// node that is gone ("no responders") or does not answer in time keeps nothing that
     /// counts: its writes fail once the record is taken.
@@ -162,7 +192,7 @@ impl SessionClaims for Claims {
     }
 }
 
-fn release_subject(nats: &Nats, node: &str) -> String {
+pub(crate) fn release_subject(nats: &Nats, node: &str) -> String {
     format!("{}.{node}.release", nats.names.node_subjects)
 }
 

@@ -29,9 +29,11 @@
 //! - [`feed`]: the tasks that bring the cluster's messages to this node's engine.
 //! - [`record`]: a session as the sessions bucket keeps it.
 //! - [`claims`]: who owns a session; the claim at CONNECT, the release.
+//! - [`adoption`]: sessions of dead nodes, taken by live ones.
 //! - [`directory`]: every session of the cluster, for the dashboard and the API.
 //! - [`guard`]: what a node does while NATS cannot be reached.
 
+pub mod adoption;
 pub mod claims;
 pub mod config;
 pub mod directory;

@@ -55,6 +55,10 @@ pub struct MetaRecord {
     pub pending_will: Option<(Vec<u8>, u64)>,
     /// Messages dropped by its queue policy.
     pub dropped: u64,
+    /// The will of its open connection (as a message body), while it is connected with one:
+    /// published by whichever node takes the session over if this one dies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_will: Option<Vec<u8>>,
 }
 
 /// One subscription in the record.
@@ -154,27 +158,30 @@ impl MetaRecord {
                 Some((body.to_vec(), ms(*due)))
             }),
             dropped: m.dropped,
+            connected_will: m.connected_will.as_ref().and_then(|will| {
+                let body = envelope::encode(&will_message(will)).ok()?;
+                Some(body.to_vec())
+            }),
         }
     }
 
     /// The session fields of `client_id` it records.
     pub fn meta(&self, client_id: Arc<str>) -> Result<SessionMeta, RecordError> {
+        let will = |body: &[u8]| {
+            let m = envelope::decode(body, 0).map_err(|_| RecordError::Field("will"))?;
+            Ok::<_, RecordError>(Will {
+                topic: m.topic,
+                payload: m.payload,
+                qos: m.qos,
+                retain: m.retain,
+                properties: m.properties,
+            })
+        };
         let pending_will = match &self.pending_will {
             None => None,
-            Some((body, due)) => {
-                let m = envelope::decode(body, 0).map_err(|_| RecordError::Field("will"))?;
-                Some((
-                    Will {
-                        topic: m.topic,
-                        payload: m.payload,
-                        qos: m.qos,
-                        retain: m.retain,
-                        properties: m.properties,
-                    },
-                    time(*due),
-                ))
-            }
+            Some((body, due)) => Some((will(body)?, time(*due))),
         };
+        let connected_will = self.connected_will.as_deref().map(will).transpose()?;
         Ok(SessionMeta {
             client_id,
             version: match self.version {
@@ -188,6 +195,7 @@ impl MetaRecord {
             disconnected_at: self.disconnected_at.map(time),
             pending_will,
             dropped: self.dropped,
+            connected_will,
         })
     }
 }
@@ -377,6 +385,13 @@ mod tests {
                 due,
             )),
             dropped: 3,
+            connected_will: Some(Will {
+                topic: protocol::TopicName::new("w/open").expect("topic"),
+                payload: bytes::Bytes::from_static(b"lost"),
+                qos: QoS::ExactlyOnce,
+                retain: false,
+                properties: Default::default(),
+            }),
         };
         let json = serde_json::to_vec(&MetaRecord::of(&meta)).expect("json");
         let back: MetaRecord = serde_json::from_slice(&json).expect("parses");

@@ -86,23 +86,72 @@ impl Engine {
         claim: Claim,
         now: Instant,
     ) -> Result<(), ReasonCode> {
-        match self.store.install(client_id, claim, self.routed_upto) {
-            Ok(Installed::Held) => Ok(()),
-            Ok(Installed::Fresh) => {
-                self.forget_client(client_id);
-                Ok(())
-            }
-            Ok(Installed::Restored(r)) => {
-                self.forget_client(client_id);
-                self.restore_session(*r, now).map_err(|e| {
-                    tracing::error!(%client_id, error = %e, "session claimed but not restored; CONNECT refused");
-                    ReasonCode::ServerUnavailable
-                })?;
-                Ok(())
-            }
+        self.install(client_id, claim, true, now).map_err(|e| {
+            tracing::error!(%client_id, error = %e, "session claimed but not installed; CONNECT refused");
+            ReasonCode::ServerUnavailable
+        })
+    }
+
+    /// A session whose node died, taken by this node without its client (see
+    /// `Broker::adopt`): restored offline, its expiry running, its wills armed.
+    pub(super) fn adopt(&mut self, client_id: &str, claim: Claim, now: Instant) -> bool {
+        if self.by_client.contains_key(client_id) {
+            // Its client came back here meanwhile.
+            return false;
+        }
+        match self.install(client_id, claim, false, now) {
+            Ok(()) => self.by_client.contains_key(client_id),
             Err(e) => {
-                tracing::error!(%client_id, error = %e, "session claimed but not installed; CONNECT refused");
-                Err(ReasonCode::ServerUnavailable)
+                tracing::error!(%client_id, error = %e, "session adopted but not installed");
+                false
+            }
+        }
+    }
+
+    /// Installs a claimed session. The will of a connection that was open when its node
+    /// died is handled as for any connection lost without DISCONNECT [MQTT-3.1.2-8]: due
+    /// after its Will Delay Interval (5.0), and not published if the client is back before
+    /// then (`returning`: the claim came with its CONNECT) [MQTT-3.1.3-9].
+    fn install(
+        &mut self,
+        client_id: &str,
+        claim: Claim,
+        returning: bool,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        match self.store.install(client_id, claim, self.routed_upto)? {
+            Installed::Held => Ok(()),
+            Installed::Fresh => {
+                self.forget_client(client_id);
+                Ok(())
+            }
+            Installed::Restored(mut r) => {
+                self.forget_client(client_id);
+                let will = r.meta.connected_will.take();
+                let client: Arc<str> = r.meta.client_id.clone();
+                let version = r.meta.version;
+                self.restore_session(*r, now)?;
+                let Some(will) = will else { return Ok(()) };
+                let delay = match version {
+                    ProtocolVersion::V311 => 0,
+                    ProtocolVersion::V5 => will.properties.will_delay_interval.unwrap_or(0),
+                };
+                if delay == 0 {
+                    self.publish_will(will, client.clone(), now);
+                } else if !returning {
+                    if let Some(&sid) = self.by_client.get(&client) {
+                        if let Some(s) = self.sessions.get_mut(&sid) {
+                            let due = now + Duration::from_secs(u64::from(delay));
+                            s.pending_will = Some((Box::new(will), due));
+                        }
+                        self.persist_session(sid);
+                    }
+                }
+                if let Some(&sid) = self.by_client.get(&client) {
+                    // Written again: the record no longer has an open connection's will.
+                    self.persist_session(sid);
+                }
+                Ok(())
             }
         }
     }

@@ -243,6 +243,10 @@ impl Engine {
                 s.queue = queue;
             }
         }
+        if self.routes {
+            // Its connection's will, for the node that takes over if this one dies.
+            self.persist_session(sid);
+        }
         if let Some(s) = self.sessions.get_mut(&sid) {
             if s.persistent() {
                 self.persist_session(sid);

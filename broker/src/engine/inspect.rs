@@ -57,6 +57,13 @@ impl Engine {
                     let _ = reply.send(false);
                 }
             }
+            Request::Adopt {
+                client_id,
+                claim,
+                reply,
+            } => {
+                let _ = reply.send(self.adopt(&client_id, claim, now));
+            }
             Request::DisconnectAll { reason, reply } => {
                 let _ = reply.send(self.disconnect_all(reason, now));
             }

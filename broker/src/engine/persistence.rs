@@ -27,6 +27,11 @@ impl Engine {
                 .as_ref()
                 .map(|(w, at)| ((**w).clone(), self.clock.to_system(*at))),
             dropped: s.stats.dropped,
+            connected_will: if self.routes {
+                s.online.as_ref().and_then(|o| o.will.as_deref().cloned())
+            } else {
+                None
+            },
         }
     }
 
@@ -35,7 +40,10 @@ impl Engine {
         let Some(s) = self.sessions.get(&sid) else {
             return;
         };
-        if s.persistent() {
+        // In a cluster, a session that ends with its connection is written too while the
+        // connection has a will: the node that takes over if this one dies publishes it.
+        let will_kept = self.routes && s.online.as_ref().is_some_and(|o| o.will.is_some());
+        if s.persistent() || will_kept {
             let meta = self.session_meta(s);
             self.ops.push(Op::PutSession(Box::new(meta)));
         }

@@ -132,6 +132,10 @@ pub struct SessionMeta {
     pub pending_will: Option<(Will, SystemTime)>,
     /// Messages dropped by its queue policy so far.
     pub dropped: u64,
+    /// The will of its open connection, if it is connected with one. Only a store that
+    /// routes keeps it (cluster mode: the node that takes over a session whose node died
+    /// publishes it); the embedded store leaves it out.
+    pub connected_will: Option<Will>,
 }
 
 /// A change to the stored state.

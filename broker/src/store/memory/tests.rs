@@ -77,6 +77,7 @@ pub(in crate::store) fn session(id: &str, version: ProtocolVersion) -> SessionMe
         disconnected_at: None,
         pending_will: None,
         dropped: 0,
+        connected_will: None,
     }
 }
 

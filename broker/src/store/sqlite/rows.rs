@@ -216,6 +216,7 @@ pub(super) fn decode_session(row: &Row<'_>) -> Result<SessionMeta, String> {
             disconnected_at: opt_time(row, 5, "disconnected_at_ms")?,
             pending_will,
             dropped: int_as(int(row, 9, "dropped")?, "dropped")?,
+            connected_will: None,
         })
     })()
     .map_err(|d: String| format!("key {client:?}: {d}"))
