@@ -67,7 +67,7 @@ async fn clean_session_keeps_nothing(t: Transport, v: ProtocolVersion) {
             .publish("seed/cmd", payload, QoS::AtLeastOnce, false)
             .await;
         let expected = match v {
-            ProtocolVersion::V5 => ReasonCode::NoMatchingSubscribers,
+            ProtocolVersion::V5 => e2e::no_matching_subscribers(),
             ProtocolVersion::V311 => ReasonCode::Success,
         };
         assert_eq!(reason, expected, "nobody is subscribed any more");

@@ -304,14 +304,14 @@ async fn a_publish_nobody_subscribed_to_is_acknowledged_with_0x10() {
         let bridge = Bridge::start();
         let mut p = bridge.client(t, clean(V5, "p")).await;
         let reason = p.publish("nobody/here", "x", QoS::AtLeastOnce, false).await;
-        assert_eq!(reason, ReasonCode::NoMatchingSubscribers);
+        assert_eq!(reason, e2e::no_matching_subscribers());
         // QoS 2: the PUBREC says so (the client reports PUBCOMP's reason, Success).
         p.publish("nobody/here", "x", QoS::ExactlyOnce, false).await;
         let pubrec = p.received().iter().find_map(|p| match p {
             Packet::PubRec(r) => Some(r.reason),
             _ => None,
         });
-        assert_eq!(pubrec, Some(ReasonCode::NoMatchingSubscribers));
+        assert_eq!(pubrec, Some(e2e::no_matching_subscribers()));
         let mut raw = raw_v5(&bridge, t, "raw", |_| {}).await;
         let mut p = Publish::new(topic("nobody/here"), "x");
         p.qos = QoS::AtLeastOnce;
@@ -321,7 +321,7 @@ async fn a_publish_nobody_subscribed_to_is_acknowledged_with_0x10() {
             raw.read_packet().await,
             Some(Packet::PubAck(PubResp::with_reason(
                 pid(5),
-                ReasonCode::NoMatchingSubscribers
+                e2e::no_matching_subscribers()
             )))
         );
     })

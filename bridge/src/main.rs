@@ -247,6 +247,7 @@ async fn run(
                 snapshot.retained,
                 next,
             );
+            let groups = store.groups();
             let claims = Arc::new(cluster::Claims::new(nats.clone(), Arc::clone(&position)));
             let (broker, recovered) = Broker::with_cluster(
                 config.broker.clone(),
@@ -265,6 +266,7 @@ async fn run(
                 broker.clone(),
             ));
             tokio::spawn(cluster::guard::run(nats.clone(), broker.clone()));
+            tokio::spawn(cluster::groups::run(nats.clone(), broker.clone(), groups));
             // Every session of the cluster (the API lists them; dead nodes' are adopted).
             let directory = cluster::Directory::default();
             tokio::spawn(directory.clone().run(nats.clone()));

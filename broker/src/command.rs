@@ -65,6 +65,15 @@ pub(crate) enum Command {
     Request(Request),
     /// A message the cluster delivered, published on any node (see `Broker::route`).
     Route(Box<crate::store::StoredMessage>),
+    /// A message for one member of a shared group (cluster mode, `Broker::route_shared`).
+    RouteShared {
+        /// The group's name.
+        group: Arc<str>,
+        /// The message.
+        msg: Box<crate::store::StoredMessage>,
+        /// Whether a member got it, once that is written.
+        done: oneshot::Sender<bool>,
+    },
     /// Run the clocks (session expiry, delayed wills, the store's interval sync).
     Tick,
     /// Close every connection (5.0: DISCONNECT 0x8B) and stop accepting.

@@ -326,6 +326,27 @@ impl Broker {
             .await
     }
 
+    /// Routes a message the cluster gave this node for the shared subscription group
+    /// `group` to one member of it here. Returns once the delivery is written: `true` if a
+    /// member got it, `false` if this node has no member of that group (any more).
+    pub async fn route_shared(
+        &self,
+        group: Arc<str>,
+        msg: crate::store::StoredMessage,
+    ) -> Result<bool, Stopped> {
+        let (done, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::RouteShared {
+                group,
+                msg: Box::new(msg),
+                done,
+            })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
     /// A receiver of session changes. A receiver that falls more than
     /// 1024 events behind gets `RecvError::Lagged` and skips
     /// them: this is a UI stream, never the path of a QoS 1/2 message.

@@ -300,14 +300,20 @@ impl Subscriptions {
     /// Calls `f` for every shared group whose filter matches `topic`, with the `$` rule
     /// [MQTT-4.7.2-1]. Found on the same kind of walk as [`Self::for_each_match`]: groups on
     /// other topics cost nothing.
-    pub(crate) fn for_each_matching_group(&mut self, topic: &str, mut f: impl FnMut(&mut Group)) {
+    pub(crate) fn for_each_matching_group(
+        &mut self,
+        topic: &str,
+        mut f: impl FnMut(&str, &mut Group),
+    ) {
         let payload = &mut self.payload;
         walk(&self.links, topic, |node| {
             let groups = payload
                 .get_mut(node)
                 .and_then(|p| p.as_mut()?.groups.as_deref_mut());
             if let Some(groups) = groups {
-                groups.values_mut().for_each(&mut f);
+                for (name, group) in groups.iter_mut() {
+                    f(name, group);
+                }
             }
         });
     }

@@ -31,6 +31,7 @@
 //! - [`claims`]: who owns a session; the claim at CONNECT, the release.
 //! - [`adoption`]: sessions of dead nodes, taken by live ones.
 //! - [`directory`]: every session of the cluster, for the dashboard and the API.
+//! - [`groups`]: shared subscriptions across nodes.
 //! - [`guard`]: what a node does while NATS cannot be reached.
 
 pub mod adoption;
@@ -39,6 +40,7 @@ pub mod config;
 pub mod directory;
 pub mod envelope;
 pub mod feed;
+pub mod groups;
 pub mod guard;
 pub mod nats;
 pub mod record;

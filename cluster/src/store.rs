@@ -61,6 +61,8 @@ pub struct ClusterStore {
     lost: Vec<Arc<str>>,
     /// The last stream sequence the engine routed (or the stream's end at start).
     routed: u64,
+    /// The shared groups this node has members in (read by `groups::run`).
+    groups: tokio::sync::watch::Sender<Vec<crate::groups::Group>>,
 }
 
 impl ClusterStore {
@@ -82,7 +84,13 @@ impl ClusterStore {
             held: HashMap::new(),
             lost: Vec::new(),
             routed: next_sequence.saturating_sub(1),
+            groups: tokio::sync::watch::channel(Vec::new()).0,
         }
+    }
+
+    /// The shared groups this node has members in, as the engine announces them.
+    pub fn groups(&self) -> tokio::sync::watch::Receiver<Vec<crate::groups::Group>> {
+        self.groups.subscribe()
     }
 
     fn held_mut(&mut self, client: &Arc<str>) -> &mut Held {
@@ -442,6 +450,9 @@ impl Store for ClusterStore {
                     }
                 }
                 Op::Released(client) => released.push(client.clone()),
+                Op::SharedGroups(groups) => {
+                    self.groups.send_replace(groups.clone());
+                }
                 op => self.record(op),
             }
         }

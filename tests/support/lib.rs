@@ -91,17 +91,64 @@ pub struct Bridge {
     config_file: Option<PathBuf>,
     /// The `--data` directory; `None` is `--data none` (memory only).
     data: Option<PathBuf>,
+    /// `E2E_CLUSTER=1`: the second bridge of a two-bridge cluster; clients go to the two
+    /// in turn (see [`clustered`]).
+    peer: Option<Box<Bridge>>,
+    /// Which of the two the next client goes to.
+    turn: AtomicU64,
+}
+
+/// Whether `E2E_CLUSTER=1` is set: then every [`Bridge::start`] and
+/// [`Bridge::start_with_config`] (no data directory) starts two bridges joined in a cluster
+/// (on the test binary's shared 3-node NATS cluster, a namespace of their own, streams with
+/// one replica), and the clients of a test go to the two bridges in turn, so that the two
+/// clients of a scenario are on different bridges. `scripts/test.sh` runs the MQTT
+/// behaviour suites this way too.
+pub fn clustered() -> bool {
+    std::env::var_os("E2E_CLUSTER").is_some_and(|v| v == "1")
+}
+
+/// The reason of a 5.0 PUBACK / PUBREC for a message that matched no subscription: 0x10
+/// on one bridge; Success in a cluster, where the publisher's bridge cannot know at once
+/// whether a session elsewhere matches (0x10 is optional: "MAY").
+pub fn no_matching_subscribers() -> ReasonCode {
+    if clustered() {
+        ReasonCode::Success
+    } else {
+        ReasonCode::NoMatchingSubscribers
+    }
 }
 
 impl Bridge {
-    /// Starts the bridge with its default configuration.
+    /// Starts the bridge with its default configuration (two, with `E2E_CLUSTER=1`: see
+    /// [`clustered`]).
     pub fn start() -> Bridge {
-        Bridge::launch(None, None)
+        Bridge::start_with_config("")
     }
 
     /// Starts the bridge with `toml` as its `--config` file (a `[broker]` table sets
-    /// `broker::BrokerConfig` fields).
+    /// `broker::BrokerConfig` fields); two, with `E2E_CLUSTER=1` (see [`clustered`]).
     pub fn start_with_config(toml: &str) -> Bridge {
+        if clustered() && !toml.contains("[cluster]") {
+            let nats = nats::NatsCluster::shared();
+            let ns = nats::namespace("suite");
+            let table = |node: &str| {
+                nats::cluster_table(nats, &ns, node).replace("replicas = 3", "replicas = 1")
+            };
+            let mut a = Bridge::launch(
+                Some(Bridge::write_config(&format!("{toml}\n{}", table("a")))),
+                None,
+            );
+            let b = Bridge::launch(
+                Some(Bridge::write_config(&format!("{toml}\n{}", table("b")))),
+                None,
+            );
+            a.peer = Some(Box::new(b));
+            return a;
+        }
+        if toml.is_empty() {
+            return Bridge::launch(None, None);
+        }
         Bridge::launch(Some(Bridge::write_config(toml)), None)
     }
 
@@ -159,6 +206,8 @@ impl Bridge {
             secure: l.secure,
             config_file,
             data,
+            peer: None,
+            turn: AtomicU64::new(0),
         }
     }
 
@@ -258,8 +307,14 @@ impl Bridge {
         }
     }
 
-    /// Where a client on `transport` connects.
+    /// Where a client on `transport` connects: in a cluster ([`clustered`]), the two
+    /// bridges in turn.
     pub fn endpoint(&self, transport: Transport) -> Endpoint {
+        if let Some(peer) = &self.peer {
+            if self.turn.fetch_add(1, Ordering::Relaxed) % 2 == 1 {
+                return peer.endpoint(transport);
+            }
+        }
         match transport {
             Transport::Tcp => Endpoint::Tcp(self.mqtt_addr),
             Transport::Ws => Endpoint::Ws(self.ws_url.clone()),

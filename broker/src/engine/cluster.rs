@@ -62,7 +62,63 @@ impl Engine {
         if msg.is_expired(now) {
             return;
         }
+        self.routing = Routing::WithoutGroups;
         self.route(Arc::new(msg), publisher, now);
+        self.routing = Routing::All;
+    }
+
+    /// Routes a message the cluster gave this node for shared group `group` (its members
+    /// on every node take turns through the cluster: see `cluster::groups`): to one member
+    /// of that group here. `false` if this node has no member of it any more (the cluster
+    /// then gives the message to another node).
+    pub(super) fn on_routed_shared(
+        &mut self,
+        group: Arc<str>,
+        m: StoredMessage,
+        now: Instant,
+    ) -> bool {
+        let publisher = m
+            .publisher
+            .as_deref()
+            .and_then(|c| self.by_client.get(c).copied());
+        let id = if m.id != 0 {
+            m.id
+        } else {
+            self.new_message_id()
+        };
+        let msg = Message {
+            id,
+            topic: m.topic,
+            payload: m.payload,
+            qos: m.qos,
+            retain: m.retain,
+            properties: m.properties,
+            expires_at: m.expires_at.map(|t| self.clock.to_instant(t)),
+            received_at: self.clock.to_instant(m.received_at),
+            publisher: m.publisher,
+        };
+        if msg.is_expired(now) {
+            return true;
+        }
+        self.routing = Routing::Group(group);
+        let (delivered, _) = self.route(Arc::new(msg), publisher, now);
+        self.routing = Routing::All;
+        delivered > 0
+    }
+
+    /// Tells the store which shared groups this node has members in (after a change).
+    pub(super) fn announce_groups(&mut self) {
+        let mut groups: Vec<(Arc<str>, String)> = Vec::new();
+        for s in self.sessions.values() {
+            for f in s.subscriptions.keys() {
+                if let Ok(Some(shared)) = f.shared() {
+                    groups.push((shared.group.clone(), shared.filter.as_str().to_owned()));
+                }
+            }
+        }
+        groups.sort();
+        groups.dedup();
+        self.ops.push(Op::SharedGroups(groups));
     }
 
     /// A batch whose store write failed acknowledged nothing: the QoS 2 packet ids it took
@@ -226,6 +282,7 @@ impl Engine {
         self.by_client.remove(&s.client_id);
         for f in s.subscriptions.keys() {
             self.subs.remove(sid, f);
+            self.groups_changed |= subscribe::is_shared(f);
         }
         self.emit(|| SessionEvent::Ended {
             client_id: s.client_id.to_string(),

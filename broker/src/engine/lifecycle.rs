@@ -143,6 +143,7 @@ impl Engine {
         });
         for f in s.subscriptions.keys() {
             self.subs.remove(sid, f);
+            self.groups_changed |= subscribe::is_shared(f);
         }
         if let Some((will, _)) = &s.pending_will {
             if may(&*self.auth, &s, Access::Publish(will.topic.as_str())) {

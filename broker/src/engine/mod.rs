@@ -153,6 +153,13 @@ pub(crate) struct Engine {
     batch_qos2: Vec<(SessionId, u16)>,
     /// The last stream sequence the cluster delivered and this node routed (cluster mode).
     routed_upto: u64,
+    /// Which subscriptions the message being routed goes to (see `Routing`).
+    routing: Routing,
+    /// A shared subscription was made or removed in this batch (cluster mode: the store is
+    /// told the groups this node has members in).
+    groups_changed: bool,
+    /// Answers of shared-group messages routed in this batch, sent once it is written.
+    shared_done: Vec<(oneshot::Sender<bool>, bool)>,
     /// Releases of sessions to other nodes, answered once the batch is written.
     release_done: Vec<oneshot::Sender<bool>>,
     /// Changes of the current batch, written by [`Engine::flush`] in one transaction.
@@ -189,6 +196,18 @@ pub(crate) struct Engine {
     /// Congested subscribers, paused publishers, QoS 0 waiting for room (see
     /// `backpressure`).
     pressure: backpressure::Backpressure,
+}
+
+/// Which subscriptions a message is routed to.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Routing {
+    /// All of them (one node).
+    #[default]
+    All,
+    /// All but shared groups: a cluster's stream message (groups get theirs on their own).
+    WithoutGroups,
+    /// One member of the group of this name only: a cluster's shared-group message.
+    Group(Arc<str>),
 }
 
 /// What the engine keeps in memory of a retained message; the rest is in the store.
@@ -265,6 +284,9 @@ impl Engine {
             routes: store.routes(),
             batch_qos2: Vec::new(),
             routed_upto: 0,
+            routing: Routing::All,
+            groups_changed: false,
+            shared_done: Vec::new(),
             release_done: Vec::new(),
             store,
             ops: Vec::new(),
@@ -444,6 +466,11 @@ impl Engine {
                 self.answer(request, now);
             }
             Command::Route(msg) => self.on_routed(*msg, now),
+            Command::RouteShared { group, msg, done } => {
+                let delivered = self.on_routed_shared(group, *msg, now);
+                // Answered once the delivery is written (see `flush`).
+                self.shared_done.push((done, delivered));
+            }
             Command::Tick => {
                 self.tick(now);
                 if let Err(e) = self.store.tick() {
@@ -462,6 +489,9 @@ impl Engine {
     /// policy), then sends what the batch produced. Acknowledgements therefore never go
     /// out before the state they acknowledge is stored.
     pub(crate) fn flush(&mut self, now: Instant) {
+        if std::mem::take(&mut self.groups_changed) && self.routes {
+            self.announce_groups();
+        }
         self.flush_batch(now);
         // Shutdown is answered at the end of a batch only (never from a request's flush in
         // the middle of one), once everything the batch changed is written and sent.
@@ -470,6 +500,9 @@ impl Engine {
         }
         for done in self.release_done.drain(..) {
             let _ = done.send(true);
+        }
+        for (done, delivered) in self.shared_done.drain(..) {
+            let _ = done.send(delivered);
         }
         // One `queue` event per session touched by the batch.
         if !self.dirty.is_empty() {

@@ -241,6 +241,7 @@ impl Engine {
         s.stats.dropped = meta.dropped;
         for (filter, entry) in r.subscriptions {
             self.subs.insert(sid, &filter, entry);
+            self.groups_changed |= subscribe::is_shared(&filter);
             s.subscriptions.insert(filter, entry);
         }
         for d in r.inflight {

@@ -43,7 +43,14 @@ impl Engine {
         now: Instant,
     ) -> (usize, Option<SessionId>) {
         self.clear_pressing();
-        if msg.retain {
+        // In a cluster, a shared group's message comes on its own (see `cluster`): to one
+        // member of that group only; everything else comes with the stream, without groups.
+        let only_group = match &self.routing {
+            Routing::Group(name) => Some(name.clone()),
+            _ => None,
+        };
+        let groups = !matches!(self.routing, Routing::WithoutGroups);
+        if msg.retain && only_group.is_none() {
             self.retain(&msg, now);
         }
         let mut targets: Vec<(SessionId, QoS, bool, Vec<u32>)> = Vec::new();
@@ -59,7 +66,11 @@ impl Engine {
                 .get(&sid)
                 .is_some_and(|s| may(auth, s, Access::Read(topic)))
         };
+        let ordinary = only_group.is_none();
         self.subs.for_each_match(topic, |sid, e| {
+            if !ordinary {
+                return;
+            }
             if e.options.no_local && Some(sid) == publisher {
                 return; // [MQTT-3.8.3-3]
             }
@@ -92,10 +103,14 @@ impl Engine {
                 .get(&sid)
                 .is_some_and(|s| may(auth, s, Access::Read(topic)))
         };
+        let mut picked = false;
         self.subs
-            .for_each_matching_group(msg.topic.as_str(), |group| {
+            .for_each_matching_group(msg.topic.as_str(), |name, group| {
                 let n = group.members.len();
-                if n == 0 {
+                if n == 0 || !groups || picked {
+                    return;
+                }
+                if only_group.as_deref().is_some_and(|only| only != name) {
                     return;
                 }
                 // Take turns among the members that may read the topic, preferring one that
@@ -117,6 +132,8 @@ impl Engine {
                     return;
                 };
                 group.next = pick + 1;
+                // A cluster's group message goes to one group (of that name) only.
+                picked = only_group.is_some();
                 let (sid, e) = group.members[pick];
                 targets.push((
                     sid,

@@ -60,6 +60,7 @@ impl Engine {
             };
             // A subscription to the same filter replaces the old one [MQTT-3.8.4-3].
             let existed = self.subs.insert(sid, &wanted.filter, entry);
+            self.groups_changed |= is_shared(&wanted.filter);
             if let Some(s) = self.sessions.get_mut(&sid) {
                 s.subscriptions.insert(wanted.filter.clone(), entry);
                 if s.persistent() {
@@ -166,6 +167,7 @@ impl Engine {
                 continue;
             }
             let removed = self.subs.remove(sid, f);
+            self.groups_changed |= is_shared(f);
             if let Some(s) = self.sessions.get_mut(&sid) {
                 if s.subscriptions.remove(f).is_some() && s.persistent() {
                     let client = s.client_id.clone();
@@ -197,4 +199,9 @@ impl Engine {
             session,
         });
     }
+}
+
+/// Whether `f` is a shared subscription's filter (`$share/...`).
+pub(super) fn is_shared(f: &protocol::TopicFilter) -> bool {
+    f.as_str().starts_with("$share/")
 }

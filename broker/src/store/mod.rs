@@ -217,6 +217,10 @@ pub enum Op {
     /// it for the last time and forgets it, keeping it for the new owner (unlike
     /// [`Op::DeleteSession`]). Stores that do not route ignore it.
     Released(Arc<str>),
+    /// The shared subscription groups this node has members in now, as (group name,
+    /// filter), after a change (cluster mode: the store fetches their messages). Stores
+    /// that do not route ignore it.
+    SharedGroups(Vec<(Arc<str>, String)>),
 }
 
 /// A session as recovered at start: everything but its queued messages, which stay in the

@@ -31,7 +31,7 @@ fn matches(subs: &Subscriptions, topic: &str) -> Vec<u64> {
 /// groups are told apart by their members' entry ids.
 fn group_matches(subs: &mut Subscriptions, topic: &str) -> Vec<(u64, u32)> {
     let mut out = Vec::new();
-    subs.for_each_matching_group(topic, |g| {
+    subs.for_each_matching_group(topic, |_, g| {
         out.extend(g.members.iter().map(|(s, e)| (s.0, e.id.unwrap())));
     });
     out.sort_unstable();
@@ -234,7 +234,7 @@ fn shared_groups_are_found_by_name_on_the_filters_node_and_take_members_in_order
     );
     assert!(matches(&subs, "a/b").is_empty());
     let mut groups = Vec::new();
-    subs.for_each_matching_group("a/b", |g| {
+    subs.for_each_matching_group("a/b", |_, g| {
         groups.push(g.members.iter().map(|m| m.0 .0).collect::<Vec<_>>());
     });
     groups.sort();
@@ -244,7 +244,7 @@ fn shared_groups_are_found_by_name_on_the_filters_node_and_take_members_in_order
     assert!(!subs.remove(SessionId(2), &f));
     assert!(subs.remove(SessionId(3), &filter("$share/h/a/#")));
     let mut n = 0;
-    subs.for_each_matching_group("a/b", |_| n += 1);
+    subs.for_each_matching_group("a/b", |_, _| n += 1);
     assert_eq!(n, 0);
     assert_eq!(subs.node_count(), 1);
 }
@@ -270,7 +270,7 @@ fn a_hundred_thousand_groups_cost_nothing_to_a_publish_on_an_unrelated_topic() {
     });
     assert_eq!((touched, hits), (4, 1));
     let mut found = Vec::new();
-    subs.for_each_matching_group("sensors/77/temp", |g| found.push(g.members[0].0));
+    subs.for_each_matching_group("sensors/77/temp", |_, g| found.push(g.members[0].0));
     assert_eq!(found, vec![SessionId(77)]);
 }
 
@@ -297,7 +297,7 @@ fn a_filter_of_sixty_five_thousand_levels_is_inserted_matched_removed_and_droppe
             assert_eq!(matches(&subs, &deep_empty), vec![0]);
             assert_eq!(matches(&subs, &deep_topic), vec![1, 2]);
             let mut n = 0;
-            subs.for_each_matching_group(&deep_topic, |_| n += 1);
+            subs.for_each_matching_group(&deep_topic, |_, _| n += 1);
             assert_eq!(n, 0, "the shared filters are shorter than the topic");
             assert!(subs.remove(SessionId(0), &filter(&deep_empty)));
             assert!(subs.remove(SessionId(1), &filter(&deep_plus)));

@@ -158,7 +158,8 @@ impl MemoryStore {
                 | Op::DeleteRetained(_)
                 | Op::Route(_)
                 | Op::Routed(_)
-                | Op::Released(_) => continue,
+                | Op::Released(_)
+                | Op::SharedGroups(_) => continue,
             };
             let now = *exists
                 .entry(client)
@@ -303,7 +304,7 @@ impl MemoryStore {
                 self.retained.remove(topic);
             }
             // Not a change of this store's state (see `Store::routes`).
-            Op::Route(_) | Op::Routed(_) | Op::Released(_) => {}
+            Op::Route(_) | Op::Routed(_) | Op::Released(_) | Op::SharedGroups(_) => {}
         }
     }
 }
