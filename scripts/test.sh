@@ -63,6 +63,7 @@ step "wasm client: fresh credentials on every reconnect, wrong password refused 
 step "wasm package on a plain page and in a Worker, keep-alive under throttling (Chromium)" node tests/page.mjs
 # wasm-bindgen-test: the client's Rust API in Chromium (chromedriver) against bridges it starts.
 step "wasm client Rust tests in Chromium" client-wasm/tests/wasm-test.sh
+step "wasm client in Chromium on one bridge, MQTT.js on another, through a NATS cluster" node tests/cluster_browser.mjs
 step "dashboard in Chromium" node tests/dashboard.mjs
 step "dashboard charts in Chromium" node tests/charts.mjs
 step "topic tree in Chromium" node tests/topics.mjs
@@ -70,7 +71,12 @@ step "playground in Chromium" node tests/playground.mjs
 
 # --- End-to-end tests (a real bridge process on 127.0.0.1): add here ---------------------------
 # The Rust ones (tests/*.rs, package e2e) already ran in "cargo test" above, against the
-# bridge built just before it.
+# bridge built just before it. The MQTT behaviour suites run again with every bridge of a
+# test replaced by two bridges of one cluster (a 3-node NATS cluster shared per test binary),
+# the clients of each test going to the two in turn (tests/support/lib.rs, `clustered`).
+step "behaviour suite on a two-bridge cluster (E2E_CLUSTER=1)" env E2E_CLUSTER=1 cargo test -p e2e \
+    --test seed --test qos --test retained --test wills --test subscriptions --test v5 \
+    --test sessions --test ordering
 step "side-by-side benchmark, smoke run (every scenario once, tiny counts, bridge and mosquitto)" bench/compare.sh --smoke
 
 # --- Interop tests: tests/interop.rs (mosquitto_pub/sub, MQTT.js, paho-mqtt) run in "cargo test" above.

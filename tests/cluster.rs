@@ -440,3 +440,77 @@ async fn a_shared_subscription_with_members_on_both_bridges_delivers_each_messag
     m1.disconnect().await;
     m2.disconnect().await;
 }
+
+/// `GET path` on a bridge's HTTP listener, as JSON.
+async fn api_get(bridge: &Bridge, path: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = bridge
+        .http_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    serde_json::from_slice(&raw[split + 4..]).unwrap()
+}
+
+/// An online subscriber that does not keep up: its bridge keeps its queue within
+/// `max_queued_messages` (the rest stays in the cluster's stream), the publisher on the
+/// other bridge is not held back, and every message arrives, in order, as it catches up.
+// [MQTT-4.6.0-6] (order), and nothing acknowledged is lost.
+#[tokio::test]
+async fn a_stuck_subscriber_s_queue_stays_bounded_and_it_gets_everything_in_order() {
+    let (_, b) = bridges("spill", 2, "[broker]\nmax_queued_messages = 20\n");
+    let mut slow = b[0].raw(TCP).await;
+    let mut c = Connect::new(V5, "stuck", true);
+    c.properties.receive_maximum = Some(1);
+    slow.connect(c).await;
+    slow.send(Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        subscriptions: vec![Subscription::new(e2e::filter("s/#"), QoS::AtLeastOnce)],
+        properties: Properties::default(),
+    }))
+    .await;
+    assert!(matches!(slow.read_packet().await, Some(Packet::SubAck(_))));
+
+    let total = 300;
+    let mut p = b[1].client(TCP, clean(V5, "p")).await;
+    let mut most_queued = 0;
+    for i in 0..total {
+        p.publish("s/t", format!("{i}"), QoS::AtLeastOnce, false)
+            .await;
+        if i % 50 == 49 {
+            let list = api_get(&b[0], "/api/v1/sessions").await;
+            let queued = list["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["client_id"] == "stuck")
+                .map(|s| s["queued"].as_u64().unwrap())
+                .max()
+                .unwrap();
+            most_queued = most_queued.max(queued);
+        }
+    }
+    assert!(most_queued <= 20, "queue over its bound: {most_queued}");
+    let mut got = Vec::new();
+    while got.len() < total {
+        match slow.read_packet().await {
+            Some(Packet::Publish(m)) => {
+                got.push(String::from_utf8_lossy(&m.payload).into_owned());
+                slow.send(Packet::PubAck(e2e::protocol::PubResp::new(
+                    m.packet_id.unwrap(),
+                )))
+                .await;
+            }
+            other => panic!("expected PUBLISH {}, got {other:?}", got.len()),
+        }
+    }
+    let want: Vec<String> = (0..total).map(|i| i.to_string()).collect();
+    assert_eq!(got, want);
+    p.disconnect().await;
+}

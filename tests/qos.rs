@@ -409,10 +409,18 @@ async fn a_slow_subscriber_holds_back_the_publisher_s_acknowledgements_instead_o
                 break;
             }
         }
-        assert!(
-            acked < 6,
-            "a publisher must be held back by a subscriber that is stuck"
-        );
+        if e2e::clustered() {
+            // In a cluster the publisher's bridge does not hold the subscriber: its
+            // messages are stored in the stream before their PUBACKs, and the subscriber's
+            // bridge leaves what does not fit its queue (3) there, reading it back as the
+            // queue drains (docs/cluster.md). Nothing is lost either way.
+            assert_eq!(acked, 6, "in a cluster, stored is acknowledged");
+        } else {
+            assert!(
+                acked < 6,
+                "a publisher must be held back by a subscriber that is stuck"
+            );
+        }
 
         // The subscriber catches up: every message arrives, in order, and every
         // acknowledgement reaches the publisher.

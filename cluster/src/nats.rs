@@ -201,9 +201,19 @@ async fn make_streams(
     };
     for config in [msgs, retained, sessions] {
         let name = config.name.clone();
-        js.get_or_create_stream(config)
-            .await
-            .map_err(|e| ClusterError::JetStream(format!("stream {name}: {e}")))?;
+        // Two bridges making one stream at once: the reply to one of the requests can be
+        // lost while the stream is made (nats-server #3677); asking again finds it.
+        let mut tries = 0;
+        loop {
+            match js.get_or_create_stream(config.clone()).await {
+                Ok(_) => break,
+                Err(e) if tries < 3 => {
+                    tries += 1;
+                    tracing::warn!(stream = %name, error = %e, "stream not made; asking again");
+                }
+                Err(e) => return Err(ClusterError::JetStream(format!("stream {name}: {e}"))),
+            }
+        }
     }
     Ok(())
 }

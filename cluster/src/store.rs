@@ -38,6 +38,9 @@ struct Held {
     record: SessionRecord,
     revision: u64,
     dirty: bool,
+    /// Its messages from this sequence on are still in the stream (its queue was full):
+    /// its record's `upto` stays below.
+    spilled_from: Option<u64>,
 }
 
 /// A [`Store`] for a node of a cluster. See the [crate docs](crate).
@@ -103,6 +106,7 @@ impl ClusterStore {
             },
             revision: 0,
             dirty: true,
+            spilled_from: None,
         });
         held.dirty = true;
         held
@@ -173,6 +177,7 @@ impl ClusterStore {
                     .retain(|id| id != packet_id);
             }
             Op::Routed(seq) => self.routed = self.routed.max(*seq),
+            Op::Spilled { client, from } => self.held_mut(client).spilled_from = *from,
             _ => {}
         }
     }
@@ -187,7 +192,10 @@ impl ClusterStore {
         let upto = self.routed;
         let mut writes = Vec::new();
         for (client, held) in self.held.iter_mut().filter(|(_, h)| h.dirty) {
-            held.record.upto = upto;
+            held.record.upto = match held.spilled_from {
+                Some(from) => upto.min(from.saturating_sub(1)),
+                None => upto,
+            };
             let body = serde_json::to_vec(&held.record).map_err(|e| failed("session record", e))?;
             writes.push((client.clone(), held.revision, body));
         }
@@ -504,6 +512,7 @@ impl Store for ClusterStore {
                     },
                     revision,
                     dirty: false,
+                    spilled_from: None,
                 },
             );
             return Ok(Installed::Fresh);
@@ -536,7 +545,13 @@ impl Store for ClusterStore {
         }
         let mut next_seq = deliveries.last().map_or(0, |d| d.seq + 1);
         let now = SystemTime::now();
+        let listed_ids: std::collections::HashSet<u64> =
+            deliveries.iter().map(|d| d.msg.id).collect();
         for m in later {
+            if listed_ids.contains(&m.id) {
+                // Read back from the stream after a spill: listed already.
+                continue;
+            }
             let m = Arc::new(m);
             if let Some(d) = delivery_for(client_id, &subs, &m, next_seq, now) {
                 deliveries.push(d);
@@ -572,6 +587,7 @@ impl Store for ClusterStore {
             },
             revision,
             dirty: true,
+            spilled_from: None,
         };
         self.held.insert(client, held);
         Ok(Installed::Restored(Box::new(RecoveredSession {
@@ -582,6 +598,78 @@ impl Store for ClusterStore {
             queued,
             max_seq: next_seq.checked_sub(1),
         })))
+    }
+
+    fn refill(
+        &mut self,
+        client_id: &str,
+        subscriptions: &[(TopicFilter, SubEntry)],
+        from: u64,
+        upto: u64,
+        max: usize,
+    ) -> Result<(Vec<StoredDelivery>, Option<u64>), StoreError> {
+        if from > upto {
+            return Ok((Vec::new(), None));
+        }
+        // A subscription matches only what came after it (its `since`, when recorded).
+        let since = |f: &TopicFilter| {
+            self.held
+                .get(client_id)
+                .and_then(|h| h.record.subs.iter().find(|s| s.filter == f.as_str()))
+                .map_or(0, |s| s.since)
+        };
+        let subs: Vec<(TopicFilter, SubEntry, u64)> = subscriptions
+            .iter()
+            .map(|(f, e)| (f.clone(), *e, since(f)))
+            .collect();
+        let runtime = self.runtime.clone();
+        runtime.block_on(async {
+            let stream = self
+                .nats
+                .js
+                .get_stream_no_info(&self.nats.names.msgs)
+                .await
+                .map_err(|e| failed("message stream", e))?;
+            let consumer = stream
+                .create_consumer(OrderedConfig {
+                    deliver_policy: DeliverPolicy::ByStartSequence {
+                        start_sequence: from,
+                    },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| failed("refill", e))?;
+            let mut messages = consumer.messages().await.map_err(|e| failed("refill", e))?;
+            let mut out = Vec::new();
+            let now = SystemTime::now();
+            let read = async {
+                while let Some(m) = messages.next().await {
+                    let m = m.map_err(|e| failed("refill", e))?;
+                    let info = m.info().map_err(|e| failed("refill", e))?;
+                    let seq = info.stream_sequence;
+                    if seq > upto {
+                        return Ok(None);
+                    }
+                    if let Ok(msg) = envelope::decode(&m.payload, seq) {
+                        let msg = Arc::new(msg);
+                        if let Some(d) = delivery_for(client_id, &subs, &msg, 0, now) {
+                            out.push(d);
+                            if out.len() >= max {
+                                return Ok((seq < upto).then_some(seq + 1));
+                            }
+                        }
+                    }
+                    if seq >= upto || info.pending == 0 {
+                        return Ok(None);
+                    }
+                }
+                Ok::<_, StoreError>(None)
+            };
+            let next = tokio::time::timeout(REPLAY_TIMEOUT, read)
+                .await
+                .map_err(|_| failed("refill", "timed out"))??;
+            Ok((out, next))
+        })
     }
 
     fn take_lost(&mut self) -> Vec<Arc<str>> {

@@ -289,3 +289,115 @@ impl Engine {
         });
     }
 }
+
+impl Engine {
+    /// Reads back what spilled to the stream for sessions whose queue has room again
+    /// (online: half the queue limit free), or that went offline (into their stored queue,
+    /// under its own limit and overflow policy, as on one node). At each tick.
+    pub(super) fn refill_spilled(&mut self, now: Instant) {
+        if self.spilled.is_empty() {
+            return;
+        }
+        let max = self.config.max_queued_messages;
+        let mut still = Vec::new();
+        for sid in std::mem::take(&mut self.spilled) {
+            let Some(s) = self.sessions.get(&sid) else {
+                continue;
+            };
+            let Some(from) = self.spill_of(sid) else {
+                continue;
+            };
+            let room = match &s.online {
+                Some(_) if s.queue.len() > max / 2 => {
+                    still.push(sid);
+                    continue;
+                }
+                Some(_) => max - s.queue.len(),
+                None => max,
+            };
+            self.refill(sid, from, room.max(1), now);
+            if self.spill_of(sid).is_some() {
+                still.push(sid);
+            }
+        }
+        self.spilled.extend(still);
+        self.spilled.sort_unstable();
+        self.spilled.dedup();
+    }
+
+    /// Reads up to `room` of session `sid`'s messages from stream sequence `from` back from
+    /// the stream into its queue, and notes where to go on from.
+    fn refill(&mut self, sid: SessionId, from: u64, room: usize, now: Instant) {
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        let client = s.client_id.clone();
+        let subs: Vec<(protocol::TopicFilter, SubEntry)> = s
+            .subscriptions
+            .iter()
+            .filter(|(f, _)| !subscribe::is_shared(f))
+            .map(|(f, e)| (f.clone(), *e))
+            .collect();
+        let (deliveries, next) = match self.store.refill(
+            &client,
+            &subs,
+            from,
+            self.routed_upto,
+            room,
+        ) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(client_id = %client, error = %e, "cannot read spilled messages back yet");
+                return;
+            }
+        };
+        self.set_spilled(sid, None);
+        for d in deliveries {
+            let mut d = self.delivery_from_store(d, now);
+            d.stored = false;
+            self.deliver(sid, d, now);
+        }
+        if let Some(next) = next {
+            self.set_spilled(sid, Some(next));
+        }
+        let from = self.spill_of(sid);
+        self.ops.push(Op::Spilled { client, from });
+    }
+
+    /// Where session `sid`'s messages spilled to the stream from, if they did.
+    fn spill_of(&self, sid: SessionId) -> Option<u64> {
+        let s = self.sessions.get(&sid)?;
+        // A session that went offline and came back before its spill was read back
+        // still has its mark in `spilled_offline`.
+        let offline = self.spilled_offline.get(&sid).copied();
+        match &s.online {
+            Some(o) => o.spilled_from.or(offline),
+            None => offline,
+        }
+    }
+
+    fn set_spilled(&mut self, sid: SessionId, from: Option<u64>) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        match (s.online.as_mut(), from) {
+            (Some(o), from) => {
+                o.spilled_from = from;
+                self.spilled_offline.remove(&sid);
+            }
+            (None, Some(from)) => {
+                self.spilled_offline.insert(sid, from);
+            }
+            (None, None) => {
+                self.spilled_offline.remove(&sid);
+            }
+        }
+    }
+
+    /// A session going offline keeps its spill mark (read back into its stored queue).
+    pub(super) fn keep_spill_offline(&mut self, sid: SessionId, from: Option<u64>) {
+        if let Some(from) = from {
+            self.spilled_offline.insert(sid, from);
+        }
+    }
+}

@@ -42,6 +42,7 @@ impl Engine {
             return;
         };
         self.conns.remove(&online.conn);
+        let spilled = online.spilled_from;
         s.disconnected_at = Some(now);
         // QoS 0 messages that waited for room while it was online are kept only if QoS 0 is
         // queued for offline sessions; the others are dropped (and counted).
@@ -113,6 +114,7 @@ impl Engine {
         }
         if !ends {
             self.persist_session(sid);
+            self.keep_spill_offline(sid, spilled);
         }
         if let Some(will) = will_now {
             self.publish_will(*will, client, now);

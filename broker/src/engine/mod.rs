@@ -158,6 +158,10 @@ pub(crate) struct Engine {
     /// A shared subscription was made or removed in this batch (cluster mode: the store is
     /// told the groups this node has members in).
     groups_changed: bool,
+    /// Sessions whose queue spilled back to the cluster's stream (see `refill`).
+    spilled: Vec<SessionId>,
+    /// The spill marks of those that went offline meanwhile.
+    spilled_offline: HashMap<SessionId, u64>,
     /// Answers of shared-group messages routed in this batch, sent once it is written.
     shared_done: Vec<(oneshot::Sender<bool>, bool)>,
     /// Releases of sessions to other nodes, answered once the batch is written.
@@ -286,6 +290,8 @@ impl Engine {
             routed_upto: 0,
             routing: Routing::All,
             groups_changed: false,
+            spilled: Vec::new(),
+            spilled_offline: HashMap::new(),
             shared_done: Vec::new(),
             release_done: Vec::new(),
             store,
@@ -627,6 +633,7 @@ impl Engine {
             self.sweep_expired_retained(now);
         }
         self.pressure_tick(now);
+        self.refill_spilled(now);
         self.sys_tick(now);
     }
 
@@ -652,6 +659,10 @@ impl Engine {
 
 /// The first id of a cluster node's own messages: above any stream sequence.
 const CLUSTER_LOCAL_IDS: u64 = 1 << 62;
+
+/// The ids of the retained messages a cluster node read at start (up to its own ids): a
+/// message id below this is the message's stream sequence.
+const CLUSTER_SNAPSHOT_IDS: u64 = 1 << 61;
 
 /// How often expired retained messages are swept out (a scan of the index).
 const RETAINED_SWEEP: Duration = Duration::from_secs(10);

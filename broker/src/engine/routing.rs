@@ -232,12 +232,31 @@ impl Engine {
                 }
                 return false;
             }
+            let over = s.queue.len() >= cfg.max_queued_messages
+                || s.queued_bytes + d.msg.payload.len() > cfg.max_queued_bytes;
+            if self.routes && d.msg.id < CLUSTER_SNAPSHOT_IDS {
+                // A cluster's stream message beyond a full queue stays in the stream, and
+                // so does everything after it until the queue drains (`refill`): the queue
+                // keeps its bound, nothing acknowledged is lost, the order holds.
+                let spilled = s.online.as_ref().and_then(|o| o.spilled_from);
+                if spilled.is_some() || (over && !(s.queue.is_empty() && s.window_open())) {
+                    if spilled.is_none() {
+                        if let Some(o) = s.online.as_mut() {
+                            o.spilled_from = Some(d.msg.id);
+                        }
+                        self.ops.push(Op::Spilled {
+                            client,
+                            from: Some(d.msg.id),
+                        });
+                        self.spilled.push(sid);
+                    }
+                    return false;
+                }
+            }
             if s.queue.is_empty() && s.window_open() {
                 self.transmit(sid, d, now);
                 return false;
             }
-            let over = s.queue.len() >= cfg.max_queued_messages
-                || s.queued_bytes + d.msg.payload.len() > cfg.max_queued_bytes;
             if over && self.pressure.unheld {
                 // Its publisher's acknowledgement cannot wait (see `backpressure`): the
                 // limit holds, the message is dropped for this session and counted.

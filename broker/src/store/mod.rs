@@ -221,6 +221,15 @@ pub enum Op {
     /// filter), after a change (cluster mode: the store fetches their messages). Stores
     /// that do not route ignore it.
     SharedGroups(Vec<(Arc<str>, String)>),
+    /// Cluster mode: the session's messages from this stream sequence on are left in the
+    /// stream (its queue is full), until `None` (caught up). Its record must then say it
+    /// has what came before only. Stores that do not route ignore it.
+    Spilled {
+        /// Client id.
+        client: Arc<str>,
+        /// The first sequence left in the stream, or `None`.
+        from: Option<u64>,
+    },
 }
 
 /// A session as recovered at start: everything but its queued messages, which stay in the
@@ -353,6 +362,22 @@ pub trait Store: Send + std::fmt::Debug {
     ) -> Result<crate::cluster::Installed, StoreError> {
         let _ = (client_id, claim, routed_upto);
         Err(StoreError::Database("this store has no claims".into()))
+    }
+    /// Cluster mode: up to `max` deliveries, in stream order, of the stream's messages from
+    /// sequence `from` up to `upto` to the session of `client_id` with `subscriptions`
+    /// (shared ones aside), and the sequence to go on from if more may remain.
+    fn refill(
+        &mut self,
+        client_id: &str,
+        subscriptions: &[(TopicFilter, SubEntry)],
+        from: u64,
+        upto: u64,
+        max: usize,
+    ) -> Result<(Vec<StoredDelivery>, Option<u64>), StoreError> {
+        let _ = (client_id, subscriptions, from, upto, max);
+        Err(StoreError::Database(
+            "this store has no stream to refill from".into(),
+        ))
     }
     /// Sessions another node took since the last call (cluster mode): the engine closes
     /// their connections (0x8E) and forgets them.

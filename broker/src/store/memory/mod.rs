@@ -159,7 +159,8 @@ impl MemoryStore {
                 | Op::Route(_)
                 | Op::Routed(_)
                 | Op::Released(_)
-                | Op::SharedGroups(_) => continue,
+                | Op::SharedGroups(_)
+                | Op::Spilled { .. } => continue,
             };
             let now = *exists
                 .entry(client)
@@ -304,7 +305,11 @@ impl MemoryStore {
                 self.retained.remove(topic);
             }
             // Not a change of this store's state (see `Store::routes`).
-            Op::Route(_) | Op::Routed(_) | Op::Released(_) | Op::SharedGroups(_) => {}
+            Op::Route(_)
+            | Op::Routed(_)
+            | Op::Released(_)
+            | Op::SharedGroups(_)
+            | Op::Spilled { .. } => {}
         }
     }
 }

@@ -302,7 +302,11 @@ pub(super) fn apply_op<'c>(
                 .execute([topic.as_str()])?;
         }
         // Not a change of this store's state (see `Store::routes`).
-        Op::Route(_) | Op::Routed(_) | Op::Released(_) | Op::SharedGroups(_) => {}
+        Op::Route(_)
+        | Op::Routed(_)
+        | Op::Released(_)
+        | Op::SharedGroups(_)
+        | Op::Spilled { .. } => {}
     }
     Ok(())
 }
