@@ -1,11 +1,11 @@
 // End-to-end test of the operator dashboard (web/): a real bridge started here on ephemeral
 // ports, Debian's headless Chromium driven by playwright-core, and mosquitto_sub / mosquitto_pub
 // as the outside clients. Checks that sessions appear and change without a reload (from the
-// event stream), that the queue of an offline persistent session rises and drains, and that
-// Kick and Discard work. Then, against a bridge with `[api] token`: the dashboard asks for the
-// token (and again after a wrong one), then lists the sessions, receives live events and kicks
-// with it, keeps it over a reload, and never puts it in a URL. Screenshots go to
-// tests/artifacts/.
+// event stream), that the queue of an offline persistent session rises and drains, that Kick
+// and Discard work, and that a single bridge shows no Node column (cluster mode's). Then,
+// against a bridge with `[api] token`: the dashboard asks for the token (and again after a
+// wrong one), then lists the sessions, receives live events and kicks with it, keeps it over a
+// reload, and never puts it in a URL. Screenshots go to tests/artifacts/.
 //
 // Usage: node tests/dashboard.mjs   (after `cargo build -p bridge`). Exits non-zero, naming the
 // failed check, on any failure.
@@ -64,6 +64,13 @@ async function main() {
   await expectCell("dash-dev", "c-state", "online", "dash-dev appears online without a reload");
   await expectCell("dash-dev", "c-kind", "persistent", "dash-dev is persistent");
   await expectCell("dash-dev", "c-subs", "1", "dash-dev has one subscription");
+  // A single bridge names no node (cluster mode does): no Node column.
+  await check("a single bridge shows no Node column", page.waitForFunction(() => {
+    const table = document.getElementById("sessions-table");
+    const cells = [...table.querySelectorAll(".c-node")];
+    return cells.length >= 2 && !table.classList.contains("cluster")
+      && cells.every((c) => getComputedStyle(c).display === "none");
+  }, null, { timeout: WAIT_MS }));
   // A 5.0 session with an expiry, for the countdown; and a clean one.
   const v5 = run("mosquitto_sub", [...mqtt, "-V", "mqttv5", "-c", "-x", "600", "-i", "dash-v5", "-q", "1", "-t", "dash/v5/#"]);
   const clean = run("mosquitto_sub", [...mqtt, "-i", "dash-clean", "-t", "other/#"]);

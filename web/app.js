@@ -9,6 +9,11 @@
 // through api.js, which adds the admin token when the bridge wants one. The playground is playground.js; the two talk through
 // two document events: `dashboard:sessions` (the session map after each change, from here) and
 // `dashboard:select` (open a session's detail, from there).
+// Cluster mode (the list names the bridge that answered, `node`): the list is the whole
+// cluster's, each session with the node that holds it (a Node column appears); the events are
+// this bridge's sessions only, so the list is read again every CLUSTER_REFRESH_MS for the
+// others'. Another node's session shows what its record says; its messages, Kick and Discard
+// are on that node's dashboard.
 
 import { apiFetch, errorText, getJson, streamEvents } from "./api.js";
 import { forgetSession, mountCharts, recordQueue, recordStats, showSessionQueue } from "./trends.js";
@@ -16,6 +21,8 @@ import { startTopicTree } from "./topics.js";
 
 const STATS_EVERY_MS = 2000;
 const PAGE = 1000;
+/** Cluster mode: how often the list is read again for the sessions of the other nodes. */
+const CLUSTER_REFRESH_MS = 5000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -28,6 +35,8 @@ const rows = new Map();
  * whether it must be read again (a resync or a reconnect came meanwhile). Null otherwise. */
 let loading = null;
 let selected = null;
+/** In cluster mode, the name of the node (bridge) this page talks to; null on a single bridge. */
+let clusterNode = null;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -48,7 +57,10 @@ const enc = encodeURIComponent;
 const fmtInt = (n) => (n == null ? "–" : Number(n).toLocaleString("en"));
 const fmtRate = (n) => (n == null ? "–" : n < 10 ? n.toFixed(1) : Math.round(n).toLocaleString("en"));
 const fmtTime = (ms) => (ms == null ? "–" : new Date(ms).toLocaleString());
-const protoName = (v) => (v === 5 ? "MQTT 5.0" : v === 4 ? "MQTT 3.1.1" : `v${v}`);
+// null: a clean session another node holds (its record keeps no version).
+const protoName = (v) => (v === 5 ? "MQTT 5.0" : v === 4 ? "MQTT 3.1.1" : v == null ? "–" : `v${v}`);
+/** Whether a session (summary or detail) is held by another node of the cluster. */
+const elsewhere = (s) => clusterNode != null && s.node != null && s.node !== clusterNode;
 
 /** "4m 05s", "2h 03m", "3d 4h". */
 function fmtDuration(ms) {
@@ -91,6 +103,7 @@ function renderRow(s) {
     btn.addEventListener("click", () => select(s.client_id));
     tr.append(
       el("th", { scope: "row" }, btn),
+      el("td", { class: "c-node" }),
       el("td", { class: "c-state" }),
       el("td", { class: "c-kind" }),
       el("td", { class: "c-proto" }),
@@ -102,6 +115,10 @@ function renderRow(s) {
     rows.set(s.client_id, tr);
   }
   const cell = (cls) => tr.querySelector("." + cls);
+  const node = cell("c-node");
+  node.textContent = s.node ?? "–";
+  node.classList.toggle("here", s.node != null && s.node === clusterNode);
+  node.title = s.node == null ? "" : s.node === clusterNode ? "This bridge" : `Held by bridge ${s.node}`;
   const state = cell("c-state");
   state.replaceChildren(
     el("span", { class: `badge ${s.connected ? "online" : "offline"}`, text: s.connected ? "online" : "offline" }),
@@ -155,6 +172,7 @@ function layoutTable() {
     body.replaceChildren(...shown);
   }
   for (const [id, tr] of rows) if (!sessions.has(id)) rows.delete(id);
+  $("sessions-table").classList.toggle("cluster", clusterNode != null);
   $("sessions-empty").hidden = sessions.size > 0;
   $("session-count").textContent =
     shown.length === sessions.size ? `(${sessions.size})` : `(${shown.length} of ${sessions.size})`;
@@ -197,6 +215,7 @@ async function readList() {
   const all = [];
   for (let offset = 0; ; offset += PAGE) {
     const page = await getJson(`/sessions?offset=${offset}&limit=${PAGE}`);
+    clusterNode = page.node ?? null;
     all.push(...page.sessions);
     if (all.length >= page.total || page.sessions.length === 0) return all;
   }
@@ -310,7 +329,7 @@ async function refreshDetail() {
       const d = await getJson(`/sessions/${enc(id)}`);
       if (selected !== id) continue;
       showDetail(d);
-      if (d) await loadDetailMessages();
+      if (d) await loadDetailMessages(d);
     } catch (e) {
       toast(`Could not load ${id}: ${e.message}`);
     }
@@ -333,10 +352,17 @@ function showDetail(d) {
   $("detail-gone").hidden = true;
   delete $("detail-body").dataset.gone;
   recordQueue(selected, d.queue.length);
-  $("btn-kick").disabled = !d.connected;
-  $("btn-kick").title = d.connected ? "Close the connection, keep the session" : "The client is not connected";
-  $("btn-discard").disabled = false;
+  const away = elsewhere(d);
+  $("btn-kick").disabled = !d.connected || away;
+  $("btn-kick").title = away
+    ? `Held by bridge ${d.node}: kick it from that bridge`
+    : d.connected
+      ? "Close the connection, keep the session"
+      : "The client is not connected";
+  $("btn-discard").disabled = away;
+  $("btn-discard").title = away ? `Held by bridge ${d.node}: discard it from that bridge` : "";
   const facts = [
+    ...(d.node == null ? [] : [["Node", d.node === clusterNode ? `${d.node} (this bridge)` : d.node]]),
     ["State", d.connected ? "online" : "offline"],
     ["Protocol", protoName(d.protocol_version)],
     ["Clean start", d.clean_start ? "yes" : "no"],
@@ -386,14 +412,40 @@ function payloadCell(m) {
   return td;
 }
 
-async function loadDetailMessages() {
+/** GET path's messages; for a session this bridge does not hold (409), `{ away: why }`. */
+async function readMessages(path) {
+  const r = await apiFetch(path, { headers: { accept: "application/json" } });
+  if (r.status === 404) return null;
+  if (r.status === 409) return { away: await errorText(r) };
+  if (!r.ok) throw new Error(`${path}: HTTP ${r.status} ${await errorText(r)}`);
+  return r.json();
+}
+
+/** Says, in place of the message tables, why they are not shown here. */
+function showMessagesAway(text) {
+  $("detail-queue").replaceChildren(emptyRow(6, text));
+  $("detail-inflight").replaceChildren(emptyRow(6, text));
+  $("detail-queue-count").textContent = "";
+  $("detail-inflight-count").textContent = "";
+}
+
+async function loadDetailMessages(d) {
   const id = selected;
   if (!id) return;
+  if (elsewhere(d)) {
+    // Only the holder has them: not asked for, the answer is known.
+    showMessagesAway(`Held by bridge ${d.node}: its messages are shown on that bridge's dashboard.`);
+    return;
+  }
   const [q, inf] = await Promise.all([
-    getJson(`/sessions/${enc(id)}/queue?limit=100`),
-    getJson(`/sessions/${enc(id)}/inflight?limit=100`),
+    readMessages(`/sessions/${enc(id)}/queue?limit=100`),
+    readMessages(`/sessions/${enc(id)}/inflight?limit=100`),
   ]);
   if (selected !== id || !q || !inf) return;
+  if (q.away || inf.away) {
+    showMessagesAway(q.away || inf.away);
+    return;
+  }
   const qRows = q.messages.map((m) =>
     el(
       "tr",
@@ -560,6 +612,12 @@ function start() {
   startTopicTree();
   loadStats();
   setInterval(loadStats, STATS_EVERY_MS);
+  // Cluster mode: the other nodes' sessions change without an event here. One read at a
+  // time, none while the page is hidden or the stream is down (it reloads on reconnect).
+  setInterval(() => {
+    if (clusterNode == null || loading || document.hidden || $("live").dataset.state !== "live") return;
+    loadAll().catch((e) => console.warn("sessions", e));
+  }, CLUSTER_REFRESH_MS);
   setInterval(() => {
     for (const [id, tr] of rows) {
       const s = sessions.get(id);

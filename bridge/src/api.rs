@@ -9,6 +9,15 @@
 //!
 //! Every route here passes [`crate::guard::api_access`] first: the `[api]` tokens, or
 //! without them loopback clients and same-origin changes only (401 / 403, also JSON).
+//!
+//! # Cluster mode
+//! The engine knows only the sessions this node holds; the cluster's
+//! [`cluster::Directory`] has every session's record. The session list merges the two
+//! (this node's sessions from the engine, every other one summarized from its record) and
+//! names the node of each (`node`); the detail of a session another node holds is what its
+//! record says ([`RecordDetail`]). What only the holder can do or read (its queued and
+//! in-flight messages, kick, discard) answers 409 here, naming the holder. The event stream
+//! stays this node's: its sessions' changes, each with `node`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,14 +33,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Extension;
 use axum::{Json, Router};
-use broker::view::{self, MessageView, SessionFilter, StatsView};
+use broker::view::{
+    self, MessageView, SessionFilter, SessionPage, SessionSummary, StatsView, SubscriptionView,
+};
 use broker::{Broker, SessionEvent};
+use cluster::directory::Listed;
+use cluster::record::SessionRecord;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::guard::Guard;
-use crate::state::AppState;
+use crate::state::{AppState, ClusterSessions};
 
 /// Page size when the query gives none.
 const DEFAULT_LIMIT: usize = 100;
@@ -80,6 +93,26 @@ impl ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!("no session for client id `{client_id}`"),
+        }
+    }
+
+    /// A session this node's engine does not have: 409 naming the node its record names
+    /// when the cluster has it (only that node can answer), 404 otherwise.
+    fn not_here(state: &AppState, client_id: &str) -> ApiError {
+        let record = state
+            .cluster
+            .as_ref()
+            .and_then(|c| c.directory.get(client_id));
+        match record {
+            Some(record) => ApiError {
+                status: StatusCode::CONFLICT,
+                message: format!(
+                    "the session of `{client_id}` is not held by this node: its record names \
+                     node `{}`, ask that node",
+                    record.node
+                ),
+            },
+            None => ApiError::no_session(client_id),
         }
     }
 }
@@ -188,18 +221,49 @@ async fn list_sessions(
         offset: offset(&map)?,
         limit: limit(&map)?,
     };
-    let page = state.broker.sessions(filter).await?;
+    let page = match &state.cluster {
+        None => state.broker.sessions(filter).await?,
+        Some(cluster) => {
+            // All of this node's sessions with the prefix: the other filters and the paging
+            // apply to the merged list.
+            let own = state
+                .broker
+                .sessions(SessionFilter {
+                    prefix: filter.prefix.clone(),
+                    limit: usize::MAX,
+                    ..SessionFilter::default()
+                })
+                .await?;
+            cluster_page(cluster, own.sessions, cluster.directory.list(), &filter)
+        }
+    };
     Ok(Json(page))
+}
+
+/// A session's detail: from this node's engine, or (cluster mode) from the record of a
+/// session another node holds.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Detail {
+    Held(view::SessionDetail),
+    Recorded(RecordDetail),
 }
 
 /// `GET /api/v1/sessions/{client_id}`.
 async fn session_detail(
     State(state): State<AppState>,
     p: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<view::SessionDetail>> {
+) -> ApiResult<Json<Detail>> {
     let id = client_id(p)?;
-    let detail = state.broker.session(&id).await?;
-    detail.map(Json).ok_or_else(|| ApiError::no_session(&id))
+    if let Some(mut detail) = state.broker.session(&id).await? {
+        detail.node = state.cluster.as_ref().map(|c| c.node.to_string());
+        return Ok(Json(Detail::Held(detail)));
+    }
+    let record = state.cluster.as_ref().and_then(|c| c.directory.get(&id));
+    match record {
+        Some(record) => Ok(Json(Detail::Recorded(RecordDetail::of(id, record)))),
+        None => Err(ApiError::no_session(&id)),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -219,7 +283,7 @@ async fn queue(
         .broker
         .queue(&id, limit)
         .await?
-        .ok_or_else(|| ApiError::no_session(&id))?;
+        .ok_or_else(|| ApiError::not_here(&state, &id))?;
     Ok(Json(Messages { messages }))
 }
 
@@ -235,7 +299,7 @@ async fn inflight(
         .broker
         .inflight(&id, limit)
         .await?
-        .ok_or_else(|| ApiError::no_session(&id))?;
+        .ok_or_else(|| ApiError::not_here(&state, &id))?;
     Ok(Json(Messages { messages }))
 }
 
@@ -247,7 +311,7 @@ async fn discard(
 ) -> ApiResult<StatusCode> {
     let id = client_id(p)?;
     let found = state.broker.discard(&id).await?;
-    found_or_404(found, &id)
+    found_here(found, &state, &id)
 }
 
 /// `POST /api/v1/sessions/{client_id}/kick`: the client is disconnected, the session kept
@@ -258,14 +322,14 @@ async fn kick(
 ) -> ApiResult<StatusCode> {
     let id = client_id(p)?;
     let found = state.broker.kick(&id).await?;
-    found_or_404(found, &id)
+    found_here(found, &state, &id)
 }
 
-/// 204 if the session existed, 404 if not.
-fn found_or_404(found: bool, id: &str) -> ApiResult<StatusCode> {
+/// 204 if this node had the session; else 409 if another node holds it, 404 if nobody.
+fn found_here(found: bool, state: &AppState, id: &str) -> ApiResult<StatusCode> {
     match found {
         true => Ok(StatusCode::NO_CONTENT),
-        false => Err(ApiError::no_session(id)),
+        false => Err(ApiError::not_here(state, id)),
     }
 }
 
@@ -410,10 +474,212 @@ fn notices(rx: broadcast::Receiver<SessionEvent>) -> impl Stream<Item = Notice> 
 async fn events(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = notices(state.broker.events()).map(|n| Ok(n.into_event()));
+    // In cluster mode each session is this node's, named as in the session list.
+    let node = state.cluster.as_ref().map(|c| c.node.to_string());
+    let stream = notices(state.broker.events()).map(move |mut n| {
+        if let (Some(node), Notice::Change(e)) = (&node, &mut n) {
+            if let Some(session) = e.session_mut() {
+                session.node = Some(node.clone());
+            }
+        }
+        Ok(n.into_event())
+    });
     let broker: Broker = state.broker.clone();
     let stream = stream.take_until(async move { broker.stopped().await });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
+}
+
+// ---------------------------------------------------------------------------------------
+// Cluster mode: the sessions other nodes hold, as their records say.
+
+/// One page of the whole cluster's sessions: `own`, this node's (from its engine, sorted by
+/// client id, `filter`'s prefix applied), and every session of `listed` (the directory) that
+/// this node does not hold, summarized from its record; `filter` selects from the merged
+/// list and pages it. A session is listed once: a record may lag behind the engine (a
+/// session this node just took, or just let go), and the engine knows its own best.
+fn cluster_page(
+    cluster: &ClusterSessions,
+    mut own: Vec<SessionSummary>,
+    listed: Vec<Listed>,
+    filter: &SessionFilter,
+) -> SessionPage {
+    for s in &mut own {
+        s.node = Some(cluster.node.to_string());
+    }
+    let others: Vec<SessionSummary> = listed
+        .into_iter()
+        .filter(|l| {
+            filter
+                .prefix
+                .as_deref()
+                .is_none_or(|p| l.client_id.starts_with(p))
+        })
+        .filter(|l| {
+            own.binary_search_by(|s| s.client_id.as_str().cmp(&l.client_id))
+                .is_err()
+        })
+        .map(|l| record_summary(l.client_id, &l.record))
+        .collect();
+    let mut all = own;
+    all.extend(others);
+    all.retain(|s| filter.admits(s));
+    all.sort_unstable_by(|a, b| a.client_id.cmp(&b.client_id));
+    SessionPage {
+        total: all.len(),
+        offset: filter.offset,
+        limit: filter.limit,
+        sessions: all
+            .into_iter()
+            .skip(filter.offset)
+            .take(filter.limit)
+            .collect(),
+        node: Some(cluster.node.to_string()),
+    }
+}
+
+/// Whether a record's session is online. A clean session's record (no `meta`) exists only
+/// while it is connected. A persistent one's `expires_at` is set when it goes offline and
+/// cleared when it connects (`disconnected_at` stays: it is when it *last* went offline),
+/// except for a session that never ends (`expiry_interval` u32::MAX, only with an explicit
+/// `max_session_expiry` of "never"), which has none either way: it counts as online while
+/// its record holds an open connection's will, or while it has never gone offline.
+fn record_connected(r: &SessionRecord) -> bool {
+    match &r.meta {
+        None => true,
+        Some(m) if m.expiry_interval == u32::MAX => {
+            m.connected_will.is_some() || m.disconnected_at.is_none()
+        }
+        Some(m) => m.expires_at.is_none(),
+    }
+}
+
+/// Messages in flight to a record's session (its other deliveries are queued).
+fn record_inflight(r: &SessionRecord) -> usize {
+    r.deliveries.iter().filter(|d| d.state != 0).count()
+}
+
+/// The summary of a session another node holds, from its record. Its record does not keep
+/// its protocol version when it is clean (`null`), whether its last connection asked for a
+/// clean start (`clean_start` is true only for a clean session), nor when it connected.
+fn record_summary(client_id: String, r: &SessionRecord) -> SessionSummary {
+    let meta = r.meta.as_ref();
+    let connected = record_connected(r);
+    let inflight = record_inflight(r);
+    SessionSummary {
+        client_id,
+        protocol_version: meta.map(|m| m.version),
+        connected,
+        clean_start: meta.is_none(),
+        // The record keeps `meta` only for a session that outlives its connection.
+        persistent: meta.is_some_and(|m| m.expiry_interval > 0),
+        queued: r.deliveries.len() - inflight,
+        inflight,
+        subscriptions: r.subs.len(),
+        connected_at_ms: None,
+        disconnected_at_ms: meta.and_then(|m| m.disconnected_at),
+        expires_at_ms: meta.and_then(|m| m.expires_at).filter(|_| !connected),
+        node: Some(r.node.clone()),
+    }
+}
+
+/// The detail of a session another node holds, as its record says: the shape of
+/// [`view::SessionDetail`] with `node`, and `null` for what only the holder knows (when it
+/// connected, its keep-alive and peer, its limits, its message and byte counts; and, for a
+/// clean session, its protocol version). Its messages are read on the holder.
+#[derive(Debug, Serialize)]
+struct RecordDetail {
+    client_id: String,
+    username: Option<String>,
+    /// `None` for a clean session (its record keeps no version).
+    protocol_version: Option<u8>,
+    /// True only for a clean session: a persistent one's record does not keep the flag.
+    clean_start: bool,
+    connected: bool,
+    /// Always `None`: not in the record.
+    connected_at_ms: Option<u64>,
+    disconnected_at_ms: Option<u64>,
+    session_expiry_interval: u32,
+    expires_at_ms: Option<u64>,
+    /// Always `None`: not in the record.
+    keep_alive: Option<u16>,
+    /// Always `None`: not in the record.
+    peer: Option<String>,
+    subscriptions: Vec<SubscriptionView>,
+    inflight: RecordInflight,
+    queue: RecordQueue,
+    awaiting_pubrel: usize,
+    /// The counters are the holder's, kept in its memory only: always `None`.
+    msgs_in: Option<u64>,
+    msgs_out: Option<u64>,
+    bytes_in: Option<u64>,
+    bytes_out: Option<u64>,
+    /// The node that holds it.
+    node: String,
+}
+
+/// [`view::InflightCounts`] of a record: the holder's window is not in it.
+#[derive(Debug, Serialize)]
+struct RecordInflight {
+    count: usize,
+    max: Option<usize>,
+}
+
+/// [`view::QueueCounts`] of a record: the holder's limit is not in it.
+#[derive(Debug, Serialize)]
+struct RecordQueue {
+    length: usize,
+    max: Option<usize>,
+    dropped: u64,
+}
+
+impl RecordDetail {
+    fn of(client_id: String, r: SessionRecord) -> RecordDetail {
+        let meta = r.meta.as_ref();
+        let connected = record_connected(&r);
+        let inflight = record_inflight(&r);
+        let mut subscriptions: Vec<SubscriptionView> = r
+            .subs
+            .iter()
+            .map(|s| SubscriptionView {
+                filter: s.filter.clone(),
+                qos: s.qos,
+                no_local: s.no_local,
+                retain_as_published: s.retain_as_published,
+                retain_handling: s.retain_handling,
+                subscription_identifier: s.id,
+            })
+            .collect();
+        subscriptions.sort_unstable_by(|a, b| a.filter.cmp(&b.filter));
+        RecordDetail {
+            client_id,
+            username: meta.and_then(|m| m.username.clone()),
+            protocol_version: meta.map(|m| m.version),
+            clean_start: meta.is_none(),
+            connected,
+            connected_at_ms: None,
+            disconnected_at_ms: meta.and_then(|m| m.disconnected_at),
+            session_expiry_interval: meta.map_or(0, |m| m.expiry_interval),
+            expires_at_ms: meta.and_then(|m| m.expires_at).filter(|_| !connected),
+            keep_alive: None,
+            peer: None,
+            subscriptions,
+            inflight: RecordInflight {
+                count: inflight,
+                max: None,
+            },
+            queue: RecordQueue {
+                length: r.deliveries.len() - inflight,
+                max: None,
+                dropped: meta.map_or(0, |m| m.dropped),
+            },
+            awaiting_pubrel: r.inbound_qos2.len(),
+            msgs_in: None,
+            msgs_out: None,
+            bytes_in: None,
+            bytes_out: None,
+            node: r.node,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -426,7 +692,7 @@ mod tests {
             client_id: id.to_owned(),
             session: view::SessionSummary {
                 client_id: id.to_owned(),
-                protocol_version: 5,
+                protocol_version: Some(5),
                 connected: true,
                 clean_start: true,
                 persistent: false,
@@ -436,6 +702,7 @@ mod tests {
                 connected_at_ms: Some(1),
                 disconnected_at_ms: None,
                 expires_at_ms: None,
+                node: None,
             },
         }
     }
@@ -456,6 +723,230 @@ mod tests {
                 Notice::Change(connected("e")),
             ]
         );
+    }
+
+    use cluster::record::{DeliveryRecord, MetaRecord, SubRecord};
+
+    fn summary(id: &str, online: bool, persistent: bool) -> SessionSummary {
+        let mut e = connected(id);
+        SessionSummary {
+            connected: online,
+            persistent,
+            ..e.session_mut().unwrap().clone()
+        }
+    }
+
+    fn delivery(seq: u64, state: u8) -> DeliveryRecord {
+        DeliveryRecord {
+            seq,
+            msg: seq + 100,
+            state,
+            packet_id: if state == 0 { 0 } else { 7 },
+            qos: 1,
+            retain: false,
+            sub_ids: Vec::new(),
+        }
+    }
+
+    /// An offline persistent session's record: 5.0, one subscription, one message queued
+    /// and one in flight.
+    fn offline_record(node: &str) -> SessionRecord {
+        SessionRecord {
+            node: node.to_owned(),
+            epoch: 2,
+            meta: Some(MetaRecord {
+                version: 5,
+                username: Some("u".into()),
+                expiry_interval: 300,
+                expires_at: Some(1_700_000_300_000),
+                disconnected_at: Some(1_700_000_000_000),
+                dropped: 4,
+                ..MetaRecord::default()
+            }),
+            subs: vec![SubRecord {
+                filter: "s/+".into(),
+                qos: 1,
+                no_local: false,
+                retain_as_published: true,
+                retain_handling: 2,
+                id: Some(3),
+                since: 1,
+            }],
+            upto: 9,
+            deliveries: vec![delivery(1, 1), delivery(2, 0)],
+            inbound_qos2: vec![5],
+        }
+    }
+
+    fn listed(id: &str, record: SessionRecord) -> Listed {
+        Listed {
+            client_id: id.to_owned(),
+            record,
+        }
+    }
+
+    fn cluster_of(node: &str) -> ClusterSessions {
+        ClusterSessions {
+            node: Arc::from(node),
+            directory: cluster::Directory::default(),
+        }
+    }
+
+    fn ids(page: &SessionPage) -> Vec<&str> {
+        page.sessions.iter().map(|s| s.client_id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_single_bridges_summaries_name_no_node_and_a_clusters_do() {
+        let single = serde_json::to_value(connected("x")).unwrap();
+        assert!(single["session"].get("node").is_none(), "{single}");
+        let mut e = connected("x");
+        e.session_mut().unwrap().node = Some("a".into());
+        assert_eq!(serde_json::to_value(e).unwrap()["session"]["node"], "a");
+    }
+
+    #[test]
+    fn the_cluster_list_has_this_nodes_sessions_and_every_other_once_sorted_then_filtered() {
+        let own = vec![summary("b", true, false), summary("d", false, true)];
+        let clean_elsewhere = SessionRecord {
+            node: "n3".into(),
+            ..SessionRecord::default()
+        };
+        // Back online: no end, but when it last went offline stays.
+        let mut back = offline_record("n3");
+        back.meta.as_mut().unwrap().expires_at = None;
+        let records = || {
+            vec![
+                listed("a", offline_record("n2")),
+                // A record that lags behind this node's engine: the engine's is listed.
+                listed("b", offline_record("n2")),
+                listed("c", clean_elsewhere.clone()),
+                listed("e", back.clone()),
+            ]
+        };
+        let cluster = cluster_of("n1");
+        let all = SessionFilter {
+            limit: 100,
+            ..SessionFilter::default()
+        };
+        let page = cluster_page(&cluster, own.clone(), records(), &all);
+        assert_eq!(page.node.as_deref(), Some("n1"));
+        assert_eq!(page.total, 5);
+        assert_eq!(ids(&page), ["a", "b", "c", "d", "e"]);
+        let nodes: Vec<_> = page.sessions.iter().map(|s| s.node.as_deref()).collect();
+        assert_eq!(
+            nodes,
+            [Some("n2"), Some("n1"), Some("n3"), Some("n1"), Some("n3")]
+        );
+
+        let a = &page.sessions[0];
+        assert_eq!(a.protocol_version, Some(5));
+        assert!(!a.connected && a.persistent && !a.clean_start);
+        assert_eq!((a.queued, a.inflight, a.subscriptions), (1, 1, 1));
+        assert_eq!(a.disconnected_at_ms, Some(1_700_000_000_000));
+        assert_eq!(a.expires_at_ms, Some(1_700_000_300_000));
+        assert_eq!(a.connected_at_ms, None, "not in the record");
+        let c = &page.sessions[2];
+        assert_eq!(c.protocol_version, None, "a clean record keeps no version");
+        assert!(c.connected && !c.persistent && c.clean_start);
+        let e = &page.sessions[4];
+        assert!(e.connected && e.persistent, "{e:?}");
+        assert_eq!(e.expires_at_ms, None);
+        assert_eq!(e.disconnected_at_ms, Some(1_700_000_000_000));
+
+        let select = |online, persistent, prefix: Option<&str>, offset, limit| SessionFilter {
+            online,
+            persistent,
+            prefix: prefix.map(str::to_owned),
+            offset,
+            limit,
+        };
+        let page = |f: SessionFilter| cluster_page(&cluster, own.clone(), records(), &f);
+        assert_eq!(
+            ids(&page(select(Some(false), None, None, 0, 100))),
+            ["a", "d"]
+        );
+        assert_eq!(
+            ids(&page(select(Some(true), None, None, 0, 100))),
+            ["b", "c", "e"]
+        );
+        assert_eq!(
+            ids(&page(select(None, Some(false), None, 0, 100))),
+            ["b", "c"]
+        );
+        assert_eq!(
+            ids(&page(select(None, Some(true), Some("a"), 0, 100))),
+            ["a"]
+        );
+        let paged = page(select(None, None, None, 1, 2));
+        assert_eq!((paged.total, paged.offset, paged.limit), (5, 1, 2));
+        assert_eq!(ids(&paged), ["b", "c"]);
+        assert_eq!(
+            ids(&page(select(None, None, None, 9, 2))),
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn a_recorded_detail_has_the_keys_of_a_held_one_and_its_node() {
+        let held = view::SessionDetail {
+            client_id: "a".into(),
+            username: None,
+            protocol_version: 5,
+            clean_start: false,
+            connected: false,
+            connected_at_ms: None,
+            disconnected_at_ms: None,
+            session_expiry_interval: 0,
+            expires_at_ms: None,
+            keep_alive: None,
+            peer: None,
+            subscriptions: Vec::new(),
+            inflight: view::InflightCounts { count: 0, max: 1 },
+            queue: view::QueueCounts {
+                length: 0,
+                max: 1,
+                dropped: 0,
+            },
+            awaiting_pubrel: 0,
+            msgs_in: 0,
+            msgs_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            node: Some("n1".into()),
+        };
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let held = serde_json::to_value(Detail::Held(held)).unwrap();
+        let recorded = RecordDetail::of("a".into(), offline_record("n2"));
+        let recorded = serde_json::to_value(Detail::Recorded(recorded)).unwrap();
+        assert_eq!(keys(&held), keys(&recorded));
+        for part in ["inflight", "queue"] {
+            assert_eq!(keys(&held[part]), keys(&recorded[part]));
+        }
+        assert_eq!(recorded["node"], "n2");
+        assert_eq!(recorded["username"], "u");
+        assert_eq!(recorded["protocol_version"], 5);
+        assert_eq!(recorded["session_expiry_interval"], 300);
+        assert_eq!(recorded["expires_at_ms"], 1_700_000_300_000u64);
+        assert_eq!(recorded["inflight"]["count"], 1);
+        assert_eq!(recorded["queue"]["length"], 1);
+        assert_eq!(recorded["queue"]["dropped"], 4);
+        assert_eq!(recorded["awaiting_pubrel"], 1);
+        assert_eq!(recorded["subscriptions"][0]["filter"], "s/+");
+        assert_eq!(recorded["subscriptions"][0]["subscription_identifier"], 3);
+        for unknown in [
+            "connected_at_ms",
+            "keep_alive",
+            "peer",
+            "msgs_in",
+            "bytes_out",
+        ] {
+            assert!(recorded[unknown].is_null(), "{unknown}: {recorded}");
+        }
     }
 
     #[test]

@@ -231,7 +231,7 @@ async fn run(
         Some(c) => Some(start_cluster(&c, &mut config.broker).await?),
         None => None,
     };
-    let broker = match (&config.data, cluster) {
+    let (broker, cluster_sessions) = match (&config.data, cluster) {
         (data, Some((nats, snapshot))) => {
             // The cluster holds the sessions: the node keeps its own in memory.
             if let DataDir::Dir(dir) = data {
@@ -276,12 +276,18 @@ async fn run(
                 directory.clone(),
                 claims,
             ));
+            let sessions = state::ClusterSessions {
+                node: Arc::from(nats.config.node.as_str()),
+                directory,
+            };
             tokio::spawn(cluster::feed::run(nats, broker.clone(), next, position));
-            broker
+            (broker, Some(sessions))
         }
         (DataDir::None, None) => {
             tracing::info!("--data none: memory only; sessions are lost when the bridge stops");
-            Broker::with_authenticator(config.broker.clone(), security.authenticator.clone())
+            let broker =
+                Broker::with_authenticator(config.broker.clone(), security.authenticator.clone());
+            (broker, None)
         }
         (DataDir::Dir(dir), None) => {
             let durability = config.broker.durability();
@@ -302,7 +308,7 @@ async fn run(
                 retained = recovered.retained,
                 "store opened"
             );
-            broker
+            (broker, None)
         }
     };
     if !config.web.is_dir() {
@@ -355,6 +361,7 @@ async fn run(
             tracker: tracker.downgrade(),
             limits: limits.clone(),
             guard: std::sync::Arc::new(guard),
+            cluster: cluster_sessions,
         },
         &config.web,
         &config.pkg,

@@ -1,6 +1,7 @@
 //! The state every HTTP handler can reach: the broker, the shutdown tracker, the MQTT
-//! connection limits and the access rules. A leaf module, so the router, the API and the WebSocket endpoint each
-//! depend on it and not on one another.
+//! connection limits, the access rules and, in cluster mode, the cluster's sessions. A leaf
+//! module, so the router, the API and the WebSocket endpoint each depend on it and not on one
+//! another.
 
 use std::sync::Arc;
 
@@ -22,6 +23,19 @@ pub(crate) struct AppState {
     pub(crate) limits: ConnectionLimiter,
     /// Who may reach what: `Host`, `Origin`, the API's tokens, trusted proxies.
     pub(crate) guard: Arc<Guard>,
+    /// In cluster mode, the sessions of the other nodes, which the API lists with this
+    /// node's own; `None` on a single bridge.
+    pub(crate) cluster: Option<ClusterSessions>,
+}
+
+/// What the API needs to list the whole cluster's sessions.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterSessions {
+    /// This node's name (`[cluster] node`): the `node` of the engine's own sessions.
+    pub(crate) node: Arc<str>,
+    /// Every session record of the cluster, kept up to date by its watch task (spawned with
+    /// the broker): eventually consistent, within the watch's delay.
+    pub(crate) directory: cluster::Directory,
 }
 
 /// A request extension the HTTP listener puts on every request that came over TLS (HTTPS,

@@ -79,13 +79,29 @@ pub enum SessionEvent {
     },
 }
 
+impl SessionEvent {
+    /// The session summary it carries (every event but `ended` has one).
+    pub fn session_mut(&mut self) -> Option<&mut SessionSummary> {
+        match self {
+            SessionEvent::Created { session, .. }
+            | SessionEvent::Connected { session, .. }
+            | SessionEvent::Disconnected { session, .. }
+            | SessionEvent::Subscribed { session, .. }
+            | SessionEvent::Unsubscribed { session, .. }
+            | SessionEvent::Queue { session, .. } => Some(session),
+            SessionEvent::Ended { .. } => None,
+        }
+    }
+}
+
 /// One line of the session list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionSummary {
     /// The client id.
     pub client_id: String,
-    /// 4 (3.1.1) or 5 (5.0).
-    pub protocol_version: u8,
+    /// 4 (3.1.1) or 5 (5.0). Always known for a session of this engine; `None` only for a
+    /// clean session another node of a cluster holds (its record keeps no version).
+    pub protocol_version: Option<u8>,
     /// Online now.
     pub connected: bool,
     /// Clean start / clean session of its last connection.
@@ -104,6 +120,11 @@ pub struct SessionSummary {
     pub disconnected_at_ms: Option<u64>,
     /// When it ends, while offline (`None` online, or never).
     pub expires_at_ms: Option<u64>,
+    /// In cluster mode, the node (bridge) that holds it; `None` (left out of the JSON) on a
+    /// single bridge. The engine never sets it: it knows only its own sessions, and the
+    /// bridge's API names the node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A page of the session list.
@@ -117,6 +138,10 @@ pub struct SessionPage {
     pub limit: usize,
     /// The page, sorted by client id.
     pub sessions: Vec<SessionSummary>,
+    /// In cluster mode, the node that answered (its sessions and the other nodes' are
+    /// listed); `None` (left out of the JSON) on a single bridge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Which sessions [`Broker::sessions`](crate::Broker::sessions) lists.
@@ -132,6 +157,19 @@ pub struct SessionFilter {
     pub offset: usize,
     /// Sessions to return at most.
     pub limit: usize,
+}
+
+impl SessionFilter {
+    /// Whether `s` is selected by the state, kind and prefix filters (paging aside): the
+    /// selection the engine makes of its own sessions, for lists merged outside it.
+    pub fn admits(&self, s: &SessionSummary) -> bool {
+        self.online.is_none_or(|on| s.connected == on)
+            && self.persistent.is_none_or(|p| s.persistent == p)
+            && self
+                .prefix
+                .as_deref()
+                .is_none_or(|p| s.client_id.starts_with(p))
+    }
 }
 
 /// One subscription and its options.
@@ -213,6 +251,10 @@ pub struct SessionDetail {
     pub bytes_in: u64,
     /// Payload bytes sent.
     pub bytes_out: u64,
+    /// In cluster mode, the node that holds it (this one: the engine's own sessions);
+    /// `None` (left out of the JSON) on a single bridge, as in [`SessionSummary::node`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A message, queued, in flight or retained.

@@ -92,7 +92,7 @@ fn version_number(v: ProtocolVersion) -> u8 {
 pub(crate) fn session_summary(engine: &Engine, s: &Session) -> SessionSummary {
     SessionSummary {
         client_id: s.client_id.to_string(),
-        protocol_version: version_number(s.version),
+        protocol_version: Some(version_number(s.version)),
         connected: s.online.is_some(),
         clean_start: s.clean_start,
         persistent: s.persistent(),
@@ -102,6 +102,7 @@ pub(crate) fn session_summary(engine: &Engine, s: &Session) -> SessionSummary {
         connected_at_ms: s.online.as_ref().map(|o| ms(engine, o.connected_at)),
         disconnected_at_ms: s.disconnected_at.map(|t| ms(engine, t)),
         expires_at_ms: s.expires_at.map(|t| ms(engine, t)),
+        node: None,
     }
 }
 
@@ -129,6 +130,7 @@ pub(super) fn session_page(engine: &Engine, filter: &SessionFilter) -> SessionPa
             .take(filter.limit)
             .map(|s| session_summary(engine, s))
             .collect(),
+        node: None,
     }
 }
 
@@ -177,6 +179,7 @@ pub(super) fn session_detail(engine: &Engine, client_id: &str) -> Option<Session
         msgs_out: s.stats.msgs_out,
         bytes_in: s.stats.bytes_in,
         bytes_out: s.stats.bytes_out,
+        node: None,
     })
 }
 
