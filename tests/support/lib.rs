@@ -74,7 +74,9 @@ use crate::tls::TlsClient;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the bridge has to print its listening line.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a bridge may take to print its listening line. A bridge of a cluster first makes
+/// its streams, which takes longer while many tests start bridges at once.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ----- the bridge process -----------------------------------------------------------------
 
@@ -298,8 +300,12 @@ impl Bridge {
         }
     }
 
-    /// Sends SIGHUP (reload the certificates) and returns at once.
+    /// Sends SIGHUP (reload the certificates) and returns at once (to both bridges of a
+    /// cluster: see [`clustered`]).
     pub fn reload(&self) {
+        if let Some(peer) = &self.peer {
+            peer.reload();
+        }
         let pid = self.child.id().to_string();
         match Command::new("kill").args(["-HUP", &pid]).status() {
             Ok(s) if s.success() => {}

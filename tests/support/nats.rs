@@ -247,10 +247,12 @@ pub fn namespace(label: &str) -> String {
     .collect()
 }
 
-/// The `[cluster]` table of bridge `node` of a test's cluster.
+/// The `[cluster]` table of bridge `node` of a test's cluster. Its streams are bounded at
+/// 16 MiB each: JetStream reserves a stream's bound on its servers, and a test run makes
+/// many namespaces.
 pub fn cluster_table(nats: &NatsCluster, namespace: &str, node: &str) -> String {
     format!(
-        "[cluster]\nnats_url = \"{}\"\nnode = \"{node}\"\nnamespace = \"{namespace}\"\nreplicas = 3\n",
+        "[cluster]\nnats_url = \"{}\"\nnode = \"{node}\"\nnamespace = \"{namespace}\"\nreplicas = 3\nmax_stream_bytes = 16777216\n",
         nats.urls()
     )
 }
