@@ -114,6 +114,9 @@ pub async fn run(nats: Nats, broker: Broker, next_sequence: u64, position: Arc<A
 /// How long a failed reader waits before it tries again.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// How long the stream reader may bring nothing before it checks that it is not stuck.
+const STALL: Duration = Duration::from_secs(2);
+
 async fn stream(nats: &Nats, broker: &Broker, mut next: u64, position: &AtomicU64) {
     loop {
         match read_stream(nats, broker, &mut next, position).await {
@@ -149,7 +152,30 @@ async fn read_stream(
         .await
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    while let Some(m) = messages.next().await {
+    // The stream may hold more than the consumer brings: after a NATS server dies, the
+    // client can go on waiting on a consumer that is gone. Checked every `STALL` without a
+    // message: if the stream has moved past what was routed, the consumer is made again.
+    let mut check = tokio::time::interval(STALL);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check.tick().await;
+    let mut seen_at_check = *next;
+    loop {
+        let m = tokio::select! {
+            m = messages.next() => m,
+            _ = check.tick() => {
+                if *next == seen_at_check {
+                    if let Ok(stream) = nats.js.get_stream(&nats.names.msgs).await {
+                        let last = stream.cached_info().state.last_sequence;
+                        if last >= *next {
+                            return Err(format!("stalled before sequence {} of {last}", *next));
+                        }
+                    }
+                }
+                seen_at_check = *next;
+                continue;
+            }
+        };
+        let Some(m) = m else { break };
         let m = m.map_err(|e| e.to_string())?;
         let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
         if seq < *next {
