@@ -45,11 +45,4 @@ pub trait SessionClaims: Send + Sync + std::fmt::Debug {
     /// closes its connection and lets go first). `Err` is the CONNACK's refusal: the
     /// cluster cannot be reached, or the claim lost every race.
     fn claim<'a>(&'a self, client_id: &'a str) -> BoxFuture<'a, Result<Claim, ReasonCode>>;
-
-    /// Waits (briefly, bounded) until this node has routed everything the cluster stored
-    /// so far, before a SUBSCRIBE reaches the engine: a retained message another node
-    /// acknowledged before the SUBSCRIBE is then known here and sent with the SUBACK.
-    fn catch_up(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
 }

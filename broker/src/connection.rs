@@ -134,8 +134,6 @@ pub(crate) struct Connection<'a, T> {
     config: &'a BrokerConfig,
     metrics: &'a Metrics,
     engine: &'a mpsc::Sender<Command>,
-    /// Cluster mode: a SUBSCRIBE waits for this node to catch up with the cluster first.
-    claims: Option<&'a dyn SessionClaims>,
     /// Read and written in turn from one task, so not split: a split transport costs a
     /// lock and an allocation per connection for nothing.
     transport: T,
@@ -174,7 +172,6 @@ where
             config,
             metrics,
             engine,
-            claims,
             transport,
             decoder,
             packet: Deadline::new(packet_sleep),
@@ -516,21 +513,6 @@ where
                 return Err((CloseReason::ServerClosed, Err(ConnectionError::Stopped)));
             };
             match self.decoder.decode(&mut input) {
-                Ok(Some(Packet::Subscribe(subscribe))) if self.claims.is_some() => {
-                    completed = true;
-                    drop(permit);
-                    let subscribe = Box::new(subscribe);
-                    if let Some(claims) = self.claims {
-                        claims.catch_up().await;
-                    }
-                    let Ok(permit) = self.engine.reserve().await else {
-                        return Err((CloseReason::ServerClosed, Err(ConnectionError::Stopped)));
-                    };
-                    permit.send(Command::Packet {
-                        conn: self.id,
-                        packet: Packet::Subscribe(*subscribe),
-                    });
-                }
                 Ok(Some(packet)) => {
                     completed = true;
                     permit.send(Command::Packet {

@@ -190,28 +190,7 @@ impl SessionClaims for Claims {
             })
         })
     }
-
-    fn catch_up(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let last = async {
-                let stream = self.nats.js.get_stream(&self.nats.names.msgs).await.ok()?;
-                Some(stream.cached_info().state.last_sequence)
-            };
-            let Ok(Some(last)) = tokio::time::timeout(CATCH_UP_WAIT, last).await else {
-                return;
-            };
-            let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
-            while self.position.load(Ordering::Acquire) < last
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        })
-    }
 }
-
-/// How long a SUBSCRIBE waits for this node to catch up with the cluster, at most.
-const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
 pub(crate) fn release_subject(nats: &Nats, node: &str) -> String {
     format!("{}.{node}.release", nats.names.node_subjects)
