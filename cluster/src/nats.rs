@@ -207,9 +207,12 @@ async fn make_streams(
         loop {
             match js.get_or_create_stream(config.clone()).await {
                 Ok(_) => break,
-                Err(e) if tries < 3 => {
+                // A busy cluster (a leader being elected, many streams made at once) may time
+                // out too: asked again, for up to about half a minute in all.
+                Err(e) if tries < 5 => {
                     tries += 1;
                     tracing::warn!(stream = %name, error = %e, "stream not made; asking again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(e) => return Err(ClusterError::JetStream(format!("stream {name}: {e}"))),
             }
