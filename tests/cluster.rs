@@ -412,8 +412,8 @@ async fn a_shared_subscription_with_members_on_both_bridges_delivers_each_messag
     for m in [&mut m1, &mut m2] {
         m.subscribe("$share/g/work/#", QoS::AtLeastOnce).await;
     }
-    // The groups' readers start once the engine has announced them.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Published right after the SUBACKs: a group's readers start from where its bridge
+    // was when the group was made, so nothing is missed.
     let mut p = b[0].client(TCP, clean(V5, "p")).await;
     for qos in [QoS::AtLeastOnce, QoS::AtMostOnce] {
         let n = 40;
@@ -512,5 +512,69 @@ async fn a_stuck_subscriber_s_queue_stays_bounded_and_it_gets_everything_in_orde
     }
     let want: Vec<String> = (0..total).map(|i| i.to_string()).collect();
     assert_eq!(got, want);
+    p.disconnect().await;
+}
+
+/// Clean start on a stored session, again and again on one bridge: the old session ends and
+/// a new one begins in one batch, and the connection stays up (no 0x8E from a race between
+/// deleting the old record and writing the new one).
+// [MQTT-3.1.2-4] (clean start discards the session), [MQTT-3.2.2-1] (session present 0).
+#[tokio::test]
+async fn clean_start_on_a_stored_session_keeps_the_new_connection() {
+    let (_, b) = bridges("clean-again", 2, "");
+    let (c, _) = b[0].connect(TCP, persistent(V5, "again")).await.unwrap();
+    c.disconnect().await;
+    for round in 0..20 {
+        let mut opts = persistent(V5, "again");
+        opts.clean_start = true;
+        let (mut c, ack) = b[0].connect(TCP, opts).await.unwrap();
+        assert!(!ack.session_present, "round {round}");
+        c.subscribe("again/t", QoS::AtLeastOnce).await;
+        c.sync_or_end().await;
+        assert!(
+            c.ended().is_none(),
+            "round {round}: closed: {:?}",
+            c.ended()
+        );
+        c.disconnect().await;
+    }
+}
+
+/// A persistent subscriber whose messages spilled to the stream drops its connection and
+/// comes back at once on the same bridge, while more are published: it gets every message,
+/// once, in order.
+// [MQTT-4.6.0-6] (order), [MQTT-4.4.0-1] (resume); nothing acknowledged lost.
+#[tokio::test]
+async fn a_spilled_subscriber_that_reconnects_gets_everything_once_in_order() {
+    let (_, b) = bridges("spill-back", 2, "[broker]\nmax_queued_messages = 10\n");
+    let mut raw = b[0].raw(TCP).await;
+    let mut c = Connect::new(V5, "back", false);
+    c.properties.session_expiry_interval = Some(300);
+    c.properties.receive_maximum = Some(1);
+    raw.connect(c).await;
+    raw.send(Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        subscriptions: vec![Subscription::new(e2e::filter("sb/#"), QoS::AtLeastOnce)],
+        properties: Properties::default(),
+    }))
+    .await;
+    assert!(matches!(raw.read_packet().await, Some(Packet::SubAck(_))));
+    let mut p = b[1].client(TCP, clean(V5, "p")).await;
+    for i in 0..40 {
+        p.publish("sb/t", format!("{i}"), QoS::AtLeastOnce, false)
+            .await;
+    }
+    drop(raw);
+    let (mut s, ack) = b[0].connect(TCP, persistent(V5, "back")).await.unwrap();
+    assert!(ack.session_present);
+    for i in 40..60 {
+        p.publish("sb/t", format!("{i}"), QoS::AtLeastOnce, false)
+            .await;
+    }
+    let got = s.recv_payloads(60).await;
+    let want: Vec<String> = (0..60).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "every message once, in order");
+    s.expect_no_message(Duration::from_millis(500)).await;
+    s.disconnect().await;
     p.disconnect().await;
 }

@@ -246,6 +246,7 @@ async fn run(
                 tokio::runtime::Handle::current(),
                 snapshot.retained,
                 next,
+                config.broker.max_queued_messages,
             );
             let groups = store.groups();
             let claims = Arc::new(cluster::Claims::new(nats.clone(), Arc::clone(&position)));

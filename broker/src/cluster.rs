@@ -32,8 +32,9 @@ pub enum Installed {
     /// There is no session to resume: the engine starts a new one (or none, for clean start).
     Fresh,
     /// The session as stored elsewhere, now in this store (its queue by
-    /// [`crate::Store::load_queue`]), to be restored by the engine.
-    Restored(Box<crate::store::RecoveredSession>),
+    /// [`crate::Store::load_queue`]), to be restored by the engine; and, if its queue could
+    /// not hold all that waited for it, the stream sequence the rest is read back from.
+    Restored(Box<crate::store::RecoveredSession>, Option<u64>),
 }
 
 /// A boxed future, as trait objects return them.

@@ -108,9 +108,6 @@ pub(crate) struct Online {
     /// Items waiting in the engine's outbox for this connection (sent at the end of the
     /// batch, after the store's commit).
     pub(crate) pending_out: usize,
-    /// Cluster mode: the first stream sequence left in the cluster's stream rather than
-    /// queued here, the queue being full; read back as it drains (see `engine::cluster`).
-    pub(crate) spilled_from: Option<u64>,
 }
 
 /// Counters shown by the dashboard.

@@ -9,7 +9,9 @@
 //!   consumers), named from a hash of both, shared by every node with members. JetStream
 //!   gives each message to one puller; the node routes it to one of its members and acks it
 //!   once the delivery is written, or NAKs it (redelivered elsewhere after a second) if it has
-//!   no member any more. A consumer no node pulls from for an hour is removed by NATS.
+//!   no member any more. A consumer made by the first node with members starts after what
+//!   that node had routed when the group was made, so nothing published after the SUBACK is
+//!   missed. A consumer no node pulls from for an hour is removed by NATS.
 //! - QoS 0: a core queue subscription per group and subject: NATS gives each message to one
 //!   subscriber of the queue group.
 
@@ -49,10 +51,13 @@ fn stable_name(parts: &[&str]) -> String {
 }
 
 /// Keeps one set of readers per group this node has members in, until the broker stops.
-pub async fn run(nats: Nats, broker: Broker, mut groups: watch::Receiver<Vec<Group>>) {
+pub async fn run(nats: Nats, broker: Broker, mut groups: watch::Receiver<(Vec<Group>, u64)>) {
     let mut running: HashMap<Group, JoinSet<()>> = HashMap::new();
     loop {
-        let want: Vec<Group> = groups.borrow_and_update().clone();
+        // A new group's consumer (if no node made it yet) starts after what this node had
+        // routed when the group was made here, so a message published after the SUBACK
+        // cannot be missed.
+        let (want, routed) = groups.borrow_and_update().clone();
         running.retain(|g, _| want.contains(g));
         for g in want {
             if running.contains_key(&g) {
@@ -63,7 +68,13 @@ pub async fn run(nats: Nats, broker: Broker, mut groups: watch::Receiver<Vec<Gro
             };
             let mut tasks = JoinSet::new();
             for subject in subjects_of_filter(&nats.names.msg_subjects, &filter) {
-                tasks.spawn(pull(nats.clone(), broker.clone(), g.0.clone(), subject));
+                tasks.spawn(pull(
+                    nats.clone(),
+                    broker.clone(),
+                    g.0.clone(),
+                    subject,
+                    routed + 1,
+                ));
             }
             for subject in subjects_of_filter(&nats.names.qos0_subjects, &filter) {
                 tasks.spawn(qos0(nats.clone(), broker.clone(), g.0.clone(), subject));
@@ -77,10 +88,10 @@ pub async fn run(nats: Nats, broker: Broker, mut groups: watch::Receiver<Vec<Gro
 }
 
 /// Pulls the group's messages of one subject from its durable consumer, for ever.
-async fn pull(nats: Nats, broker: Broker, group: Arc<str>, subject: String) {
+async fn pull(nats: Nats, broker: Broker, group: Arc<str>, subject: String, start: u64) {
     let name = stable_name(&[&nats.config.namespace, &group, &subject]);
     loop {
-        if let Err(e) = pull_once(&nats, &broker, &group, &subject, &name).await {
+        if let Err(e) = pull_once(&nats, &broker, &group, &subject, &name, start).await {
             tracing::warn!(%group, %subject, error = %e, "shared group reader failed; reading again");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -93,6 +104,7 @@ async fn pull_once(
     group: &Arc<str>,
     subject: &str,
     name: &str,
+    start: u64,
 ) -> Result<(), String> {
     let stream = nats
         .js
@@ -105,7 +117,9 @@ async fn pull_once(
             pull::Config {
                 durable_name: Some(name.to_owned()),
                 filter_subject: subject.to_owned(),
-                deliver_policy: DeliverPolicy::New,
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(30),
                 max_ack_pending: 1000,
@@ -128,6 +142,8 @@ async fn pull_once(
                 continue;
             }
         };
+        // `true`: the group has members here (the message went to one, or none of them may
+        // read its topic, as on one node); `false`: none here, another node may take it.
         match broker.route_shared(group.clone(), msg).await {
             Ok(true) => m.ack().await.map_err(|e| e.to_string())?,
             Ok(false) => m

@@ -1,7 +1,7 @@
 //! The engine's store in cluster mode: routes messages through NATS, keeps each session it
 //! owns as a record in the sessions bucket, and this node's working copy in memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -65,7 +65,14 @@ pub struct ClusterStore {
     /// The last stream sequence the engine routed (or the stream's end at start).
     routed: u64,
     /// The shared groups this node has members in (read by `groups::run`).
-    groups: tokio::sync::watch::Sender<Vec<crate::groups::Group>>,
+    groups: tokio::sync::watch::Sender<(Vec<crate::groups::Group>, u64)>,
+    /// The broker's `max_queued_messages`: a session restored here gets at most this many
+    /// queued, the rest read back from the stream as its queue drains.
+    max_queued: usize,
+    /// Records of sessions that ended in the current batch (revision, epoch): deleted at
+    /// its end, unless the same client id starts a session again in the batch (clean start
+    /// on a stored session), whose record then replaces it in one compare-and-set write.
+    ended: Vec<(Arc<str>, u64, u64)>,
 }
 
 impl ClusterStore {
@@ -78,6 +85,7 @@ impl ClusterStore {
         runtime: tokio::runtime::Handle,
         retained: Vec<StoredMessage>,
         next_sequence: u64,
+        max_queued: usize,
     ) -> ClusterStore {
         ClusterStore {
             inner,
@@ -87,26 +95,41 @@ impl ClusterStore {
             held: HashMap::new(),
             lost: Vec::new(),
             routed: next_sequence.saturating_sub(1),
-            groups: tokio::sync::watch::channel(Vec::new()).0,
+            groups: tokio::sync::watch::channel((Vec::new(), 0)).0,
+            max_queued,
+            ended: Vec::new(),
         }
     }
 
-    /// The shared groups this node has members in, as the engine announces them.
-    pub fn groups(&self) -> tokio::sync::watch::Receiver<Vec<crate::groups::Group>> {
+    /// The shared groups this node has members in, as the engine announces them, with the
+    /// stream sequence routed then (a new group's readers start after it).
+    pub fn groups(&self) -> tokio::sync::watch::Receiver<(Vec<crate::groups::Group>, u64)> {
         self.groups.subscribe()
     }
 
     fn held_mut(&mut self, client: &Arc<str>) -> &mut Held {
         let node = &self.nats.config.node;
-        let held = self.held.entry(client.clone()).or_insert_with(|| Held {
-            record: SessionRecord {
-                node: node.clone(),
-                epoch: 1,
-                ..SessionRecord::default()
-            },
-            revision: 0,
-            dirty: true,
-            spilled_from: None,
+        let ended = &mut self.ended;
+        let held = self.held.entry(client.clone()).or_insert_with(|| {
+            // A session that ended in this batch and starts again: its record is
+            // replaced (same revision), not deleted and made anew.
+            let (revision, epoch) = match ended.iter().position(|(c, _, _)| c == client) {
+                Some(at) => {
+                    let (_, revision, epoch) = ended.swap_remove(at);
+                    (revision, epoch)
+                }
+                None => (0, 1),
+            };
+            Held {
+                record: SessionRecord {
+                    node: node.clone(),
+                    epoch,
+                    ..SessionRecord::default()
+                },
+                revision,
+                dirty: true,
+                spilled_from: None,
+            }
         });
         held.dirty = true;
         held
@@ -277,9 +300,25 @@ impl ClusterStore {
             Err(e) => Err(failed("message", e)),
         }
     }
+}
 
-    /// The stream's messages of sequences `from..=to`, in order (those still held).
-    async fn range(&self, from: u64, to: u64) -> Result<Vec<StoredMessage>, StoreError> {
+impl ClusterStore {
+    /// Up to `max` deliveries, in stream order, of the stream's messages of sequences
+    /// `from..=upto` to the session of `client_id` with `subs` (each with its `since`),
+    /// leaving out the messages of `skip`; and the sequence to go on from if more may
+    /// remain. Reads the stream once, keeping only what matches.
+    async fn read_back(
+        &self,
+        client_id: &str,
+        subs: &[(TopicFilter, SubEntry, u64)],
+        skip: &HashSet<u64>,
+        from: u64,
+        upto: u64,
+        max: usize,
+    ) -> Result<(Vec<StoredDelivery>, Option<u64>), StoreError> {
+        if from > upto || max == 0 {
+            return Ok((Vec::new(), (from <= upto).then_some(from)));
+        }
         let stream = self
             .nats
             .js
@@ -294,30 +333,42 @@ impl ClusterStore {
                 ..Default::default()
             })
             .await
-            .map_err(|e| failed("replay", e))?;
-        let mut messages = consumer.messages().await.map_err(|e| failed("replay", e))?;
+            .map_err(|e| failed("read back", e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| failed("read back", e))?;
         let mut out = Vec::new();
+        let now = SystemTime::now();
         let read = async {
             while let Some(m) = messages.next().await {
-                let m = m.map_err(|e| failed("replay", e))?;
-                let info = m.info().map_err(|e| failed("replay", e))?;
+                let m = m.map_err(|e| failed("read back", e))?;
+                let info = m.info().map_err(|e| failed("read back", e))?;
                 let seq = info.stream_sequence;
-                if seq > to {
-                    break;
+                if seq > upto {
+                    return Ok(None);
                 }
-                if let Ok(msg) = envelope::decode(&m.payload, seq) {
-                    out.push(msg);
+                if !skip.contains(&seq) {
+                    if let Ok(msg) = envelope::decode(&m.payload, seq) {
+                        let msg = Arc::new(msg);
+                        if let Some(d) = delivery_for(client_id, subs, &msg, 0, now) {
+                            out.push(d);
+                            if out.len() >= max {
+                                return Ok((seq < upto).then_some(seq + 1));
+                            }
+                        }
+                    }
                 }
-                if seq == to || info.pending == 0 {
-                    break;
+                if seq >= upto || info.pending == 0 {
+                    return Ok(None);
                 }
             }
-            Ok::<_, StoreError>(())
+            Ok::<_, StoreError>(None)
         };
-        tokio::time::timeout(REPLAY_TIMEOUT, read)
+        let next = tokio::time::timeout(REPLAY_TIMEOUT, read)
             .await
-            .map_err(|_| failed("replay", "timed out"))??;
-        Ok(out)
+            .map_err(|_| failed("read back", "timed out"))??;
+        Ok((out, next))
     }
 }
 
@@ -402,10 +453,18 @@ async fn publish(nats: &Nats, msgs: &[&StoredMessage]) -> Result<(), StoreError>
             let subject = subject_of(&names.msg_subjects, m.topic.as_str());
             let ack = nats.js.publish(subject, body).await;
             acks.push(ack.map_err(|e| failed("message", e))?);
+            // The client holds a bounded number of acknowledgements pending (5000 in
+            // async-nats 0.51, waited for without a deadline): settled in chunks.
+            if acks.len() >= ACK_CHUNK {
+                settle(&mut acks, timeout).await?;
+            }
         }
     }
     settle(&mut acks, timeout).await
 }
+
+/// How many acknowledgements a batch's publishing waits for at a time.
+const ACK_CHUNK: usize = 1000;
 
 /// Waits for every acknowledgement, all within `timeout`.
 async fn settle(acks: &mut Vec<PublishAckFuture>, timeout: Duration) -> Result<(), StoreError> {
@@ -445,7 +504,6 @@ impl Store for ClusterStore {
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError> {
         let mut routed = Vec::new();
-        let mut deleted = Vec::new();
         let mut released = Vec::new();
         for op in ops {
             match op {
@@ -453,22 +511,30 @@ impl Store for ClusterStore {
                 Op::DeleteSession(client) => {
                     if let Some(h) = self.held.remove(client) {
                         if h.revision != 0 {
-                            deleted.push((client.clone(), h.revision));
+                            self.ended
+                                .push((client.clone(), h.revision, h.record.epoch));
                         }
                     }
                 }
                 Op::Released(client) => released.push(client.clone()),
                 Op::SharedGroups(groups) => {
-                    self.groups.send_replace(groups.clone());
+                    self.groups.send_replace((groups.clone(), self.routed));
                 }
                 op => self.record(op),
             }
         }
+        let deleted: Vec<(Arc<str>, u64)> = self
+            .ended
+            .drain(..)
+            .map(|(client, revision, _)| (client, revision))
+            .collect();
+        // This node's working copy follows the engine whatever NATS says: the engine does
+        // not undo a failed batch (it closes the batch's connections instead).
+        self.inner.apply(ops)?;
         if !routed.is_empty() {
             self.runtime.block_on(publish(&self.nats, &routed))?;
         }
         self.write_records(deleted, &released)?;
-        self.inner.apply(ops)?;
         let mut forget: Vec<Op> = released.into_iter().map(Op::DeleteSession).collect();
         forget.extend(self.lost.iter().cloned().map(Op::DeleteSession));
         if !forget.is_empty() {
@@ -493,7 +559,14 @@ impl Store for ClusterStore {
             .map_err(|_| failed("claim", "not this store's"))?;
         let Claimed { record, revision } = *claimed;
         let client: Arc<str> = Arc::from(client_id);
-        if record.node == self.nats.config.node && self.held.contains_key(&client) {
+        // Held here, and still the session the record describes (not a copy another node
+        // took meanwhile without this one hearing of it).
+        if record.node == self.nats.config.node
+            && self
+                .held
+                .get(&client)
+                .is_some_and(|h| h.record.epoch == record.epoch)
+        {
             return Ok(Installed::Held);
         }
         // Whatever this node still had of it is older than the record.
@@ -525,38 +598,44 @@ impl Store for ClusterStore {
             subs.push((filter, entry, s.since));
         }
         let runtime = self.runtime.clone();
-        let (listed, later) = runtime.block_on(async {
+        let listed = runtime.block_on(async {
             let mut listed = Vec::with_capacity(record.deliveries.len());
             for d in &record.deliveries {
                 if let Some(m) = self.fetch(d.msg).await? {
                     listed.push((d, Arc::new(m)));
                 }
             }
-            let later = if routed > record.upto {
-                self.range(record.upto + 1, routed).await?
-            } else {
-                Vec::new()
-            };
-            Ok::<_, StoreError>((listed, later))
+            Ok::<_, StoreError>(listed)
         })?;
-        let mut deliveries = Vec::with_capacity(listed.len() + later.len());
+        let mut deliveries = Vec::with_capacity(listed.len());
         for (d, m) in listed {
             deliveries.push(d.delivery(m).map_err(bad)?);
         }
         let mut next_seq = deliveries.last().map_or(0, |d| d.seq + 1);
-        let now = SystemTime::now();
-        let listed_ids: std::collections::HashSet<u64> =
-            deliveries.iter().map(|d| d.msg.id).collect();
-        for m in later {
-            if listed_ids.contains(&m.id) {
-                // Read back from the stream after a spill: listed already.
-                continue;
-            }
-            let m = Arc::new(m);
-            if let Some(d) = delivery_for(client_id, &subs, &m, next_seq, now) {
-                deliveries.push(d);
-                next_seq += 1;
-            }
+        // What came after the record, within the queue's bound: the rest stays in the
+        // stream, read back as the queue drains (the engine is given the mark).
+        let queued = deliveries
+            .iter()
+            .filter(|d| d.state == DeliveryState::Queued)
+            .count();
+        let room = self.max_queued.saturating_sub(queued);
+        let listed_ids: HashSet<u64> = deliveries.iter().map(|d| d.msg.id).collect();
+        let (later, spilled_from) = if routed > record.upto {
+            runtime.block_on(self.read_back(
+                client_id,
+                &subs,
+                &listed_ids,
+                record.upto + 1,
+                routed,
+                room,
+            ))?
+        } else {
+            (Vec::new(), None)
+        };
+        for mut d in later {
+            d.seq = next_seq;
+            next_seq += 1;
+            deliveries.push(d);
         }
         let mut ops = vec![Op::PutSession(Box::new(meta.clone()))];
         for d in &deliveries {
@@ -587,17 +666,20 @@ impl Store for ClusterStore {
             },
             revision,
             dirty: true,
-            spilled_from: None,
+            spilled_from,
         };
         self.held.insert(client, held);
-        Ok(Installed::Restored(Box::new(RecoveredSession {
-            meta,
-            subscriptions: subs.into_iter().map(|(f, e, _)| (f, e)).collect(),
-            inflight,
-            inbound_qos2: record.inbound_qos2,
-            queued,
-            max_seq: next_seq.checked_sub(1),
-        })))
+        Ok(Installed::Restored(
+            Box::new(RecoveredSession {
+                meta,
+                subscriptions: subs.into_iter().map(|(f, e, _)| (f, e)).collect(),
+                inflight,
+                inbound_qos2: record.inbound_qos2,
+                queued,
+                max_seq: next_seq.checked_sub(1),
+            }),
+            spilled_from,
+        ))
     }
 
     fn refill(
@@ -623,53 +705,7 @@ impl Store for ClusterStore {
             .map(|(f, e)| (f.clone(), *e, since(f)))
             .collect();
         let runtime = self.runtime.clone();
-        runtime.block_on(async {
-            let stream = self
-                .nats
-                .js
-                .get_stream_no_info(&self.nats.names.msgs)
-                .await
-                .map_err(|e| failed("message stream", e))?;
-            let consumer = stream
-                .create_consumer(OrderedConfig {
-                    deliver_policy: DeliverPolicy::ByStartSequence {
-                        start_sequence: from,
-                    },
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| failed("refill", e))?;
-            let mut messages = consumer.messages().await.map_err(|e| failed("refill", e))?;
-            let mut out = Vec::new();
-            let now = SystemTime::now();
-            let read = async {
-                while let Some(m) = messages.next().await {
-                    let m = m.map_err(|e| failed("refill", e))?;
-                    let info = m.info().map_err(|e| failed("refill", e))?;
-                    let seq = info.stream_sequence;
-                    if seq > upto {
-                        return Ok(None);
-                    }
-                    if let Ok(msg) = envelope::decode(&m.payload, seq) {
-                        let msg = Arc::new(msg);
-                        if let Some(d) = delivery_for(client_id, &subs, &msg, 0, now) {
-                            out.push(d);
-                            if out.len() >= max {
-                                return Ok((seq < upto).then_some(seq + 1));
-                            }
-                        }
-                    }
-                    if seq >= upto || info.pending == 0 {
-                        return Ok(None);
-                    }
-                }
-                Ok::<_, StoreError>(None)
-            };
-            let next = tokio::time::timeout(REPLAY_TIMEOUT, read)
-                .await
-                .map_err(|_| failed("refill", "timed out"))??;
-            Ok((out, next))
-        })
+        runtime.block_on(self.read_back(client_id, &subs, &HashSet::new(), from, upto, max))
     }
 
     fn take_lost(&mut self) -> Vec<Arc<str>> {

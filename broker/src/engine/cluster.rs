@@ -69,8 +69,8 @@ impl Engine {
 
     /// Routes a message the cluster gave this node for shared group `group` (its members
     /// on every node take turns through the cluster: see `cluster::groups`): to one member
-    /// of that group here. `false` if this node has no member of it any more (the cluster
-    /// then gives the message to another node).
+    /// of that group here. `false` if this node has no member of it (any more): the cluster
+    /// then gives the message to another node.
     pub(super) fn on_routed_shared(
         &mut self,
         group: Arc<str>,
@@ -101,9 +101,11 @@ impl Engine {
             return true;
         }
         self.routing = Routing::Group(group);
-        let (delivered, _) = self.route(Arc::new(msg), publisher, now);
+        self.route(Arc::new(msg), publisher, now);
         self.routing = Routing::All;
-        delivered > 0
+        // Handled here if the group has members here, even if none of them may read the
+        // topic (as on one node, nobody then gets it); offered elsewhere if not.
+        self.group_found
     }
 
     /// Tells the store which shared groups this node has members in (after a change).
@@ -128,6 +130,13 @@ impl Engine {
         for (sid, id) in self.batch_qos2.drain(..) {
             if let Some(s) = self.sessions.get_mut(&sid) {
                 s.inbound_qos2.remove(&id);
+                // The store kept it in the session's record: it goes from there too.
+                if s.persistent() {
+                    self.ops.push(Op::DeleteInboundQos2 {
+                        client: s.client_id.clone(),
+                        packet_id: id,
+                    });
+                }
             }
         }
     }
@@ -181,12 +190,15 @@ impl Engine {
                 self.forget_client(client_id);
                 Ok(())
             }
-            Installed::Restored(mut r) => {
+            Installed::Restored(mut r, spilled_from) => {
                 self.forget_client(client_id);
                 let will = r.meta.connected_will.take();
                 let client: Arc<str> = r.meta.client_id.clone();
                 let version = r.meta.version;
                 self.restore_session(*r, now)?;
+                if let (Some(from), Some(&sid)) = (spilled_from, self.by_client.get(&client)) {
+                    self.spill_marks.insert(sid, from);
+                }
                 let Some(will) = will else { return Ok(()) };
                 let delay = match version {
                     ProtocolVersion::V311 => 0,
@@ -280,6 +292,7 @@ impl Engine {
             self.conns.remove(&online.conn);
         }
         self.by_client.remove(&s.client_id);
+        self.spill_marks.remove(&sid);
         for f in s.subscriptions.keys() {
             self.subs.remove(sid, f);
             self.groups_changed |= subscribe::is_shared(f);
@@ -291,38 +304,43 @@ impl Engine {
 }
 
 impl Engine {
+    /// Leaves session `sid`'s messages in the stream from sequence `from` on (its queue is
+    /// full), and tells the store (its record is then complete only below `from`).
+    pub(super) fn spill(&mut self, sid: SessionId, client: Arc<str>, from: u64) {
+        self.spill_marks.insert(sid, from);
+        self.ops.push(Op::Spilled {
+            client,
+            from: Some(from),
+        });
+    }
+
     /// Reads back what spilled to the stream for sessions whose queue has room again
-    /// (online: half the queue limit free), or that went offline (into their stored queue,
-    /// under its own limit and overflow policy, as on one node). At each tick.
+    /// (online: half the queue limit free; offline: into their stored queue, under its own
+    /// limit and overflow policy, as on one node). At each tick.
     pub(super) fn refill_spilled(&mut self, now: Instant) {
-        if self.spilled.is_empty() {
+        if self.spill_marks.is_empty() {
             return;
         }
         let max = self.config.max_queued_messages;
-        let mut still = Vec::new();
-        for sid in std::mem::take(&mut self.spilled) {
+        let marks: Vec<(SessionId, u64)> = self
+            .spill_marks
+            .iter()
+            .map(|(&sid, &from)| (sid, from))
+            .collect();
+        for (sid, from) in marks {
             let Some(s) = self.sessions.get(&sid) else {
-                continue;
-            };
-            let Some(from) = self.spill_of(sid) else {
+                self.spill_marks.remove(&sid);
                 continue;
             };
             let room = match &s.online {
-                Some(_) if s.queue.len() > max / 2 => {
-                    still.push(sid);
-                    continue;
-                }
+                Some(_) if s.queue.len() > max / 2 => continue,
                 Some(_) => max - s.queue.len(),
-                None => max,
+                None => max.saturating_sub(s.stored_queue.len()),
             };
-            self.refill(sid, from, room.max(1), now);
-            if self.spill_of(sid).is_some() {
-                still.push(sid);
+            if room > 0 {
+                self.refill(sid, from, room, now);
             }
         }
-        self.spilled.extend(still);
-        self.spilled.sort_unstable();
-        self.spilled.dedup();
     }
 
     /// Reads up to `room` of session `sid`'s messages from stream sequence `from` back from
@@ -338,66 +356,27 @@ impl Engine {
             .filter(|(f, _)| !subscribe::is_shared(f))
             .map(|(f, e)| (f.clone(), *e))
             .collect();
-        let (deliveries, next) = match self.store.refill(
-            &client,
-            &subs,
-            from,
-            self.routed_upto,
-            room,
-        ) {
+        let found = self
+            .store
+            .refill(&client, &subs, from, self.routed_upto, room);
+        let (deliveries, next) = match found {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(client_id = %client, error = %e, "cannot read spilled messages back yet");
                 return;
             }
         };
-        self.set_spilled(sid, None);
+        self.spill_marks.remove(&sid);
         for d in deliveries {
             let mut d = self.delivery_from_store(d, now);
             d.stored = false;
+            // May spill again (the byte limit): that earlier mark then stands.
             self.deliver(sid, d, now);
         }
         if let Some(next) = next {
-            self.set_spilled(sid, Some(next));
+            self.spill_marks.entry(sid).or_insert(next);
         }
-        let from = self.spill_of(sid);
+        let from = self.spill_marks.get(&sid).copied();
         self.ops.push(Op::Spilled { client, from });
-    }
-
-    /// Where session `sid`'s messages spilled to the stream from, if they did.
-    fn spill_of(&self, sid: SessionId) -> Option<u64> {
-        let s = self.sessions.get(&sid)?;
-        // A session that went offline and came back before its spill was read back
-        // still has its mark in `spilled_offline`.
-        let offline = self.spilled_offline.get(&sid).copied();
-        match &s.online {
-            Some(o) => o.spilled_from.or(offline),
-            None => offline,
-        }
-    }
-
-    fn set_spilled(&mut self, sid: SessionId, from: Option<u64>) {
-        let Some(s) = self.sessions.get_mut(&sid) else {
-            return;
-        };
-        match (s.online.as_mut(), from) {
-            (Some(o), from) => {
-                o.spilled_from = from;
-                self.spilled_offline.remove(&sid);
-            }
-            (None, Some(from)) => {
-                self.spilled_offline.insert(sid, from);
-            }
-            (None, None) => {
-                self.spilled_offline.remove(&sid);
-            }
-        }
-    }
-
-    /// A session going offline keeps its spill mark (read back into its stored queue).
-    pub(super) fn keep_spill_offline(&mut self, sid: SessionId, from: Option<u64>) {
-        if let Some(from) = from {
-            self.spilled_offline.insert(sid, from);
-        }
     }
 }

@@ -234,7 +234,6 @@ impl Engine {
             disconnected_normally: false,
             credentials_expire,
             pending_out: 0,
-            spilled_from: None,
         }));
         self.conns.insert(conn, sid);
         if let Some(queue) = resumed_queue {

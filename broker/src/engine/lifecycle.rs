@@ -42,7 +42,6 @@ impl Engine {
             return;
         };
         self.conns.remove(&online.conn);
-        let spilled = online.spilled_from;
         s.disconnected_at = Some(now);
         // QoS 0 messages that waited for room while it was online are kept only if QoS 0 is
         // queued for offline sessions; the others are dropped (and counted).
@@ -114,7 +113,6 @@ impl Engine {
         }
         if !ends {
             self.persist_session(sid);
-            self.keep_spill_offline(sid, spilled);
         }
         if let Some(will) = will_now {
             self.publish_will(*will, client, now);
@@ -138,6 +136,7 @@ impl Engine {
         let Some(s) = self.sessions.remove(&sid) else {
             return;
         };
+        self.spill_marks.remove(&sid);
         self.by_client.remove(&s.client_id);
         self.ops.push(Op::DeleteSession(s.client_id.clone()));
         self.emit(|| SessionEvent::Ended {

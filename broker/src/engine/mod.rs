@@ -158,10 +158,14 @@ pub(crate) struct Engine {
     /// A shared subscription was made or removed in this batch (cluster mode: the store is
     /// told the groups this node has members in).
     groups_changed: bool,
-    /// Sessions whose queue spilled back to the cluster's stream (see `refill`).
-    spilled: Vec<SessionId>,
-    /// The spill marks of those that went offline meanwhile.
-    spilled_offline: HashMap<SessionId, u64>,
+    /// Cluster mode: sessions whose messages are left in the stream from this sequence on
+    /// (their queue was full), read back as it drains (see `cluster`). Online or offline.
+    spill_marks: HashMap<SessionId, u64>,
+    /// The last `route` found a shared group to pick a member of (cluster mode: whether a
+    /// group's message belongs here).
+    group_found: bool,
+    /// A store write of the current flush failed (release and shared-group answers say so).
+    flush_failed: bool,
     /// Answers of shared-group messages routed in this batch, sent once it is written.
     shared_done: Vec<(oneshot::Sender<bool>, bool)>,
     /// Releases of sessions to other nodes, answered once the batch is written.
@@ -290,8 +294,9 @@ impl Engine {
             routed_upto: 0,
             routing: Routing::All,
             groups_changed: false,
-            spilled: Vec::new(),
-            spilled_offline: HashMap::new(),
+            spill_marks: HashMap::new(),
+            group_found: false,
+            flush_failed: false,
             shared_done: Vec::new(),
             release_done: Vec::new(),
             store,
@@ -504,11 +509,14 @@ impl Engine {
         for done in self.shutdown_done.drain(..) {
             let _ = done.send(());
         }
+        // Not written: the other node keeps asking (a release) or the message is offered
+        // again (a shared group's).
+        let written = !std::mem::take(&mut self.flush_failed);
         for done in self.release_done.drain(..) {
-            let _ = done.send(true);
+            let _ = done.send(written);
         }
         for (done, delivered) in self.shared_done.drain(..) {
-            let _ = done.send(delivered);
+            let _ = done.send(delivered && written);
         }
         // One `queue` event per session touched by the batch.
         if !self.dirty.is_empty() {
@@ -538,9 +546,12 @@ impl Engine {
                     // Nothing of this batch may be acknowledged: the clients will resend.
                     tracing::error!(error = %e, "store write failed; closing the batch's connections");
                     store_failed = true;
-                    self.forget_batch_qos2();
+                    self.flush_failed = true;
                 }
                 self.ops.clear();
+                if store_failed {
+                    self.forget_batch_qos2();
+                }
                 self.forget_lost();
             }
             self.batch_qos2.clear();

@@ -104,6 +104,7 @@ impl Engine {
                 .is_some_and(|s| may(auth, s, Access::Read(topic)))
         };
         let mut picked = false;
+        let mut group_found = false;
         self.subs
             .for_each_matching_group(msg.topic.as_str(), |name, group| {
                 let n = group.members.len();
@@ -113,6 +114,7 @@ impl Engine {
                 if only_group.as_deref().is_some_and(|only| only != name) {
                     return;
                 }
+                group_found = true;
                 // Take turns among the members that may read the topic, preferring one that
                 // is online with room in its window, then one that is online.
                 let order = || (0..n).map(|i| (group.next + i) % n);
@@ -142,6 +144,7 @@ impl Engine {
                     e.id.into_iter().collect(),
                 ));
             });
+        self.group_found = group_found;
         let mut congested = None;
         let count = targets.len();
         for (sid, sub_qos, rap, sub_ids) in targets {
@@ -211,6 +214,9 @@ impl Engine {
     pub(super) fn deliver(&mut self, sid: SessionId, mut d: Delivery, now: Instant) -> bool {
         let cfg = self.config.clone();
         self.touch(sid);
+        // In a cluster: this session's messages are being left in the stream from some
+        // sequence on (see `cluster`); later ones wait there too, in order.
+        let marked = self.routes && self.spill_marks.contains_key(&sid);
         let Some(s) = self.sessions.get_mut(&sid) else {
             return false;
         };
@@ -238,17 +244,9 @@ impl Engine {
                 // A cluster's stream message beyond a full queue stays in the stream, and
                 // so does everything after it until the queue drains (`refill`): the queue
                 // keeps its bound, nothing acknowledged is lost, the order holds.
-                let spilled = s.online.as_ref().and_then(|o| o.spilled_from);
-                if spilled.is_some() || (over && !(s.queue.is_empty() && s.window_open())) {
-                    if spilled.is_none() {
-                        if let Some(o) = s.online.as_mut() {
-                            o.spilled_from = Some(d.msg.id);
-                        }
-                        self.ops.push(Op::Spilled {
-                            client,
-                            from: Some(d.msg.id),
-                        });
-                        self.spilled.push(sid);
+                if marked || (over && !(s.queue.is_empty() && s.window_open())) {
+                    if !marked {
+                        self.spill(sid, client, d.msg.id);
                     }
                     return false;
                 }
@@ -277,6 +275,10 @@ impl Engine {
         // Offline (only persistent sessions are): the message goes to the store, only its
         // seq and size stay in memory.
         if d.qos == QoS::AtMostOnce && !cfg.queue_qos0 {
+            return false;
+        }
+        if marked && d.msg.id < CLUSTER_SNAPSHOT_IDS {
+            // Read back in order once what spilled before it is (see `refill`).
             return false;
         }
         let size = d.msg.payload.len();
