@@ -538,6 +538,24 @@ async fn clean_start_on_a_stored_session_keeps_the_new_connection() {
         );
         c.disconnect().await;
     }
+    // A clean session that ends at DISCONNECT (its record deleted), then at once a stored
+    // one with the same client id on the same bridge.
+    for round in 0..20 {
+        let (c, _) = b[1].connect(TCP, clean(V311, "flip")).await.unwrap();
+        c.disconnect().await;
+        let (mut c, ack) = b[1].connect(TCP, persistent(V311, "flip")).await.unwrap();
+        assert!(!ack.session_present, "round {round}");
+        c.subscribe("flip/t", QoS::AtLeastOnce).await;
+        c.sync_or_end().await;
+        assert!(
+            c.ended().is_none(),
+            "round {round}: closed: {:?}",
+            c.ended()
+        );
+        c.disconnect().await;
+        let (c, _) = b[1].connect(TCP, clean(V311, "flip")).await.unwrap();
+        c.disconnect().await;
+    }
 }
 
 /// A persistent subscriber whose messages spilled to the stream drops its connection and

@@ -573,6 +573,46 @@ impl Store for ClusterStore {
         if self.held.remove(&client).is_some() {
             self.inner.apply(&[Op::DeleteSession(client.clone())])?;
         }
+        // A claim of a record this node wrote is not written again (this node may hold the
+        // session and write it meanwhile). What it read may be older than what this node
+        // did since (the session ended and its record was deleted, in a batch written before
+        // this one): read again, so that the next write expects the right revision.
+        let (record, revision) = if record.node == self.nats.config.node {
+            let key = key_of(client_id);
+            let entry = self
+                .runtime
+                .block_on(self.nats.sessions.entry(&key))
+                .map_err(|e| failed("session record", e))?;
+            match entry {
+                Some(e) if e.operation == kv::Operation::Put => {
+                    let now: SessionRecord = serde_json::from_slice(&e.value)
+                        .map_err(|e| failed("session record", e))?;
+                    if now.node != self.nats.config.node {
+                        // Another node took it between the claim and now.
+                        return Err(failed("session record", "taken by another node"));
+                    }
+                    (now, e.revision)
+                }
+                Some(e) => (
+                    SessionRecord {
+                        node: record.node,
+                        epoch: record.epoch,
+                        ..SessionRecord::default()
+                    },
+                    e.revision,
+                ),
+                None => (
+                    SessionRecord {
+                        node: record.node,
+                        epoch: record.epoch,
+                        ..SessionRecord::default()
+                    },
+                    0,
+                ),
+            }
+        } else {
+            (record, revision)
+        };
         let routed = routed_upto.max(self.routed);
         let Some(meta) = &record.meta else {
             self.held.insert(
