@@ -158,16 +158,27 @@ impl Conn {
         clean: bool,
     ) -> Result<(Conn, bool), ConnError> {
         let mut conn = Conn::open(target, version).await?;
-        let mut connect = Connect::new(version, client_id, clean);
+        let session_present = conn.handshake(client_id, clean).await?;
+        Ok((conn, session_present))
+    }
+
+    /// CONNECT / CONNACK on an open connection; returns session present. Separate from
+    /// [`Conn::open`] so that a caller can time the handshake alone (`takeover`).
+    pub(crate) async fn handshake(
+        &mut self,
+        client_id: &str,
+        clean: bool,
+    ) -> Result<bool, ConnError> {
+        let mut connect = Connect::new(self.version, client_id, clean);
         connect.keep_alive = 0;
-        if !clean && version == ProtocolVersion::V5 {
+        if !clean && self.version == ProtocolVersion::V5 {
             connect.properties.session_expiry_interval = Some(u32::MAX);
         }
-        conn.push(&Packet::Connect(Box::new(connect)))?;
-        conn.flush().await?;
-        match conn.next_within(HANDSHAKE_TIMEOUT).await? {
+        self.push(&Packet::Connect(Box::new(connect)))?;
+        self.flush().await?;
+        match self.next_within(HANDSHAKE_TIMEOUT).await? {
             Packet::ConnAck(ack) if ack.reason.is_error() => Err(ConnError::Refused(ack.reason)),
-            Packet::ConnAck(ack) => Ok((conn, ack.session_present)),
+            Packet::ConnAck(ack) => Ok(ack.session_present),
             other => Err(ConnError::Unexpected {
                 expected: PacketType::ConnAck,
                 got: other.packet_type(),

@@ -47,6 +47,10 @@ pub(crate) struct Fanin {
     /// mqtt://HOST:PORT or ws://HOST:PORT/PATH
     #[arg(long)]
     url: Target,
+    /// Where the subscribers connect, if not to --url: the publishers on one broker, the
+    /// subscribers on another (two bridges of a cluster).
+    #[arg(long)]
+    sub_url: Option<Target>,
     /// Publishing connections; publisher i publishes to `bench/<i>`.
     #[arg(long, default_value_t = 8)]
     publishers: u32,
@@ -247,9 +251,10 @@ pub(crate) async fn run(args: Fanin) -> anyhow::Result<bool> {
     } else {
         "bench/#"
     })?;
+    let sub_url = args.sub_url.as_ref().unwrap_or(&args.url);
     let subscribers: Vec<Conn> = futures_util::stream::iter(0..args.subscribers)
         .map(|i| {
-            let (url, filter) = (&args.url, filter.clone());
+            let (url, filter) = (sub_url, filter.clone());
             async move {
                 let id = format!("bench-sub-{i}");
                 let (mut conn, _) = Conn::connect(url, version, &id, !args.persistent)

@@ -17,15 +17,20 @@
 //! - [`sessions`]: `sessions`, many persistent sessions with messages queued while offline
 //!   (each to its own topic, or `--common-topic` to all of them), and `--drain` to take them
 //!   back after a restart.
+//! - [`takeover`]: `takeover`, one persistent session moving between two brokers of a cluster
+//!   (or reconnecting to one): CONNECT → CONNACK times.
 //!
-//! Both subcommands print a report for people and, with `--json`, one JSON line for scripts:
+//! Every subcommand prints a report for people and, with `--json`, one JSON line for scripts:
 //! `bench/compare.sh` runs them against the bridge and mosquitto side by side and writes
-//! `BENCHMARKS.md`. Older figures: `docs/benchmarks.md`.
+//! `BENCHMARKS.md`; `bench/cluster.sh` runs them against two bridges of a NATS cluster
+//! beside one bridge (`fanin --sub-url`: subscribers on the other bridge). Older figures:
+//! `docs/benchmarks.md`.
 
 mod conn;
 mod fanin;
 mod publish;
 mod sessions;
+mod takeover;
 
 use std::process::ExitCode;
 
@@ -47,6 +52,9 @@ enum Command {
     /// Create persistent sessions (clean session 0, one subscription each), optionally
     /// queue QoS 1 messages for them while offline; or drain them again.
     Sessions(sessions::Sessions),
+    /// One persistent session moving from --url to --to and back, taking over its open
+    /// connection (or after a DISCONNECT): CONNECT → CONNACK median and p99.
+    Takeover(takeover::Takeover),
 }
 
 #[tokio::main]
@@ -54,6 +62,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let ok = match Cli::parse().command {
         Command::Fanin(args) => fanin::run(args).await?,
         Command::Sessions(args) => sessions::run(args).await?,
+        Command::Takeover(args) => takeover::run(args).await?,
     };
     Ok(if ok {
         ExitCode::SUCCESS

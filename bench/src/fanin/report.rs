@@ -69,8 +69,12 @@ pub(super) fn report(
     let pace = args
         .rate
         .map_or(String::new(), |r| format!(", offered {r:.0} msg/s"));
+    let subscribers_at = args
+        .sub_url
+        .as_ref()
+        .map_or(String::new(), |u| format!(" (subscribers at {u})"));
     println!(
-        "fanin {} MQTT {} QoS {}: {} publishers -> {} {}{}subscribers, {} B, inflight {}, {amount}{pace}",
+        "fanin {}{subscribers_at} MQTT {} QoS {}: {} publishers -> {} {}{}subscribers, {} B, inflight {}, {amount}{pace}",
         args.url,
         if args.v5 { "5.0" } else { "3.1.1" },
         args.qos,
