@@ -43,7 +43,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Claims sessions for this node (cluster mode).
 pub trait SessionClaims: Send + Sync + std::fmt::Debug {
     /// Makes this node the owner of `client_id`'s session (any other node that holds it
-    /// closes its connection and lets go first). `Err` is the CONNACK's refusal: the
+    /// closes its connection and lets go first). With `owner` (sessions belong to their
+    /// user: `Authenticator::enforces_ownership`), a session another user made is refused
+    /// before its holder is disturbed. `Err` is the CONNACK's refusal: not authorized, the
     /// cluster cannot be reached, or the claim lost every race.
-    fn claim<'a>(&'a self, client_id: &'a str) -> BoxFuture<'a, Result<Claim, ReasonCode>>;
+    fn claim<'a>(
+        &'a self,
+        client_id: &'a str,
+        owner: Option<Option<&'a str>>,
+    ) -> BoxFuture<'a, Result<Claim, ReasonCode>>;
 }

@@ -202,7 +202,10 @@ where
         } else {
             match claims {
                 Some(claims) if !connect.client_id.is_empty() => {
-                    Some(claims.claim(connect.client_id.as_str()).await)
+                    let owner = auth
+                        .enforces_ownership()
+                        .then_some(identity.username.as_deref());
+                    Some(claims.claim(connect.client_id.as_str(), owner).await)
                 }
                 _ => None,
             }

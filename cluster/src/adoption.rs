@@ -56,35 +56,50 @@ pub async fn run(nats: Nats, broker: Broker, directory: Directory, claims: std::
     // Seen gone in the last look.
     let mut gone_once: HashMap<String, bool> = HashMap::new();
     // This node's own records left by an earlier process of the same name: taken back once
-    // the directory has been read.
+    // the directory has been read, if they did not change between two looks (a record that
+    // changes is a session this process holds and writes).
+    let mut own: Option<HashMap<String, crate::record::SessionRecord>> = None;
     let mut own_done = false;
     loop {
         tokio::time::sleep(EVERY).await;
         let list = directory.list();
         if !own_done {
-            own_done = true;
-            for listed in list.iter().filter(|l| l.record.node == me) {
-                let key = key_of(&listed.client_id);
-                let Ok(Some(entry)) = nats.sessions.entry(&key).await else {
-                    continue;
-                };
-                if entry.operation != kv::Operation::Put {
-                    continue;
-                }
-                let Ok(record) =
-                    serde_json::from_slice::<crate::record::SessionRecord>(&entry.value)
-                else {
-                    continue;
-                };
-                if record.node != me || record.meta.is_none() {
-                    continue;
-                }
-                let claim = Claim(Box::new(Claimed {
-                    record,
-                    revision: entry.revision,
-                }));
-                if broker.adopt(&listed.client_id, claim).await.is_err() {
-                    return;
+            let now: HashMap<String, crate::record::SessionRecord> = list
+                .iter()
+                .filter(|l| l.record.node == me && l.record.meta.is_some())
+                .map(|l| (l.client_id.clone(), l.record.clone()))
+                .collect();
+            match own.take() {
+                None => own = Some(now),
+                Some(before) => {
+                    own_done = true;
+                    for (client_id, record) in now {
+                        if before.get(&client_id) != Some(&record) {
+                            continue;
+                        }
+                        let key = key_of(&client_id);
+                        let Ok(Some(entry)) = nats.sessions.entry(&key).await else {
+                            continue;
+                        };
+                        if entry.operation != kv::Operation::Put {
+                            continue;
+                        }
+                        let Ok(record) =
+                            serde_json::from_slice::<crate::record::SessionRecord>(&entry.value)
+                        else {
+                            continue;
+                        };
+                        if record.node != me || record.meta.is_none() {
+                            continue;
+                        }
+                        let claim = Claim(Box::new(Claimed {
+                            record,
+                            revision: entry.revision,
+                        }));
+                        if broker.adopt(&client_id, claim).await.is_err() {
+                            return;
+                        }
+                    }
                 }
             }
         }

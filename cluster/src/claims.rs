@@ -26,6 +26,21 @@ use crate::nats::{ClusterError, Nats};
 use crate::record::{key_of, SessionRecord};
 use crate::store::Claimed;
 
+/// Why a claim is refused.
+#[derive(Debug)]
+enum Refusal {
+    /// The session is another user's.
+    NotOwner,
+    /// The cluster failed (or the claim lost every race).
+    Failed(String),
+}
+
+impl From<String> for Refusal {
+    fn from(e: String) -> Refusal {
+        Refusal::Failed(e)
+    }
+}
+
 /// How long the holder of a session has to let go before it is taken anyway.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -67,11 +82,22 @@ impl Claims {
         }
     }
 
-    async fn claim_for(&self, client_id: &str) -> Result<Claim, String> {
+    async fn claim_for(
+        &self,
+        client_id: &str,
+        owner: Option<Option<&str>>,
+    ) -> Result<Claim, Refusal> {
         let key = key_of(client_id);
         let mut asked = HashSet::new();
         for _ in 0..ATTEMPTS {
             let (mut record, revision) = self.read(&key).await?;
+            // A session belongs to the user who made it: another user's CONNECT does not
+            // get to close its connection elsewhere (the engine refuses it too).
+            if let (Some(user), Some(meta)) = (owner, &record.meta) {
+                if meta.username.as_deref() != user {
+                    return Err(Refusal::NotOwner);
+                }
+            }
             tracing::debug!(%client_id, node = %self.node(), holder = %record.node, revision, "claim");
             if record.node == self.node() {
                 self.wait_for_feed(record.upto).await?;
@@ -84,7 +110,7 @@ impl Claims {
             record.node = self.node().to_owned();
             record.epoch += 1;
             let body = Bytes::from(serde_json::to_vec(&record).map_err(|e| e.to_string())?);
-            let written = if revision == 0 {
+            let written: Result<u64, (bool, String)> = if revision == 0 {
                 self.nats.sessions.create(&key, body).await.map_err(|e| {
                     (
                         e.kind() == kv::CreateErrorKind::AlreadyExists,
@@ -110,10 +136,10 @@ impl Claims {
                 }
                 // Another claim won the race: start over (and ask it to let go).
                 Err((true, _)) => continue,
-                Err((false, e)) => return Err(e),
+                Err((false, e)) => return Err(e.into()),
             }
         }
-        Err("lost every race for the session".into())
+        Err("lost every race for the session".to_owned().into())
     }
 
     /// Takes `client_id`'s session from `dead`, a node that is gone, if its record still
@@ -182,11 +208,18 @@ impl Claims {
 }
 
 impl SessionClaims for Claims {
-    fn claim<'a>(&'a self, client_id: &'a str) -> BoxFuture<'a, Result<Claim, ReasonCode>> {
+    fn claim<'a>(
+        &'a self,
+        client_id: &'a str,
+        owner: Option<Option<&'a str>>,
+    ) -> BoxFuture<'a, Result<Claim, ReasonCode>> {
         Box::pin(async move {
-            self.claim_for(client_id).await.map_err(|e| {
-                tracing::warn!(%client_id, error = %e, "session not claimed; CONNECT refused (server unavailable)");
-                ReasonCode::ServerUnavailable
+            self.claim_for(client_id, owner).await.map_err(|e| match e {
+                Refusal::NotOwner => ReasonCode::NotAuthorized,
+                Refusal::Failed(e) => {
+                    tracing::warn!(%client_id, error = %e, "session not claimed; CONNECT refused (server unavailable)");
+                    ReasonCode::ServerUnavailable
+                }
             })
         })
     }

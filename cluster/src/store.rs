@@ -214,13 +214,31 @@ impl ClusterStore {
     ) -> Result<(), StoreError> {
         let upto = self.routed;
         let mut writes = Vec::new();
+        let mut deleted = deleted;
+        // A record NATS cannot carry (a session with very many or very long subscriptions)
+        // would fail every batch after it: that session is ended instead (its record
+        // deleted, its connection closed), and the rest of the bridge goes on.
+        let limit = self.nats.max_payload().saturating_sub(RECORD_ROOM);
+        let mut too_large = Vec::new();
         for (client, held) in self.held.iter_mut().filter(|(_, h)| h.dirty) {
             held.record.upto = match held.spilled_from {
                 Some(from) => upto.min(from.saturating_sub(1)),
                 None => upto,
             };
             let body = serde_json::to_vec(&held.record).map_err(|e| failed("session record", e))?;
+            if body.len() > limit {
+                tracing::error!(client_id = %client, bytes = body.len(), limit, "session record too large for NATS; the session is ended");
+                too_large.push((client.clone(), held.revision));
+                continue;
+            }
             writes.push((client.clone(), held.revision, body));
+        }
+        for (client, revision) in too_large {
+            self.held.remove(&client);
+            if revision != 0 {
+                deleted.push((client.clone(), revision));
+            }
+            self.lost.push(client);
         }
         // Released sessions are written (above) for the last time, and forgotten.
         for client in released {
@@ -463,6 +481,9 @@ async fn publish(nats: &Nats, msgs: &[&StoredMessage]) -> Result<(), StoreError>
     settle(&mut acks, timeout).await
 }
 
+/// Bytes of a NATS message kept free around a session record (the KV headers).
+const RECORD_ROOM: usize = 1024;
+
 /// How many acknowledgements a batch's publishing waits for at a time.
 const ACK_CHUNK: usize = 1000;
 
@@ -583,6 +604,9 @@ impl Store for ClusterStore {
                 .runtime
                 .block_on(self.nats.sessions.entry(&key))
                 .map_err(|e| failed("session record", e))?;
+            // A read answered by a replica that lags can be older than the claim's own
+            // (revisions only grow): the claim's then stands.
+            let entry = entry.filter(|e| e.revision >= revision);
             match entry {
                 Some(e) if e.operation == kv::Operation::Put => {
                     let now: SessionRecord = serde_json::from_slice(&e.value)
@@ -601,14 +625,7 @@ impl Store for ClusterStore {
                     },
                     e.revision,
                 ),
-                None => (
-                    SessionRecord {
-                        node: record.node,
-                        epoch: record.epoch,
-                        ..SessionRecord::default()
-                    },
-                    0,
-                ),
+                None => (record, revision),
             }
         } else {
             (record, revision)
