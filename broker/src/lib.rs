@@ -29,6 +29,9 @@
 //! - [`store`]: the storage trait, an in-memory store and the embedded SQLite store; the
 //!   engine writes each batch's changes in one transaction before its acknowledgements go
 //!   out, and a message queued for many sessions is stored once.
+//! - [`cluster`]: what a node of a cluster adds (the `cluster` crate implements it): the
+//!   claim of a session before its CONNECT reaches the engine; with a store that routes,
+//!   the engine's `cluster` file hands messages to the cluster and routes what comes back.
 //! - [`view`]: the serializable answers and session events the bridge shows.
 //! - Alongside: [`auth`] (the hook that proves who a connection is, on its own task, and
 //!   decides on the engine thread what it may publish, subscribe to and receive; sessions

@@ -24,7 +24,7 @@ pub struct ClusterConfig {
     /// of one NATS server). Streams that exist are used as they are.
     pub replicas: usize,
     /// Prefix of every subject, stream and bucket this bridge uses (lower case letters,
-    /// digits, `_` and `-`): several independent brokers can share one NATS cluster.
+    /// digits and `-`): several independent brokers can share one NATS cluster.
     pub namespace: String,
     /// At most this many bytes in the message stream; the oldest go first beyond it.
     pub max_stream_bytes: u64,
@@ -135,11 +135,10 @@ impl ClusterConfig {
             || !self
                 .namespace
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
-            return Err(
-                "[cluster] namespace must be 1 to 32 lower case letters, digits, `-` and `_`",
-            );
+            // No `_`: stream names spell `-` as `_`, and `a-b` and `a_b` would share them.
+            return Err("[cluster] namespace must be 1 to 32 lower case letters, digits and `-`");
         }
         if self.max_stream_bytes < 1 << 20 {
             return Err("[cluster] max_stream_bytes must be at least 1 MiB");
@@ -186,6 +185,7 @@ mod tests {
             "nats_url = \"nats://a\"\nreplicas = 6",
             "nats_url = \"nats://a\"\nnode = \"a.b\"",
             "nats_url = \"nats://a\"\nnamespace = \"Mqtt\"",
+            "nats_url = \"nats://a\"\nnamespace = \"a_b\"",
             "nats_url = \"nats://a\"\nuser = \"u\"",
             "nats_url = \"nats://a\"\ntls_cert_file = \"c.pem\"",
             "nats_url = \"nats://a\"\nmax_stream_bytes = 10",

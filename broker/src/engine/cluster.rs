@@ -368,6 +368,11 @@ impl Engine {
         };
         self.spill_marks.remove(&sid);
         for d in deliveries {
+            // Only what the session may read, as routing gives it (the rules may have
+            // changed since, a reloaded ACL file).
+            if !self.may(sid, Access::Read(d.msg.topic.as_str())) {
+                continue;
+            }
             let mut d = self.delivery_from_store(d, now);
             d.stored = false;
             // May spill again (the byte limit): that earlier mark then stands.
