@@ -32,39 +32,13 @@ impl Engine {
     }
 
     /// Routes a message the cluster delivered (published on any node) to this node's
-    /// sessions. The message gets a new id here (ids are this node's own); No Local is
-    /// kept by the publisher's client id, which is one session in the whole cluster.
+    /// sessions, shared groups aside (see `on_routed_shared`).
     pub(super) fn on_routed(&mut self, m: StoredMessage, now: Instant) {
-        let publisher = m
-            .publisher
-            .as_deref()
-            .and_then(|c| self.by_client.get(c).copied());
-        // A message of the stream keeps its sequence as its id (what the store records of
-        // the session's queue); a QoS 0 one gets an id of this node's, above every sequence.
-        let id = if m.id != 0 {
+        if m.id != 0 {
             self.routed_upto = self.routed_upto.max(m.id);
             self.ops.push(Op::Routed(m.id));
-            m.id
-        } else {
-            self.new_message_id()
-        };
-        let msg = Message {
-            id,
-            topic: m.topic,
-            payload: m.payload,
-            qos: m.qos,
-            retain: m.retain,
-            properties: m.properties,
-            expires_at: m.expires_at.map(|t| self.clock.to_instant(t)),
-            received_at: self.clock.to_instant(m.received_at),
-            publisher: m.publisher,
-        };
-        if msg.is_expired(now) {
-            return;
         }
-        self.routing = Routing::WithoutGroups;
-        self.route(Arc::new(msg), publisher, now);
-        self.routing = Routing::All;
+        self.route_from_cluster(m, Routing::WithoutGroups, now);
     }
 
     /// Routes a message the cluster gave this node for shared group `group` (its members
@@ -77,35 +51,33 @@ impl Engine {
         m: StoredMessage,
         now: Instant,
     ) -> bool {
+        // An expired message counts as handled (`group_found` is set by `route` only).
+        self.group_found = true;
+        self.route_from_cluster(m, Routing::Group(group), now);
+        // Handled here if the group has members here, even if none of them may read the
+        // topic (as on one node, nobody then gets it); offered elsewhere if not.
+        self.group_found
+    }
+
+    /// Routes a message of the cluster's to the subscriptions `routing` names. A message of
+    /// the stream keeps its sequence as its id (what the store records of a session's
+    /// queue); a QoS 0 one gets an id of this node's, above every sequence. No Local is kept
+    /// by the publisher's client id, which is one session in the whole cluster.
+    fn route_from_cluster(&mut self, mut m: StoredMessage, routing: Routing, now: Instant) {
         let publisher = m
             .publisher
             .as_deref()
             .and_then(|c| self.by_client.get(c).copied());
-        let id = if m.id != 0 {
-            m.id
-        } else {
-            self.new_message_id()
-        };
-        let msg = Message {
-            id,
-            topic: m.topic,
-            payload: m.payload,
-            qos: m.qos,
-            retain: m.retain,
-            properties: m.properties,
-            expires_at: m.expires_at.map(|t| self.clock.to_instant(t)),
-            received_at: self.clock.to_instant(m.received_at),
-            publisher: m.publisher,
-        };
-        if msg.is_expired(now) {
-            return true;
+        if m.id == 0 {
+            m.id = self.new_message_id();
         }
-        self.routing = Routing::Group(group);
-        self.route(Arc::new(msg), publisher, now);
+        let msg = self.message_from_store(m);
+        if msg.is_expired(now) {
+            return;
+        }
+        self.routing = routing;
+        self.route(msg, publisher, now);
         self.routing = Routing::All;
-        // Handled here if the group has members here, even if none of them may read the
-        // topic (as on one node, nobody then gets it); offered elsewhere if not.
-        self.group_found
     }
 
     /// Tells the store which shared groups this node has members in (after a change).
