@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use crate::TempDir;
 
-/// How long a cluster may take to elect its JetStream leader.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a cluster may take to elect its JetStream leader (long: on a busy 2-core CI
+/// machine a first start took over 30 s).
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// One nats-server of the cluster.
 #[derive(Debug)]
